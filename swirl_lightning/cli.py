@@ -1,0 +1,157 @@
+"""The ``swirl`` command line.
+
+Each command group lives in one small function that adds its subparsers and sets a ``handler``
+returning the exit code; :data:`COMMAND_GROUPS` lists them. Commands that parse their own arguments
+(LightningCLI's ``fit``/``validate``/``test``/``predict``) go in :data:`DELEGATED_COMMANDS` instead:
+``main`` hands them the rest of the command line untouched. Heavy modules (torch, transformers) are
+imported inside handlers, so ``swirl tools list`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import warnings
+from collections.abc import Callable
+
+SubParsers = argparse._SubParsersAction  # what add_subparsers() returns; argparse has no public name
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number greater than zero."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer greater than zero."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------
+# swirl tools
+
+
+def add_tools_commands(subparsers: SubParsers) -> None:
+    """``swirl tools list [--json]`` and ``swirl tools call NAME INPUT``."""
+    tools = subparsers.add_parser("tools", help="list the registered tools, or call one")
+    commands = tools.add_subparsers(dest="tools_command", metavar="COMMAND", required=True)
+
+    listing = commands.add_parser("list", help="list every tool: name, tag, distribution, description")
+    listing.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    listing.set_defaults(handler=tools_list)
+
+    call = commands.add_parser("call", help="run one tool through the rollout's execution wrapper")
+    call.add_argument("name", metavar="NAME", help="tool name, as shown by `swirl tools list`")
+    call.add_argument("input", metavar="INPUT", help="the text the model would write inside the tag")
+    call.add_argument("--timeout", type=positive_float, default=10.0, metavar="SECONDS",
+                      help="seconds before the call is abandoned as a timeout (default: 10)")
+    call.add_argument("--max-chars", type=positive_int, default=2000, metavar="N",
+                      help="cap on the output length; longer output is cut with a marker (default: 2000)")
+    call.set_defaults(handler=tools_call)
+
+
+def tools_list(args: argparse.Namespace) -> int:
+    """Print the registered tools as an aligned table, or as JSON with ``--json``."""
+    from swirl_lightning.tools import ToolRegistrationError, collect_tools
+
+    try:
+        tools = list(collect_tools().values())
+    except ToolRegistrationError as error:
+        print(f"swirl tools list: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        rows = [{"name": t.name, "tag": t.tag, "distribution": t.distribution, "version": t.version,
+                 "description": t.description} for t in tools]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not tools:
+        print("no tools registered (is SWIRL_LOAD_PLUGINS limiting the plugins loaded?)", file=sys.stderr)
+        return EXIT_OK
+    table = [("NAME", "TAG", "DISTRIBUTION", "DESCRIPTION")]
+    table += [(t.name, f"<{t.tag}>", t.source, t.description) for t in tools]
+    widths = [max(len(row[column]) for row in table) for column in range(3)]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+    return EXIT_OK
+
+
+def tools_call(args: argparse.Namespace) -> int:
+    """Run one tool as a rollout would; exit 1 on a tool error, 2 for an unknown tool name."""
+    from swirl_lightning.tools import (
+        ToolExecutor, ToolRegistrationError, UnknownToolError, collect_tools, select_tools,
+    )
+
+    try:
+        tools = select_tools(collect_tools(), [args.name])
+    except UnknownToolError as error:
+        print(f"swirl tools call: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ToolRegistrationError as error:
+        print(f"swirl tools call: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    executor = ToolExecutor(tools, timeout_s=args.timeout, max_output_chars=args.max_chars)
+    result = executor.run(args.name, args.input)
+    if result.error is not None:
+        print(f"swirl tools call: {args.name}: {result.error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(result.output)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dispatch
+
+COMMAND_GROUPS: dict[str, Callable[[SubParsers], None]] = {
+    "tools": add_tools_commands,
+}
+"""Command name -> function adding its argparse subparsers (each sets ``handler``)."""
+
+DELEGATED_COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("swirl_lightning.generate:cli_main", "sample multi-step trajectories with live tools"),
+}
+"""Command name -> (``module:function`` taking the remaining argv and returning an exit code, help).
+For commands with their own parser, e.g. ``"fit": ("swirl_lightning.module:cli_main", "train")``."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``swirl`` parser with every command group of :data:`COMMAND_GROUPS`."""
+    parser = argparse.ArgumentParser(
+        prog="swirl", description="Step-Wise Reinforcement Learning (SWiRL) on PyTorch Lightning."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_commands in COMMAND_GROUPS.values():
+        add_commands(subparsers)
+    for name, (_, help_text) in DELEGATED_COMMANDS.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)  # listed in --help; main() intercepts
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``swirl`` command line and return its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED_COMMANDS:
+        module_name, _, function_name = DELEGATED_COMMANDS[argv[0]][0].partition(":")
+        return getattr(importlib.import_module(module_name), function_name)(argv[1:])
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    # A user needs the message (it names the plugin), not the line inside swirl_lightning that warned.
+    print(f"swirl: warning: {message}", file=sys.stderr if file is None else file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

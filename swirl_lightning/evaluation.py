@@ -1,0 +1,85 @@
+"""Live evaluation: multi-step rollouts with tools on held-out questions, and the figures that describe them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .trajectory import Example, Trajectory
+
+
+def summarize(trajectories: Sequence[Trajectory], step_judge_id: str | None = None) -> dict[str, Any]:
+    """Figures over finished trajectories: accuracy, steps, invalid actions, tool errors, GOOD rate.
+
+    ``step_judge_id`` picks whose judgements count for ``step_good_rate`` (any judge when ``None``);
+    the rate is ``None`` when no step was judged.
+    """
+    steps = [step for t in trajectories for step in t.steps]
+    tool_steps = [s for s in steps if s.action.kind == "tool"]
+    judged = [
+        j for s in steps for j in s.judgements if step_judge_id is None or j.judge == step_judge_id
+    ]
+    scored = [t.outcome for t in trajectories if t.outcome is not None]
+    n = len(trajectories)
+    return {
+        "trajectories": n,
+        "accuracy": sum(scored) / len(scored) if scored else None,
+        "answered_rate": sum(t.final_answer is not None for t in trajectories) / n if n else None,
+        "steps_mean": len(steps) / n if n else None,
+        "steps_histogram": dict(sorted(Counter(len(t.steps) for t in trajectories).items())),
+        "valid_action_rate": sum(s.action.kind != "invalid" for s in steps) / len(steps) if steps else None,
+        "invalid_action_rate": sum(s.action.kind == "invalid" for s in steps) / len(steps) if steps else None,
+        "invalid_reasons": dict(Counter(s.action.reason for s in steps if s.action.kind == "invalid").most_common(8)),
+        "tool_calls": len(tool_steps),
+        "tool_error_rate": sum(s.tool_error for s in tool_steps) / len(tool_steps) if tool_steps else None,
+        "step_good_rate": sum(j.verdict == "GOOD" for j in judged) / len(judged) if judged else None,
+        "finish_reasons": dict(Counter(t.metadata.get("finish_reason", "?") for t in trajectories)),
+    }
+
+
+def evaluate(
+    engine,
+    examples: Iterable[Example],
+    tools: Mapping,
+    *,
+    max_steps: int,
+    outcome,
+    renderer=None,
+    num_samples: int = 1,
+    step_judge=None,
+    tool_timeout_s: float = 10.0,
+    max_tool_output_chars: int = 1000,
+    few_shot: bool = True,
+    policy_name: str = "",
+) -> tuple[dict[str, Any], list[Trajectory]]:
+    """Roll out the policy live on ``examples`` and summarise.
+
+    ``engine`` is a :class:`~swirl_lightning.generation.GenerationEngine` (or a scripted policy);
+    ``outcome`` an outcome judge with ``score(prediction, gold)``; ``step_judge``, when given, judges every
+    step so that ``step_good_rate`` is filled in. Returns the summary and the trajectories.
+    """
+    from .rollout import RolloutSettings, conversations
+    from .tools import ToolExecutor
+
+    examples = list(examples)
+    settings = RolloutSettings(
+        tools=tools,
+        executor=ToolExecutor(tools, timeout_s=tool_timeout_s, max_output_chars=max_tool_output_chars),
+        max_steps=max_steps,
+        renderer=renderer,
+        few_shot=few_shot,
+        policy_name=policy_name,
+        outcome=outcome.score,
+    )
+    finished: list[Trajectory] = []
+    engine.run(conversations(examples, num_samples, settings), lambda c: finished.append(c.trajectory))
+    order = {example.id: i for i, example in enumerate(examples)}
+    finished.sort(key=lambda t: (order[t.example_id], t.sample_index))
+    judge_id = None
+    if step_judge is not None:
+        from .judges import judge_trajectories
+
+        judge_trajectories(finished, step_judge, {e.id: e for e in examples}, cache=None, progress=False)
+        judge_id = step_judge.judge_id
+    return summarize(finished, judge_id), finished

@@ -1,0 +1,421 @@
+"""Stage 3 of SWiRL: judge the steps and outcomes of generated trajectories, then keep the good ones.
+
+``swirl filter`` reads trajectories (JSONL), judges every step with a step judge (cached on disk, so a
+second run calls no model for a step it has seen), scores final answers against the task's gold answers,
+keeps the trajectories the mode asks for, and writes them (with their judgements) and a stats JSON.
+The judging helpers (:func:`judge_trajectories`, :func:`score_outcomes`, :class:`JudgementCache`) also
+serve validation. Modes:
+
+- ``none``: keep all;
+- ``process``: keep a trajectory only if ALL its steps are judged GOOD (a trajectory without steps is not
+  kept);
+- ``outcome``: keep it if its outcome score (final answer against gold) is at least the threshold;
+- ``process+outcome``: both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import inspect
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from swirl_lightning.judges import OutcomeJudge, StepJudge, StepToJudge, make_judge, outcome_for_task, verdict_for
+from swirl_lightning.models import cache_dir
+from swirl_lightning.trajectory import Example, Judgement, Step, Trajectory, decompose, read_trajectories, write_jsonl
+
+FILTER_MODES = ("none", "process", "outcome", "process+outcome")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The judgement cache
+
+
+class JudgementCache:
+    """Step judgements on disk, keyed by a hash of (judge id, prompt version, state, step text).
+
+    One SQLite file (default ``$SWIRL_CACHE_DIR/judgements/judgements.sqlite``) in WAL mode: readers never
+    block, each write is one transaction, and several processes may share it. A connection is opened per
+    process, so the cache survives a fork.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path is not None else cache_dir() / "judgements" / "judgements.sqlite"
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=60)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._pid = os.getpid()
+        return self._conn
+
+    @staticmethod
+    def key(judge_id: str, prompt_version: str, state: list[dict[str, str]], step_text: str) -> str:
+        """The content hash a judgement is stored under."""
+        payload = json.dumps([judge_id, prompt_version, state, step_text], ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
+        """The cached judgements among ``keys``."""
+        keys, found = list(dict.fromkeys(keys)), {}
+        conn = self._connection()
+        for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
+            chunk = keys[start : start + 500]
+            rows = conn.execute(f"SELECT key, value FROM judgements WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            found.update((key, Judgement(**json.loads(value))) for key, value in rows)
+        return found
+
+    def put_many(self, judgements: dict[str, Judgement]) -> None:
+        """Store judgements by key, in one transaction."""
+        rows = [(key, json.dumps(j.__dict__)) for key, j in judgements.items()]
+        with self._connection() as conn:
+            conn.executemany("INSERT OR REPLACE INTO judgements (key, value) VALUES (?, ?)", rows)
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Judging trajectories
+
+
+def _set_judgement(step: Step, judgement: Judgement) -> None:
+    step.judgements = [j for j in step.judgements if j.judge != judgement.judge] + [judgement]
+
+
+def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, examples: dict[str, Example] | None = None,
+                       cache: JudgementCache | None = None, batch_size: int = 16, progress: bool = True) -> dict[str, int]:
+    """Judge every step of every trajectory, adding each judgement to ``step.judgements`` (replacing an
+    earlier one by the same judge id). States come from :func:`~swirl_lightning.trajectory.decompose`.
+
+    Cached judgements are reused (their verdict re-derived with the judge's current ``threshold``); new
+    ones are stored after each batch, so an interrupted run keeps its work. Returns the counts
+    ``steps``, ``from_cache`` and ``judged``.
+    """
+    needs_example = getattr(judge, "needs_example", False)
+    use_cache = cache is not None and getattr(judge, "cacheable", True)
+    threshold = getattr(judge, "threshold", None)
+    pending: list[tuple[Step, StepToJudge, str | None]] = []
+    for trajectory in trajectories:
+        example = (examples or {}).get(trajectory.example_id)
+        if needs_example and example is None:
+            raise ValueError(f"judge {judge.judge_id} needs the examples; none for trajectory {trajectory.key}")
+        for sub in decompose(trajectory):
+            key = JudgementCache.key(judge.judge_id, judge.prompt_version, sub.state, sub.target.text) if use_cache else None
+            pending.append((sub.target, StepToJudge(sub.state, sub.target, example), key))
+    cached = cache.get_many(k for _, _, k in pending if k) if use_cache else {}
+    todo = []
+    for step, item, key in pending:
+        if key in cached:
+            hit = cached[key]
+            verdict = hit.verdict if threshold is None else verdict_for(hit.score, threshold)
+            _set_judgement(step, Judgement(hit.judge, verdict, hit.score, hit.prompt_version))
+        else:
+            todo.append((step, item, key))
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"judging ({judge.judge_id})", unit="step")
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        judgements = judge.judge_steps([item for _, item, _ in chunk])
+        if len(judgements) != len(chunk):
+            raise RuntimeError(f"judge {judge.judge_id} returned {len(judgements)} judgements for {len(chunk)} steps")
+        for (step, _, _), judgement in zip(chunk, judgements):
+            _set_judgement(step, judgement)
+        if use_cache:
+            cache.put_many({key: j for (_, _, key), j in zip(chunk, judgements) if key})
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return {"steps": len(pending), "from_cache": len(pending) - len(todo), "judged": len(todo)}
+
+
+def final_answer(trajectory: Trajectory) -> str | None:
+    """The trajectory's final answer, or the answer of its last step when that field is unset."""
+    if trajectory.final_answer is not None:
+        return trajectory.final_answer
+    if trajectory.steps and trajectory.steps[-1].action.kind == "answer":
+        return trajectory.steps[-1].action.answer
+    return None
+
+
+def score_outcomes(trajectories: Sequence[Trajectory], examples: dict[str, Example], outcome_judge: OutcomeJudge) -> None:
+    """Set ``trajectory.outcome`` to the outcome judge's score and ``metadata["outcome_judge"]`` to its id."""
+    missing = sorted({t.example_id for t in trajectories if t.example_id not in examples})
+    if missing:
+        raise ValueError(f"no example for {len(missing)} trajectory example id(s), e.g. {missing[:3]}; wrong task or split?")
+    predictions = [final_answer(t) for t in trajectories]
+    golds = [examples[t.example_id].answer for t in trajectories]
+    if hasattr(outcome_judge, "score_batch"):
+        scores = outcome_judge.score_batch(predictions, golds, [examples[t.example_id].question for t in trajectories])
+    else:
+        scores = [outcome_judge.score(p, g) for p, g in zip(predictions, golds)]
+    for trajectory, score in zip(trajectories, scores):
+        trajectory.outcome = float(score)
+        trajectory.metadata["outcome_judge"] = outcome_judge.judge_id
+
+
+# ----------------------------------------------------------------------------------------------------
+# Filtering and its statistics
+
+
+def _uses_process(mode: str) -> bool:
+    return mode in ("process", "process+outcome")
+
+
+def _uses_outcome(mode: str) -> bool:
+    return mode in ("outcome", "process+outcome")
+
+
+def step_judgement(step: Step, judge_id: str) -> Judgement | None:
+    """The judgement of ``step`` by judge ``judge_id``, if any."""
+    return next((j for j in step.judgements if j.judge == judge_id), None)
+
+
+def filter_trajectories(trajectories: Sequence[Trajectory], mode: str, step_judge_id: str | None = None,
+                        outcome_threshold: float = 1.0) -> tuple[list[Trajectory], dict[str, Any]]:
+    """The trajectories ``mode`` keeps (in input order) and the stats of the input and the kept set.
+
+    ``process`` modes need every step judged by ``step_judge_id``; ``outcome`` modes need
+    ``trajectory.outcome`` set (see :func:`score_outcomes`). Missing data is an error naming the trajectory.
+    """
+    if mode not in FILTER_MODES:
+        raise ValueError(f"mode: expected one of {', '.join(FILTER_MODES)}, got {mode!r}")
+    if _uses_process(mode) and not step_judge_id:
+        raise ValueError(f"mode {mode!r} needs step_judge_id (the judge whose verdicts decide)")
+    kept = []
+    for trajectory in trajectories:
+        keep = True
+        if _uses_process(mode):
+            verdicts = []
+            for index, step in enumerate(trajectory.steps):
+                judgement = step_judgement(step, step_judge_id)
+                if judgement is None:
+                    raise ValueError(f"trajectory {trajectory.key} step {index}: no judgement by {step_judge_id!r}; "
+                                     "judge the steps first (judge_trajectories)")
+                verdicts.append(judgement.verdict)
+            keep = bool(verdicts) and all(v == "GOOD" for v in verdicts)
+        if _uses_outcome(mode):
+            if trajectory.outcome is None:
+                raise ValueError(f"trajectory {trajectory.key}: outcome not scored; run score_outcomes first")
+            keep = keep and trajectory.outcome >= outcome_threshold
+        if keep:
+            kept.append(trajectory)
+    stats = filter_stats(trajectories, kept, mode, step_judge_id, outcome_threshold)
+    return kept, stats
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def filter_stats(trajectories: Sequence[Trajectory], kept: Sequence[Trajectory], mode: str,
+                 step_judge_id: str | None, outcome_threshold: float = 1.0) -> dict[str, Any]:
+    """Counts, kept share, per-step GOOD rate (overall and by step index) and outcome accuracy.
+
+    Step rates count only steps judged by ``step_judge_id``; outcome figures only trajectories with an outcome.
+    """
+    good_by_index: list[int] = []
+    judged_by_index: list[int] = []
+    all_good = 0
+    for trajectory in trajectories:
+        verdicts = []
+        for index, step in enumerate(trajectory.steps):
+            judgement = step_judgement(step, step_judge_id) if step_judge_id else None
+            if judgement is None:
+                continue
+            if index >= len(judged_by_index):
+                grow = index + 1 - len(judged_by_index)
+                judged_by_index += [0] * grow
+                good_by_index += [0] * grow
+            judged_by_index[index] += 1
+            good_by_index[index] += judgement.verdict == "GOOD"
+            verdicts.append(judgement.verdict)
+        all_good += bool(trajectory.steps) and len(verdicts) == len(trajectory.steps) and all(v == "GOOD" for v in verdicts)
+    scored = [t for t in trajectories if t.outcome is not None]
+    kept_scored = [t for t in kept if t.outcome is not None]
+    return {
+        "mode": mode,
+        "step_judge": step_judge_id,
+        "outcome_threshold": outcome_threshold,
+        "trajectories": len(trajectories),
+        "kept": len(kept),
+        "kept_share": _share(len(kept), len(trajectories)),
+        "steps": sum(len(t.steps) for t in trajectories),
+        "kept_steps": sum(len(t.steps) for t in kept),
+        "steps_judged": sum(judged_by_index),
+        "step_good_rate": _share(sum(good_by_index), sum(judged_by_index)),
+        "steps_judged_by_index": judged_by_index,
+        "step_good_rate_by_index": [_share(g, n) for g, n in zip(good_by_index, judged_by_index)],
+        "trajectories_all_steps_good": all_good if step_judge_id else None,
+        "trajectories_with_outcome": len(scored),
+        "outcome_accuracy": _share(sum(t.outcome >= outcome_threshold for t in scored), len(scored)),
+        "outcome_mean": _share(sum(t.outcome for t in scored), len(scored)),
+        "kept_outcome_accuracy": _share(sum(t.outcome >= outcome_threshold for t in kept_scored), len(kept_scored)),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# The `swirl filter` command
+
+
+@dataclass
+class FilterConfig:
+    """Settings of ``swirl filter``."""
+
+    input: str
+    """Trajectories to filter (JSONL written by ``swirl generate``)."""
+    output: str
+    """Where the kept trajectories go, with their judgements (JSONL, written atomically)."""
+    stats: str | None = None
+    """Where the stats go (JSON); default: the output path with the suffix ``.stats.json``."""
+    task: str | None = None
+    """Task whose examples give the gold answers and worked solutions (gsm8k, hotpotqa, jsonl); needed by
+    the outcome modes and the reference judge."""
+    split: str = "train"
+    """Split of the task the trajectories were generated from."""
+    data_path: str | None = None
+    """A data file replacing the task's packaged one (required for the jsonl task)."""
+    mode: str = "process"
+    """What to keep: none, process (all steps GOOD), outcome (right final answer) or process+outcome."""
+    step_judge: str = "process"
+    """Registered step judge: process (LM, gold-free, the paper's) or reference (GSM8K worked solutions)."""
+    judge_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the step judge, e.g. {"model": "smollm2-135m-instruct", "threshold": 0.5}."""
+    outcome_judge: str | None = None
+    """Registered outcome judge (numeric, qa_em, qa_f1, grader); default: the task's (numeric for gsm8k)."""
+    outcome_threshold: float = 1.0
+    """Least outcome score counted as correct (1.0: exact match)."""
+    batch_size: int = 16
+    """Steps per judge call."""
+    cache: bool = True
+    """Reuse and store step judgements in the on-disk cache (``--no-cache`` to judge afresh)."""
+    cache_path: str | None = None
+    """Judgement cache file; default ``$SWIRL_CACHE_DIR/judgements/judgements.sqlite``."""
+    progress: bool = True
+    """Show a progress bar while judging."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in FILTER_MODES:
+            raise ValueError(f"mode: expected one of {', '.join(FILTER_MODES)}, got {self.mode!r}")
+        if _uses_outcome(self.mode) and not self.task:
+            raise ValueError(f"mode {self.mode!r} compares final answers with gold answers: give the task")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {self.batch_size}")
+
+    @property
+    def stats_path(self) -> Path:
+        """The stats file: ``stats`` or the output path with suffix ``.stats.json``."""
+        return Path(self.stats) if self.stats else Path(self.output).with_suffix(".stats.json")
+
+
+def _load_examples(config: FilterConfig) -> dict[str, Example]:
+    from swirl_lightning.tasks import load_task  # the data loaders are only needed when a task is named
+
+    return {e.id: e for e in load_task(config.task, config.split, path=config.data_path)}
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_filter(config: FilterConfig) -> dict[str, Any]:
+    """Judge, score, filter and write, as configured; returns the stats that were written."""
+    started = time.perf_counter()
+    trajectories = read_trajectories(config.input)
+    examples = _load_examples(config) if config.task else None
+    step_judge_id, judging = None, None
+    if _uses_process(config.mode):
+        judge = make_judge(config.step_judge, **config.judge_options)
+        step_judge_id = judge.judge_id
+        cache = JudgementCache(config.cache_path) if config.cache else None
+        try:
+            judging = judge_trajectories(trajectories, judge, examples, cache, config.batch_size, config.progress)
+        finally:
+            if cache is not None:
+                cache.close()
+    outcome_judge_id = None
+    if examples is not None:
+        outcome_judge = make_judge(config.outcome_judge or outcome_for_task(config.task))
+        outcome_judge_id = outcome_judge.judge_id
+        score_outcomes(trajectories, examples, outcome_judge)
+    kept, stats = filter_trajectories(trajectories, config.mode, step_judge_id, config.outcome_threshold)
+    Path(config.output).parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(config.output, kept)
+    stats.update(input=str(config.input), output=str(config.output), task=config.task, split=config.split,
+                 outcome_judge=outcome_judge_id, judging=judging, seconds=round(time.perf_counter() - started, 3))
+    _write_json_atomic(config.stats_path, stats)
+    return stats
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string right after each field), for ``--help``."""
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a bare string such as a model name
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the :class:`FilterConfig` options to ``parser`` (help from the attribute docstrings)."""
+    docs = _attribute_docs(FilterConfig)
+    for f in fields(FilterConfig):
+        flag, help_text = "--" + f.name.replace("_", "-"), docs.get(f.name, "")
+        if f.name == "judge_options":
+            parser.add_argument("--judge-option", dest="judge_options", action="append", type=_option, default=[],
+                                metavar="KEY=VALUE", help=help_text + " Repeat for several; VALUE is JSON or text.")
+        elif f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        elif f.name in ("input", "output"):
+            parser.add_argument(flag, required=True, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            choices = FILTER_MODES if f.name == "mode" else None
+            parser.add_argument(flag, type=kind, default=f.default, choices=choices, help=help_text)
+
+
+def filter_main(args: argparse.Namespace) -> int:
+    """Run ``swirl filter`` from parsed arguments; prints a one-line summary. Returns the exit status."""
+    values = {f.name: getattr(args, f.name) for f in fields(FilterConfig) if hasattr(args, f.name)}
+    values["judge_options"] = dict(values.get("judge_options") or [])
+    config = FilterConfig(**values)
+    stats = run_filter(config)
+    rate, accuracy = stats["step_good_rate"], stats["outcome_accuracy"]
+    print(f"kept {stats['kept']}/{stats['trajectories']} trajectories ({(stats['kept_share'] or 0):.1%})"
+          + (f", step GOOD rate {rate:.3f}" if rate is not None else "")
+          + (f", outcome accuracy {accuracy:.3f}" if accuracy is not None else "")
+          + f" -> {config.output} (stats: {config.stats_path})", file=sys.stderr)
+    return 0

@@ -1,0 +1,307 @@
+"""Batched multi-turn generation that never re-encodes a conversation.
+
+Each batch *slot* holds one conversation's KV cache, contiguous at positions ``[0, length)`` of a
+per-slot buffer (:class:`SlotKVCache`). A conversation is fed its prompt once; after each turn only the
+new tokens (the tool result's user turn and the next assistant header) are appended to its cache.
+Finished conversations leave their slot and waiting ones take it (continuous batching). Each forward pass
+runs on a subset of slots with a 4D attention mask and explicit position ids, so slots of different
+lengths share one batch without padding the caches.
+
+A conversation is any object with the :class:`Conversation` methods; :mod:`swirl_lightning.rollout`
+implements one that parses actions and runs tools.
+
+Sampling uses one ``torch.Generator`` per conversation, seeded from the run seed and the conversation's
+seed, so a trajectory does not depend on which other trajectories share its batch (up to float
+rounding of batched matmuls).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+class Conversation(Protocol):
+    """What the engine drives: a prompt, then turns until the conversation says it is done."""
+
+    seed: int
+
+    def prompt_ids(self) -> list[int]:
+        """Token ids of the prompt, ending with the assistant header of the first turn."""
+
+    def on_turn_end(self, token_ids: list[int], text: str, finish_reason: str) -> list[int] | None:
+        """Take one finished model turn; return the token ids to append before the next turn, or ``None`` when done.
+
+        ``finish_reason`` is ``stop`` (a stop string), ``eos`` or ``length`` (max new tokens of the turn).
+        """
+
+    def on_context_full(self) -> None:
+        """Called instead of another turn when the conversation would exceed the context budget."""
+
+
+@dataclass
+class SamplingConfig:
+    """How turns are sampled."""
+
+    max_new_tokens: int = 256
+    """Most tokens in one model turn."""
+    temperature: float = 1.0
+    """Softmax temperature; 0 means greedy."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    batch_size: int = 8
+    """Conversations decoded together."""
+    max_context_tokens: int = 4096
+    """Most tokens in one conversation (prompt, turns and tool results)."""
+    prefill_batch_tokens: int = 4096
+    """Most (padded) tokens in one prefill forward pass; longer prefills are split."""
+    seed: int = 0
+
+
+@dataclass
+class GenerationStats:
+    """Throughput counters; decode steps are also split by turn index (0 = first model turn)."""
+
+    generated_tokens: int = 0
+    prefill_tokens: int = 0
+    forward_seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    tokens_by_turn: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    seconds_by_turn: dict[int, float] = field(default_factory=lambda: defaultdict(float))
+
+    def tokens_per_second_by_turn(self) -> dict[int, float]:
+        """Decode tokens per second of forward time, for turns of each index (prefill excluded)."""
+        return {
+            t: self.tokens_by_turn[t] / self.seconds_by_turn[t]
+            for t in sorted(self.tokens_by_turn)
+            if self.seconds_by_turn[t] > 0
+        }
+
+
+class SlotKVCache:
+    """A KV cache with one contiguous row per slot and per-slot lengths.
+
+    Before each forward, :meth:`select` names the slots in the batch and how many tokens each feeds.
+    The model's attention layers call :meth:`update`, which writes the new keys and values at each slot's
+    own offset and returns the slots' keys and values up to the longest of them.
+    """
+
+    is_compileable = False
+
+    def __init__(self, num_slots: int, capacity: int = 256):
+        self.num_slots = num_slots
+        self.capacity = capacity
+        self.lengths = torch.zeros(num_slots, dtype=torch.long)
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+        self._rows = torch.arange(num_slots)
+        self._num_new = 0
+
+    def reset_slot(self, slot: int) -> None:
+        self.lengths[slot] = 0
+
+    def select(self, rows: torch.Tensor, num_new: int) -> None:
+        """Set the slots of the next forward pass and the (padded) number of tokens each feeds."""
+        self._rows, self._num_new = rows, num_new
+        needed = int(self.lengths[rows].max()) + num_new
+        if needed > self.capacity:
+            new_capacity = max(needed, 2 * self.capacity)
+            for store in (self.keys, self.values):
+                for layer, old in store.items():
+                    grown = old.new_zeros(old.shape[0], old.shape[1], new_capacity, old.shape[3])
+                    grown[:, :, : self.capacity] = old
+                    store[layer] = grown
+            self.capacity = new_capacity
+
+    def commit(self, rows: torch.Tensor, num_real: torch.Tensor) -> None:
+        """Advance the lengths of ``rows`` by the number of real (non-padding) tokens they fed."""
+        self.lengths[rows] += num_real
+
+    def kv_length(self) -> int:
+        return int(self.lengths[self._rows].max()) + self._num_new
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        # Positions and masks are always passed explicitly; the model must not derive them from here.
+        return 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        rows, n = self._rows, self._num_new
+        if layer_idx not in self.keys:
+            shape = (self.num_slots, key_states.shape[1], self.capacity, key_states.shape[3])
+            self.keys[layer_idx] = key_states.new_zeros(shape)
+            self.values[layer_idx] = value_states.new_zeros(shape[:3] + (value_states.shape[3],))
+        positions = self.lengths[rows].unsqueeze(1) + torch.arange(n).unsqueeze(0)  # [b, n]
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[rows.unsqueeze(1), :, positions] = key_states.transpose(1, 2)
+        values[rows.unsqueeze(1), :, positions] = value_states.transpose(1, 2)
+        kv_len = self.kv_length()
+        return keys[rows, :, :kv_len], values[rows, :, :kv_len]
+
+
+def attention_mask_for(lengths: torch.Tensor, num_real: torch.Tensor, num_new: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive 4D mask ``[b, 1, num_new, kv_len]`` for slots that hold ``lengths`` cached tokens.
+
+    New token i of a row sees the row's cache and its new tokens up to i. Padding queries (``i >= num_real``)
+    see the row's real tokens only, so they never produce NaN.
+    """
+    kv_len = int(lengths.max()) + num_new
+    query = torch.arange(num_new).unsqueeze(0)  # [1, n]
+    last_visible = lengths.unsqueeze(1) + torch.minimum(query, (num_real - 1).unsqueeze(1))  # [b, n]
+    keys = torch.arange(kv_len).view(1, 1, kv_len)
+    allowed = keys <= last_visible.unsqueeze(2)
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask.unsqueeze(1)
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
+    """Sample one token id from a ``[vocab]`` logits row."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < top_p
+        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_probs[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@dataclass
+class _Slot:
+    conversation: Conversation
+    generator: torch.Generator
+    feed: list[int]
+    turn_ids: list[int] = field(default_factory=list)
+    turn_index: int = 0
+
+
+class GenerationEngine:
+    """Drives many conversations through a model with continuous batching and per-slot KV caches."""
+
+    def __init__(self, model, tokenizer, config: SamplingConfig, stop_strings: Iterable[str] = ()):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.stop_strings = tuple(stop_strings)
+        self._stop_window = max((len(tokenizer.encode(s, add_special_tokens=False)) for s in self.stop_strings), default=1) + 2
+        eos = {tokenizer.eos_token_id}
+        if getattr(model, "generation_config", None) is not None:
+            gen_eos = model.generation_config.eos_token_id
+            eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        self.eos_ids = {e for e in eos if e is not None}
+        self.stats = GenerationStats()
+        self.device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def run(self, conversations: Iterable[Conversation], on_finished: Callable[[Conversation], None]) -> None:
+        """Run all conversations to the end, calling ``on_finished`` as each one finishes."""
+        waiting = iter(conversations)
+        slots: list[_Slot | None] = [None] * self.config.batch_size
+        cache = SlotKVCache(self.config.batch_size)
+        exhausted = False
+        while True:
+            for i, slot in enumerate(slots):
+                if slot is None and not exhausted:
+                    conversation = next(waiting, None)
+                    if conversation is None:
+                        exhausted = True
+                        break
+                    generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + conversation.seed)
+                    slots[i] = _Slot(conversation, generator, feed=list(conversation.prompt_ids()))
+                    cache.reset_slot(i)
+            active = [i for i, s in enumerate(slots) if s is not None]
+            if not active:
+                return
+            prefill = [i for i in active if len(slots[i].feed) > 1]
+            rows = self._prefill_group(prefill, slots) if prefill else active
+            self._step(rows, slots, cache, on_finished)
+
+    def _prefill_group(self, prefill: list[int], slots: list[_Slot | None]) -> list[int]:
+        """The longest-waiting prefill rows that fit the prefill token budget (at least one row)."""
+        group: list[int] = []
+        for i in prefill:
+            longest = max([len(slots[j].feed) for j in group] + [len(slots[i].feed)])
+            if group and longest * (len(group) + 1) > self.config.prefill_batch_tokens:
+                break
+            group.append(i)
+        return group
+
+    def _step(self, rows: list[int], slots: list[_Slot | None], cache: SlotKVCache, on_finished) -> None:
+        feeds = [slots[i].feed for i in rows]
+        num_new = max(len(f) for f in feeds)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([f + [pad_id] * (num_new - len(f)) for f in feeds], dtype=torch.long)
+        num_real = torch.tensor([len(f) for f in feeds], dtype=torch.long)
+        row_index = torch.tensor(rows, dtype=torch.long)
+        cache.select(row_index, num_new)
+        lengths = cache.lengths[row_index]
+        position_ids = lengths.unsqueeze(1) + torch.arange(num_new).unsqueeze(0)
+        mask = attention_mask_for(lengths, num_real, num_new, self.model.dtype)
+        start = time.perf_counter()
+        hidden = self.model.base_model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=position_ids.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
+        # Only each row's last real position needs logits: skip the vocabulary projection elsewhere.
+        last_hidden = hidden[torch.arange(len(rows)), (num_real - 1).to(self.device)]
+        last = self._logits(last_hidden).float().cpu()
+        elapsed = time.perf_counter() - start
+        cache.commit(row_index, num_real)
+        self.stats.forward_seconds += elapsed
+        decoding = num_new == 1
+        if decoding:
+            self.stats.decode_seconds += elapsed
+        else:
+            self.stats.prefill_tokens += int(num_real.sum())
+            self.stats.prefill_seconds += elapsed
+        for k, i in enumerate(rows):
+            slot = slots[i]
+            if decoding:  # by-turn figures count decode steps only, so prefill cost does not blur them
+                self.stats.seconds_by_turn[slot.turn_index] += elapsed / len(rows)
+                self.stats.tokens_by_turn[slot.turn_index] += 1
+            self.stats.generated_tokens += 1
+            token = sample_next(last[k], self.config.temperature, self.config.top_p, slot.generator)
+            slot.turn_ids.append(token)
+            slot.feed = [token]
+            reason = self._finish_reason(slot, int(cache.lengths[i]))
+            if reason is None:
+                continue
+            text = self.tokenizer.decode(slot.turn_ids, skip_special_tokens=True)
+            next_feed = slot.conversation.on_turn_end(list(slot.turn_ids), text, reason)
+            slot.turn_ids, slot.turn_index = [], slot.turn_index + 1
+            if next_feed is not None and int(cache.lengths[i]) + len(next_feed) + 1 > self.config.max_context_tokens:
+                slot.conversation.on_context_full()
+                next_feed = None
+            if next_feed is None:
+                on_finished(slot.conversation)
+                slots[i] = None
+            else:
+                slot.feed = list(next_feed)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.model.get_output_embeddings()(hidden)
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return logits
+
+    def _finish_reason(self, slot: _Slot, cached_length: int) -> str | None:
+        if slot.turn_ids[-1] in self.eos_ids:
+            return "eos"
+        if self.stop_strings:
+            tail = self.tokenizer.decode(slot.turn_ids[-self._stop_window :], skip_special_tokens=False)
+            if any(s in tail for s in self.stop_strings):
+                return "stop"
+        # The sampled token is not in the cache yet: it needs one more position.
+        if len(slot.turn_ids) >= self.config.max_new_tokens or cached_length + 1 >= self.config.max_context_tokens:
+            return "length"
+        return None

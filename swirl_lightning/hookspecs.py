@@ -1,0 +1,37 @@
+"""The plugin API: hooks a ``swirl_lightning`` plugin may implement.
+
+A plugin is a module (or object) with functions marked ``@swirl_lightning.hookimpl``, made
+discoverable through an entry point in the ``swirl_lightning`` group::
+
+    [project.entry-points.swirl_lightning]
+    my_tools = "my_package.plugin"
+
+This API is fixed; changing it breaks third-party plugins.
+"""
+
+from typing import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("swirl_lightning")
+
+
+@hookspec
+def register_tools(register: Callable[..., None]) -> None:
+    """Register tools the policy may call.
+
+    Call ``register(fn)`` or ``register(fn, name=..., tag=...)``. ``fn`` takes one ``str`` (the text
+    inside the tool's tag) and returns a ``str`` (the result shown to the model). The name defaults
+    to ``fn.__name__``, the description to ``fn``'s docstring, and the tag to the name: the model
+    calls the tool by writing ``<TAG>input</TAG>``.
+    """
+
+
+@hookspec
+def register_judges(register: Callable[..., None]) -> None:
+    """Register step or outcome judges.
+
+    Call ``register(factory, name=...)``. ``factory(**options)`` returns an object with a
+    ``judge_id`` attribute and the methods of :class:`swirl_lightning.judges.StepJudge` or
+    :class:`swirl_lightning.judges.OutcomeJudge`.
+    """

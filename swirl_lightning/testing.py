@@ -1,0 +1,88 @@
+"""Fakes for tests, here and in plugin authors' own suites: a scripted policy, tools, a tiny model.
+
+Example: run a tool through a full rollout without any model::
+
+    from swirl_lightning.testing import ScriptedPolicy, rollout_once, make_tool
+    tools = {"calculator": make_tool(lambda q: str(eval(q)), name="calculator", tag="math_exp")}
+    trajectory = rollout_once("What is 2+3?", ["<math_exp>2+3</math_exp>", "<answer>5</answer>"], tools)
+    assert trajectory.steps[0].observation == "2+3 -> 5"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from .tools import Tool, ToolExecutor, describe
+from .trajectory import Example, Trajectory
+
+Script = Callable[[list[dict[str, str]]], str] | Sequence[str]
+
+
+class ScriptedPolicy:
+    """An engine whose turns come from a script instead of a model.
+
+    ``script`` is either a list of turn texts (the same for every conversation; turns past its end
+    repeat the last one) or a function from the conversation's chat messages so far to the next turn.
+    It drives conversations one at a time with the same calls a real engine makes, text only.
+    """
+
+    def __init__(self, script: Script):
+        self.script = script
+        self.turns_played = 0
+
+    def next_turn(self, messages: list[dict[str, str]], turn: int) -> str:
+        self.turns_played += 1
+        if callable(self.script):
+            return self.script(messages)
+        return self.script[min(turn, len(self.script) - 1)]
+
+    def run(self, conversations: Iterable, on_finished: Callable) -> None:
+        """Play each conversation to its end, calling ``on_finished`` after each."""
+        for conversation in conversations:
+            conversation.prompt_ids()
+            turn = 0
+            while True:
+                text = self.next_turn(conversation.messages(), turn)
+                turn += 1
+                if conversation.on_turn_end([], text, "stop") is None:
+                    break
+            on_finished(conversation)
+
+
+def make_tool(fn: Callable[[str], str], name: str | None = None, tag: str | None = None) -> Tool:
+    """A :class:`Tool` from a function, as if a plugin had registered it (distribution ``None``)."""
+    name = name or fn.__name__
+    return Tool(name=name, tag=tag or name, description=describe(fn), fn=fn, distribution=None, version="")
+
+
+def rollout_once(
+    question: str,
+    script: Script,
+    tools: Mapping[str, Tool],
+    *,
+    max_steps: int = 5,
+    gold: str = "",
+    timeout_s: float = 5.0,
+) -> Trajectory:
+    """Roll out one scripted conversation and return its trajectory."""
+    from .rollout import RolloutConversation, RolloutSettings
+
+    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, timeout_s=timeout_s), max_steps=max_steps,
+                               policy_name="scripted")
+    conversation = RolloutConversation(Example("q0", question, gold, "test"), 0, settings, seed=0)
+    ScriptedPolicy(script).run([conversation], lambda c: None)
+    return conversation.trajectory
+
+
+def tiny_model_and_tokenizer(seed: int = 0, **config_overrides):
+    """A randomly initialised 2-layer Llama with the SmolLM2 tokenizer and chat template (fp32, eval)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from .models import load_tokenizer, tiny_llama_config, SMOLLM2_ALIAS
+
+    tokenizer = load_tokenizer(SMOLLM2_ALIAS)
+    torch.manual_seed(seed)
+    config = tiny_llama_config(len(tokenizer), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                               **config_overrides)
+    return LlamaForCausalLM(config).eval(), tokenizer

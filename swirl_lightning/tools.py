@@ -1,0 +1,256 @@
+"""Tools: collecting them from plugins, and the execution wrapper a rollout calls them through.
+
+:func:`collect_tools` asks every plugin's ``register_tools`` hook for its tools, one plugin at a time,
+so that each tool is attributed to its distribution and a clash names both sides.
+:class:`ToolExecutor` runs one call with a timeout, turns exceptions and timeouts into an error
+observation for the model (the rollout goes on), and caps the output at a visible marker.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from swirl_lightning.plugins import PluginLoadWarning, PluginOrigin, get_plugin_manager, plugin_origin
+from swirl_lightning.trajectory import ANSWER_TAG, THINKING_TAGS
+
+TAG_PATTERN = re.compile(r"[A-Za-z_][\w-]*")
+"""What a tool name or tag must match in full: the model writes ``<TAG>..</TAG>``."""
+
+RESERVED_TAGS = frozenset({ANSWER_TAG, *THINKING_TAGS})
+"""Tags the action parser already gives a meaning: the final answer and thinking."""
+
+
+class ToolRegistrationError(ValueError):
+    """A plugin registered an invalid tool: bad name or tag, or ``fn`` not callable."""
+
+
+class ToolConflictError(ToolRegistrationError):
+    """Two registrations claim one tool name or one tag."""
+
+
+class UnknownToolError(LookupError):
+    """A tool name that no plugin registered; ``known`` holds the registered names."""
+
+    def __init__(self, names: Iterable[str], known: Iterable[str]) -> None:
+        self.names = list(names)
+        self.known = sorted(known)
+        label = "unknown tool" if len(self.names) == 1 else "unknown tools"
+        super().__init__(
+            f"{label} {', '.join(map(repr, self.names))}; known tools: {', '.join(self.known) or 'none'}"
+        )
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One registered tool: the model calls it by writing ``<tag>input</tag>``."""
+
+    name: str
+    tag: str
+    description: str
+    fn: Callable[[str], str]
+    distribution: str | None
+    """The distribution that registered the tool; ``None`` for a plugin registered by hand."""
+    version: str
+    """The distribution's version; ``""`` for a plugin registered by hand."""
+
+    @property
+    def source(self) -> str:
+        """``swirl-calculator 0.1.0``, or ``(registered)`` for a plugin registered by hand."""
+        return f"{self.distribution} {self.version}".rstrip() if self.distribution else "(registered)"
+
+
+def describe(fn: Callable[..., Any]) -> str:
+    """The first paragraph of ``fn``'s docstring on one line; ``""`` without a docstring."""
+    doc = inspect.getdoc(fn) or ""
+    first_paragraph = re.split(r"\n\s*\n", doc.strip(), maxsplit=1)[0]
+    return " ".join(first_paragraph.split())
+
+
+def collect_tools(pm: pluggy.PluginManager | None = None) -> dict[str, Tool]:
+    """All tools registered through ``register_tools``, keyed and sorted by name.
+
+    Each plugin's hook is called on its own, so every tool is attributed to its distribution.
+    Raises :class:`ToolRegistrationError` for an invalid registration and :class:`ToolConflictError`
+    when two registrations share a name or a tag; both name the distributions involved. A plugin whose
+    hook raises anything else is skipped with a :class:`PluginLoadWarning`, like one that fails to
+    import. Nothing is cached, so plugins registered or unregistered since the last call are seen.
+    """
+    pm = pm if pm is not None else get_plugin_manager()
+    by_name: dict[str, tuple[Tool, str]] = {}
+    by_tag: dict[str, tuple[Tool, str]] = {}
+    for impl in pm.hook.register_tools.get_hookimpls():
+        if impl.hookwrapper or impl.wrapper:
+            continue  # a wrapper surrounds other implementations and registers nothing itself
+        origin = plugin_origin(pm, impl.plugin)
+        source = origin.describe(impl.plugin_name)
+        registered: list[Tool] = []
+        arguments = {"register": _registrar(registered, source, origin)}
+        try:
+            impl.function(**{arg: arguments[arg] for arg in impl.argnames})
+        except ToolRegistrationError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a broken plugin must not take the others down
+            warnings.warn(
+                f"{source}: register_tools raised {type(error).__name__}: {error}; "
+                "its tools were skipped",
+                PluginLoadWarning,
+                stacklevel=2,
+            )
+            continue
+        for tool in registered:
+            for seen, key, what in ((by_name, tool.name, "tool name"), (by_tag, tool.tag, "tag")):
+                if key in seen:
+                    raise ToolConflictError(_conflict_message(what, key, seen[key], (tool, source)))
+            by_name[tool.name] = by_tag[tool.tag] = (tool, source)
+    return {name: by_name[name][0] for name in sorted(by_name)}
+
+
+def _registrar(registered: list[Tool], source: str, origin: PluginOrigin) -> Callable[..., None]:
+    """The ``register`` callback handed to one plugin: it validates and collects that plugin's tools."""
+
+    def register(fn: Callable[[str], str], name: str | None = None, tag: str | None = None) -> None:
+        registered.append(_make_tool(fn, name, tag, source, origin))
+
+    return register
+
+
+def _make_tool(fn: Any, name: str | None, tag: str | None, source: str, origin: PluginOrigin) -> Tool:
+    if not callable(fn):
+        raise ToolRegistrationError(f"{source}: register() expects a callable, got {type(fn).__name__}")
+    name = getattr(fn, "__name__", None) if name is None else name
+    if not isinstance(name, str) or not TAG_PATTERN.fullmatch(name):
+        raise ToolRegistrationError(
+            f"{source}: invalid tool name {name!r}: expected letters, digits, '_' or '-', not starting "
+            "with a digit (pass register(fn, name=...) for a lambda or a callable object)"
+        )
+    tag = name if tag is None else tag
+    if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag):
+        raise ToolRegistrationError(
+            f"{source}: invalid tag {tag!r} for tool {name!r}: expected letters, digits, '_' or '-', "
+            "not starting with a digit"
+        )
+    if tag in RESERVED_TAGS:
+        raise ToolRegistrationError(
+            f"{source}: tag {tag!r} for tool {name!r} is reserved "
+            f"(reserved: {', '.join(sorted(RESERVED_TAGS))})"
+        )
+    return Tool(name=name, tag=tag, description=describe(fn), fn=fn,
+                distribution=origin.distribution, version=origin.version)
+
+
+def _conflict_message(what: str, key: str, first: tuple[Tool, str], second: tuple[Tool, str]) -> str:
+    (first_tool, first_source), (second_tool, second_source) = first, second
+    if first_source == second_source:
+        return f"{what} {key!r} is registered twice by {first_source}"
+    if what == "tag":
+        return (f"tag {key!r} is claimed by both tool {first_tool.name!r} ({first_source}) "
+                f"and tool {second_tool.name!r} ({second_source})")
+    return f"{what} {key!r} is registered by both {first_source} and {second_source}"
+
+
+def tool_tags(tools: Mapping[str, Tool]) -> dict[str, str]:
+    """Map each tool's tag to its name, as :func:`swirl_lightning.trajectory.parse_action` expects."""
+    return {tool.tag: tool.name for tool in tools.values()}
+
+
+def select_tools(tools: Mapping[str, Tool], names: Iterable[str] | None) -> dict[str, Tool]:
+    """The tools named in ``names`` (all of them for ``None``); :class:`UnknownToolError` otherwise."""
+    if names is None:
+        return dict(tools)
+    names = list(names)
+    unknown = [name for name in names if name not in tools]
+    if unknown:
+        raise UnknownToolError(unknown, tools)
+    return {name: tools[name] for name in names}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Execution
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """The outcome of one tool call."""
+
+    output: str
+    """What the model sees: the tool's output, or ``Error: <message>``; capped, with a visible marker."""
+    error: str | None
+    """The error (exception, timeout, non-``str`` output), or ``None`` when the call succeeded."""
+    elapsed_s: float
+    """Wall-clock seconds until the result or the timeout."""
+    truncated: bool
+    """Whether ``output`` was cut to the executor's ``max_output_chars``."""
+
+
+def truncation_marker(total_chars: int, shown_chars: int) -> str:
+    """The visible note appended to a capped output."""
+    return f"\n… [output truncated: {total_chars} chars, showing {shown_chars}]"
+
+
+class ToolExecutor:
+    """Runs tool calls for a rollout: a timeout per call, errors as observations, capped output.
+
+    Each call runs in a daemon thread joined with ``timeout_s``. Python cannot kill a thread, so a
+    call that times out is *abandoned*, not stopped: it keeps running in the background until it
+    returns, its result is discarded, and being a daemon it never keeps the process from exiting.
+    ``timeout_s=None`` waits as long as the tool takes.
+    """
+
+    def __init__(
+        self, tools: Mapping[str, Tool], timeout_s: float | None = 10.0, max_output_chars: int = 2000
+    ) -> None:
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"timeout_s: expected a positive number of seconds or None, got {timeout_s!r}")
+        if isinstance(max_output_chars, bool) or not isinstance(max_output_chars, int) or max_output_chars < 1:
+            raise ValueError(f"max_output_chars: expected a positive int, got {max_output_chars!r}")
+        self.tools = dict(tools)
+        self.timeout_s = timeout_s
+        self.max_output_chars = max_output_chars
+
+    def run(self, name: str, query: str) -> ToolResult:
+        """Call tool ``name`` on ``query``; raises :class:`UnknownToolError` for an unregistered name.
+
+        Every failure of the tool itself comes back as a :class:`ToolResult` with ``error`` set and
+        ``output`` ``Error: <message>``, so the rollout can show it to the model and go on.
+        """
+        if name not in self.tools:
+            raise UnknownToolError([name], self.tools)
+        outcome: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                outcome["value"] = self.tools[name].fn(query)
+            except BaseException as error:  # noqa: BLE001 - reported to the model, not raised
+                outcome["error"] = error
+
+        started = time.perf_counter()
+        worker = threading.Thread(target=call, name=f"swirl-tool-{name}", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s)
+        elapsed = time.perf_counter() - started
+
+        if worker.is_alive():
+            error = f"tool {name!r} timed out after {self.timeout_s:g} s"
+        elif "error" in outcome:
+            exception = outcome["error"]
+            error = f"{type(exception).__name__}: {exception}" if str(exception) else type(exception).__name__
+        elif not isinstance(outcome["value"], str):
+            error = f"tool {name!r} returned {type(outcome['value']).__name__}, expected str"
+        else:
+            error = None
+        output, truncated = self._cap(outcome["value"] if error is None else f"Error: {error}")
+        return ToolResult(output=output, error=error, elapsed_s=elapsed, truncated=truncated)
+
+    def _cap(self, text: str) -> tuple[str, bool]:
+        if len(text) <= self.max_output_chars:
+            return text, False
+        return text[: self.max_output_chars] + truncation_marker(len(text), self.max_output_chars), True

@@ -1,0 +1,408 @@
+"""The trajectory format: examples, actions, steps, trajectories, sub-trajectories, and their JSONL files.
+
+A *trajectory* is one sampled multi-step answer to one question: a prompt (chat messages), then steps.
+Each step is one model turn (optional thinking, then exactly one action) and, for a tool call, the
+tool's result, which goes back to the model as the next user turn ``QUERY -> RESULT``.
+
+:func:`decompose` turns a trajectory with K actions into K sub-trajectories: the state before action k
+(every message before it) and action k as target. Tool results are never targets.
+
+JSONL files hold one record per line with a ``schema_version``. Writing is append-safe: each record is
+one ``write()`` of a whole line followed by flush and fsync, so a crash can at worst leave a *torn last
+line* (no trailing newline). :func:`read_jsonl` skips a torn last line with a warning, and
+:class:`JsonlWriter` cuts such a tail off before it appends, so the next record starts on a clean line.
+Any other bad line is an error naming ``file:line`` and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import types
+import typing
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+SCHEMA_VERSION = 1
+ANSWER_TAG = "answer"
+
+ActionKind = Literal["tool", "answer", "invalid"]
+
+
+class FormatError(ValueError):
+    """A record that does not match the schema; the message names the file, line and field."""
+
+
+@dataclass
+class Example:
+    """One question with its gold answer."""
+
+    id: str
+    question: str
+    answer: str
+    """Gold answer (a number for GSM8K, a short span for HotPotQA)."""
+    source: str
+    """Data set name, e.g. ``gsm8k`` or ``hotpotqa``."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Source-specific extras: the worked solution, supporting titles, ..."""
+
+
+@dataclass
+class Action:
+    """The parsed action of one model turn: a tool call, a final answer, or invalid with a reason."""
+
+    kind: ActionKind
+    tool: str | None = None
+    """Tool name, for ``kind == "tool"``."""
+    tag: str | None = None
+    """The tag the model wrote (``math_exp``, ``answer``, ...)."""
+    query: str | None = None
+    """The text inside the tool tag."""
+    answer: str | None = None
+    """The text inside ``<answer>``."""
+    reason: str | None = None
+    """Why the turn is invalid, for ``kind == "invalid"``."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("tool", "answer", "invalid"):
+            raise ValueError(f"kind: expected 'tool', 'answer' or 'invalid', got {self.kind!r}")
+
+
+@dataclass
+class Judgement:
+    """One judge's verdict on one step (or on a whole trajectory's outcome)."""
+
+    judge: str
+    """Judge id, e.g. ``process:smollm2-135m-instruct`` or ``reference``."""
+    verdict: str
+    """``GOOD`` or ``BAD``."""
+    score: float
+    """P(GOOD) for model judges, 1.0/0.0 for rule-based ones."""
+    prompt_version: str | None = None
+
+
+@dataclass
+class Step:
+    """One model turn and, for a tool call, what the tool returned."""
+
+    text: str
+    """The model turn's text as generated (thinking plus action)."""
+    action: Action
+    token_ids: list[int] | None = None
+    """The sampled token ids of this turn, when known (training uses exactly these)."""
+    observation: str | None = None
+    """The user turn that followed: ``QUERY -> RESULT`` for a tool call, a corrective note for an
+    invalid turn, ``None`` after an answer."""
+    observation_token_ids: list[int] | None = None
+    """Token ids fed to the model for the observation (user turn plus the next assistant header)."""
+    tool_error: bool = False
+    judgements: list[Judgement] = field(default_factory=list)
+    reward: float | None = None
+    """The reward used for training this step, when one was assigned."""
+
+
+@dataclass
+class Trajectory:
+    """One sampled multi-step answer to one example."""
+
+    example_id: str
+    sample_index: int
+    prompt: list[dict[str, str]]
+    """Chat messages before the first action (system and user turns)."""
+    steps: list[Step] = field(default_factory=list)
+    final_answer: str | None = None
+    outcome: float | None = None
+    """1.0 when the final answer matches the gold answer, 0.0 when not, ``None`` if not judged."""
+    prompt_token_ids: list[int] | None = None
+    """Token ids of the rendered prompt including the first assistant header, when known."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Policy model, prompt-template version, timings, ..."""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """The (example id, sample index) pair that identifies this trajectory in a run."""
+        return (self.example_id, self.sample_index)
+
+    def messages(self, upto_step: int | None = None) -> list[dict[str, str]]:
+        """Chat messages of the prompt and the first ``upto_step`` steps (all steps when ``None``)."""
+        out = [dict(m) for m in self.prompt]
+        for step in self.steps[:upto_step]:
+            out.append({"role": "assistant", "content": step.text})
+            if step.observation is not None:
+                out.append({"role": "user", "content": step.observation})
+        return out
+
+
+@dataclass
+class SubTrajectory:
+    """State s_k (everything before action k) and target action k of one trajectory."""
+
+    example_id: str
+    sample_index: int
+    step_index: int
+    state: list[dict[str, str]]
+    """Chat messages before action k: prompt, earlier actions, earlier tool results."""
+    target: Step
+    reward: float | None = None
+    judgements: list[Judgement] = field(default_factory=list)
+    outcome: float | None = None
+
+
+def decompose(trajectory: Trajectory) -> list[SubTrajectory]:
+    """Split a trajectory with K actions into K sub-trajectories (state before action k, action k).
+
+    Tool results are part of later states, never targets.
+    """
+    return [
+        SubTrajectory(
+            example_id=trajectory.example_id,
+            sample_index=trajectory.sample_index,
+            step_index=k,
+            state=trajectory.messages(upto_step=k),
+            target=step,
+            reward=step.reward,
+            judgements=list(step.judgements),
+            outcome=trajectory.outcome,
+        )
+        for k, step in enumerate(trajectory.steps)
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Action parsing
+
+_TAG_RE = re.compile(r"<([A-Za-z_][\w\-]*)>(.*?)</\1>", re.DOTALL)
+_OPEN_TAG_RE = re.compile(r"<([A-Za-z_][\w\-]*)>")
+# Tags a model may use around its thinking; they are not actions.
+THINKING_TAGS = frozenset({"think", "thinking", "reasoning", "thought"})
+
+
+def parse_action(text: str, tool_tags: Mapping[str, str]) -> Action:
+    """Parse the single action in a model turn.
+
+    ``tool_tags`` maps each registered tool's tag to the tool's name. ``<answer>..</answer>`` is always
+    known. No action, two actions, an unknown tag, an unclosed tag or an empty action are recorded as an
+    invalid action with the reason; parsing never raises.
+    """
+    known = set(tool_tags) | {ANSWER_TAG}
+    actions: list[tuple[str, str]] = []
+    unknown: list[str] = []
+    for match in _TAG_RE.finditer(text):
+        tag, body = match.group(1), match.group(2)
+        if tag in known:
+            actions.append((tag, body.strip()))
+        elif tag not in THINKING_TAGS:
+            unknown.append(tag)
+    if len(actions) > 1:
+        listed = ", ".join(f"<{t}>" for t, _ in actions)
+        return Action(kind="invalid", reason=f"{len(actions)} actions in one turn ({listed}); write exactly one")
+    if not actions:
+        if unknown:
+            return Action(kind="invalid", tag=unknown[0], reason=f"unknown tag <{unknown[0]}>")
+        unclosed = [t for t in _OPEN_TAG_RE.findall(text) if t in known]
+        if unclosed:
+            return Action(kind="invalid", tag=unclosed[0], reason=f"unclosed tag <{unclosed[0]}>")
+        return Action(kind="invalid", reason="no action")
+    tag, body = actions[0]
+    if not body:
+        return Action(kind="invalid", tag=tag, reason=f"empty <{tag}>")
+    if tag == ANSWER_TAG:
+        return Action(kind="answer", tag=tag, answer=body)
+    return Action(kind="tool", tool=tool_tags[tag], tag=tag, query=body)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dict <-> dataclass conversion with field-level errors
+
+T = TypeVar("T")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a dataclass record (``None`` fields are kept, so the schema is explicit)."""
+    return dataclasses.asdict(obj)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise FormatError(f"{where}: expected {_type_name(tp)}, got null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except FormatError as err:
+                errors.append(str(err))
+        raise FormatError(errors[0] if len(errors) == 1 else f"{where}: expected {_type_name(tp)}, got {value!r:.60}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            allowed = ", ".join(repr(a) for a in typing.get_args(tp))
+            raise FormatError(f"{where}: expected one of {allowed}, got {value!r:.60}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise FormatError(f"{where}: expected a list, got {type(value).__name__}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise FormatError(f"{where}: expected an object, got {type(value).__name__}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FormatError(f"{where}: expected a number, got {value!r:.60}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FormatError(f"{where}: expected an integer, got {value!r:.60}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise FormatError(f"{where}: expected {tp.__name__}, got {value!r:.60}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """Build dataclass ``cls`` from a parsed JSON object, naming the offending field on error."""
+    label = where or cls.__name__
+    if not isinstance(data, dict):
+        raise FormatError(f"{label}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise FormatError(f"{label}: unknown field(s) {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for name, f in fields.items():
+        path = f"{where}.{name}" if where else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise FormatError(f"{path}: missing required field")
+            continue
+        kwargs[name] = _convert(data[name], hints[name], path)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise FormatError(f"{label}.{err}") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# JSONL files
+
+
+def read_jsonl(path: str | os.PathLike, cls: type[T]) -> Iterator[T]:
+    """Read records of dataclass ``cls`` from a JSONL file.
+
+    Blank lines are skipped. A torn last line (a crash mid-write: no trailing newline and not valid JSON)
+    is skipped with a warning. Any other bad line raises :class:`FormatError` naming ``file:line``.
+    A record with a newer ``schema_version`` than this library knows is an error.
+    """
+    path = Path(path)
+    with path.open("rb") as fh:
+        lines = fh.read().split(b"\n")
+    last = len(lines) - 1  # index of the text after the final newline ("" when the file ends cleanly)
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        where = f"{path}:{i + 1}"
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            if i == last:
+                warnings.warn(f"{where}: skipping a torn last line (an interrupted write): {err}", stacklevel=2)
+                return
+            raise FormatError(f"{where}: not valid JSON: {err}") from None
+        if isinstance(data, dict) and "schema_version" in {f.name for f in dataclasses.fields(cls)}:
+            version = data.get("schema_version", SCHEMA_VERSION)
+            if isinstance(version, int) and version > SCHEMA_VERSION:
+                raise FormatError(
+                    f"{where}: schema_version {version} is newer than this library's ({SCHEMA_VERSION}); upgrade swirl-lightning"
+                )
+        try:
+            yield from_dict(cls, data)
+        except FormatError as err:
+            raise FormatError(f"{where}: {err}") from None
+
+
+def read_trajectories(path: str | os.PathLike) -> list[Trajectory]:
+    """All trajectories in a JSONL file."""
+    return list(read_jsonl(path, Trajectory))
+
+
+class JsonlWriter:
+    """Append-safe JSONL writer: one whole line per ``write()``, flushed and fsynced.
+
+    Opening an existing file cuts off a torn last line left by a crash, so appends start clean.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, fsync: bool = True):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        _truncate_torn_tail(self.path)
+        self._fh = self.path.open("ab")
+
+    def write(self, record: Any) -> None:
+        """Append one record (a dataclass or a dict) as one line."""
+        data = to_dict(record) if dataclasses.is_dataclass(record) else record
+        line = json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+        self._fh.write(line.encode("utf-8"))
+        self._fh.flush()
+        if self._fsync:
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_jsonl(path: str | os.PathLike, records: typing.Iterable[Any]) -> None:
+    """Write records to a new file atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    with JsonlWriter(tmp, fsync=False) as writer:
+        for record in records:
+            writer.write(record)
+        os.fsync(writer._fh.fileno())
+    os.replace(tmp, path)
+
+
+def _truncate_torn_tail(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        data = fh.read()
+        cut = data.rfind(b"\n") + 1  # 0 when the whole file is one torn line
+        warnings.warn(f"{path}: dropping a torn last line of {len(data) - cut} bytes (an interrupted write)", stacklevel=3)
+        fh.truncate(cut)

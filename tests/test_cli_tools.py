@@ -1,0 +1,166 @@
+"""``swirl tools list`` and ``swirl tools call``, and the command dispatch of ``swirl``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from importlib.metadata import PackageNotFoundError, distribution
+
+import pytest
+
+from swirl_lightning import cli, hookimpl
+from swirl_lightning.plugins import get_plugin_manager, reset_plugin_manager
+
+RELEASE_HANG = threading.Event()
+
+
+class ExamplePlugin:
+    @hookimpl
+    def register_tools(self, register):
+        def shout(text: str) -> str:
+            """Upper-case the input.
+
+            Second paragraph, not shown.
+            """
+            return text.upper()
+
+        def explode(text: str) -> str:
+            """Always fails."""
+            raise RuntimeError(f"cannot handle {text!r}")
+
+        def stall(text: str) -> str:
+            """Never answers in time."""
+            RELEASE_HANG.wait(30)
+            return "late"
+
+        register(shout, tag="loud")
+        register(explode)
+        register(stall)
+
+
+@pytest.fixture
+def example_plugin(monkeypatch: pytest.MonkeyPatch):
+    """Only :class:`ExamplePlugin`, registered by hand in a fresh process-wide manager."""
+    monkeypatch.setenv("SWIRL_LOAD_PLUGINS", "")
+    reset_plugin_manager()
+    plugin = ExamplePlugin()
+    get_plugin_manager().register(plugin, name="example")
+    yield plugin
+    get_plugin_manager().unregister(plugin)
+    reset_plugin_manager()
+
+
+def test_tools_list_json_has_exactly_the_documented_keys(example_plugin, capsys):
+    assert cli.main(["tools", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in rows] == ["explode", "shout", "stall"]
+    assert rows[1] == {"name": "shout", "tag": "loud", "distribution": None, "version": "",
+                       "description": "Upper-case the input."}
+
+
+def test_tools_list_prints_an_aligned_table(example_plugin, capsys):
+    assert cli.main(["tools", "list"]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split() == ["NAME", "TAG", "DISTRIBUTION", "DESCRIPTION"]
+    shout = next(line for line in lines if line.startswith("shout "))
+    assert shout.split(maxsplit=3) == ["shout", "<loud>", "(registered)", "Upper-case the input."]
+    for column in ("TAG", "DISTRIBUTION", "DESCRIPTION"):
+        offset = header.index(column)
+        assert all(line[offset - 1] == " " and line[offset] != " " for line in lines), column
+
+
+def test_tools_call_prints_the_output(example_plugin, capsys):
+    assert cli.main(["tools", "call", "shout", "hello"]) == 0
+    assert capsys.readouterr().out == "HELLO\n"
+
+
+def test_tools_call_exits_1_with_the_error_on_stderr(example_plugin, capsys):
+    assert cli.main(["tools", "call", "explode", "x"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "explode: RuntimeError: cannot handle 'x'" in captured.err
+
+
+def test_tools_call_timeout_is_a_tool_error(example_plugin, capsys):
+    try:
+        assert cli.main(["tools", "call", "stall", "x", "--timeout", "0.2"]) == 1
+    finally:
+        RELEASE_HANG.set()
+    assert "tool 'stall' timed out after 0.2 s" in capsys.readouterr().err
+
+
+def test_tools_call_caps_the_output(example_plugin, capsys):
+    assert cli.main(["tools", "call", "shout", "abcdefghij", "--max-chars", "4"]) == 0
+    assert capsys.readouterr().out.startswith("ABCD\n… [output truncated: 10 chars, showing 4]")
+
+
+def test_tools_call_unknown_name_exits_2_listing_the_known_tools(example_plugin, capsys):
+    assert cli.main(["tools", "call", "whisper", "x"]) == 2
+    assert "unknown tool 'whisper'; known tools: explode, shout, stall" in capsys.readouterr().err
+
+
+def test_tools_call_rejects_a_non_positive_timeout(example_plugin, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["tools", "call", "shout", "x", "--timeout", "0"])
+    assert caught.value.code == 2
+    assert "--timeout: expected a number > 0" in capsys.readouterr().err
+
+
+def test_a_tool_conflict_is_reported_without_a_traceback(example_plugin, capsys):
+    class Copycat:
+        @hookimpl
+        def register_tools(self, register):
+            register(str.lower, name="shout", tag="quiet")
+
+    get_plugin_manager().register(Copycat(), name="copycat")
+    assert cli.main(["tools", "list"]) == 1
+    assert "ToolConflictError: tool name 'shout' is registered by both" in capsys.readouterr().err
+
+
+def test_a_broken_plugin_is_a_one_line_warning_and_the_rest_is_listed(example_plugin, capsys):
+    class Broken:
+        @hookimpl
+        def register_tools(self, register):
+            raise OSError("model file missing")
+
+    get_plugin_manager().register(Broken(), name="broken")
+    assert cli.main(["tools", "list", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ("swirl: warning: plugin 'broken' (registered): register_tools raised "
+                            "OSError: model file missing; its tools were skipped\n")
+    assert len(json.loads(captured.out)) == 3
+
+
+def test_delegated_commands_get_the_rest_of_the_command_line(monkeypatch, tmp_path):
+    (tmp_path / "swirl_test_delegate.py").write_text(
+        "received = []\ndef run(argv):\n    received.append(argv)\n    return 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.DELEGATED_COMMANDS, "fit", ("swirl_test_delegate:run", "train"))
+    try:
+        assert cli.main(["fit", "--config", "conf/x.yaml"]) == 7
+        assert sys.modules["swirl_test_delegate"].received == [["--config", "conf/x.yaml"]]
+    finally:
+        sys.modules.pop("swirl_test_delegate", None)
+
+
+def _installed(name: str) -> bool:
+    try:
+        distribution(name)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not (_installed("swirl-calculator") and _installed("swirl-search")),
+                    reason="the built-in tool plugins are not installed")
+def test_built_in_tools_are_listed_with_their_distributions(monkeypatch, capsys):
+    monkeypatch.delenv("SWIRL_LOAD_PLUGINS", raising=False)
+    reset_plugin_manager()
+    try:
+        assert cli.main(["tools", "list", "--json"]) == 0
+    finally:
+        reset_plugin_manager()
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert (rows["calculator"]["distribution"], rows["calculator"]["tag"]) == ("swirl-calculator", "math_exp")
+    assert (rows["search"]["distribution"], rows["search"]["tag"]) == ("swirl-search", "search_query")
