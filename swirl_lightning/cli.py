@@ -109,15 +109,92 @@ def tools_call(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------
+# swirl data
+
+
+def add_data_commands(subparsers: SubParsers) -> None:
+    """``swirl data reference`` (GSM8K solutions -> reference trajectories) and ``swirl data show``."""
+    data = subparsers.add_parser("data", help="convert and inspect data")
+    commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+
+    reference = commands.add_parser(
+        "reference", help="convert GSM8K worked solutions into reference trajectories (calculator steps + answer)")
+    reference.add_argument("--split", default="train", help="gsm8k split: train, validation or full (default: train)")
+    reference.add_argument("--limit", type=positive_int, default=None, help="first N examples of the split")
+    reference.add_argument("--out", required=True, help="output trajectory JSONL")
+    reference.add_argument("--no-few-shot", dest="few_shot", action="store_false",
+                           help="leave the few-shot example out of the prompt")
+    reference.set_defaults(handler=data_reference)
+
+    show = commands.add_parser("show", help="print trajectories from a JSONL file, step by step")
+    show.add_argument("path", help="trajectory JSONL")
+    show.add_argument("--limit", type=positive_int, default=3, help="how many to print (default: 3)")
+    show.set_defaults(handler=data_show)
+
+
+def data_reference(args: argparse.Namespace) -> int:
+    """Write GSM8K reference trajectories with the rollout's prompt, and report the calculator check."""
+    from swirl_lightning import prompts
+    from swirl_lightning.tasks import TASKS, gsm8k_reference_trajectory, load_task, verify_reference_steps
+    from swirl_lightning.tools import ToolExecutor, collect_tools, select_tools
+    from swirl_lightning.trajectory import write_jsonl
+
+    tools = select_tools(collect_tools(), ["calculator"])
+    examples = load_task("gsm8k", args.split, args.limit)
+    max_steps = TASKS["gsm8k"].max_steps
+    trajectories = [
+        gsm8k_reference_trajectory(e, prompts.build_prompt(e.question, tools.values(), max_steps, args.few_shot))
+        for e in examples
+    ]
+    for trajectory in trajectories:
+        trajectory.metadata["prompt_version"] = prompts.PROMPT_VERSION
+    write_jsonl(args.out, trajectories)
+    executor = ToolExecutor(tools)
+
+    def calculate(expression: str) -> str:
+        return executor.run("calculator", expression).output
+
+    check = verify_reference_steps(trajectories, calculate)
+    steps = sum(len(t.steps) for t in trajectories)
+    print(f"wrote {len(trajectories)} reference trajectories ({steps} steps) to {args.out}")
+    print(f"calculator reproduces {check['reproduced']} of {check['steps']} annotated results ({100 * check['rate']:.2f}%)")
+    return EXIT_OK
+
+
+def data_show(args: argparse.Namespace) -> int:
+    """Print trajectories as a reader would want them: question, then each action and tool result."""
+    from swirl_lightning.trajectory import FormatError, read_jsonl, Trajectory
+
+    try:
+        for i, trajectory in enumerate(read_jsonl(args.path, Trajectory)):
+            if i >= args.limit:
+                break
+            print(f"== {trajectory.example_id} #{trajectory.sample_index}  outcome={trajectory.outcome}  "
+                  f"answer={trajectory.final_answer!r}")
+            print(f"Q: {trajectory.prompt[-1]['content']}")
+            for k, step in enumerate(trajectory.steps):
+                verdicts = " ".join(f"[{j.judge}: {j.verdict} {j.score:.2f}]" for j in step.judgements)
+                print(f"  {k + 1}. {step.text.strip()!r} {verdicts}")
+                if step.observation is not None:
+                    print(f"     -> {step.observation!r}")
+    except FormatError as error:
+        print(f"swirl data show: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------
 # Dispatch
 
 COMMAND_GROUPS: dict[str, Callable[[SubParsers], None]] = {
     "tools": add_tools_commands,
+    "data": add_data_commands,
 }
 """Command name -> function adding its argparse subparsers (each sets ``handler``)."""
 
 DELEGATED_COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("swirl_lightning.generate:cli_main", "sample multi-step trajectories with live tools"),
+    "filter": ("swirl_lightning.filtering:cli_main", "judge every step and keep trajectories by mode"),
 }
 """Command name -> (``module:function`` taking the remaining argv and returning an exit code, help).
 For commands with their own parser, e.g. ``"fit": ("swirl_lightning.module:cli_main", "train")``."""

@@ -24,7 +24,10 @@ def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
     parser.add_class_arguments(cls, as_group=False)
     namespace = parser.parse_args(argv)
     values = {f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.name in namespace}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as error:  # a dataclass's own validation: report it like any bad flag
+        parser.error(str(error))
 
 
 def config_command(cls: type[T], run: Callable[[T], Any], prog: str) -> Callable[[list[str]], int]:

@@ -15,23 +15,20 @@ serve validation. Modes:
 
 from __future__ import annotations
 
-import argparse
-import ast
-import hashlib
-import inspect
 import json
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swirl_lightning.judges import OutcomeJudge, StepJudge, StepToJudge, make_judge, outcome_for_task, verdict_for
+from swirl_lightning.judges import OutcomeJudge, judge_trajectories, make_judge, outcome_for_task
 from swirl_lightning.models import cache_dir
-from swirl_lightning.trajectory import Example, Judgement, Step, Trajectory, decompose, read_trajectories, write_jsonl
+from swirl_lightning.trajectory import (
+    Example, Judgement, Step, Trajectory, from_dict, read_trajectories, to_dict, write_jsonl,
+)
 
 FILTER_MODES = ("none", "process", "outcome", "process+outcome")
 
@@ -41,7 +38,8 @@ FILTER_MODES = ("none", "process", "outcome", "process+outcome")
 
 
 class JudgementCache:
-    """Step judgements on disk, keyed by a hash of (judge id, prompt version, state, step text).
+    """Step judgements on disk, by :func:`~swirl_lightning.judges.judgement_key` (a
+    :class:`~swirl_lightning.judges.JudgementStore`).
 
     One SQLite file (default ``$SWIRL_CACHE_DIR/judgements/judgements.sqlite``) in WAL mode: readers never
     block, each write is one transaction, and several processes may share it. A connection is opened per
@@ -56,17 +54,14 @@ class JudgementCache:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=60)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._pid = os.getpid()
+            try:
+                conn = sqlite3.connect(self.path, timeout=60)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            except sqlite3.DatabaseError as err:
+                raise RuntimeError(f"judgement cache {self.path}: {err}; delete the file to start a new cache") from None
+            self._conn, self._pid = conn, os.getpid()
         return self._conn
-
-    @staticmethod
-    def key(judge_id: str, prompt_version: str, state: list[dict[str, str]], step_text: str) -> str:
-        """The content hash a judgement is stored under."""
-        payload = json.dumps([judge_id, prompt_version, state, step_text], ensure_ascii=False, sort_keys=True)
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
         """The cached judgements among ``keys``."""
@@ -75,12 +70,12 @@ class JudgementCache:
         for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
             chunk = keys[start : start + 500]
             rows = conn.execute(f"SELECT key, value FROM judgements WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-            found.update((key, Judgement(**json.loads(value))) for key, value in rows)
+            found.update((key, from_dict(Judgement, json.loads(value), f"{self.path}[{key}]")) for key, value in rows)
         return found
 
     def put_many(self, judgements: dict[str, Judgement]) -> None:
         """Store judgements by key, in one transaction."""
-        rows = [(key, json.dumps(j.__dict__)) for key, j in judgements.items()]
+        rows = [(key, json.dumps(to_dict(j))) for key, j in judgements.items()]
         with self._connection() as conn:
             conn.executemany("INSERT OR REPLACE INTO judgements (key, value) VALUES (?, ?)", rows)
 
@@ -91,61 +86,7 @@ class JudgementCache:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Judging trajectories
-
-
-def _set_judgement(step: Step, judgement: Judgement) -> None:
-    step.judgements = [j for j in step.judgements if j.judge != judgement.judge] + [judgement]
-
-
-def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, examples: dict[str, Example] | None = None,
-                       cache: JudgementCache | None = None, batch_size: int = 16, progress: bool = True) -> dict[str, int]:
-    """Judge every step of every trajectory, adding each judgement to ``step.judgements`` (replacing an
-    earlier one by the same judge id). States come from :func:`~swirl_lightning.trajectory.decompose`.
-
-    Cached judgements are reused (their verdict re-derived with the judge's current ``threshold``); new
-    ones are stored after each batch, so an interrupted run keeps its work. Returns the counts
-    ``steps``, ``from_cache`` and ``judged``.
-    """
-    needs_example = getattr(judge, "needs_example", False)
-    use_cache = cache is not None and getattr(judge, "cacheable", True)
-    threshold = getattr(judge, "threshold", None)
-    pending: list[tuple[Step, StepToJudge, str | None]] = []
-    for trajectory in trajectories:
-        example = (examples or {}).get(trajectory.example_id)
-        if needs_example and example is None:
-            raise ValueError(f"judge {judge.judge_id} needs the examples; none for trajectory {trajectory.key}")
-        for sub in decompose(trajectory):
-            key = JudgementCache.key(judge.judge_id, judge.prompt_version, sub.state, sub.target.text) if use_cache else None
-            pending.append((sub.target, StepToJudge(sub.state, sub.target, example), key))
-    cached = cache.get_many(k for _, _, k in pending if k) if use_cache else {}
-    todo = []
-    for step, item, key in pending:
-        if key in cached:
-            hit = cached[key]
-            verdict = hit.verdict if threshold is None else verdict_for(hit.score, threshold)
-            _set_judgement(step, Judgement(hit.judge, verdict, hit.score, hit.prompt_version))
-        else:
-            todo.append((step, item, key))
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"judging ({judge.judge_id})", unit="step")
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        judgements = judge.judge_steps([item for _, item, _ in chunk])
-        if len(judgements) != len(chunk):
-            raise RuntimeError(f"judge {judge.judge_id} returned {len(judgements)} judgements for {len(chunk)} steps")
-        for (step, _, _), judgement in zip(chunk, judgements):
-            _set_judgement(step, judgement)
-        if use_cache:
-            cache.put_many({key: j for (_, _, key), j in zip(chunk, judgements) if key})
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return {"steps": len(pending), "from_cache": len(pending) - len(todo), "judged": len(todo)}
+# Final answers against gold answers
 
 
 def final_answer(trajectory: Trajectory) -> str | None:
@@ -369,53 +310,15 @@ def run_filter(config: FilterConfig) -> dict[str, Any]:
     return stats
 
 
-def _attribute_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string right after each field), for ``--help``."""
-    body = ast.parse(inspect.getsource(cls)).body[0].body
-    docs = {}
-    for node, after in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            docs[node.target.id] = " ".join(str(after.value.value).split())
-    return docs
+def cli_main(argv: list[str]) -> int:
+    """``swirl filter --config FILE | --input F --output F [--field value ...]``; prints a one-line summary."""
+    from .config import parse_config
 
-
-def _option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value  # a bare string such as a model name
-
-
-def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the :class:`FilterConfig` options to ``parser`` (help from the attribute docstrings)."""
-    docs = _attribute_docs(FilterConfig)
-    for f in fields(FilterConfig):
-        flag, help_text = "--" + f.name.replace("_", "-"), docs.get(f.name, "")
-        if f.name == "judge_options":
-            parser.add_argument("--judge-option", dest="judge_options", action="append", type=_option, default=[],
-                                metavar="KEY=VALUE", help=help_text + " Repeat for several; VALUE is JSON or text.")
-        elif f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-        elif f.name in ("input", "output"):
-            parser.add_argument(flag, required=True, help=help_text)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            choices = FILTER_MODES if f.name == "mode" else None
-            parser.add_argument(flag, type=kind, default=f.default, choices=choices, help=help_text)
-
-
-def filter_main(args: argparse.Namespace) -> int:
-    """Run ``swirl filter`` from parsed arguments; prints a one-line summary. Returns the exit status."""
-    values = {f.name: getattr(args, f.name) for f in fields(FilterConfig) if hasattr(args, f.name)}
-    values["judge_options"] = dict(values.get("judge_options") or [])
-    config = FilterConfig(**values)
+    config = parse_config(FilterConfig, argv, "swirl filter")
     stats = run_filter(config)
     rate, accuracy = stats["step_good_rate"], stats["outcome_accuracy"]
     print(f"kept {stats['kept']}/{stats['trajectories']} trajectories ({(stats['kept_share'] or 0):.1%})"
           + (f", step GOOD rate {rate:.3f}" if rate is not None else "")
           + (f", outcome accuracy {accuracy:.3f}" if accuracy is not None else "")
-          + f" -> {config.output} (stats: {config.stats_path})", file=sys.stderr)
+          + f" -> {config.output} (stats: {config.stats_path})")
     return 0

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .trajectory import FormatError, JsonlWriter, Trajectory, read_trajectories, write_jsonl
+from .trajectory import JsonlWriter, Trajectory, read_trajectories, write_jsonl
 
 
 @dataclass

@@ -141,6 +141,10 @@ class SlotKVCache:
         keys[rows.unsqueeze(1), :, positions] = key_states.transpose(1, 2)
         values[rows.unsqueeze(1), :, positions] = value_states.transpose(1, 2)
         kv_len = self.kv_length()
+        first = int(rows[0])
+        if int(rows[-1]) - first + 1 == len(rows) and bool((rows[1:] > rows[:-1]).all()):
+            # Consecutive slots (the common decode case): a view, no copy of the cache.
+            return keys[first : first + len(rows), :, :kv_len], values[first : first + len(rows), :, :kv_len]
         return keys[rows, :, :kv_len], values[rows, :, :kv_len]
 
 
@@ -219,7 +223,13 @@ class GenerationEngine:
             if not active:
                 return
             prefill = [i for i in active if len(slots[i].feed) > 1]
-            rows = self._prefill_group(prefill, slots) if prefill else active
+            decode = [i for i in active if len(slots[i].feed) == 1]
+            # A prefill pass for one or two rows costs about as much as a decode pass for the whole batch,
+            # so rows waiting to prefill are gathered until they are a quarter of the batch (or all of it).
+            if prefill and (not decode or 4 * len(prefill) >= len(active)):
+                rows = self._prefill_group(prefill, slots)
+            else:
+                rows = decode
             self._step(rows, slots, cache, on_finished)
 
     def _prefill_group(self, prefill: list[int], slots: list[_Slot | None]) -> list[int]:

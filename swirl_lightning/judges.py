@@ -16,30 +16,34 @@ Step judges (:class:`StepJudge`) see the state before a step (chat messages) and
   The paper's judge is gold-free; this one uses the gold solution, which makes it cheap and strong on a
   CPU, where a 135M-parameter judge is no judge.
 
-Outcome judges (:class:`OutcomeJudge`) compare a final answer with the gold answer: ``numeric`` (GSM8K,
-exact after number normalisation), ``qa_em`` and ``qa_f1`` (SQuAD normalisation; HotpotQA's yes/no rule
-for F1), and ``grader`` (:class:`LLMGrader`, an LM asked Yes/No given the gold answer).
+Outcome judges (:class:`OutcomeJudge`) compare a final answer with the gold answer: the rule-based
+``numeric``, ``qa_em`` and ``qa_f1`` (in :mod:`swirl_lightning.answers`), and ``grader``
+(:class:`LLMGrader`, an LM asked Yes/No given the gold answer).
 
 Judges register through the ``register_judges`` hook, the built-ins included (this module is a plugin).
-Judging whole trajectories, with the on-disk judgement cache, is in :mod:`swirl_lightning.filtering`.
+:func:`judge_trajectories` judges every step of many trajectories in batches, reusing cached judgements
+(the on-disk store is :class:`swirl_lightning.filtering.JudgementCache`).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import re
-import string
 import sys
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
 from swirl_lightning import hookimpl
+from swirl_lightning.answers import (  # noqa: F401 - re-exported: judges are looked up here
+    ExactMatchJudge, NumericJudge, TokenF1Judge, exact_match, normalize_answer, outcome_for_task, parse_number, token_f1,
+)
 from swirl_lightning.models import SMOLLM2_ALIAS, load_model, load_tokenizer
-from swirl_lightning.trajectory import Action, Example, Judgement, Step, parse_action
+from swirl_lightning.trajectory import Action, Example, Judgement, Step, Trajectory, decompose, parse_action
 
 GOOD, BAD = "GOOD", "BAD"
 PROCESS_PROMPT_VERSION = "process-v1"
@@ -82,101 +86,6 @@ def verdict_for(score: float, threshold: float) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Numbers and answer spans
-
-_NUMBER_RE = re.compile(r"(?:(?<![\d.])-)?(?:\d+(?:\.\d+)?|\.\d+)(?:/\d+(?:\.\d+)?)?")
-_THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-
-
-def parse_number(text: str | None) -> Fraction | None:
-    """The last number in ``text`` as an exact fraction: ``$1,000`` -> 1000, ``3.50`` -> 7/2, ``1/2`` -> 1/2.
-
-    Currency signs, thousands separators and words around the number are ignored (``10 dollars`` -> 10);
-    a minus sign counts only when no digit stands right before it (``5-3`` -> 3). ``None`` if no number.
-    """
-    if text is None:
-        return None
-    cleaned = _THOUSANDS_RE.sub("", text.replace("\u2212", "-"))
-    cleaned = re.sub(r"[$€£]\s*", "", cleaned)
-    matches = _NUMBER_RE.findall(cleaned)
-    if not matches:
-        return None
-    numerator, _, denominator = matches[-1].partition("/")
-    try:
-        value = Fraction(numerator)
-        return value / Fraction(denominator) if denominator else value
-    except ZeroDivisionError:
-        return None
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lower case, no punctuation, no articles (a, an, the), single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str | None, gold: str) -> float:
-    """1.0 when the normalised prediction equals the normalised gold answer."""
-    return float(prediction is not None and normalize_answer(prediction) == normalize_answer(gold))
-
-
-def token_f1(prediction: str | None, gold: str) -> float:
-    """Token F1 of the normalised answers (SQuAD); a yes/no answer scores 0 unless equal (HotpotQA)."""
-    if prediction is None:
-        return 0.0
-    pred, ref = normalize_answer(prediction), normalize_answer(gold)
-    if (pred in ("yes", "no", "noanswer") or ref in ("yes", "no", "noanswer")) and pred != ref:
-        return 0.0
-    pred_tokens, ref_tokens = pred.split(), ref.split()
-    if not pred_tokens or not ref_tokens:
-        return float(pred_tokens == ref_tokens)
-    common = sum((Counter(pred_tokens) & Counter(ref_tokens)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred_tokens), common / len(ref_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-class NumericJudge:
-    """GSM8K outcome: 1.0 when the last number of the prediction equals the gold number exactly."""
-
-    judge_id = "numeric"
-
-    def score(self, prediction: str | None, gold: str) -> float:
-        value, expected = parse_number(prediction), parse_number(gold)
-        return float(value is not None and value == expected)
-
-
-class ExactMatchJudge:
-    """QA outcome: normalised exact match."""
-
-    judge_id = "qa_em"
-
-    def score(self, prediction: str | None, gold: str) -> float:
-        return exact_match(prediction, gold)
-
-
-class TokenF1Judge:
-    """QA outcome: token F1 (filter with an outcome threshold below 1.0 to accept partial answers)."""
-
-    judge_id = "qa_f1"
-
-    def score(self, prediction: str | None, gold: str) -> float:
-        return token_f1(prediction, gold)
-
-
-def outcome_for_task(task: str) -> str:
-    """The default outcome judge name of a task: ``numeric`` for gsm8k, ``qa_em`` for hotpotqa and jsonl."""
-    from swirl_lightning.tasks import TASKS
-
-    if task not in TASKS:
-        raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
-    outcome = TASKS[task].outcome
-    return "qa_em" if outcome == "qa" else outcome
-
-
-# ----------------------------------------------------------------------------------------------------
 # Model-backed verdicts
 
 
@@ -214,6 +123,14 @@ class VerdictScorer:
         """Token ids of ``messages`` rendered for the model, ending so that the verdict is the next token."""
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text + self.reply_prefix, add_special_tokens=False)["input_ids"]
+
+    def score_conversations(self, conversations: Sequence[list[dict[str, str]] | None]) -> list[float]:
+        """P(positive) after each conversation; ``None`` (nothing to ask) scores 0 without a model call."""
+        asked = [i for i, c in enumerate(conversations) if c is not None]
+        scores = [0.0] * len(conversations)
+        for i, p in zip(asked, self.probabilities([self.prompt_ids(conversations[i]) for i in asked])):
+            scores[i] = p
+        return scores
 
     def probabilities(self, prompts: Sequence[list[int]]) -> list[float]:
         """P(positive) for each prompt (token ids), computed in padded batches."""
@@ -313,12 +230,9 @@ class ProcessJudge:
         """
         if len(states) != len(action_texts) or (actions is not None and len(actions) != len(states)):
             raise ValueError("states, action_texts (and actions) must have the same length")
-        valid = [i for i in range(len(states)) if actions is None or actions[i].kind != "invalid"]
-        probs = self.scorer.probabilities([self.scorer.prompt_ids(self.prompt(states[i], action_texts[i])) for i in valid])
-        scores = [0.0] * len(states)
-        for i, p in zip(valid, probs):
-            scores[i] = p
-        return scores
+        invalid = [actions is not None and a.kind == "invalid" for a in (actions or states)]
+        return self.scorer.score_conversations(
+            [None if bad else self.prompt(s, t) for s, t, bad in zip(states, action_texts, invalid)])
 
     def judge_steps(self, items: list[StepToJudge]) -> list[Judgement]:
         scores = self.score_actions([it.state for it in items], [it.step.text for it in items],
@@ -356,13 +270,8 @@ class LLMGrader:
                       questions: Sequence[str | None] | None = None) -> list[float]:
         """P(Yes) of each (prediction, gold, question); a missing prediction gets 0 without a model call."""
         questions = questions if questions is not None else [None] * len(golds)
-        present = [i for i, p in enumerate(predictions) if p is not None]
-        probs = self.scorer.probabilities(
-            [self.scorer.prompt_ids(self.prompt(predictions[i], golds[i], questions[i])) for i in present])
-        out = [0.0] * len(predictions)
-        for i, p in zip(present, probs):
-            out[i] = p
-        return out
+        return self.scorer.score_conversations(
+            [None if p is None else self.prompt(p, g, q) for p, g, q in zip(predictions, golds, questions)])
 
     def score_batch(self, predictions: Sequence[str | None], golds: Sequence[str],
                     questions: Sequence[str | None] | None = None) -> list[float]:
@@ -488,6 +397,79 @@ class ReferenceJudge:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Judging trajectories
+
+
+def judgement_key(judge_id: str, prompt_version: str, state: list[dict[str, str]], step_text: str) -> str:
+    """The content hash a step judgement is cached under; a judge whose verdict depends on anything else
+    (the gold data, say) must say so in its prompt version or set ``cacheable = False``."""
+    payload = json.dumps([judge_id, prompt_version, state, step_text], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class JudgementStore(Protocol):
+    """Where judgements are cached, such as :class:`swirl_lightning.filtering.JudgementCache`."""
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
+        """The stored judgements among ``keys``."""
+
+    def put_many(self, judgements: dict[str, Judgement]) -> None:
+        """Store judgements by key."""
+
+
+def _set_judgement(step: Step, judgement: Judgement) -> None:
+    step.judgements = [j for j in step.judgements if j.judge != judgement.judge] + [judgement]
+
+
+def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, examples: dict[str, Example] | None = None,
+                       cache: JudgementStore | None = None, batch_size: int = 16, progress: bool = True) -> dict[str, int]:
+    """Judge every step of every trajectory, adding each judgement to ``step.judgements`` (replacing an
+    earlier one by the same judge id). States come from :func:`~swirl_lightning.trajectory.decompose`.
+
+    Cached judgements are reused (their verdict re-derived with the judge's current ``threshold``); new
+    ones are stored after each batch, so an interrupted run keeps its work. Returns the counts
+    ``steps``, ``from_cache`` and ``judged``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    needs_example = getattr(judge, "needs_example", False)
+    use_cache = cache is not None and getattr(judge, "cacheable", True)
+    threshold = getattr(judge, "threshold", None)
+    pending: list[tuple[Step, StepToJudge, str | None]] = []
+    for trajectory in trajectories:
+        example = (examples or {}).get(trajectory.example_id)
+        if needs_example and example is None:
+            raise ValueError(f"judge {judge.judge_id} needs the examples (name the task); none for trajectory {trajectory.key}")
+        for sub in decompose(trajectory):
+            key = judgement_key(judge.judge_id, judge.prompt_version, sub.state, sub.target.text) if use_cache else None
+            pending.append((sub.target, StepToJudge(sub.state, sub.target, example), key))
+    cached = cache.get_many(k for _, _, k in pending if k) if use_cache else {}
+    todo = []
+    for step, item, key in pending:
+        if key in cached:
+            hit = cached[key]
+            verdict = hit.verdict if threshold is None else verdict_for(hit.score, threshold)
+            _set_judgement(step, Judgement(hit.judge, verdict, hit.score, hit.prompt_version))
+        else:
+            todo.append((step, item, key))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc=f"judging ({judge.judge_id})", unit="step", disable=not (progress and todo))
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        judgements = judge.judge_steps([item for _, item, _ in chunk])
+        if len(judgements) != len(chunk):
+            raise RuntimeError(f"judge {judge.judge_id} returned {len(judgements)} judgements for {len(chunk)} steps")
+        for (step, _, _), judgement in zip(chunk, judgements):
+            _set_judgement(step, judgement)
+        if use_cache:
+            cache.put_many({key: j for (_, _, key), j in zip(chunk, judgements) if key})
+        bar.update(len(chunk))
+    bar.close()
+    return {"steps": len(pending), "from_cache": len(pending) - len(todo), "judged": len(todo)}
+
+
+# ----------------------------------------------------------------------------------------------------
 # Registration
 
 
@@ -505,25 +487,25 @@ def register_judges(register: Callable[..., None]) -> None:
 def available_judges(pm: Any = None) -> dict[str, Callable[..., Any]]:
     """Judge name -> factory, from every plugin's ``register_judges`` (the built-ins always included).
 
-    Two plugins registering one name is an error naming both.
+    ``pm`` defaults to :func:`swirl_lightning.plugins.get_plugin_manager`. Each plugin's hook is called on
+    its own, so that a name registered twice is an error naming both plugins.
     """
-    if pm is None:
-        from swirl_lightning.plugins import get_plugin_manager
+    from swirl_lightning.plugins import get_plugin_manager, plugin_origin
 
-        pm = get_plugin_manager()
+    pm = pm if pm is not None else get_plugin_manager()
+    hooks = [(plugin_origin(pm, impl.plugin).describe(impl.plugin_name), impl.function)
+             for impl in pm.hook.register_judges.get_hookimpls() if not (impl.hookwrapper or impl.wrapper)]
+    if not pm.is_registered(sys.modules[__name__]):
+        hooks.insert(0, ("swirl_lightning.judges (built-in)", register_judges))
     factories: dict[str, Callable[..., Any]] = {}
     owners: dict[str, str] = {}
-    this_module = sys.modules[__name__]
-    impls = [(pm.get_name(impl.plugin) or impl.plugin_name, impl.function) for impl in pm.hook.register_judges.get_hookimpls()]
-    if not pm.is_registered(this_module):
-        impls.insert(0, ("swirl_lightning.judges", register_judges))
-    for plugin_name, hook in impls:
-        def register(factory: Callable[..., Any], name: str | None = None, _owner: str = plugin_name) -> None:
+    for owner, hook in hooks:
+        def register(factory: Callable[..., Any], name: str | None = None, _owner: str = owner) -> None:
             judge_name = name or getattr(factory, "__name__", None)
-            if not judge_name:
-                raise ValueError(f"plugin {_owner!r}: register(factory, name=...) needs a name")
+            if not callable(factory) or not judge_name:
+                raise ValueError(f"{_owner}: register(factory, name=...) expects a callable factory and a name")
             if judge_name in factories:
-                raise ValueError(f"judge {judge_name!r} is registered by both {owners[judge_name]!r} and {_owner!r}")
+                raise ValueError(f"judge {judge_name!r} is registered by both {owners[judge_name]} and {_owner}")
             factories[judge_name], owners[judge_name] = factory, _owner
 
         hook(register=register)

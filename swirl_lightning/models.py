@@ -139,7 +139,7 @@ def resolve_model_path(name: str) -> str:
 
 
 def load_tokenizer(name: str):
-    """The tokenizer of model ``name`` (alias, local path or hub id), with a pad token and left padding."""
+    """The tokenizer of model ``name`` (alias, local path or hub id), with a pad token (the EOS one if it has none)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_tokenizer_path(name))

@@ -11,7 +11,7 @@ import torch
 import swirl_lightning.hookspecs
 import swirl_lightning.judges
 from swirl_lightning import hookimpl
-from swirl_lightning.filtering import JudgementCache, judge_trajectories, score_outcomes
+from swirl_lightning.filtering import JudgementCache, score_outcomes
 from swirl_lightning.judges import (
     LLMGrader,
     NumericJudge,
@@ -20,6 +20,8 @@ from swirl_lightning.judges import (
     StepToJudge,
     available_judges,
     exact_match,
+    judge_trajectories,
+    judgement_key,
     make_judge,
     matches_reference,
     normalize_answer,
@@ -438,12 +440,33 @@ def test_cache_serves_a_second_run_without_model_calls(tiny, tmp_path) -> None:
 
 def test_cache_is_shared_between_instances_and_keyed_by_content(tmp_path) -> None:
     writer, reader = JudgementCache(tmp_path / "c.sqlite"), JudgementCache(tmp_path / "c.sqlite")
-    key = JudgementCache.key("process:m", "process-v1", STATE, "<answer>72</answer>")
-    assert key != JudgementCache.key("process:m", "process-v2", STATE, "<answer>72</answer>")
-    assert key != JudgementCache.key("process:m", "process-v1", STATE[:2], "<answer>72</answer>")
+    key = judgement_key("process:m", "process-v1", STATE, "<answer>72</answer>")
+    assert key != judgement_key("process:m", "process-v2", STATE, "<answer>72</answer>")
+    assert key != judgement_key("process:m", "process-v1", STATE[:2], "<answer>72</answer>")
     assert reader.get_many([key]) == {}
     writer.put_many({key: Judgement("process:m", "GOOD", 0.75, "process-v1")})
     assert reader.get_many([key, "missing"]) == {key: Judgement("process:m", "GOOD", 0.75, "process-v1")}
+
+
+def _write_judgements(path: str, prefix: str) -> None:
+    cache = JudgementCache(path)
+    for i in range(50):  # one transaction each, interleaved with the other process's writes
+        cache.put_many({f"{prefix}{i}": Judgement("process:m", "GOOD", i / 50, "process-v1")})
+
+
+def test_cache_takes_writes_from_concurrent_processes(tmp_path) -> None:
+    import multiprocessing
+
+    path = str(tmp_path / "shared.sqlite")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write_judgements, args=(path, prefix)) for prefix in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    found = JudgementCache(path).get_many([f"{p}{i}" for p in "ab" for i in range(50)])
+    assert len(found) == 100 and found["b7"].score == 7 / 50
 
 
 def test_judge_trajectories_needs_examples_for_the_reference_judge() -> None:

@@ -1,0 +1,136 @@
+"""Rollout throughput: batched multi-step generation with the calculator on GSM8K, at several batch sizes.
+
+    python benchmarks/generation_bench.py [--batch-sizes 1 8 16 32] [--out benchmarks/results/generation.json]
+    python benchmarks/generation_bench.py --smoke      # tiny random model, seconds (run by the test suite)
+
+For each batch size B it rolls out ``max(B, --min-trajectories)`` trajectories (GSM8K train questions, one
+sample each, the real prompt and calculator) and reports generated tokens/s, trajectories/s and decode
+tokens/s by turn index (prefill excluded), which must not fall with the turn index beyond what longer
+attention costs. Writes a JSON result (machine, versions, command, figures) and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def machine_info() -> dict:
+    import torch
+    import transformers
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def run_batch_size(policy, tokenizer, tools, examples, batch_size: int, args) -> dict:
+    from swirl_lightning.generation import GenerationEngine, SamplingConfig
+    from swirl_lightning.judges import NumericJudge
+    from swirl_lightning.rollout import ChatRenderer, RolloutSettings, conversations
+    from swirl_lightning.tools import ToolExecutor
+
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=1.0, batch_size=batch_size, seed=0)
+    engine = GenerationEngine(policy, tokenizer, sampling, stop_strings=["</math_exp>", "</answer>"])
+    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools), max_steps=args.max_steps,
+                               renderer=ChatRenderer(tokenizer), policy_name=args.model, outcome=NumericJudge().score)
+    finished = []
+    started = time.perf_counter()
+    engine.run(conversations(examples, 1, settings), lambda c: finished.append(c.trajectory))
+    wall = time.perf_counter() - started
+    stats = engine.stats
+    return {
+        "batch_size": batch_size,
+        "trajectories": len(finished),
+        "wall_seconds": round(wall, 2),
+        "generated_tokens": stats.generated_tokens,
+        "prefill_tokens": stats.prefill_tokens,
+        "tokens_per_second": round(stats.generated_tokens / wall, 2),
+        "trajectories_per_second": round(len(finished) / wall, 4),
+        "prefill_seconds": round(stats.prefill_seconds, 2),
+        "decode_seconds": round(stats.decode_seconds, 2),
+        "decode_tokens_per_second_by_turn": {str(k): round(v, 2) for k, v in stats.tokens_per_second_by_turn().items()},
+        "steps_mean": sum(len(t.steps) for t in finished) / max(len(finished), 1),
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot([r["batch_size"] for r in runs], [r["tokens_per_second"] for r in runs], marker="o")
+    left.set_xlabel("batch size")
+    left.set_ylabel("generated tokens/s (wall)")
+    left.set_title(f"{result['model']}: rollout throughput")
+    left.grid(alpha=0.3)
+    for r in runs:
+        by_turn = r["decode_tokens_per_second_by_turn"]
+        right.plot([int(k) for k in by_turn], list(by_turn.values()), marker=".", label=f"batch {r['batch_size']}")
+    right.set_xlabel("turn index")
+    right.set_ylabel("decode tokens/s")
+    right.set_title("decode throughput by turn (prefill excluded)")
+    right.legend()
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16, 32])
+    parser.add_argument("--min-trajectories", type=int, default=8, help="trajectories per batch size, at least")
+    parser.add_argument("--max-steps", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--out", default=str(HERE / "results" / "generation.json"))
+    parser.add_argument("--smoke", action="store_true", help="tiny random model, batch 1 and 4, 4 trajectories")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.model, args.batch_sizes, args.min_trajectories, args.max_steps, args.max_new_tokens = "tiny-random", [1, 4], 4, 2, 8
+
+    from swirl_lightning.generate import load_policy
+    from swirl_lightning.plugins import get_plugin_manager
+    from swirl_lightning.tasks import load_task
+    from swirl_lightning.tools import collect_tools, select_tools
+
+    policy, tokenizer = load_policy(args.model, None, "float32", "auto")
+    tools = select_tools(collect_tools(get_plugin_manager()), ["calculator"])
+    examples = load_task("gsm8k", "train", max(max(args.batch_sizes), args.min_trajectories))
+    result = {"benchmark": "generation", "command": " ".join([sys.executable, *sys.argv]), "model": args.model,
+              "machine": machine_info(), "max_steps": args.max_steps, "max_new_tokens": args.max_new_tokens, "runs": []}
+    for batch_size in args.batch_sizes:
+        count = max(batch_size, args.min_trajectories)
+        run = run_batch_size(policy, tokenizer, tools, examples[:count], batch_size, args)
+        result["runs"].append(run)
+        print(json.dumps(run), flush=True)
+    base = result["runs"][0]["tokens_per_second"]
+    result["speedup_vs_first"] = {str(r["batch_size"]): round(r["tokens_per_second"] / base, 2) for r in result["runs"]}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out.with_suffix(".png"))
+    print(f"speed-up over batch {args.batch_sizes[0]}: {result['speedup_vs_first']}; wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,605 @@
+"""Training data: trajectories -> token rows (``sft``/``offline``) or states (``swirl``), batched by length,
+and held-out questions for live validation.
+
+Rows (``sft``/``offline``): a trajectory ``[prompt, a_1, o_1, ..., a_K]`` is ONE row of token ids;
+``segment_ids`` marks action k's tokens with k (prompt, tool results and padding get 0), so one forward
+pass scores all K actions. Stored token ids are used as they are (token-in/token-out); trajectories
+without them (GSM8K reference trajectories, other models' runs) are rendered with the chat template in
+the same layout (:class:`~swirl_lightning.rollout.ChatRenderer`).
+
+States (``swirl``): every sub-trajectory's state (everything before action k), deduplicated: the K
+samples of one question share their first state.
+
+Split: by example id, never by step. Validation questions are either held out from the training
+questions (``validation.questions`` of them, drawn with ``train.seed``) or taken from another split;
+either way, no training row belongs to a validation question.
+
+Order and resume: rows are grouped by length into fixed batches once, so padding stays small. Each epoch
+visits the batches in an order drawn from ``seed + epoch`` (the same on every run), each process taking
+its share. The data module counts the batches the training loop has taken in the current epoch and saves
+the count in every checkpoint (:meth:`SwirlDataModule.state_dict`); a resumed run skips that many, so
+``--ckpt_path last`` goes on with the next unseen batch.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .packing import pack_trajectory, pad_rows
+from .tasks import TASKS, TaskSpec, load_task
+from .trajectory import Example, Trajectory, read_trajectories
+
+Objective = Literal["sft", "offline", "swirl"]
+Segment = tuple[list[int], bool]
+
+
+@dataclass
+class TaskConfig:
+    """The questions, tools and prompt format; training data and live evaluation share it."""
+
+    name: str = "gsm8k"
+    """Task: ``gsm8k``, ``hotpotqa`` or ``jsonl`` (with ``data_path``)."""
+    split: str = "train"
+    """Split of the training questions; trajectories are matched to them by example id."""
+    data_path: str | None = None
+    """A JSONL file of questions replacing the task's packaged one."""
+    max_steps: int | None = None
+    """Most actions per rollout; the task's default when null (10 for gsm8k, 5 for hotpotqa)."""
+    tools: list[str] | None = None
+    """Tool names; the task's default when null."""
+    few_shot: bool = True
+    """Put each tool's hand-written few-shot example in the prompt, as ``swirl generate`` does."""
+
+    def spec(self) -> TaskSpec:
+        """The registered task."""
+        if self.name not in TASKS:
+            raise ValueError(f"task.name: expected one of {', '.join(TASKS)}, got {self.name!r}")
+        return TASKS[self.name]
+
+    def steps_cap(self) -> int:
+        """``max_steps``, or the task's default."""
+        return self.max_steps or self.spec().max_steps
+
+    def load(self, split: str | None = None, limit: int | None = None) -> list[Example]:
+        """The task's questions of ``split`` (default: :attr:`split`)."""
+        return load_task(self.name, split or self.split, limit, path=self.data_path)
+
+    def load_tools(self) -> dict[str, Any]:
+        """The registered tools this task uses, by name."""
+        from .plugins import get_plugin_manager
+        from .tools import collect_tools, select_tools
+
+        names = self.tools if self.tools is not None else (list(self.spec().tools) or None)
+        return select_tools(collect_tools(get_plugin_manager()), names)
+
+
+@dataclass
+class TrainDataConfig:
+    """Which trajectories train the policy, and how they become batches."""
+
+    path: str | None = None
+    """Trajectory JSONL: ``swirl generate``'s output or ``swirl filter``'s kept file."""
+    reference: Literal["gsm8k"] | None = None
+    """Instead of a file, build GSM8K reference trajectories (worked solutions as calculator steps)."""
+    limit: int | None = None
+    """Use the trajectories of at most this many questions (the first ones); null for all."""
+    filter: Literal["none", "process", "outcome", "process+outcome"] = "none"
+    """Keep: all, those with every step GOOD by ``step_judge``, those with a right answer, or both."""
+    step_judge: str | None = None
+    """Judge id whose stored verdicts the process filter reads (``reference``, ``process:<model>``)."""
+    reward: str = "outcome"
+    """``offline`` action weights: ``outcome`` (the trajectory's), ``step`` (``Step.reward``) or a judge
+    id (that judge's stored score of the step)."""
+    weighting: Literal["reward", "advantage"] = "reward"
+    """``offline``: the reward itself, or the reward minus the mean reward of all steps of the same question."""
+    max_length: int = 2048
+    """Most tokens in one row (a whole trajectory; for ``swirl``, a state)."""
+    overlength: Literal["drop", "truncate"] = "drop"
+    """Longer rows are dropped, or cut at ``max_length`` (actions past the cut are lost); counted and warned."""
+    batch_size: int = 4
+    """Rows per batch and process: trajectories (``sft``/``offline``) or states (``swirl``)."""
+    retokenize: bool = False
+    """Render every trajectory from its text even when token ids are stored (another model's run)."""
+    shuffle: bool = True
+    """Visit the length-grouped batches in a new seeded order each epoch."""
+    seed: int = 0
+    """Seed of the batch order and of the held-out questions."""
+
+
+@dataclass
+class ValidationDataConfig:
+    """The questions live evaluation rolls out."""
+
+    questions: int = 8
+    """Validation questions: held out from the training questions by example id."""
+    split: str | None = None
+    """Take the validation questions from this task split instead; training data of these ids is removed."""
+    batch_size: int = 8
+    """Questions per validation batch (and process)."""
+    test_split: str = "validation"
+    """Task split for ``swirl test`` and ``swirl predict``."""
+    test_limit: int | None = 50
+    """Questions for ``swirl test`` and ``swirl predict``; null for the whole split."""
+
+
+@dataclass
+class TrainingBatch:
+    """Right-padded trajectory rows, one per trajectory (``sft`` and ``offline``)."""
+
+    input_ids: torch.Tensor
+    """[B, T] token ids, the pad id after each row's end."""
+    attention_mask: torch.Tensor
+    """[B, T] 1 on real tokens, 0 on padding."""
+    segment_ids: torch.Tensor
+    """[B, T] k on the tokens of action k, 0 elsewhere."""
+    weights: torch.Tensor
+    """[B, S] weight of action k in column k-1 (1.0 for ``sft``); 0 past a row's last action."""
+    step_index: torch.Tensor
+    """[B, S] step index of action k in column k-1; -1 past a row's last action."""
+    example_ids: list[str]
+    num_tokens: int
+    """Real (non-padding) tokens in the batch."""
+
+
+@dataclass
+class State:
+    """A state to sample ``swirl`` actions from: the tokens and messages before one action."""
+
+    state_ids: list[int]
+    """The token ids the policy saw, ending with the assistant header of the turn."""
+    state_messages: list[dict[str, str]]
+    example_id: str
+    step_index: int
+    example: Example | None = None
+    """The question, for judges that need the gold data (the reference judge)."""
+
+
+@dataclass
+class TrajectoryRow:
+    input_ids: list[int]
+    segment_ids: list[int]
+    weights: list[float]
+    step_index: list[int]
+    example_id: str
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tokenising trajectories
+
+
+def has_token_ids(trajectory: Trajectory) -> bool:
+    """Whether the trajectory stores every id the training sequence needs."""
+    if not trajectory.prompt_token_ids or not trajectory.steps:
+        return False
+    if any(not step.token_ids for step in trajectory.steps):
+        return False
+    return all(step.observation_token_ids for step in trajectory.steps[:-1])
+
+
+def trajectory_segments(trajectory: Trajectory, tokenizer, renderer, retokenize: bool = False) -> list[Segment]:
+    """``[(prompt ids, False), (a_1, True), (o_1, False), ..., (a_K, True)]``: stored ids, or rendered from text.
+
+    Rendering uses the same layout as a rollout: the prompt with the first assistant header, each action's
+    text, then each observation as end of turn + user turn + next assistant header.
+    """
+    if not trajectory.steps:
+        return []
+    if has_token_ids(trajectory) and not retokenize:
+        segments: list[Segment] = [(list(trajectory.prompt_token_ids), False)]
+        for k, step in enumerate(trajectory.steps):
+            segments.append((list(step.token_ids), True))
+            if k < len(trajectory.steps) - 1:
+                segments.append((list(step.observation_token_ids), False))
+        return segments
+    segments = [(renderer.prompt_ids(trajectory.prompt), False)]
+    for k, step in enumerate(trajectory.steps):
+        segments.append((tokenizer.encode(step.text, add_special_tokens=False), True))
+        if k < len(trajectory.steps) - 1:
+            if step.observation is None:
+                raise ValueError(f"trajectory {trajectory.key} step {k}: no observation, yet more steps follow")
+            segments.append((renderer.observation_ids(step.observation, turn_ended_with_eos=False), False))
+    return segments
+
+
+def _check_vocabulary(segments: Sequence[Segment], vocab_size: int, trajectory: Trajectory) -> None:
+    largest = max((max(ids) for ids, _ in segments if ids), default=-1)
+    if largest >= vocab_size:
+        raise ValueError(
+            f"trajectory {trajectory.key}: token id {largest} is outside the tokenizer's vocabulary ({vocab_size}); "
+            "it was generated by another model: set train.retokenize: true"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Action weights (offline)
+
+
+def step_rewards(trajectory: Trajectory, source: str) -> list[float]:
+    """The reward of each step of ``trajectory`` from ``source``: outcome, step, or a judge id."""
+    if source == "outcome":
+        if trajectory.outcome is None:
+            raise ValueError(f"trajectory {trajectory.key}: reward 'outcome' but the outcome is not scored "
+                             "(run swirl filter with a task, or pick another train.reward)")
+        return [trajectory.outcome] * len(trajectory.steps)
+    rewards = []
+    for k, step in enumerate(trajectory.steps):
+        if source == "step":
+            if step.reward is None:
+                raise ValueError(f"trajectory {trajectory.key} step {k}: reward 'step' but Step.reward is not set")
+            rewards.append(step.reward)
+            continue
+        judgement = next((j for j in step.judgements if j.judge == source), None)
+        if judgement is None:
+            known = sorted({j.judge for s in trajectory.steps for j in s.judgements})
+            raise ValueError(f"trajectory {trajectory.key} step {k}: no judgement by {source!r} "
+                             f"(judged by: {', '.join(known) or 'none'}); expected train.reward: outcome, step or a judge id")
+        rewards.append(judgement.score)
+    return rewards
+
+
+def action_weights(trajectories: Sequence[Trajectory], source: str, weighting: str) -> list[list[float]]:
+    """Per-step weights: rewards, or rewards minus the mean reward of all steps of the same question."""
+    rewards = [step_rewards(t, source) for t in trajectories]
+    if weighting == "reward":
+        return rewards
+    if weighting != "advantage":
+        raise ValueError(f"weighting: expected 'reward' or 'advantage', got {weighting!r}")
+    by_question: dict[str, list[float]] = defaultdict(list)
+    for trajectory, values in zip(trajectories, rewards):
+        by_question[trajectory.example_id].extend(values)
+    baseline = {example_id: sum(v) / len(v) for example_id, v in by_question.items()}
+    return [[r - baseline[t.example_id] for r in values] for t, values in zip(trajectories, rewards)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rows, states and length-grouped batches
+
+
+@dataclass
+class LengthReport:
+    """What happened to rows over ``max_length``."""
+
+    total: int = 0
+    dropped: int = 0
+    truncated: int = 0
+    empty: int = 0
+    """Trajectories without an action token (no steps, or empty action text): skipped."""
+
+
+def build_rows(trajectories: Sequence[Trajectory], weights: Sequence[Sequence[float]], tokenizer, renderer, *,
+               max_length: int, overlength: str, retokenize: bool = False) -> tuple[list[TrajectoryRow], LengthReport]:
+    """One row per trajectory: packed ids, segment ids, per-action weights and step indices."""
+    report = LengthReport(total=len(trajectories))
+    rows = []
+    vocab_size = len(tokenizer)
+    for trajectory, trajectory_weights in zip(trajectories, weights):
+        segments = trajectory_segments(trajectory, tokenizer, renderer, retokenize)
+        if not segments or any(is_action and not ids for ids, is_action in segments):
+            report.empty += 1
+            continue
+        _check_vocabulary(segments, vocab_size, trajectory)
+        input_ids, segment_ids = pack_trajectory(segments)
+        if len(input_ids) > max_length:
+            if overlength == "drop":
+                report.dropped += 1
+                continue
+            input_ids, segment_ids = input_ids[:max_length], segment_ids[:max_length]
+            if int(segment_ids.max()) == 0:
+                report.dropped += 1  # the prompt alone fills the budget
+                continue
+            report.truncated += 1
+        actions = int(segment_ids.max())
+        rows.append(TrajectoryRow(input_ids.tolist(), segment_ids.tolist(), list(trajectory_weights[:actions]),
+                                  list(range(actions)), trajectory.example_id))
+    return rows, report
+
+
+def build_states(trajectories: Sequence[Trajectory], examples: dict[str, Example], tokenizer, renderer, *,
+                 max_length: int, retokenize: bool = False) -> tuple[list[State], LengthReport]:
+    """Every distinct state (tokens before action k) of the trajectories; states over ``max_length`` are dropped."""
+    report = LengthReport()
+    seen: set[tuple[str, tuple[int, ...]]] = set()
+    states = []
+    vocab_size = len(tokenizer)
+    for trajectory in trajectories:
+        segments = trajectory_segments(trajectory, tokenizer, renderer, retokenize)
+        if not segments:
+            continue
+        _check_vocabulary(segments, vocab_size, trajectory)
+        prefix: list[int] = []
+        step = 0
+        for ids, is_action in segments:
+            if is_action:
+                key = (trajectory.example_id, tuple(prefix))
+                if key not in seen:
+                    seen.add(key)
+                    report.total += 1
+                    if len(prefix) > max_length:
+                        report.dropped += 1
+                    else:
+                        states.append(State(list(prefix), trajectory.messages(upto_step=step), trajectory.example_id,
+                                            step, examples.get(trajectory.example_id)))
+                step += 1
+            prefix.extend(ids)
+    return states, report
+
+
+def group_by_length(lengths: Sequence[int], batch_size: int, seed: int = 0) -> list[list[int]]:
+    """Indices grouped into batches of similar length: sorted by length (ties in a seeded order), then cut."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    tie_break = list(range(len(lengths)))
+    random.Random(seed).shuffle(tie_break)
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], tie_break[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def collate_rows(rows: Sequence[TrajectoryRow], pad_id: int) -> TrainingBatch:
+    """Right-pad rows into one :class:`TrainingBatch`."""
+    padded = pad_rows([(torch.tensor(r.input_ids), torch.tensor(r.segment_ids)) for r in rows], pad_id)
+    width = max(len(r.weights) for r in rows)
+    weights = torch.zeros((len(rows), width), dtype=torch.float32)
+    step_index = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, row in enumerate(rows):
+        weights[i, : len(row.weights)] = torch.tensor(row.weights, dtype=torch.float32)
+        step_index[i, : len(row.step_index)] = torch.tensor(row.step_index, dtype=torch.long)
+    return TrainingBatch(padded.input_ids, padded.attention_mask, padded.segment_ids, weights, step_index,
+                         [r.example_id for r in rows], int(padded.attention_mask.sum()))
+
+
+class _Batches(Dataset):
+    """Item i is batch i, collated."""
+
+    def __init__(self, items: Sequence[Any], batches: list[list[int]], collate):
+        self.items, self.batches, self.collate = items, batches, collate
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        return self.collate([self.items[i] for i in self.batches[index]])
+
+
+class _CollateRows:
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: Sequence[TrajectoryRow]) -> TrainingBatch:
+        return collate_rows(rows, self.pad_id)
+
+
+def _as_list(items: Sequence[Any]) -> list[Any]:
+    return list(items)
+
+
+def _unchanged(batch: Any) -> Any:
+    return batch
+
+
+class BatchOrderSampler(DistributedSampler):
+    """Indices of precomputed batches: a seeded order per epoch (``seed + epoch``), this process's share.
+
+    Subclassing :class:`DistributedSampler` tells Lightning the sharding is done (it would otherwise wrap
+    the sampler again). :meth:`resume` makes the first pass over ``epoch`` skip the batches already taken.
+    The order is drawn when the first batch is asked for, after the loop has called :meth:`set_epoch`.
+    """
+
+    def __init__(self, num_batches: int, *, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(range(num_batches), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self._resume: tuple[int, int] | None = None
+
+    def resume(self, epoch: int, consumed: int) -> None:
+        """Skip the first ``consumed`` batches of ``epoch`` (once)."""
+        self._resume = (epoch, consumed)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            skip = self._resume[1]
+        self._resume = None
+        yield from indices[skip:]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The data module
+
+
+class SwirlDataModule(L.LightningDataModule):
+    """Trajectories -> training batches for the ``sft``, ``offline`` and ``swirl`` objectives; held-out
+    questions for live validation (the batches of the validation, test and predict loaders are lists
+    of :class:`~swirl_lightning.trajectory.Example`)."""
+
+    def __init__(
+        self,
+        task: TaskConfig = TaskConfig(),
+        train: TrainDataConfig = TrainDataConfig(),
+        validation: ValidationDataConfig = ValidationDataConfig(),
+        objective: Objective = "sft",
+        tokenizer: str = "smollm2-135m-instruct",
+        num_workers: int = 0,
+    ):
+        """
+        Args:
+            task: The questions, tools and prompt format.
+            train: Which trajectories train, and how they are batched.
+            validation: The questions of live validation, test and predict.
+            objective: The training objective (the CLI links it to ``model.objective``).
+            tokenizer: Tokenizer of the policy (the CLI links it to ``model.policy.name``).
+            num_workers: DataLoader worker processes.
+        """
+        super().__init__()
+        if objective not in ("sft", "offline", "swirl"):
+            raise ValueError(f"objective: expected sft, offline or swirl, got {objective!r}")
+        if (train.path is None) == (train.reference is None):
+            raise ValueError("data.train: give exactly one of path (a trajectory JSONL) and reference (gsm8k)")
+        if train.reference is not None and task.name != "gsm8k":
+            raise ValueError(f"data.train.reference: gsm8k reference trajectories need task.name gsm8k, got {task.name!r}")
+        self.task, self.train_config, self.validation_config = task, train, validation
+        self.objective, self.tokenizer_name, self.num_workers = objective, tokenizer, num_workers
+        self.tokenizer = None
+        self.examples: dict[str, Example] = {}
+        self.train_items: list[TrajectoryRow] | list[State] = []
+        self.val_examples: list[Example] = []
+        self.report = LengthReport()
+        self._batches: list[list[int]] = []
+        self._epoch, self._consumed = 0, 0
+        self._resume: tuple[int, int] | None = None
+
+    # -- building -------------------------------------------------------------------------------
+
+    def _load_pool(self) -> list[Trajectory]:
+        """The training trajectories before the validation split (reference or file, filtered, limited)."""
+        config = self.train_config
+        if config.reference == "gsm8k":
+            from .prompts import build_prompt
+            from .tasks import gsm8k_reference_trajectory
+
+            tools = self.task.load_tools()
+            calculator = next((t for t in tools.values() if t.name == "calculator"), None)
+            if calculator is None:
+                raise ValueError("gsm8k reference trajectories call the calculator tool; task.tools lacks it")
+            return [
+                gsm8k_reference_trajectory(
+                    example, build_prompt(example.question, tools.values(), self.task.steps_cap(), self.task.few_shot),
+                    tool_tag=calculator.tag, tool_name=calculator.name)
+                for example in self.examples.values()
+            ]
+        trajectories = read_trajectories(config.path)
+        if config.filter != "none":
+            from .filtering import filter_trajectories
+
+            trajectories, _ = filter_trajectories(trajectories, config.filter, config.step_judge)
+        return trajectories
+
+    def _split(self, pool: list[Trajectory]) -> tuple[list[Trajectory], list[Example]]:
+        """Training trajectories and validation questions, disjoint by example id."""
+        ids = list(dict.fromkeys(t.example_id for t in pool))
+        config = self.validation_config
+        if config.split is not None:
+            val_examples = self.task.load(config.split, config.questions)
+            held_out = {e.id for e in val_examples}
+        else:
+            if config.questions >= len(ids):
+                raise ValueError(f"data.validation.questions={config.questions} holds out every one of the "
+                                 f"{len(ids)} training questions; lower it or give validation.split")
+            order = sorted(ids)
+            random.Random(self.train_config.seed).shuffle(order)
+            held_out = set(order[: config.questions])
+            missing = sorted(held_out - set(self.examples))
+            if missing:
+                raise ValueError(f"validation questions {missing[:3]} are not in task {self.task.name!r} split "
+                                 f"{self.task.split!r}; set data.task to the task the trajectories answer")
+            val_examples = [self.examples[i] for i in ids if i in held_out]
+        return [t for t in pool if t.example_id not in held_out], val_examples
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is not None:
+            return
+        from .models import load_tokenizer
+        from .rollout import ChatRenderer
+
+        self.tokenizer = load_tokenizer(self.tokenizer_name)
+        renderer = ChatRenderer(self.tokenizer)
+        config = self.train_config
+        limit = config.limit if config.reference else None
+        self.examples = {e.id: e for e in self.task.load(limit=limit)}
+        pool = self._load_pool()
+        if config.limit is not None and not config.reference:
+            keep = set(list(dict.fromkeys(t.example_id for t in pool))[: config.limit])
+            pool = [t for t in pool if t.example_id in keep]
+        if not pool:
+            raise ValueError(f"no training trajectories (path {config.path!r}, filter {config.filter!r})")
+        trajectories, self.val_examples = self._split(pool)
+        if self.objective == "swirl":
+            self.train_items, self.report = build_states(trajectories, self.examples, self.tokenizer, renderer,
+                                                         max_length=config.max_length, retokenize=config.retokenize)
+            lengths = [len(s.state_ids) for s in self.train_items]
+        else:
+            weights = ([[1.0] * len(t.steps) for t in trajectories] if self.objective == "sft"
+                       else action_weights(trajectories, config.reward, config.weighting))
+            self.train_items, self.report = build_rows(trajectories, weights, self.tokenizer, renderer,
+                                                       max_length=config.max_length, overlength=config.overlength,
+                                                       retokenize=config.retokenize)
+            lengths = [len(r.input_ids) for r in self.train_items]
+        if not self.train_items:
+            raise ValueError(f"no training rows left out of {len(trajectories)} trajectories "
+                             f"(max_length {config.max_length}: {self.report})")
+        self._batches = group_by_length(lengths, config.batch_size, config.seed)
+        self._announce(trajectories, lengths)
+
+    def _announce(self, trajectories: Sequence[Trajectory], lengths: Sequence[int]) -> None:
+        report, config = self.report, self.train_config
+        if report.dropped or report.truncated or report.empty:
+            what = "states" if self.objective == "swirl" else "trajectories"
+            warnings.warn(f"data: {report.dropped} of {report.total} {what} over max_length={config.max_length} "
+                          f"tokens dropped, {report.truncated} truncated, {report.empty} without action tokens skipped",
+                          stacklevel=2)
+        kind = "states" if self.objective == "swirl" else "rows"
+        padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in self._batches)
+        rank_zero_info(
+            f"data: {len(trajectories)} trajectories of {len({t.example_id for t in trajectories})} questions -> "
+            f"{len(self.train_items)} {kind} in {len(self._batches)} batches (padding {1 - sum(lengths) / padded:.1%}); "
+            f"{len(self.val_examples)} validation questions held out"
+        )
+
+    # -- loaders --------------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        sharding = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
+        sampler = BatchOrderSampler(len(self._batches), shuffle=self.train_config.shuffle, seed=self.train_config.seed,
+                                    num_replicas=sharding.get("num_replicas", 1), rank=sharding.get("rank", 0))
+        if self._resume is not None:
+            sampler.resume(*self._resume)
+            self._resume = None
+        collate = _as_list if self.objective == "swirl" else _CollateRows(self.pad_id)
+        return DataLoader(_Batches(self.train_items, self._batches, collate), batch_size=None, sampler=sampler,
+                          collate_fn=_unchanged, num_workers=self.num_workers)
+
+    def _questions(self, examples: list[Example]) -> DataLoader:
+        return DataLoader(examples, batch_size=self.validation_config.batch_size, shuffle=False, collate_fn=_as_list)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._questions(self.val_examples)
+
+    def test_dataloader(self) -> DataLoader:
+        config = self.validation_config
+        return self._questions(self.task.load(config.test_split, config.test_limit))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    @property
+    def pad_id(self) -> int:
+        if self.tokenizer is None:
+            raise RuntimeError("call setup() first")
+        return self.tokenizer.pad_token_id
+
+    # -- data position, for resuming mid-epoch ----------------------------------------------------
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Called as the loop takes each batch, so the count never includes a batch fetched ahead.
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            if trainer.current_epoch != self._epoch:
+                self._epoch, self._consumed = trainer.current_epoch, 0
+            self._consumed += 1
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        """The data position: the epoch and how many of its batches the training loop has taken."""
+        return {"epoch": self._epoch, "consumed": self._consumed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._epoch, self._consumed = int(state_dict["epoch"]), int(state_dict["consumed"])
+        self._resume = (self._epoch, self._consumed)

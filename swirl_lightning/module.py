@@ -1,0 +1,709 @@
+"""The LightningModule: a causal LM policy trained with ``sft``, ``offline`` or ``swirl``, validated live.
+
+- ``sft`` / ``offline``: one forward pass per trajectory row scores all its actions (see :mod:`.data`);
+  the loss is :func:`~swirl_lightning.loss.sft_loss` or :func:`~swirl_lightning.loss.offline_loss`.
+- ``swirl``: for each state of the batch, G actions are sampled with the current policy (one model turn
+  each, no tool runs), scored by the step judge, and turned into group advantages; ``[s, a_1..a_G]`` is
+  packed into one row (:func:`~swirl_lightning.packing.pack_group`) so one forward pass per state gives
+  every action's log-probs for :func:`~swirl_lightning.loss.swirl_loss`. With ``ppo_epochs > 1`` the batch
+  gives several updates with ratio clipping; the optional KL term compares with the initial policy (the
+  base model with the LoRA adapter disabled, or a frozen copy when all weights train).
+- Validation, test and predict roll the policy out live with tools on held-out questions
+  (:func:`~swirl_lightning.evaluation.evaluate`) and log accuracy, steps, tool errors, invalid actions,
+  the step judge's GOOD rate, and sample trajectories as text for TensorBoard.
+
+Only the logits of positions that predict an action token are computed (:class:`ActionScorer`), so the
+vocabulary projection costs memory for action tokens alone. Under ``ModelParallelStrategy`` each decoder
+layer and the whole policy are sharded with FSDP2 ``fully_shard`` over the data-parallel mesh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from textwrap import indent
+from typing import Any, Literal
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from .data import Objective, State, TaskConfig, TrainingBatch
+from .loss import group_advantages, offline_loss, sft_loss, swirl_loss, token_entropy, token_logprobs
+from .packing import batch_groups, pack_group
+from .trajectory import Example, Step, Trajectory, parse_action
+
+
+@dataclass
+class PolicyConfig:
+    """The causal LM being trained and how it is loaded."""
+
+    name: str = "smollm2-135m-instruct"
+    """Model: an alias (``smollm2-135m-instruct``, ``tiny-random``), a local folder or a hub id."""
+    adapter: str | None = None
+    """A PEFT adapter (e.g. a warm-start ``sft`` export) merged into the weights before training, so the KL
+    reference is the policy with it."""
+    dtype: str = "float32"
+    """Weight dtype when loading (``float32``, ``bfloat16``); mixed precision is ``trainer.precision``."""
+    attn_implementation: str = "sdpa"
+    """``sdpa`` or ``eager`` (both take the 4D masks of packed groups)."""
+    lora_r: int = 0
+    """LoRA rank; 0 trains every weight."""
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | str = "all-linear"
+    """Modules that get LoRA adapters (PEFT names, or ``all-linear``)."""
+    quantize: Literal["none", "8bit", "4bit"] = "none"
+    """Load the frozen base weights in 8 or 4 bits with bitsandbytes (needs LoRA)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, about a third more compute)."""
+    export: bool = True
+    """At the end of ``fit``, save the adapter (LoRA) or the model in Hugging Face format to ``<log_dir>/export``."""
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer and learning-rate schedule."""
+
+    name: Literal["adamw", "adamw8bit"] = "adamw"
+    """``adamw`` (torch) or ``adamw8bit`` (bitsandbytes, 8-bit optimizer states)."""
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    """Linear warm-up from 0 over this many optimizer steps."""
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """After warm-up: constant, or cosine/linear decay to 0 at the last step."""
+    max_grad_norm: float | None = 1.0
+    """Clip the gradient norm to this value; null for no clipping."""
+
+
+@dataclass
+class SwirlConfig:
+    """The ``swirl`` objective: sampling, judging and the policy-gradient update."""
+
+    group_size: int = 4
+    """Actions G sampled per state."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    """Most tokens of one sampled action."""
+    sampling_batch_size: int = 16
+    """(state, action) conversations decoded together."""
+    judge: str = "reference"
+    """Registered step judge that gives the reward: ``reference`` (GSM8K solutions) or ``process`` (an LM)."""
+    judge_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the judge, e.g. ``{model: smollm2-135m-instruct}`` for ``process``."""
+    advantage: Literal["mean", "leave_one_out"] = "mean"
+    """Baseline: the group's mean reward, or the mean of the other G-1."""
+    normalize_std: bool = False
+    """Divide advantages by the group's reward standard deviation."""
+    kl_beta: float = 0.0
+    """Weight of the k3 KL penalty to the initial policy; 0 for none."""
+    clip_eps: float = 0.2
+    """Ratio clipping range, active when ``ppo_epochs > 1``."""
+    ppo_epochs: int = 1
+    """Optimizer updates per sampled batch."""
+
+
+@dataclass
+class EvaluationConfig:
+    """Live rollouts for validation, test and predict."""
+
+    max_new_tokens: int = 192
+    """Most tokens per model turn."""
+    temperature: float = 0.0
+    """0 for greedy decoding."""
+    top_p: float = 1.0
+    batch_size: int = 8
+    """Conversations decoded together."""
+    max_context_tokens: int = 4096
+    num_samples: int = 1
+    """Rollouts per question."""
+    step_judge: str | None = "reference"
+    """Judge for ``step_good_rate`` (``reference`` is cheap for GSM8K; ``process`` loads an LM); null for none."""
+    judge_options: dict[str, Any] = field(default_factory=dict)
+    tool_timeout_s: float = 10.0
+    log_trajectories: int = 4
+    """Trajectories shown as text in TensorBoard after each evaluation."""
+    predictions: str | None = None
+    """Where ``swirl predict`` writes trajectories (JSONL); default ``<log_dir>/predictions.jsonl``."""
+    seed: int = 0
+
+
+class ActionScorer(nn.Module):
+    """The policy as the losses need it: the log-prob of every action token, 0 elsewhere.
+
+    The decoder runs on the whole rows; the vocabulary projection only on the positions that predict an
+    action token (``segment_ids > 0``). ``logit_index`` gives those positions for packed groups, default
+    the causal shift. Being the one module called in training, it is the FSDP root.
+    """
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    @property
+    def causal_lm(self) -> nn.Module:
+        """The Hugging Face causal LM (inside a PEFT wrapper, with its LoRA layers in place)."""
+        return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, segment_ids: Tensor,
+                position_ids: Tensor | None = None, logit_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Log-probs ``[B, T]`` (fp32, 0 off actions) and the mean entropy at the action tokens (detached)."""
+        lm = self.causal_lm
+        hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               use_cache=False).last_hidden_state
+        if logit_index is None:
+            logit_index = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids) - 1
+        rows, columns = (segment_ids > 0).nonzero(as_tuple=True)
+        logits = lm.get_output_embeddings()(hidden[rows, logit_index[rows, columns]])
+        softcap = getattr(lm.config, "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        order = torch.arange(len(rows), device=logits.device).unsqueeze(0)
+        action_logprobs = token_logprobs(logits.unsqueeze(0), input_ids[rows, columns].unsqueeze(0), order)[0]
+        entropy = token_entropy(logits.unsqueeze(0), torch.ones_like(order, dtype=torch.bool), order)
+        logprobs = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+        return logprobs.index_put((rows, columns), action_logprobs), entropy
+
+
+class _OneTurn:
+    """A conversation of one model turn from a given state: what the engine samples for ``swirl``."""
+
+    def __init__(self, state_ids: list[int], seed: int):
+        self.state_ids, self.seed = state_ids, seed
+        self.token_ids: list[int] = []
+        self.text = ""
+
+    def prompt_ids(self) -> list[int]:
+        return self.state_ids
+
+    def on_turn_end(self, token_ids: list[int], text: str, finish_reason: str) -> None:
+        self.token_ids, self.text = list(token_ids), text
+        return None
+
+    def on_context_full(self) -> None:
+        pass
+
+
+class SwirlModule(L.LightningModule):
+    """Trains a causal LM policy with ``sft``, ``offline`` or ``swirl``; validates with live rollouts."""
+
+    def __init__(
+        self,
+        policy: PolicyConfig = PolicyConfig(),
+        objective: Objective = "sft",
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        swirl: SwirlConfig = SwirlConfig(),
+        evaluation: EvaluationConfig = EvaluationConfig(),
+        task: TaskConfig = TaskConfig(),
+    ):
+        """
+        Args:
+            policy: The model, LoRA, quantization and checkpointing.
+            objective: ``sft`` (NLL of the actions), ``offline`` (judged-reward-weighted NLL) or ``swirl``
+                (online step-level RL).
+            optimizer: Optimizer and schedule.
+            swirl: Settings of the ``swirl`` objective.
+            evaluation: Live rollouts of validation, test and predict.
+            task: Task, tools and prompt format (the CLI links it to ``data.task``).
+        """
+        super().__init__()
+        if objective not in ("sft", "offline", "swirl"):
+            raise ValueError(f"objective: expected sft, offline or swirl, got {objective!r}")
+        if policy.quantize != "none" and policy.lora_r <= 0:
+            raise ValueError("policy.quantize needs LoRA (policy.lora_r > 0): quantized weights cannot be trained")
+        if policy.quantize != "none" and policy.adapter:
+            raise ValueError("policy.adapter with policy.quantize: export the merged model first, then quantize it")
+        if swirl.group_size < 1 or swirl.ppo_epochs < 1:
+            raise ValueError("swirl.group_size and swirl.ppo_epochs must be at least 1")
+        self.save_hyperparameters()
+        self.policy_config, self.objective, self.optimizer_config = policy, objective, optimizer
+        self.swirl_config, self.evaluation_config, self.task = swirl, evaluation, task
+        # swirl samples and may update several times per batch: it steps the optimizer itself.
+        self.automatic_optimization = objective != "swirl"
+        # With LoRA, checkpoints hold the trained weights only; the frozen base is reloaded from `policy.name`.
+        self.strict_loading = policy.lora_r <= 0
+        from .models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(policy.name)
+        self.scorer: ActionScorer | None = None
+        self.reference: ActionScorer | None = None
+        self._cache: dict[str, Any] = {}
+        self._eval_trajectories: list[Trajectory] = []
+        self._batch_started = 0.0
+        self._batch_tokens = 0
+        self._fsdp_initialized = False
+
+    # -- model set-up ---------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        if self.scorer is not None:
+            return
+        lm = self._load_policy()
+        if self.objective == "swirl" and self.swirl_config.kl_beta > 0 and self.policy_config.lora_r <= 0:
+            self.reference = ActionScorer(copy.deepcopy(lm)).requires_grad_(False).eval()
+        self.scorer = ActionScorer(lm)
+        if self._device_mesh is not None:
+            self._shard(self._device_mesh)
+
+    def _load_policy(self) -> nn.Module:
+        from .models import load_model
+
+        config = self.policy_config
+        kwargs: dict[str, Any] = {"attn_implementation": config.attn_implementation}
+        if config.quantize != "none":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_8bit=config.quantize == "8bit", load_in_4bit=config.quantize == "4bit",
+                bnb_4bit_compute_dtype=getattr(torch, config.dtype))
+            kwargs["device_map"] = {"": str(self.device)}
+        lm = load_model(config.name, dtype=config.dtype, device=str(self.device), **kwargs).train()
+        lm.config.use_cache = False
+        if config.adapter:
+            from peft import PeftModel
+
+            lm = PeftModel.from_pretrained(lm, config.adapter).merge_and_unload()
+        if config.gradient_checkpointing:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.lora_r > 0:
+            from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+            if config.quantize != "none":
+                lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=config.gradient_checkpointing)
+            lm = get_peft_model(lm, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                                               lora_dropout=config.lora_dropout,
+                                               target_modules=config.lora_target_modules, task_type="CAUSAL_LM"))
+        return lm
+
+    def _shard(self, device_mesh) -> None:
+        """FSDP2: shard every decoder layer, then the rest of the policy, over the data-parallel mesh."""
+        from torch.distributed.fsdp import fully_shard
+
+        if device_mesh["tensor_parallel"].size() != 1:
+            raise ValueError("this module shards with FSDP2 only: use ModelParallelStrategy(tensor_parallel_size=1, "
+                             "data_parallel_size=<number of processes>)")
+        if self.policy_config.quantize != "none":
+            raise ValueError("policy.quantize cannot be combined with FSDP2 sharding")
+        mesh = device_mesh["data_parallel"]
+        for scorer in (self.scorer, self.reference):
+            if scorer is None:
+                continue
+            layer_types = set(getattr(scorer.causal_lm, "_no_split_modules", None) or [])
+            for module in scorer.modules():
+                if type(module).__name__ in layer_types:
+                    fully_shard(module, mesh=mesh)
+            fully_shard(scorer, mesh=mesh)
+
+    def configure_optimizers(self):
+        config = self.optimizer_config
+        params = [p for p in self.scorer.parameters() if p.requires_grad]
+        if config.name == "adamw8bit":
+            import bitsandbytes as bnb
+
+            optimizer = bnb.optim.AdamW8bit(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer is not None else 1
+        if self.objective == "swirl":
+            total *= self.swirl_config.ppo_epochs
+
+        def factor(step: int) -> float:
+            if step < config.warmup_steps:
+                return (step + 1) / config.warmup_steps
+            progress = min((step - config.warmup_steps) / max(total - config.warmup_steps, 1), 1.0)
+            if config.schedule == "cosine":
+                return 0.5 * (1.0 + math.cos(math.pi * progress))
+            return 1.0 - progress if config.schedule == "linear" else 1.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        clip = gradient_clip_val or self.optimizer_config.max_grad_norm
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    def on_fit_start(self) -> None:
+        from torch.distributed.tensor import DTensor
+
+        params = list(self.scorer.parameters())
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        sharded = [p for p in params if isinstance(p, DTensor) and any(pl.is_shard() for pl in p.placements)]
+        line = (f"[rank {self.global_rank}/{self.trainer.world_size}] {type(self.trainer.strategy).__name__}: "
+                f"{trainable:,} of {sum(p.numel() for p in params):,} parameters trainable")
+        if sharded:
+            local = sum(p.to_local().numel() for p in sharded)
+            line += (f"; {len(sharded)} of {len(params)} parameter tensors sharded ({sharded[0].placements[0]}), "
+                     f"local shards hold {local:,} of {sum(p.numel() for p in sharded):,} elements")
+        print(line, flush=True)
+
+    # -- training -------------------------------------------------------------------------------
+
+    def training_step(self, batch: TrainingBatch | list[State], batch_idx: int) -> Tensor | None:
+        if self.objective == "swirl":
+            return self._swirl_step(batch)
+        logprobs, entropy = self.scorer(batch.input_ids, batch.attention_mask, batch.segment_ids)
+        if self.objective == "sft":
+            loss = sft_loss(logprobs, batch.segment_ids)
+        else:
+            loss = offline_loss(logprobs, batch.segment_ids, batch.weights)
+            present = batch.step_index >= 0
+            self._log_rewards(batch.weights[present], batch.step_index[present])
+        self._batch_tokens = batch.num_tokens
+        size = len(batch.example_ids)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/entropy", entropy, batch_size=size)
+        self.log("train/action_tokens", float((batch.segment_ids > 0).sum()), batch_size=size)
+        return loss
+
+    def _swirl_step(self, states: list[State]) -> Tensor:
+        config = self.swirl_config
+        started = time.perf_counter()
+        samples = self.sample_actions(states)
+        sampling_seconds = time.perf_counter() - started
+        rewards = self.score_actions(states, samples)
+        advantages = group_advantages(rewards, config.advantage, config.normalize_std)
+        groups = [pack_group(s.state_ids, [ids for ids, _ in group], dtype=self._mask_dtype())
+                  for s, group in zip(states, samples)]
+        packed = batch_groups(groups, self.tokenizer.pad_token_id)
+        inputs = dict(input_ids=packed.input_ids, attention_mask=packed.attention_mask, segment_ids=packed.segment_ids,
+                      position_ids=packed.position_ids, logit_index=packed.logit_index)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        advantages = advantages.to(self.device)
+        reference_logprobs = None
+        if config.kl_beta > 0:
+            with torch.no_grad(), self._reference() as reference:
+                reference_logprobs, _ = reference(**inputs)
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        old_logprobs = None
+        for _ in range(config.ppo_epochs):
+            logprobs, entropy = self.scorer(**inputs)
+            if old_logprobs is None:
+                old_logprobs = logprobs.detach()  # the sampling policy: the ratio is 1 on the first update
+            loss, stats = swirl_loss(logprobs, inputs["segment_ids"], advantages, old_logprobs, reference_logprobs,
+                                     config.kl_beta, config.clip_eps)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            self.configure_gradient_clipping(optimizer)
+            optimizer.step()
+            scheduler.step()
+        self._batch_tokens = int((packed.segment_ids >= 0).sum())
+        sampled = sum(len(ids) for group in samples for ids, _ in group)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(states))
+        self.log("train/entropy", entropy, batch_size=len(states))
+        for name in ("policy_loss", "kl", "clip_fraction", "ratio_mean"):
+            self.log(f"train/{name}", stats[name], batch_size=len(states))
+        self.log("train/action_tokens", float(stats["action_tokens"]), batch_size=len(states))
+        self.log("train/sampled_tokens_per_s", sampled / max(sampling_seconds, 1e-9), batch_size=len(states))
+        self.log("train/advantage_std", advantages.std(correction=0), batch_size=len(states))
+        self.log("train/advantage_abs_mean", advantages.abs().mean(), batch_size=len(states))
+        step_index = torch.tensor([s.step_index for s in states]).unsqueeze(1).expand_as(rewards)
+        self._log_rewards(rewards.flatten(), step_index.flatten())
+        return loss.detach()
+
+    def sample_actions(self, states: list[State]) -> list[list[tuple[list[int], str]]]:
+        """G sampled actions (token ids, text) per state: one model turn each, current policy, no tools."""
+        from .generation import GenerationEngine, SamplingConfig
+
+        config, group_size = self.swirl_config, self.swirl_config.group_size
+        conversations = [
+            _OneTurn(s.state_ids, zlib.crc32(f"{s.example_id}\x00{s.step_index}\x00{g}".encode()) & 0x7FFFFFFF)
+            for s in states for g in range(group_size)
+        ]
+        longest = max(len(s.state_ids) for s in states)
+        sampling = SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                  top_p=config.top_p, batch_size=config.sampling_batch_size,
+                                  max_context_tokens=longest + config.max_new_tokens + 1,
+                                  seed=self.global_step * 7919 + self.global_rank)
+        with self._generation_mode() as lm:
+            engine = GenerationEngine(lm, self.tokenizer, sampling, stop_strings=self._stop_strings())
+            engine.run(conversations, lambda conversation: None)
+        return [[(c.token_ids, c.text) for c in conversations[i * group_size : (i + 1) * group_size]]
+                for i in range(len(states))]
+
+    def score_actions(self, states: list[State], samples: list[list[tuple[list[int], str]]]) -> Tensor:
+        """Rewards ``[N states, G]`` from the configured step judge."""
+        from .tools import tool_tags
+
+        judge = self._judge("swirl_judge", self.swirl_config.judge, self.swirl_config.judge_options)
+        tags = tool_tags(self._tools())
+        flat_states = [s for s, group in zip(states, samples) for _ in group]
+        texts = [text for group in samples for _, text in group]
+        actions = [parse_action(text, tags) for text in texts]
+        messages = [s.state_messages for s in flat_states]
+        if hasattr(judge, "score_actions"):
+            if getattr(judge, "needs_example", False):
+                examples = [s.example for s in flat_states]
+                if any(e is None for e in examples):
+                    raise ValueError(f"judge {judge.judge_id} needs each state's question; set data.task to the task "
+                                     "the trajectories answer")
+                scores = judge.score_actions(messages, texts, examples, actions=actions)
+            else:
+                scores = judge.score_actions(messages, texts, actions=actions)
+        else:
+            from .judges import StepToJudge
+
+            items = [StepToJudge(m, Step(text=t, action=a), s.example)
+                     for m, t, a, s in zip(messages, texts, actions, flat_states)]
+            scores = [j.score for j in judge.judge_steps(items)]
+        return torch.tensor(scores, dtype=torch.float32).view(len(states), -1)
+
+    def _log_rewards(self, rewards: Tensor, step_index: Tensor) -> None:
+        rewards = rewards.detach().float().cpu()
+        self.log("train/reward_mean", rewards.mean(), batch_size=len(rewards))
+        self.log("train/reward_std", rewards.std(correction=0), batch_size=len(rewards))
+        for k in sorted(set(step_index.tolist())):
+            self.log(f"train/reward_by_step/{k}", rewards[step_index.cpu() == k].mean(), batch_size=len(rewards))
+        writer = self._tensorboard()
+        if writer is not None and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
+            writer.add_histogram("train/reward", rewards, self.global_step)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        elapsed = time.perf_counter() - self._batch_started
+        self.log("train/tokens_per_s", self._batch_tokens / max(elapsed, 1e-9))
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+
+    # -- generation helpers -----------------------------------------------------------------------
+
+    def _mask_dtype(self) -> torch.dtype:
+        device_type = self.device.type
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+        return next(p.dtype for p in self.scorer.parameters() if p.is_floating_point())
+
+    @contextlib.contextmanager
+    def _reference(self):
+        """The frozen initial policy: the adapter disabled (LoRA), or the frozen copy."""
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with self.scorer.lm.disable_adapter():
+                yield self.scorer
+
+    @contextlib.contextmanager
+    def _generation_mode(self):
+        """The causal LM in eval mode with whole (unsharded) weights, for sampling outside the training graph.
+
+        Under FSDP2 every rank gathers every layer once, up front, and keeps it until the end: ranks then
+        decode different numbers of tokens without waiting for each other.
+        """
+        from torch.distributed.fsdp import FSDPModule
+
+        was_training = self.scorer.training
+        self.scorer.eval()
+        sharded = isinstance(self.scorer, FSDPModule)
+        modules = [m for m in self.scorer.modules() if isinstance(m, FSDPModule)] if sharded else []
+        if sharded and not self._fsdp_initialized:
+            with torch.no_grad():  # FSDP2 must see a forward through its root before any layer runs alone
+                ids = torch.zeros((1, 2), dtype=torch.long, device=self.device)
+                self.scorer(ids, torch.ones_like(ids), torch.tensor([[0, 1]], device=self.device))
+            self._fsdp_initialized = True
+        if sharded:
+            self.scorer.set_reshard_after_forward(False)
+            for module in modules:
+                module.unshard()
+        try:
+            yield self.scorer.causal_lm
+        finally:
+            if sharded:
+                for module in modules:
+                    module.reshard()
+                self.scorer.set_reshard_after_forward(True)
+                self.scorer.set_reshard_after_forward(False, recurse=False)  # FSDP2's own choice for the root
+            self.scorer.train(was_training)
+
+    def _tools(self) -> dict[str, Any]:
+        if "tools" not in self._cache:
+            self._cache["tools"] = self.task.load_tools()
+        return self._cache["tools"]
+
+    def _stop_strings(self) -> list[str]:
+        return [f"</{tool.tag}>" for tool in self._tools().values()] + ["</answer>"]
+
+    def _judge(self, key: str, name: str | None, options: dict[str, Any]):
+        if name is None:
+            return None
+        if key not in self._cache:
+            from .judges import make_judge
+
+            self._cache[key] = make_judge(name, **options)
+        return self._cache[key]
+
+    # -- live evaluation ------------------------------------------------------------------------
+
+    def rollout(self, examples: list[Example]) -> list[Trajectory]:
+        """Roll the current policy out with tools on ``examples`` (judged by the evaluation step judge)."""
+        from .evaluation import evaluate
+        from .generation import GenerationEngine, SamplingConfig
+        from .judges import make_judge, outcome_for_task
+        from .rollout import ChatRenderer
+
+        config = self.evaluation_config
+        sampling = SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                  top_p=config.top_p, batch_size=config.batch_size,
+                                  max_context_tokens=config.max_context_tokens, seed=config.seed)
+        step_judge = self._judge("eval_judge", config.step_judge, config.judge_options)
+        with self._generation_mode() as lm:
+            engine = GenerationEngine(lm, self.tokenizer, sampling, stop_strings=self._stop_strings())
+            _, trajectories = evaluate(
+                engine, examples, self._tools(), max_steps=self.task.steps_cap(),
+                outcome=make_judge(outcome_for_task(self.task.name)), renderer=ChatRenderer(self.tokenizer),
+                num_samples=config.num_samples, step_judge=step_judge, tool_timeout_s=config.tool_timeout_s,
+                few_shot=self.task.few_shot, policy_name=self.policy_config.name)
+        return trajectories
+
+    def _start_evaluation(self) -> None:
+        self._eval_trajectories = []
+
+    def _evaluation_step(self, examples: list[Example]) -> None:
+        self._eval_trajectories.extend(self.rollout(examples))
+
+    def _gathered_trajectories(self) -> list[Trajectory]:
+        """This epoch's trajectories of every process, once each (distributed samplers repeat questions)."""
+        trajectories = self._eval_trajectories
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.trainer.world_size > 1:
+            parts: list[list[Trajectory] | None] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, trajectories)
+            trajectories = [t for part in parts for t in part]
+        unique = {t.key: t for t in trajectories}
+        return [unique[key] for key in sorted(unique)]
+
+    def _finish_evaluation(self, stage: str) -> dict[str, Any]:
+        from .evaluation import summarize
+
+        trajectories = self._gathered_trajectories()
+        judge = self._cache.get("eval_judge")
+        summary = summarize(trajectories, judge.judge_id if judge is not None else None)
+        metrics = {f"{stage}/accuracy": summary["accuracy"] or 0.0}
+        for name in ("steps_mean", "tool_error_rate", "invalid_action_rate", "step_good_rate", "answered_rate"):
+            if summary[name] is not None:
+                metrics[f"{stage}/{name}"] = float(summary[name])
+        if not self.trainer.sanity_checking:
+            self.log_dict(metrics, batch_size=max(len(trajectories), 1))
+            writer = self._tensorboard()
+            if writer is not None and self.global_rank == 0 and self.evaluation_config.log_trajectories > 0:
+                questions = {e.id: e.question for e in self._examples_seen()}
+                shown = trajectories[: self.evaluation_config.log_trajectories]
+                text = "\n\n---\n\n".join(trajectory_markdown(t, questions.get(t.example_id, "")) for t in shown)
+                writer.add_text(f"{stage}/trajectories", text, self.global_step)
+        self._eval_trajectories = []
+        return summary
+
+    def _examples_seen(self) -> list[Example]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return []
+        examples = dict(getattr(datamodule, "examples", {}))
+        examples.update((e.id, e) for e in getattr(datamodule, "val_examples", []))
+        return list(examples.values())
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def validation_step(self, batch: list[Example], batch_idx: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def test_step(self, batch: list[Example], batch_idx: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
+
+    def on_predict_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def predict_step(self, batch: list[Example], batch_idx: int) -> list[Trajectory]:
+        trajectories = self.rollout(batch)
+        self._eval_trajectories.extend(trajectories)
+        return trajectories
+
+    def on_predict_epoch_end(self) -> None:
+        from .trajectory import write_jsonl
+
+        trajectories = self._gathered_trajectories()
+        if self.global_rank == 0:
+            path = Path(self.evaluation_config.predictions or Path(self.trainer.log_dir or ".") / "predictions.jsonl")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_jsonl(path, trajectories)
+            print(f"wrote {len(trajectories)} trajectories to {path}", flush=True)
+        self._eval_trajectories = []
+
+    # -- checkpoints and export -----------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from torch.distributed.fsdp import FSDPModule
+
+        if self.policy_config.lora_r > 0 and not isinstance(self.scorer, FSDPModule):
+            trained = {f"scorer.{n}" for n, p in self.scorer.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        unknown = set(checkpoint.get("state_dict", {})) - set(self.state_dict())
+        if unknown:
+            raise ValueError(f"checkpoint holds {len(unknown)} weights this policy lacks, e.g. {sorted(unknown)[:3]}; "
+                             "was it trained with another policy or LoRA setting?")
+
+    def on_fit_end(self) -> None:
+        from torch.distributed.fsdp import FSDPModule
+
+        if not self.policy_config.export or self.trainer.log_dir is None:
+            return
+        if isinstance(self.scorer, FSDPModule):
+            print("export skipped under FSDP2: convert the sharded checkpoint instead", flush=True)
+            return
+        if self.global_rank == 0:
+            self.export(Path(self.trainer.log_dir) / "export")
+
+    def export(self, directory: str | Path) -> Path:
+        """Save the policy in Hugging Face format: the LoRA adapter, or the whole model; plus the tokenizer."""
+        directory = Path(directory)
+        self.scorer.lm.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        (directory / "swirl_export.json").write_text(json.dumps(
+            {"base_model": self.policy_config.name, "merged_adapter": self.policy_config.adapter,
+             "lora": self.policy_config.lora_r > 0, "objective": self.objective}, indent=2) + "\n")
+        print(f"exported the policy to {directory}", flush=True)
+        return directory
+
+    def _tensorboard(self):
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None
+
+
+def trajectory_markdown(trajectory: Trajectory, question: str = "") -> str:
+    """One trajectory as Markdown for TensorBoard's text tab: every step's action, tool result and verdicts."""
+    outcome = "not scored" if trajectory.outcome is None else f"{trajectory.outcome:g}"
+    lines = [f"**{trajectory.example_id}** (sample {trajectory.sample_index}): outcome {outcome}, "
+             f"finish `{trajectory.metadata.get('finish_reason', '?')}`, answer `{trajectory.final_answer}`", ""]
+    if question:
+        lines += [indent(question, "    "), ""]
+    for k, step in enumerate(trajectory.steps, start=1):
+        verdicts = ", ".join(f"{j.judge}: {j.verdict} ({j.score:.2f})" for j in step.judgements) or "not judged"
+        lines += [f"*step {k}* ({step.action.kind}{': ' + step.action.reason if step.action.reason else ''}) "
+                  f"judged {verdicts}", "", indent(step.text or "(empty)", "    "), ""]
+        if step.observation is not None:
+            label = "tool error" if step.tool_error else "result"
+            lines += [f"{label}:", "", indent(step.observation, "    "), ""]
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""The generation engine: per-slot KV caches equal full forward passes; batching does not change results."""
+
+import pytest
+import torch
+
+from swirl_lightning.generation import GenerationEngine, SamplingConfig, SlotKVCache, attention_mask_for
+from swirl_lightning.testing import tiny_model_and_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model_and_tokenizer(seed=0)
+
+
+def feed(model, cache, rows, feeds):
+    num_new = max(len(f) for f in feeds)
+    input_ids = torch.tensor([f + [0] * (num_new - len(f)) for f in feeds])
+    num_real = torch.tensor([len(f) for f in feeds])
+    row_index = torch.tensor(rows)
+    cache.select(row_index, num_new)
+    lengths = cache.lengths[row_index]
+    hidden = model.base_model(
+        input_ids=input_ids, attention_mask=attention_mask_for(lengths, num_real, num_new, model.dtype),
+        position_ids=lengths[:, None] + torch.arange(num_new)[None], past_key_values=cache, use_cache=True,
+    ).last_hidden_state
+    cache.commit(row_index, num_real)
+    return model.lm_head(hidden[torch.arange(len(rows)), num_real - 1])
+
+
+@torch.no_grad()
+def test_slot_cache_matches_full_forward_with_ragged_rows_and_growth(tiny):
+    model, _ = tiny
+    torch.manual_seed(1)
+    sequences = [torch.randint(10, 5000, (n,)).tolist() for n in (7, 30, 15)]
+    cache = SlotKVCache(num_slots=3, capacity=4)  # forces the buffers to grow
+    feed(model, cache, [0, 1, 2], [s[:5] for s in sequences])
+    feed(model, cache, [1, 2], [sequences[1][5:20], sequences[2][5:6]])  # ragged feeds, padded
+    last_0_2 = feed(model, cache, [0, 2], [sequences[0][5:7], sequences[2][6:15]])  # non-consecutive slots
+    last_1 = feed(model, cache, [1], [sequences[1][20:30]])
+    for got, sequence in [(last_0_2[0], sequences[0]), (last_1[0], sequences[1]), (last_0_2[1], sequences[2])]:
+        expected = model(torch.tensor([sequence])).logits[0, -1]
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert cache.lengths.tolist() == [7, 30, 15]
+
+
+class EchoConversation:
+    """Three turns; after each, a fixed user turn is appended."""
+
+    def __init__(self, prompt, seed, tokenizer, turns=3):
+        self.prompt, self.seed, self.tokenizer, self.turns_left = prompt, seed, tokenizer, turns
+        self.turns = []
+
+    def prompt_ids(self):
+        return list(self.prompt)
+
+    def on_turn_end(self, token_ids, text, finish_reason):
+        self.turns.append((token_ids, finish_reason))
+        self.turns_left -= 1
+        return None if self.turns_left == 0 else self.tokenizer.encode("\nuser: go on\nassistant:", add_special_tokens=False)
+
+    def on_context_full(self):
+        self.turns.append(("context_full", None))
+
+
+def run(model, tokenizer, batch_size, temperature, prompts, max_context_tokens=4096):
+    config = SamplingConfig(max_new_tokens=6, temperature=temperature, batch_size=batch_size, seed=3,
+                            max_context_tokens=max_context_tokens)
+    engine = GenerationEngine(model, tokenizer, config)
+    conversations = [EchoConversation(p, seed=i, tokenizer=tokenizer) for i, p in enumerate(prompts)]
+    finished = []
+    engine.run(conversations, finished.append)
+    return conversations, finished, engine
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_continuous_batching_gives_the_same_tokens_as_one_at_a_time(tiny, temperature):
+    model, tokenizer = tiny
+    torch.manual_seed(2)
+    prompts = [torch.randint(10, 5000, (n,)).tolist() for n in (5, 12, 3, 9, 20)]
+    alone, _, _ = run(model, tokenizer, 1, temperature, prompts)
+    batched, finished, engine = run(model, tokenizer, 3, temperature, prompts)
+    assert len(finished) == 5
+    assert [c.turns for c in batched] == [c.turns for c in alone]
+    assert all(len(c.turns) == 3 for c in batched)
+    assert engine.stats.generated_tokens == sum(len(ids) for c in batched for ids, _ in c.turns)
+    assert set(engine.stats.tokens_per_second_by_turn()) <= {0, 1, 2}
+
+
+@torch.no_grad()
+def test_first_turn_matches_transformers_greedy_generate(tiny):
+    model, tokenizer = tiny
+    prompt = tokenizer.encode("What is 2+3?", add_special_tokens=False)
+    conversations, _, _ = run(model, tokenizer, 2, 0.0, [prompt])
+    reference = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
+                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    first_turn, reason = conversations[0].turns[0]
+    assert first_turn == reference[0, len(prompt):].tolist()[: len(first_turn)]
+    assert reason in ("length", "eos")
+
+
+def test_context_budget_ends_a_conversation(tiny):
+    model, tokenizer = tiny
+    conversations, finished, _ = run(model, tokenizer, 2, 1.0, [[11] * 20], max_context_tokens=30)
+    assert len(finished) == 1
+    # 20 prompt tokens + a 6-token turn + the ~8-token user turn do not fit in 30: no second turn is started.
+    turns = conversations[0].turns
+    assert len(turns) == 2 and len(turns[0][0]) == 6 and turns[1] == ("context_full", None)
