@@ -195,6 +195,10 @@ COMMAND_GROUPS: dict[str, Callable[[SubParsers], None]] = {
 DELEGATED_COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("swirl_lightning.generate:cli_main", "sample multi-step trajectories with live tools"),
     "filter": ("swirl_lightning.filtering:cli_main", "judge every step and keep trajectories by mode"),
+    "fit": ("swirl_lightning.train_cli:fit_main", "train the policy (sft, offline or swirl) from a config"),
+    "validate": ("swirl_lightning.train_cli:validate_main", "live evaluation on the validation questions"),
+    "test": ("swirl_lightning.train_cli:test_main", "live evaluation on the test split"),
+    "predict": ("swirl_lightning.train_cli:predict_main", "roll out the policy and write trajectories"),
 }
 """Command name -> (``module:function`` taking the remaining argv and returning an exit code, help).
 For commands with their own parser, e.g. ``"fit": ("swirl_lightning.module:cli_main", "train")``."""

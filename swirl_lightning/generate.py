@@ -67,6 +67,19 @@ class GenerateConfig:
     """``auto`` picks CUDA when present, else CPU."""
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        positive = {"samples": self.samples, "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size,
+                    "processes": self.processes, "max_context_tokens": self.max_context_tokens}
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit: expected a positive integer or null, got {self.limit}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps: expected a positive integer or null, got {self.max_steps}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature} and {self.top_p}")
+
 
 def shard_dir(output: Path) -> Path:
     return output.with_name(output.name + ".shards")

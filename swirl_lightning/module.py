@@ -176,6 +176,25 @@ class ActionScorer(nn.Module):
         return logprobs.index_put((rows, columns), action_logprobs), entropy
 
 
+@dataclass
+class SwirlBatch:
+    """One ``swirl`` batch after sampling and judging, ready for one or more updates."""
+
+    samples: list[list[tuple[list[int], str]]]
+    """G (token ids, text) actions per state."""
+    rewards: Tensor
+    """[N, G] the judge's scores."""
+    advantages: Tensor
+    """[N, G] rewards minus the group baseline (column g-1 = action g, as ``loss.swirl_loss`` reads them)."""
+    step_index: Tensor
+    """[N, G] the step index of each state."""
+    inputs: dict[str, Tensor]
+    """The packed groups: ``input_ids``, ``attention_mask`` (4D), ``segment_ids``, ``position_ids``, ``logit_index``."""
+    reference_logprobs: Tensor | None
+    sampled_tokens: int
+    sampling_seconds: float
+
+
 class _OneTurn:
     """A conversation of one model turn from a given state: what the engine samples for ``swirl``."""
 
@@ -257,18 +276,22 @@ class SwirlModule(L.LightningModule):
             self._shard(self._device_mesh)
 
     def _load_policy(self) -> nn.Module:
-        from .models import load_model
+        from .models import load_model, resolve_model_path
 
         config = self.policy_config
-        kwargs: dict[str, Any] = {"attn_implementation": config.attn_implementation}
-        if config.quantize != "none":
-            from transformers import BitsAndBytesConfig
+        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+        if config.quantize == "none":
+            lm = load_model(config.name, dtype=config.dtype, device=str(device),
+                            attn_implementation=config.attn_implementation).train()
+        else:
+            from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_8bit=config.quantize == "8bit", load_in_4bit=config.quantize == "4bit",
-                bnb_4bit_compute_dtype=getattr(torch, config.dtype))
-            kwargs["device_map"] = {"": str(self.device)}
-        lm = load_model(config.name, dtype=config.dtype, device=str(self.device), **kwargs).train()
+            quantization = BitsAndBytesConfig(load_in_8bit=config.quantize == "8bit",
+                                              load_in_4bit=config.quantize == "4bit",
+                                              bnb_4bit_compute_dtype=getattr(torch, config.dtype))
+            lm = AutoModelForCausalLM.from_pretrained(
+                resolve_model_path(config.name), dtype=getattr(torch, config.dtype), quantization_config=quantization,
+                device_map={"": str(device)}, attn_implementation=config.attn_implementation)
         lm.config.use_cache = False
         if config.adapter:
             from peft import PeftModel
@@ -367,7 +390,8 @@ class SwirlModule(L.LightningModule):
         self.log("train/action_tokens", float((batch.segment_ids > 0).sum()), batch_size=size)
         return loss
 
-    def _swirl_step(self, states: list[State]) -> Tensor:
+    def prepare_swirl_batch(self, states: list[State]) -> SwirlBatch:
+        """Sample G actions per state, judge them, compute advantages and pack ``[s, a_1..a_G]`` rows."""
         config = self.swirl_config
         started = time.perf_counter()
         samples = self.sample_actions(states)
@@ -380,36 +404,45 @@ class SwirlModule(L.LightningModule):
         inputs = dict(input_ids=packed.input_ids, attention_mask=packed.attention_mask, segment_ids=packed.segment_ids,
                       position_ids=packed.position_ids, logit_index=packed.logit_index)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        advantages = advantages.to(self.device)
         reference_logprobs = None
         if config.kl_beta > 0:
             with torch.no_grad(), self._reference() as reference:
                 reference_logprobs, _ = reference(**inputs)
+        step_index = torch.tensor([s.step_index for s in states]).unsqueeze(1).expand_as(rewards)
+        return SwirlBatch(samples, rewards, advantages.to(self.device), step_index, inputs, reference_logprobs,
+                          sampled_tokens=sum(len(ids) for group in samples for ids, _ in group),
+                          sampling_seconds=sampling_seconds)
+
+    def swirl_objective(self, batch: SwirlBatch, old_logprobs: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The ``swirl`` loss of a prepared batch under the current weights, and its stats (``logprobs`` included)."""
+        config = self.swirl_config
+        logprobs, entropy = self.scorer(**batch.inputs)
+        loss, stats = swirl_loss(logprobs, batch.inputs["segment_ids"], batch.advantages, old_logprobs,
+                                 batch.reference_logprobs, config.kl_beta, config.clip_eps)
+        return loss, {**stats, "entropy": entropy, "logprobs": logprobs.detach()}
+
+    def _swirl_step(self, states: list[State]) -> Tensor:
+        batch = self.prepare_swirl_batch(states)
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        old_logprobs = None
-        for _ in range(config.ppo_epochs):
-            logprobs, entropy = self.scorer(**inputs)
-            if old_logprobs is None:
-                old_logprobs = logprobs.detach()  # the sampling policy: the ratio is 1 on the first update
-            loss, stats = swirl_loss(logprobs, inputs["segment_ids"], advantages, old_logprobs, reference_logprobs,
-                                     config.kl_beta, config.clip_eps)
+        old_logprobs = None  # the sampling policy's: with it the ratio is 1 on the first update
+        for _ in range(self.swirl_config.ppo_epochs):
+            loss, stats = self.swirl_objective(batch, old_logprobs)
+            old_logprobs = stats["logprobs"] if old_logprobs is None else old_logprobs
             optimizer.zero_grad()
             self.manual_backward(loss)
             self.configure_gradient_clipping(optimizer)
             optimizer.step()
             scheduler.step()
-        self._batch_tokens = int((packed.segment_ids >= 0).sum())
-        sampled = sum(len(ids) for group in samples for ids, _ in group)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(states))
-        self.log("train/entropy", entropy, batch_size=len(states))
-        for name in ("policy_loss", "kl", "clip_fraction", "ratio_mean"):
-            self.log(f"train/{name}", stats[name], batch_size=len(states))
-        self.log("train/action_tokens", float(stats["action_tokens"]), batch_size=len(states))
-        self.log("train/sampled_tokens_per_s", sampled / max(sampling_seconds, 1e-9), batch_size=len(states))
-        self.log("train/advantage_std", advantages.std(correction=0), batch_size=len(states))
-        self.log("train/advantage_abs_mean", advantages.abs().mean(), batch_size=len(states))
-        step_index = torch.tensor([s.step_index for s in states]).unsqueeze(1).expand_as(rewards)
-        self._log_rewards(rewards.flatten(), step_index.flatten())
+        self._batch_tokens = int((batch.inputs["segment_ids"] >= 0).sum())
+        size = len(states)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for name in ("entropy", "policy_loss", "kl", "clip_fraction", "ratio_mean"):
+            self.log(f"train/{name}", stats[name], batch_size=size)
+        self.log("train/action_tokens", float(stats["action_tokens"]), batch_size=size)
+        self.log("train/sampled_tokens_per_s", batch.sampled_tokens / max(batch.sampling_seconds, 1e-9), batch_size=size)
+        self.log("train/advantage_std", batch.advantages.std(correction=0), batch_size=size)
+        self.log("train/advantage_abs_mean", batch.advantages.abs().mean(), batch_size=size)
+        self._log_rewards(batch.rewards.flatten(), batch.step_index.flatten())
         return loss.detach()
 
     def sample_actions(self, states: list[State]) -> list[list[tuple[list[int], str]]]:
@@ -596,20 +629,11 @@ class SwirlModule(L.LightningModule):
             self.log_dict(metrics, batch_size=max(len(trajectories), 1))
             writer = self._tensorboard()
             if writer is not None and self.global_rank == 0 and self.evaluation_config.log_trajectories > 0:
-                questions = {e.id: e.question for e in self._examples_seen()}
                 shown = trajectories[: self.evaluation_config.log_trajectories]
-                text = "\n\n---\n\n".join(trajectory_markdown(t, questions.get(t.example_id, "")) for t in shown)
-                writer.add_text(f"{stage}/trajectories", text, self.global_step)
+                writer.add_text(f"{stage}/trajectories", "\n\n---\n\n".join(map(trajectory_markdown, shown)),
+                                self.global_step)
         self._eval_trajectories = []
         return summary
-
-    def _examples_seen(self) -> list[Example]:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            return []
-        examples = dict(getattr(datamodule, "examples", {}))
-        examples.update((e.id, e) for e in getattr(datamodule, "val_examples", []))
-        return list(examples.values())
 
     def on_validation_epoch_start(self) -> None:
         self._start_evaluation()
@@ -658,7 +682,8 @@ class SwirlModule(L.LightningModule):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        unknown = set(checkpoint.get("state_dict", {})) - set(self.state_dict())
+        saved = checkpoint.get("state_dict")
+        unknown = set(saved) - set(self.state_dict()) if isinstance(saved, dict) else set()
         if unknown:
             raise ValueError(f"checkpoint holds {len(unknown)} weights this policy lacks, e.g. {sorted(unknown)[:3]}; "
                              "was it trained with another policy or LoRA setting?")
@@ -677,11 +702,14 @@ class SwirlModule(L.LightningModule):
     def export(self, directory: str | Path) -> Path:
         """Save the policy in Hugging Face format: the LoRA adapter, or the whole model; plus the tokenizer."""
         directory = Path(directory)
-        self.scorer.lm.save_pretrained(directory)
+        lm = self.scorer.lm
+        if self.policy_config.adapter and self.policy_config.lora_r > 0:
+            lm = copy.deepcopy(lm).merge_and_unload()  # the adapter applies to the merged warm start: save both
+        lm.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         (directory / "swirl_export.json").write_text(json.dumps(
             {"base_model": self.policy_config.name, "merged_adapter": self.policy_config.adapter,
-             "lora": self.policy_config.lora_r > 0, "objective": self.objective}, indent=2) + "\n")
+             "adapter_only": lm is self.scorer.lm and self.policy_config.lora_r > 0, "objective": self.objective}, indent=2) + "\n")
         print(f"exported the policy to {directory}", flush=True)
         return directory
 
@@ -692,8 +720,10 @@ class SwirlModule(L.LightningModule):
         return None
 
 
-def trajectory_markdown(trajectory: Trajectory, question: str = "") -> str:
-    """One trajectory as Markdown for TensorBoard's text tab: every step's action, tool result and verdicts."""
+def trajectory_markdown(trajectory: Trajectory) -> str:
+    """One trajectory as Markdown for TensorBoard's text tab: the question, then every step's action, tool
+    result and verdicts."""
+    question = next((m["content"] for m in reversed(trajectory.prompt) if m["role"] == "user"), "")
     outcome = "not scored" if trajectory.outcome is None else f"{trajectory.outcome:g}"
     lines = [f"**{trajectory.example_id}** (sample {trajectory.sample_index}): outcome {outcome}, "
              f"finish `{trajectory.metadata.get('finish_reason', '?')}`, answer `{trajectory.final_answer}`", ""]

@@ -1,0 +1,64 @@
+"""``swirl fit | validate | test | predict``: LightningCLI over :class:`~swirl_lightning.module.SwirlModule`
+and :class:`~swirl_lightning.data.SwirlDataModule`.
+
+Configs are YAML files (``conf/*.yaml``) with OmegaConf ``${...}`` interpolation; every option has
+``--help`` text from the config dataclasses' attribute docstrings. Three values are written once and
+linked: ``model.objective`` and ``model.policy.name`` feed the data module (objective, tokenizer), and
+``data.task`` feeds the module (tools and prompt format of the live evaluation).
+
+Resuming: ``swirl fit --config X.yaml --ckpt_path last`` restores weights, optimizer, schedule, loop
+counters and the data position (see :mod:`swirl_lightning.data`); the config's ModelCheckpoint needs
+``save_last: true`` and a fixed ``dirpath``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from lightning.pytorch.cli import LightningCLI
+
+from .data import SwirlDataModule, TaskConfig
+from .module import SwirlModule
+
+
+class SwirlCLI(LightningCLI):
+    """LightningCLI with the model <-> data links of swirl-lightning."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("model.objective", "data.objective")
+        parser.link_arguments("model.policy.name", "data.tokenizer")
+        # jsonargparse links fields, not whole dataclass groups.
+        for task_field in fields(TaskConfig):
+            parser.link_arguments(f"data.task.{task_field.name}", f"model.task.{task_field.name}")
+
+
+def make_cli(args: list[str], run: bool = True) -> SwirlCLI:
+    """Build (and with ``run``, execute) the CLI for ``args`` (a subcommand first when ``run``)."""
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    return SwirlCLI(
+        SwirlModule,
+        SwirlDataModule,
+        args=args,
+        run=run,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        auto_configure_optimizers=False,  # the optimizer is model.optimizer (8-bit AdamW, LoRA-only parameters)
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def _command(name: str):
+    def main(argv: list[str]) -> int:
+        make_cli([name, *argv])
+        return 0
+
+    main.__name__ = f"{name}_main"
+    main.__doc__ = f"``swirl {name} --config FILE.yaml [--key value ...]``."
+    return main
+
+
+fit_main = _command("fit")
+validate_main = _command("validate")
+test_main = _command("test")
+predict_main = _command("predict")

@@ -1,0 +1,34 @@
+"""`swirl data reference` and `swirl data show`."""
+
+import pytest
+
+from swirl_lightning.cli import main
+from swirl_lightning.trajectory import read_trajectories
+
+pytest.importorskip("swirl_calculator", reason="the calculator plugin (plugins/swirl-calculator) is not installed")
+
+
+def test_reference_writes_trajectories_with_the_rollout_prompt(tmp_path, capsys):
+    out = tmp_path / "ref.jsonl"
+    assert main(["data", "reference", "--limit", "5", "--out", str(out), "--no-few-shot"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 5 reference trajectories" in printed and "(100.00%)" in printed
+    trajectories = read_trajectories(out)
+    assert len(trajectories) == 5
+    first = trajectories[0]
+    assert first.prompt[0]["role"] == "system" and "<math_exp>" in first.prompt[0]["content"]
+    assert len(first.prompt) == 2  # system + question, no few-shot turns
+    assert [s.action.kind for s in first.steps] == ["tool", "tool", "answer"]
+    assert first.metadata["prompt_version"]
+
+
+def test_show_prints_steps_and_reports_bad_lines(tmp_path, capsys):
+    out = tmp_path / "ref.jsonl"
+    main(["data", "reference", "--limit", "2", "--out", str(out)])
+    capsys.readouterr()
+    assert main(["data", "show", str(out), "--limit", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "<math_exp>48/2</math_exp>" in printed and "-> '48/2 -> 24'" in printed
+    out.write_text(out.read_text().replace('"sample_index":0', '"sample_index":"zero"', 1))
+    assert main(["data", "show", str(out)]) == 1
+    assert f"{out}:1: sample_index: expected an integer" in capsys.readouterr().err
