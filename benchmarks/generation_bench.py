@@ -3,8 +3,9 @@
     python benchmarks/generation_bench.py [--batch-sizes 1 8 16 32] [--out benchmarks/results/generation.json]
     python benchmarks/generation_bench.py --smoke      # tiny random model, seconds (run by the test suite)
 
-For each batch size B it rolls out ``max(B, --min-trajectories)`` trajectories (GSM8K train questions, one
-sample each, the real prompt and calculator) and reports generated tokens/s, trajectories/s and decode
+For each batch size B it rolls out ``max(3 B, --min-trajectories)`` trajectories (GSM8K train questions, one
+sample each, the real prompt without few-shot turns, and the calculator), so that finished conversations
+are replaced and the batch stays full, and reports generated tokens/s, trajectories/s and decode
 tokens/s by turn index (prefill excluded), which must not fall with the turn index beyond what longer
 attention costs. Writes a JSON result (machine, versions, command, figures) and a PNG plot.
 """
@@ -48,7 +49,8 @@ def run_batch_size(policy, tokenizer, tools, examples, batch_size: int, args) ->
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=1.0, batch_size=batch_size, seed=0)
     engine = GenerationEngine(policy, tokenizer, sampling, stop_strings=["</math_exp>", "</answer>"])
     settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools), max_steps=args.max_steps,
-                               renderer=ChatRenderer(tokenizer), policy_name=args.model, outcome=NumericJudge().score)
+                               renderer=ChatRenderer(tokenizer), few_shot=False, policy_name=args.model,
+                               outcome=NumericJudge().score)
     finished = []
     started = time.perf_counter()
     engine.run(conversations(examples, 1, settings), lambda c: finished.append(c.trajectory))
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out", default=str(HERE / "results" / "generation.json"))
-    parser.add_argument("--smoke", action="store_true", help="tiny random model, batch 1 and 4, 4 trajectories")
+    parser.add_argument("--smoke", action="store_true", help="tiny random model, batch 1 and 4, a few trajectories")
     args = parser.parse_args(argv)
     if args.smoke:
         args.model, args.batch_sizes, args.min_trajectories, args.max_steps, args.max_new_tokens = "tiny-random", [1, 4], 4, 2, 8
@@ -114,12 +116,13 @@ def main(argv: list[str] | None = None) -> int:
 
     policy, tokenizer = load_policy(args.model, None, "float32", "auto")
     tools = select_tools(collect_tools(get_plugin_manager()), ["calculator"])
-    examples = load_task("gsm8k", "train", max(max(args.batch_sizes), args.min_trajectories))
+    examples = load_task("gsm8k", "train", max(3 * max(args.batch_sizes), args.min_trajectories))
     result = {"benchmark": "generation", "command": " ".join([sys.executable, *sys.argv]), "model": args.model,
               "machine": machine_info(), "max_steps": args.max_steps, "max_new_tokens": args.max_new_tokens, "runs": []}
     for batch_size in args.batch_sizes:
-        count = max(batch_size, args.min_trajectories)
+        count = max(3 * batch_size, args.min_trajectories)
         run = run_batch_size(policy, tokenizer, tools, examples[:count], batch_size, args)
+        run["load_average_after"] = os.getloadavg()
         result["runs"].append(run)
         print(json.dumps(run), flush=True)
     base = result["runs"][0]["tokens_per_second"]

@@ -16,9 +16,9 @@ either way, no training row belongs to a validation question.
 
 Order and resume: rows are grouped by length into fixed batches once, so padding stays small. Each epoch
 visits the batches in an order drawn from ``seed + epoch`` (the same on every run), each process taking
-its share. The data module counts the batches the training loop has taken in the current epoch and saves
-the count in every checkpoint (:meth:`SwirlDataModule.state_dict`); a resumed run skips that many, so
-``--ckpt_path last`` goes on with the next unseen batch.
+its share. The data module counts the batches the training loop has taken in the current epoch; the train
+loader reports that count as its state, which Lightning keeps in every checkpoint (:class:`ResumableLoader`),
+and a resumed run skips that many batches, so ``--ckpt_path last`` goes on with the next unseen batch.
 """
 
 from __future__ import annotations
@@ -411,6 +411,45 @@ class BatchOrderSampler(DistributedSampler):
         yield from indices[skip:]
 
 
+class DataPosition:
+    """How far training got: the epoch and how many of its batches the loop has taken."""
+
+    def __init__(self) -> None:
+        self.epoch, self.consumed = 0, 0
+
+    def advance(self, epoch: int) -> None:
+        """Count one more batch taken in ``epoch``."""
+        if epoch != self.epoch:
+            self.epoch, self.consumed = epoch, 0
+        self.consumed += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.epoch, self.consumed = int(state_dict["epoch"]), int(state_dict["consumed"])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose state is the :class:`DataPosition`, so that Lightning saves it in every checkpoint
+    and hands it back on resume (before the first batch is drawn); the sampler then skips what was consumed.
+
+    The data module advances the position as the loop takes each batch: a count of the batches drawn
+    here would overshoot whenever batches are fetched ahead (worker processes).
+    """
+
+    def __init__(self, *args: Any, position: DataPosition, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def state_dict(self) -> dict[str, int]:
+        return self.position.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.position.load_state_dict(state_dict)
+        self.sampler.resume(self.position.epoch, self.position.consumed)
+
+
 # ----------------------------------------------------------------------------------------------------
 # The data module
 
@@ -453,8 +492,7 @@ class SwirlDataModule(L.LightningDataModule):
         self.val_examples: list[Example] = []
         self.report = LengthReport()
         self._batches: list[list[int]] = []
-        self._epoch, self._consumed = 0, 0
-        self._resume: tuple[int, int] | None = None
+        self.position = DataPosition()
 
     # -- building -------------------------------------------------------------------------------
 
@@ -559,12 +597,9 @@ class SwirlDataModule(L.LightningDataModule):
         sharding = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
         sampler = BatchOrderSampler(len(self._batches), shuffle=self.train_config.shuffle, seed=self.train_config.seed,
                                     num_replicas=sharding.get("num_replicas", 1), rank=sharding.get("rank", 0))
-        if self._resume is not None:
-            sampler.resume(*self._resume)
-            self._resume = None
         collate = _as_list if self.objective == "swirl" else _CollateRows(self.pad_id)
-        return DataLoader(_Batches(self.train_items, self._batches, collate), batch_size=None, sampler=sampler,
-                          collate_fn=_unchanged, num_workers=self.num_workers)
+        return ResumableLoader(_Batches(self.train_items, self._batches, collate), batch_size=None, sampler=sampler,
+                               collate_fn=_unchanged, num_workers=self.num_workers, position=self.position)
 
     def _questions(self, examples: list[Example]) -> DataLoader:
         return DataLoader(examples, batch_size=self.validation_config.batch_size, shuffle=False, collate_fn=_as_list)
@@ -589,17 +624,6 @@ class SwirlDataModule(L.LightningDataModule):
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         # Called as the loop takes each batch, so the count never includes a batch fetched ahead.
-        trainer = self.trainer
-        if trainer is not None and trainer.training:
-            if trainer.current_epoch != self._epoch:
-                self._epoch, self._consumed = trainer.current_epoch, 0
-            self._consumed += 1
+        if self.trainer is not None and self.trainer.training:
+            self.position.advance(self.trainer.current_epoch)
         return batch
-
-    def state_dict(self) -> dict[str, int]:
-        """The data position: the epoch and how many of its batches the training loop has taken."""
-        return {"epoch": self._epoch, "consumed": self._consumed}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._epoch, self._consumed = int(state_dict["epoch"]), int(state_dict["consumed"])
-        self._resume = (self._epoch, self._consumed)

@@ -201,6 +201,9 @@ class GenerationEngine:
         self.eos_ids = {e for e in eos if e is not None}
         self.stats = GenerationStats()
         self.device = next(model.parameters()).device
+        # The transformer body without the vocabulary head (also through a PEFT wrapper, LoRA layers included).
+        get_decoder = getattr(model, "get_decoder", None)
+        self._decoder = get_decoder() if callable(get_decoder) else model.base_model
 
     @torch.inference_mode()
     def run(self, conversations: Iterable[Conversation], on_finished: Callable[[Conversation], None]) -> None:
@@ -254,7 +257,7 @@ class GenerationEngine:
         position_ids = lengths.unsqueeze(1) + torch.arange(num_new).unsqueeze(0)
         mask = attention_mask_for(lengths, num_real, num_new, self.model.dtype)
         start = time.perf_counter()
-        hidden = self.model.base_model(
+        hidden = self._decoder(
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
             position_ids=position_ids.to(self.device),

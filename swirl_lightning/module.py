@@ -732,7 +732,7 @@ def trajectory_markdown(trajectory: Trajectory) -> str:
     for k, step in enumerate(trajectory.steps, start=1):
         verdicts = ", ".join(f"{j.judge}: {j.verdict} ({j.score:.2f})" for j in step.judgements) or "not judged"
         lines += [f"*step {k}* ({step.action.kind}{': ' + step.action.reason if step.action.reason else ''}) "
-                  f"judged {verdicts}", "", indent(step.text or "(empty)", "    "), ""]
+                  f"judged {verdicts}", "", indent(step.text if step.text.strip() else repr(step.text), "    "), ""]
         if step.observation is not None:
             label = "tool error" if step.tool_error else "result"
             lines += [f"{label}:", "", indent(step.observation, "    "), ""]

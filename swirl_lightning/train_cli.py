@@ -13,6 +13,7 @@ counters and the data position (see :mod:`swirl_lightning.data`); the config's M
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 
 from lightning.pytorch.cli import LightningCLI
@@ -32,8 +33,9 @@ class SwirlCLI(LightningCLI):
             parser.link_arguments(f"data.task.{task_field.name}", f"model.task.{task_field.name}")
 
 
-def make_cli(args: list[str], run: bool = True) -> SwirlCLI:
-    """Build (and with ``run``, execute) the CLI for ``args`` (a subcommand first when ``run``)."""
+def make_cli(args: list[str] | None, run: bool = True) -> SwirlCLI:
+    """Build (and with ``run``, execute) the CLI for ``args`` (a subcommand first when ``run``; ``None``
+    reads ``sys.argv``)."""
     from jsonargparse import set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -50,7 +52,9 @@ def make_cli(args: list[str], run: bool = True) -> SwirlCLI:
 
 def _command(name: str):
     def main(argv: list[str]) -> int:
-        make_cli([name, *argv])
+        args = [name, *argv]
+        # From the `swirl` script LightningCLI reads sys.argv itself (and warns when given both).
+        make_cli(None if sys.argv[1:] == args else args)
         return 0
 
     main.__name__ = f"{name}_main"

@@ -1,0 +1,230 @@
+"""SwirlModule with a tiny random Llama: the objectives against hand computations, swirl sampling and
+judging, manual optimization, live validation, quantized loading."""
+
+import zlib
+
+import lightning.pytorch as L
+from lightning.pytorch.loggers import TensorBoardLogger
+import pytest
+import torch
+
+from swirl_lightning import hookimpl
+from swirl_lightning.data import SwirlDataModule, TaskConfig, TrainDataConfig, ValidationDataConfig, trajectory_segments
+from swirl_lightning.loss import token_logprobs
+from swirl_lightning.module import EvaluationConfig, OptimizerConfig, PolicyConfig, SwirlConfig, SwirlModule
+from swirl_lightning.packing import decompose_trajectory
+from swirl_lightning.plugins import get_plugin_manager
+from swirl_lightning.rollout import ChatRenderer
+from swirl_lightning.tasks import gsm8k_reference_trajectory, load_task
+from swirl_lightning.trajectory import Judgement, write_jsonl
+
+TASK = TaskConfig(name="gsm8k", max_steps=3, few_shot=False)
+TINY = PolicyConfig(name="tiny-random", lora_r=4, lora_alpha=8)
+EVALUATION = EvaluationConfig(max_new_tokens=6, batch_size=4, log_trajectories=2)
+
+
+def make_data(objective: str, **train) -> SwirlDataModule:
+    train = {"reference": "gsm8k", "limit": 6, "batch_size": 3, **train}
+    data = SwirlDataModule(task=TASK, train=TrainDataConfig(**train), validation=ValidationDataConfig(questions=2),
+                           objective=objective, tokenizer="tiny-random")
+    data.setup("fit")
+    return data
+
+
+def make_module(objective: str, policy: PolicyConfig = TINY, **kwargs) -> SwirlModule:
+    torch.manual_seed(0)
+    module = SwirlModule(policy=policy, objective=objective, task=TASK, evaluation=EVALUATION, **kwargs)
+    module.configure_model()
+    return module
+
+
+def decomposed_nll(module: SwirlModule, segments, weights) -> tuple[torch.Tensor, int]:
+    """sum_k w_k * sum_t -log pi(a_k,t) over one row per action (full logits), and the action token count."""
+    lm = module.scorer.causal_lm
+    total, tokens = torch.zeros(()), 0
+    for (ids, action_mask), weight in zip(decompose_trajectory(segments), weights):
+        with torch.no_grad():
+            logits = lm(input_ids=ids.unsqueeze(0)).logits
+        logprobs = token_logprobs(logits, ids.unsqueeze(0))[0]
+        total -= weight * logprobs[action_mask == 1].sum()
+        tokens += int(action_mask.sum())
+    return total, tokens
+
+
+def test_sft_loss_equals_one_pass_per_action():
+    data = make_data("sft")
+    module = make_module("sft")
+    batch = next(iter(data.train_dataloader()))
+    loss = module.training_step(batch, 0)
+    trajectories = {t.example_id: t for t in (gsm8k_reference_trajectory(e) for e in data.examples.values())}
+    renderer = ChatRenderer(data.tokenizer)
+    total, tokens = torch.zeros(()), 0
+    for example_id in batch.example_ids:
+        from swirl_lightning.prompts import build_prompt
+
+        example = data.examples[example_id]
+        trajectory = trajectories[example_id]
+        trajectory.prompt = build_prompt(example.question, TASK.load_tools().values(), TASK.steps_cap(), TASK.few_shot)
+        segments = trajectory_segments(trajectory, data.tokenizer, renderer)
+        row_total, row_tokens = decomposed_nll(module, segments, [1.0] * len(trajectory.steps))
+        total, tokens = total + row_total, tokens + row_tokens
+    assert tokens == int((batch.segment_ids > 0).sum())
+    torch.testing.assert_close(loss.detach(), total / tokens, rtol=1e-5, atol=1e-5)
+    loss.backward()
+    grads = [p.grad for p in module.scorer.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_offline_loss_weights_each_action_by_its_judged_score(tmp_path):
+    examples = load_task("gsm8k", "train", 5)
+    trajectories = [gsm8k_reference_trajectory(e) for e in examples]
+    for t in trajectories:
+        for k, step in enumerate(t.steps):
+            step.judgements = [Judgement("test-judge", "GOOD", 0.5 ** k)]
+    path = tmp_path / "judged.jsonl"
+    write_jsonl(path, trajectories)
+    data = make_data("offline", reference=None, path=str(path), limit=None, reward="test-judge", batch_size=2)
+    module = make_module("offline")
+    batch = next(iter(data.train_dataloader()))
+    loss = module.training_step(batch, 0)
+    by_id = {t.example_id: t for t in trajectories}
+    renderer = ChatRenderer(data.tokenizer)
+    total, tokens = torch.zeros(()), 0
+    for example_id in batch.example_ids:
+        trajectory = by_id[example_id]
+        weights = [0.5 ** k for k in range(len(trajectory.steps))]
+        row_total, row_tokens = decomposed_nll(module, trajectory_segments(trajectory, data.tokenizer, renderer), weights)
+        total, tokens = total + row_total, tokens + row_tokens
+    torch.testing.assert_close(loss.detach(), total / tokens, rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    data = make_data("sft")
+    batch = next(iter(data.train_dataloader()))
+    results = []
+    for checkpointing in (False, True):
+        policy = PolicyConfig(name="tiny-random", lora_r=4, gradient_checkpointing=checkpointing)
+        module = make_module("sft", policy)
+        module.scorer.train()
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in module.scorer.parameters() if p.requires_grad]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for plain, checkpointed in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(plain, checkpointed, rtol=1e-4, atol=1e-6)
+
+
+class HashJudge:
+    """A step judge with varied, deterministic rewards: a hash of the sampled text."""
+
+    judge_id = "hash"
+    prompt_version = "test"
+    needs_example = False
+
+    def __init__(self, levels: int = 4):
+        self.levels = levels
+
+    def score_actions(self, states, action_texts, actions=None):
+        return [(zlib.crc32(text.encode()) % self.levels) / (self.levels - 1) for text in action_texts]
+
+
+class HashJudgePlugin:
+    @hookimpl
+    def register_judges(self, register):
+        register(HashJudge, name="hash")
+
+
+@pytest.fixture
+def hash_judge():
+    manager = get_plugin_manager()
+    plugin = HashJudgePlugin()
+    manager.register(plugin, name="test-hash-judge")
+    yield "hash"
+    manager.unregister(plugin)
+
+
+def test_swirl_batch_samples_judges_and_packs(hash_judge):
+    data = make_data("swirl")
+    swirl = SwirlConfig(group_size=4, max_new_tokens=6, judge=hash_judge, kl_beta=0.1)
+    module = make_module("swirl", swirl=swirl)
+    states = data.train_items[:3]
+    batch = module.prepare_swirl_batch(states)
+    assert [len(group) for group in batch.samples] == [4, 4, 4]
+    assert all(1 <= len(ids) <= 6 for group in batch.samples for ids, _ in group)
+    assert batch.rewards.shape == (3, 4) and batch.rewards.std() > 0
+    torch.testing.assert_close(batch.advantages.mean(dim=1), torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch.advantages, batch.rewards - batch.rewards.mean(dim=1, keepdim=True))
+    assert batch.inputs["attention_mask"].ndim == 4 and batch.inputs["input_ids"].shape[0] == 3  # one row per state
+
+    loss, stats = module.swirl_objective(batch)
+    assert torch.isfinite(loss)
+    # A fresh LoRA adapter changes nothing yet: the policy equals its reference, the KL is 0.
+    assert abs(float(stats["kl"])) < 1e-6
+    # The packed row gives each action the log-probs of a separate pass over state + action.
+    lm = module.scorer.causal_lm
+    for g in (0, 3):
+        ids = torch.tensor(states[0].state_ids + batch.samples[0][g][0]).unsqueeze(0)
+        with torch.no_grad():
+            separate = token_logprobs(lm(input_ids=ids).logits, ids)[0, len(states[0].state_ids):].sum()
+        packed = stats["logprobs"][0][batch.inputs["segment_ids"][0] == g + 1].sum()
+        torch.testing.assert_close(packed, separate, rtol=1e-4, atol=1e-4)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.scorer.parameters() if p.requires_grad)
+
+
+def test_swirl_fit_updates_ppo_epochs_times_per_batch(hash_judge, tmp_path):
+    data = SwirlDataModule(task=TASK, train=TrainDataConfig(reference="gsm8k", limit=5, batch_size=2),
+                           validation=ValidationDataConfig(questions=1), objective="swirl", tokenizer="tiny-random")
+    swirl = SwirlConfig(group_size=2, max_new_tokens=4, judge=hash_judge, ppo_epochs=2)
+    module = SwirlModule(policy=TINY, objective="swirl", task=TASK, swirl=swirl, evaluation=EVALUATION,
+                         optimizer=OptimizerConfig(lr=1e-2))
+    trainer = L.Trainer(accelerator="cpu", max_steps=4, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, data)
+    assert trainer.global_step == 4  # 2 batches x 2 updates
+    lora_b = [p for n, p in module.scorer.named_parameters() if "lora_B" in n]
+    assert any(p.abs().sum() > 0 for p in lora_b)  # LoRA B starts at zero: the updates moved it
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_validation_rolls_out_live_and_logs_rates_and_text(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = SwirlDataModule(task=TASK, train=TrainDataConfig(reference="gsm8k", limit=6),
+                           validation=ValidationDataConfig(questions=3, batch_size=2), tokenizer="tiny-random")
+    module = SwirlModule(policy=TINY, task=TASK, evaluation=EVALUATION)
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    trainer = L.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False)
+    (metrics,) = trainer.validate(module, data)
+    assert metrics["val/accuracy"] == 0.0  # random weights
+    assert 1.0 <= metrics["val/steps_mean"] <= TASK.max_steps
+    for name in ("val/invalid_action_rate", "val/step_good_rate"):
+        assert 0.0 <= metrics[name] <= 1.0
+    events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0})
+    events.Reload()
+    (text,) = events.Tensors("val/trajectories/text_summary")
+    markdown = text.tensor_proto.string_val[0].decode()
+    held_out = {e.id for e in data.val_examples}
+    assert markdown.count("*step 1*") == EVALUATION.log_trajectories
+    assert any(example_id in markdown for example_id in held_out) and "judged reference:" in markdown
+
+
+def test_quantized_lora_with_8bit_adamw_trains_on_cpu():
+    data = make_data("sft")
+    policy = PolicyConfig(name="tiny-random", lora_r=4, quantize="8bit")
+    module = make_module("sft", policy, optimizer=OptimizerConfig(name="adamw8bit", lr=1e-2))
+    assert "8bit" in type(module.scorer.causal_lm.model.layers[0].mlp.up_proj.base_layer).__name__
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert "8bit" in type(optimizer).__name__
+    before = [p.detach().clone() for p in module.scorer.parameters() if p.requires_grad]
+    loss = module.training_step(next(iter(data.train_dataloader())), 0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    after = [p.detach() for p in module.scorer.parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_quantization_without_lora_is_refused():
+    with pytest.raises(ValueError, match="needs LoRA"):
+        SwirlModule(policy=PolicyConfig(name="tiny-random", quantize="4bit"))
