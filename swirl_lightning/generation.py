@@ -69,6 +69,8 @@ class GenerationStats:
 
     generated_tokens: int = 0
     prefill_tokens: int = 0
+    shared_prefill_tokens: int = 0
+    """Prompt tokens not computed because another sample of the same question had just prefilled them."""
     forward_seconds: float = 0.0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -94,9 +96,10 @@ class SlotKVCache:
 
     is_compileable = False
 
-    def __init__(self, num_slots: int, capacity: int = 256):
+    def __init__(self, num_slots: int, capacity: int = 256, max_capacity: int | None = None):
         self.num_slots = num_slots
         self.capacity = capacity
+        self.max_capacity = max_capacity
         self.lengths = torch.zeros(num_slots, dtype=torch.long)
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
@@ -106,12 +109,22 @@ class SlotKVCache:
     def reset_slot(self, slot: int) -> None:
         self.lengths[slot] = 0
 
+    def copy_slot(self, source: int, target: int) -> None:
+        """Make slot ``target`` hold the same tokens as slot ``source``."""
+        length = int(self.lengths[source])
+        for store in (self.keys, self.values):
+            for tensor in store.values():
+                tensor[target, :, :length] = tensor[source, :, :length]
+        self.lengths[target] = length
+
     def select(self, rows: torch.Tensor, num_new: int) -> None:
         """Set the slots of the next forward pass and the (padded) number of tokens each feeds."""
         self._rows, self._num_new = rows, num_new
         needed = int(self.lengths[rows].max()) + num_new
         if needed > self.capacity:
             new_capacity = max(needed, 2 * self.capacity)
+            if self.max_capacity is not None:  # doubling past the context budget would only waste memory
+                new_capacity = max(needed, min(new_capacity, self.max_capacity))
             for store in (self.keys, self.values):
                 for layer, old in store.items():
                     grown = old.new_zeros(old.shape[0], old.shape[1], new_capacity, old.shape[3])
@@ -210,7 +223,7 @@ class GenerationEngine:
         """Run all conversations to the end, calling ``on_finished`` as each one finishes."""
         waiting = iter(conversations)
         slots: list[_Slot | None] = [None] * self.config.batch_size
-        cache = SlotKVCache(self.config.batch_size)
+        cache = SlotKVCache(self.config.batch_size, max_capacity=self.config.max_context_tokens)
         exhausted = False
         while True:
             for i, slot in enumerate(slots):
@@ -246,43 +259,31 @@ class GenerationEngine:
         return group
 
     def _step(self, rows: list[int], slots: list[_Slot | None], cache: SlotKVCache, on_finished) -> None:
-        feeds = [slots[i].feed for i in rows]
-        num_new = max(len(f) for f in feeds)
-        pad_id = self.tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([f + [pad_id] * (num_new - len(f)) for f in feeds], dtype=torch.long)
-        num_real = torch.tensor([len(f) for f in feeds], dtype=torch.long)
-        row_index = torch.tensor(rows, dtype=torch.long)
-        cache.select(row_index, num_new)
-        lengths = cache.lengths[row_index]
-        position_ids = lengths.unsqueeze(1) + torch.arange(num_new).unsqueeze(0)
-        mask = attention_mask_for(lengths, num_real, num_new, self.model.dtype)
+        # Samples of one question start with the same prompt: prefill it once and copy its KV rows.
+        shared = self._shared_prompts(rows, slots, cache)
+        computed = [i for i in rows if i not in shared]
+        decoding = all(len(slots[i].feed) == 1 for i in computed)
         start = time.perf_counter()
-        hidden = self._decoder(
-            input_ids=input_ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=position_ids.to(self.device),
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state
-        # Only each row's last real position needs logits: skip the vocabulary projection elsewhere.
-        last_hidden = hidden[torch.arange(len(rows)), (num_real - 1).to(self.device)]
-        last = self._logits(last_hidden).float().cpu()
+        last_rows = self._forward(computed, slots, cache)
         elapsed = time.perf_counter() - start
-        cache.commit(row_index, num_real)
+        last = dict(zip(computed, last_rows))
+        for copy, source in shared.items():
+            cache.copy_slot(source, copy)
+            last[copy] = last[source]
+            self.stats.shared_prefill_tokens += len(slots[copy].feed)
         self.stats.forward_seconds += elapsed
-        decoding = num_new == 1
         if decoding:
             self.stats.decode_seconds += elapsed
         else:
-            self.stats.prefill_tokens += int(num_real.sum())
+            self.stats.prefill_tokens += sum(len(slots[i].feed) for i in computed)
             self.stats.prefill_seconds += elapsed
-        for k, i in enumerate(rows):
+        for i in rows:
             slot = slots[i]
             if decoding:  # by-turn figures count decode steps only, so prefill cost does not blur them
                 self.stats.seconds_by_turn[slot.turn_index] += elapsed / len(rows)
                 self.stats.tokens_by_turn[slot.turn_index] += 1
             self.stats.generated_tokens += 1
-            token = sample_next(last[k], self.config.temperature, self.config.top_p, slot.generator)
+            token = sample_next(last[i], self.config.temperature, self.config.top_p, slot.generator)
             slot.turn_ids.append(token)
             slot.feed = [token]
             reason = self._finish_reason(slot, int(cache.lengths[i]))
@@ -299,6 +300,44 @@ class GenerationEngine:
                 slots[i] = None
             else:
                 slot.feed = list(next_feed)
+
+    def _shared_prompts(self, rows: list[int], slots: list[_Slot | None], cache: SlotKVCache) -> dict[int, int]:
+        """Rows whose whole feed is a prompt identical to an earlier row's in this step: row -> that row."""
+        first: dict[tuple[int, ...], int] = {}
+        shared: dict[int, int] = {}
+        for i in rows:
+            if int(cache.lengths[i]) != 0 or len(slots[i].feed) < 2:
+                continue
+            key = tuple(slots[i].feed)
+            if key in first:
+                shared[i] = first[key]
+            else:
+                first[key] = i
+        return shared
+
+    def _forward(self, rows: list[int], slots: list[_Slot | None], cache: SlotKVCache) -> torch.Tensor:
+        """Feed each row its pending tokens; return the next-token logits ``[len(rows), vocab]`` (fp32, CPU)."""
+        feeds = [slots[i].feed for i in rows]
+        num_new = max(len(f) for f in feeds)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([f + [pad_id] * (num_new - len(f)) for f in feeds], dtype=torch.long)
+        num_real = torch.tensor([len(f) for f in feeds], dtype=torch.long)
+        row_index = torch.tensor(rows, dtype=torch.long)
+        cache.select(row_index, num_new)
+        lengths = cache.lengths[row_index]
+        position_ids = lengths.unsqueeze(1) + torch.arange(num_new).unsqueeze(0)
+        mask = attention_mask_for(lengths, num_real, num_new, self.model.dtype)
+        hidden = self._decoder(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=position_ids.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
+        # Only each row's last real position needs logits: skip the vocabulary projection elsewhere.
+        last_hidden = hidden[torch.arange(len(rows)), (num_real - 1).to(self.device)]
+        cache.commit(row_index, num_real)
+        return self._logits(last_hidden).float().cpu()
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.model.get_output_embeddings()(hidden)

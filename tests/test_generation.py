@@ -77,9 +77,11 @@ def test_continuous_batching_gives_the_same_tokens_as_one_at_a_time(tiny, temper
     model, tokenizer = tiny
     torch.manual_seed(2)
     prompts = [torch.randint(10, 5000, (n,)).tolist() for n in (5, 12, 3, 9, 20)]
+    prompts.insert(1, prompts[0])  # two samples of one question: the second reuses the first's prefill
     alone, _, _ = run(model, tokenizer, 1, temperature, prompts)
     batched, finished, engine = run(model, tokenizer, 3, temperature, prompts)
-    assert len(finished) == 5
+    assert len(finished) == 6
+    assert engine.stats.shared_prefill_tokens == 5
     assert [c.turns for c in batched] == [c.turns for c in alone]
     assert all(len(c.turns) == 3 for c in batched)
     assert engine.stats.generated_tokens == sum(len(ids) for c in batched for ids, _ in c.turns)
