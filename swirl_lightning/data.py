@@ -459,6 +459,7 @@ class SwirlDataModule(L.LightningDataModule):
     questions for live validation (the batches of the validation, test and predict loaders are lists
     of :class:`~swirl_lightning.trajectory.Example`)."""
 
+    # Config instances as defaults (never mutated): LightningCLI shows their fields as the options' defaults.
     def __init__(
         self,
         task: TaskConfig = TaskConfig(),

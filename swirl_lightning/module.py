@@ -25,7 +25,6 @@ import json
 import math
 import time
 import zlib
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from textwrap import indent
@@ -58,7 +57,9 @@ class PolicyConfig:
     lora_r: int = 0
     """LoRA rank; 0 trains every weight."""
     lora_alpha: int = 16
+    """LoRA scaling numerator: updates are scaled by ``lora_alpha / lora_r``."""
     lora_dropout: float = 0.0
+    """Dropout on the LoRA input."""
     lora_target_modules: list[str] | str = "all-linear"
     """Modules that get LoRA adapters (PEFT names, or ``all-linear``)."""
     quantize: Literal["none", "8bit", "4bit"] = "none"
@@ -66,7 +67,10 @@ class PolicyConfig:
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, about a third more compute)."""
     export: bool = True
-    """At the end of ``fit``, save the adapter (LoRA) or the model in Hugging Face format to ``<log_dir>/export``."""
+    """At the end of ``fit``, save the policy in Hugging Face format: the LoRA adapter, or the whole model
+    (also when a warm-start adapter was merged in), with the tokenizer."""
+    export_dir: str | None = None
+    """Where the export goes; default ``<log_dir>/export``."""
 
 
 @dataclass
@@ -76,8 +80,11 @@ class OptimizerConfig:
     name: Literal["adamw", "adamw8bit"] = "adamw"
     """``adamw`` (torch) or ``adamw8bit`` (bitsandbytes, 8-bit optimizer states)."""
     lr: float = 1e-4
+    """Peak learning rate."""
     weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW)."""
     betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's moment decay rates."""
     warmup_steps: int = 0
     """Linear warm-up from 0 over this many optimizer steps."""
     schedule: Literal["constant", "cosine", "linear"] = "constant"
@@ -93,7 +100,9 @@ class SwirlConfig:
     group_size: int = 4
     """Actions G sampled per state."""
     temperature: float = 1.0
+    """Sampling temperature of the G actions."""
     top_p: float = 1.0
+    """Nucleus sampling mass."""
     max_new_tokens: int = 128
     """Most tokens of one sampled action."""
     sampling_batch_size: int = 16
@@ -123,20 +132,25 @@ class EvaluationConfig:
     temperature: float = 0.0
     """0 for greedy decoding."""
     top_p: float = 1.0
+    """Nucleus sampling mass (with ``temperature > 0``)."""
     batch_size: int = 8
     """Conversations decoded together."""
     max_context_tokens: int = 4096
+    """Most tokens in one conversation (prompt, turns and tool results)."""
     num_samples: int = 1
     """Rollouts per question."""
     step_judge: str | None = "reference"
     """Judge for ``step_good_rate`` (``reference`` is cheap for GSM8K; ``process`` loads an LM); null for none."""
     judge_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the step judge, e.g. ``{model: smollm2-135m-instruct}``."""
     tool_timeout_s: float = 10.0
+    """Seconds before a tool call is abandoned (the model sees an error)."""
     log_trajectories: int = 4
     """Trajectories shown as text in TensorBoard after each evaluation."""
     predictions: str | None = None
     """Where ``swirl predict`` writes trajectories (JSONL); default ``<log_dir>/predictions.jsonl``."""
     seed: int = 0
+    """Sampling seed (with ``temperature > 0``)."""
 
 
 class ActionScorer(nn.Module):
@@ -191,6 +205,8 @@ class SwirlBatch:
     inputs: dict[str, Tensor]
     """The packed groups: ``input_ids``, ``attention_mask`` (4D), ``segment_ids``, ``position_ids``, ``logit_index``."""
     reference_logprobs: Tensor | None
+    tokens: int
+    """Real (non-padding) tokens of the packed rows."""
     sampled_tokens: int
     sampling_seconds: float
 
@@ -208,7 +224,6 @@ class _OneTurn:
 
     def on_turn_end(self, token_ids: list[int], text: str, finish_reason: str) -> None:
         self.token_ids, self.text = list(token_ids), text
-        return None
 
     def on_context_full(self) -> None:
         pass
@@ -217,6 +232,7 @@ class _OneTurn:
 class SwirlModule(L.LightningModule):
     """Trains a causal LM policy with ``sft``, ``offline`` or ``swirl``; validates with live rollouts."""
 
+    # Config instances as defaults (never mutated): LightningCLI shows their fields as the options' defaults.
     def __init__(
         self,
         policy: PolicyConfig = PolicyConfig(),
@@ -270,7 +286,7 @@ class SwirlModule(L.LightningModule):
             return
         lm = self._load_policy()
         if self.objective == "swirl" and self.swirl_config.kl_beta > 0 and self.policy_config.lora_r <= 0:
-            self.reference = ActionScorer(copy.deepcopy(lm)).requires_grad_(False).eval()
+            self.reference = ActionScorer(copy.deepcopy(lm)).requires_grad_(False)
         self.scorer = ActionScorer(lm)
         if self._device_mesh is not None:
             self._shard(self._device_mesh)
@@ -401,15 +417,15 @@ class SwirlModule(L.LightningModule):
         groups = [pack_group(s.state_ids, [ids for ids, _ in group], dtype=self._mask_dtype())
                   for s, group in zip(states, samples)]
         packed = batch_groups(groups, self.tokenizer.pad_token_id)
-        inputs = dict(input_ids=packed.input_ids, attention_mask=packed.attention_mask, segment_ids=packed.segment_ids,
-                      position_ids=packed.position_ids, logit_index=packed.logit_index)
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs = {name: getattr(packed, name).to(self.device)
+                  for name in ("input_ids", "attention_mask", "segment_ids", "position_ids", "logit_index")}
         reference_logprobs = None
         if config.kl_beta > 0:
             with torch.no_grad(), self._reference() as reference:
                 reference_logprobs, _ = reference(**inputs)
         step_index = torch.tensor([s.step_index for s in states]).unsqueeze(1).expand_as(rewards)
         return SwirlBatch(samples, rewards, advantages.to(self.device), step_index, inputs, reference_logprobs,
+                          tokens=sum(len(group.input_ids) for group in groups),
                           sampled_tokens=sum(len(ids) for group in samples for ids, _ in group),
                           sampling_seconds=sampling_seconds)
 
@@ -433,7 +449,7 @@ class SwirlModule(L.LightningModule):
             self.configure_gradient_clipping(optimizer)
             optimizer.step()
             scheduler.step()
-        self._batch_tokens = int((batch.inputs["segment_ids"] >= 0).sum())
+        self._batch_tokens = batch.tokens
         size = len(states)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for name in ("entropy", "policy_loss", "kl", "clip_fraction", "ratio_mean"):
@@ -522,7 +538,11 @@ class SwirlModule(L.LightningModule):
     def _reference(self):
         """The frozen initial policy: the adapter disabled (LoRA), or the frozen copy."""
         if self.reference is not None:
-            yield self.reference
+            self.reference.eval()  # only while in use: Lightning expects train mode everywhere between steps
+            try:
+                yield self.reference
+            finally:
+                self.reference.train()
         else:
             with self.scorer.lm.disable_adapter():
                 yield self.scorer
@@ -626,7 +646,8 @@ class SwirlModule(L.LightningModule):
             if summary[name] is not None:
                 metrics[f"{stage}/{name}"] = float(summary[name])
         if not self.trainer.sanity_checking:
-            self.log_dict(metrics, batch_size=max(len(trajectories), 1))
+            # Every rank holds the same gathered figures; syncing averages equal values and keeps Lightning quiet.
+            self.log_dict(metrics, batch_size=max(len(trajectories), 1), sync_dist=True)
             writer = self._tensorboard()
             if writer is not None and self.global_rank == 0 and self.evaluation_config.log_trajectories > 0:
                 shown = trajectories[: self.evaluation_config.log_trajectories]
@@ -665,8 +686,9 @@ class SwirlModule(L.LightningModule):
         from .trajectory import write_jsonl
 
         trajectories = self._gathered_trajectories()
+        log_dir = self.trainer.log_dir  # a collective call: every rank asks, once
         if self.global_rank == 0:
-            path = Path(self.evaluation_config.predictions or Path(self.trainer.log_dir or ".") / "predictions.jsonl")
+            path = Path(self.evaluation_config.predictions or Path(log_dir or ".") / "predictions.jsonl")
             path.parent.mkdir(parents=True, exist_ok=True)
             write_jsonl(path, trajectories)
             print(f"wrote {len(trajectories)} trajectories to {path}", flush=True)
@@ -691,13 +713,13 @@ class SwirlModule(L.LightningModule):
     def on_fit_end(self) -> None:
         from torch.distributed.fsdp import FSDPModule
 
-        if not self.policy_config.export or self.trainer.log_dir is None:
+        if not self.policy_config.export:
             return
+        log_dir = self.trainer.log_dir  # a collective call: every rank asks, once
         if isinstance(self.scorer, FSDPModule):
             print("export skipped under FSDP2: convert the sharded checkpoint instead", flush=True)
-            return
-        if self.global_rank == 0:
-            self.export(Path(self.trainer.log_dir) / "export")
+        elif self.global_rank == 0 and (self.policy_config.export_dir or log_dir):
+            self.export(self.policy_config.export_dir or Path(log_dir) / "export")
 
     def export(self, directory: str | Path) -> Path:
         """Save the policy in Hugging Face format: the LoRA adapter, or the whole model; plus the tokenizer."""
@@ -725,14 +747,16 @@ def trajectory_markdown(trajectory: Trajectory) -> str:
     result and verdicts."""
     question = next((m["content"] for m in reversed(trajectory.prompt) if m["role"] == "user"), "")
     outcome = "not scored" if trajectory.outcome is None else f"{trajectory.outcome:g}"
-    lines = [f"**{trajectory.example_id}** (sample {trajectory.sample_index}): outcome {outcome}, "
-             f"finish `{trajectory.metadata.get('finish_reason', '?')}`, answer `{trajectory.final_answer}`", ""]
+    header = (f"**{trajectory.example_id}** (sample {trajectory.sample_index}): outcome {outcome}, "
+              f"finish `{trajectory.metadata.get('finish_reason', '?')}`, answer `{trajectory.final_answer}`")
+    lines = [header, ""]
     if question:
         lines += [indent(question, "    "), ""]
     for k, step in enumerate(trajectory.steps, start=1):
         verdicts = ", ".join(f"{j.judge}: {j.verdict} ({j.score:.2f})" for j in step.judgements) or "not judged"
-        lines += [f"*step {k}* ({step.action.kind}{': ' + step.action.reason if step.action.reason else ''}) "
-                  f"judged {verdicts}", "", indent(step.text if step.text.strip() else repr(step.text), "    "), ""]
+        kind = step.action.kind + (f": {step.action.reason}" if step.action.reason else "")
+        text = step.text if step.text.strip() else repr(step.text)
+        lines += [f"*step {k}* ({kind}) judged {verdicts}", "", indent(text, "    "), ""]
         if step.observation is not None:
             label = "tool error" if step.tool_error else "result"
             lines += [f"{label}:", "", indent(step.observation, "    "), ""]

@@ -13,7 +13,7 @@ counters and the data position (see :mod:`swirl_lightning.data`); the config's M
 
 from __future__ import annotations
 
-import sys
+import warnings
 from dataclasses import fields
 
 from lightning.pytorch.cli import LightningCLI
@@ -32,29 +32,40 @@ class SwirlCLI(LightningCLI):
         for task_field in fields(TaskConfig):
             parser.link_arguments(f"data.task.{task_field.name}", f"model.task.{task_field.name}")
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would replace the model options with those saved in a --ckpt_path checkpoint, so
+        # `swirl validate/predict --model.evaluation.* ...` could not change how it evaluates. Here the config
+        # and flags given are the options used; the checkpoint supplies the weights (a mismatched policy
+        # fails to load them, naming the weights).
+        return None
+
 
 def make_cli(args: list[str] | None, run: bool = True) -> SwirlCLI:
-    """Build (and with ``run``, execute) the CLI for ``args`` (a subcommand first when ``run``; ``None``
-    reads ``sys.argv``)."""
+    """Build (and with ``run``, execute) the CLI for ``args`` (a subcommand first when ``run``); ``None``
+    reads ``sys.argv``."""
     from jsonargparse import set_parsing_settings
 
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    return SwirlCLI(
-        SwirlModule,
-        SwirlDataModule,
-        args=args,
-        run=run,
-        parser_kwargs={"parser_mode": "omegaconf"},
-        auto_configure_optimizers=False,  # the optimizer is model.optimizer (8-bit AdamW, LoRA-only parameters)
-        save_config_kwargs={"overwrite": True},
-    )
+    # "omegaconf+" resolves ${...} after every file and flag is applied, so a flag such as
+    # --trainer.default_root_dir also moves the paths interpolated from it; absolute paths (${trainer.x})
+    # are read from the config's root, not from the subcommand's.
+    set_parsing_settings(docstring_parse_attribute_docstrings=True, omegaconf_absolute_to_relative_paths=True)
+    with warnings.catch_warnings():
+        # Passing args from Python is this function's purpose; LightningCLI warns when sys.argv is also set.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return SwirlCLI(
+            SwirlModule,
+            SwirlDataModule,
+            args=args,
+            run=run,
+            parser_kwargs={"parser_mode": "omegaconf+"},
+            auto_configure_optimizers=False,  # the optimizer is model.optimizer (8-bit AdamW, LoRA-only parameters)
+            save_config_kwargs={"overwrite": True},
+        )
 
 
 def _command(name: str):
     def main(argv: list[str]) -> int:
-        args = [name, *argv]
-        # From the `swirl` script LightningCLI reads sys.argv itself (and warns when given both).
-        make_cli(None if sys.argv[1:] == args else args)
+        make_cli([name, *argv])
         return 0
 
     main.__name__ = f"{name}_main"

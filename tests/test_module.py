@@ -4,19 +4,45 @@ judging, manual optimization, live validation, quantized loading."""
 import zlib
 
 import lightning.pytorch as L
-from lightning.pytorch.loggers import TensorBoardLogger
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from swirl_lightning import hookimpl
-from swirl_lightning.data import SwirlDataModule, TaskConfig, TrainDataConfig, ValidationDataConfig, trajectory_segments
+from swirl_lightning.data import (
+    SwirlDataModule,
+    TaskConfig,
+    TrainDataConfig,
+    ValidationDataConfig,
+    trajectory_segments,
+)
 from swirl_lightning.loss import token_logprobs
-from swirl_lightning.module import EvaluationConfig, OptimizerConfig, PolicyConfig, SwirlConfig, SwirlModule
+from swirl_lightning.module import (
+    EvaluationConfig,
+    OptimizerConfig,
+    PolicyConfig,
+    SwirlConfig,
+    SwirlModule,
+)
 from swirl_lightning.packing import decompose_trajectory
 from swirl_lightning.plugins import get_plugin_manager
+from swirl_lightning.prompts import build_prompt
 from swirl_lightning.rollout import ChatRenderer
 from swirl_lightning.tasks import gsm8k_reference_trajectory, load_task
 from swirl_lightning.trajectory import Judgement, write_jsonl
+
+# Unit tests call training_step without a Trainer; its self.log calls are then no-ops.
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # The test machines' cores are shared: with tiny models one thread is many times faster than several.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TASK = TaskConfig(name="gsm8k", max_steps=3, few_shot=False)
 TINY = PolicyConfig(name="tiny-random", lora_r=4, lora_alpha=8)
@@ -58,13 +84,12 @@ def test_sft_loss_equals_one_pass_per_action():
     loss = module.training_step(batch, 0)
     trajectories = {t.example_id: t for t in (gsm8k_reference_trajectory(e) for e in data.examples.values())}
     renderer = ChatRenderer(data.tokenizer)
+    tools = TASK.load_tools().values()
     total, tokens = torch.zeros(()), 0
     for example_id in batch.example_ids:
-        from swirl_lightning.prompts import build_prompt
-
-        example = data.examples[example_id]
         trajectory = trajectories[example_id]
-        trajectory.prompt = build_prompt(example.question, TASK.load_tools().values(), TASK.steps_cap(), TASK.few_shot)
+        # The prompt a rollout would show: system turn with the tools, then the question.
+        trajectory.prompt = build_prompt(data.examples[example_id].question, tools, TASK.steps_cap(), TASK.few_shot)
         segments = trajectory_segments(trajectory, data.tokenizer, renderer)
         row_total, row_tokens = decomposed_nll(module, segments, [1.0] * len(trajectory.steps))
         total, tokens = total + row_total, tokens + row_tokens

@@ -1,0 +1,130 @@
+"""`swirl fit | validate | predict` through LightningCLI with a tiny random model: a reduced quickstart,
+resuming from `--ckpt_path last`, and 2 CPU processes with DDP and with FSDP2."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from swirl_lightning.cli import main as swirl_main
+from swirl_lightning.trajectory import read_trajectories
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # The test machines' cores are shared: with tiny models one thread is many times faster than several.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# The quickstart, shrunk: tiny model, 10 questions (2 held out), short turns.
+TINY_QUICKSTART = [
+    "--config", str(CONF / "quickstart.yaml"),
+    "--model.policy.name", "tiny-random",
+    "--model.evaluation.max_new_tokens", "6",
+    "--data.task.max_steps", "2",
+    "--data.train.limit", "10",
+    "--data.validation.questions", "2",
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+]
+
+
+def scalars(log_dir: Path, tag: str) -> dict[int, float]:
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars(tag)}
+
+
+def test_reduced_quickstart_fits_validates_and_predicts(tmp_path):
+    root = tmp_path / "run"
+    assert swirl_main(["fit", *TINY_QUICKSTART, "--trainer.default_root_dir", str(root)]) == 0
+    log_dir = root / "tb" / "version_0"
+    losses = scalars(log_dir, "train/loss")
+    assert sorted(losses) == [0, 1] and all(v > 0 for v in losses.values())  # 8 questions / batch 4
+    assert set(scalars(log_dir, "val/accuracy").values()) == {0.0}
+    assert (root / "checkpoints" / "last.ckpt").exists()
+    assert (log_dir / "export" / "adapter_config.json").exists()
+    # The LoRA checkpoint holds the trained weights only.
+    saved = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert saved and all("lora_" in name for name in saved)
+
+    last = str(root / "checkpoints" / "last.ckpt")
+    assert swirl_main(["validate", *TINY_QUICKSTART, "--trainer.default_root_dir", str(root), "--ckpt_path", last]) == 0
+    predictions = tmp_path / "predictions.jsonl"
+    assert swirl_main(["predict", *TINY_QUICKSTART, "--trainer.default_root_dir", str(root), "--ckpt_path", last,
+                       "--data.validation.test_limit", "3", "--model.evaluation.predictions", str(predictions)]) == 0
+    trajectories = read_trajectories(predictions)
+    assert len(trajectories) == 3 and all(t.steps and t.prompt_token_ids for t in trajectories)
+
+
+def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path):
+    """Stopped after 4 steps (mid-epoch: 3 batches per epoch) and resumed to 7: the losses of steps 5-7
+    equal the uninterrupted run's within 1e-6 relative (weights, AdamW state, schedule, data position)."""
+    # A constant rate after warm-up: a decaying schedule ends at max_steps, which differs between the runs.
+    common = [*TINY_QUICKSTART, "--data.train.limit", "12", "--trainer.max_epochs", "-1",
+              "--trainer.limit_val_batches", "0", "--model.optimizer.lr", "1e-2", "--model.optimizer.warmup_steps", "3",
+              "--trainer.callbacks.init_args.every_n_train_steps", "1"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert swirl_main(["fit", *common, "--trainer.default_root_dir", str(straight), "--trainer.max_steps", "7"]) == 0
+    assert swirl_main(["fit", *common, "--trainer.default_root_dir", str(resumed), "--trainer.max_steps", "4"]) == 0
+    assert swirl_main(["fit", *common, "--trainer.default_root_dir", str(resumed), "--trainer.max_steps", "7",
+                       "--ckpt_path", "last"]) == 0
+    expected = scalars(straight / "tb" / "version_0", "train/loss")
+    first, second = scalars(resumed / "tb" / "version_0", "train/loss"), scalars(resumed / "tb" / "version_1", "train/loss")
+    assert sorted(first) == [0, 1, 2, 3] and sorted(second) == [4, 5, 6]
+    for step, loss in {**first, **second}.items():
+        assert loss == pytest.approx(expected[step], rel=1e-6), step
+    # Without the data position, the resumed epoch would restart: its losses would differ.
+    assert len({round(v, 4) for v in expected.values()}) == 7
+
+
+def run_two_processes(args: list[str], timeout: int = 600) -> str:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "swirl_lightning.cli", "fit", *args], env=env, timeout=timeout, check=False,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert result.returncode == 0, result.stdout[-4000:]
+    return result.stdout
+
+
+def test_fit_with_ddp_on_two_cpu_processes(tmp_path):
+    output = run_two_processes([*TINY_QUICKSTART, "--trainer.default_root_dir", str(tmp_path),
+                                "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.max_epochs", "2"])
+    for rank in (0, 1):
+        assert f"[rank {rank}/2] DDPStrategy" in output
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    losses = scalars(tmp_path / "tb" / "version_0", "train/loss")
+    assert sorted(losses) == [0, 1]
+
+
+def test_fit_with_fsdp2_on_two_cpu_processes_shards_the_parameters(tmp_path):
+    """conf/gsm8k_fsdp.yaml on 2 CPU processes (gloo): swirl objective, full fine-tuning, FSDP2."""
+    output = run_two_processes([
+        "--config", str(CONF / "gsm8k_fsdp.yaml"),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.precision", "32-true",
+        "--trainer.strategy.init_args.data_parallel_size", "2",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+        "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+        "--model.policy.name", "tiny-random", "--model.policy.adapter", "null",
+        "--model.swirl.group_size", "2", "--model.swirl.max_new_tokens", "4", "--model.evaluation.max_new_tokens", "4",
+        "--data.task.max_steps", "2", "--data.train.path", "null", "--data.train.reference", "gsm8k",
+        "--data.train.limit", "10", "--data.train.batch_size", "2",
+        "--data.validation.questions", "2", "--data.validation.batch_size", "1",
+    ])
+    lines = re.findall(r"\[rank (\d)/2\] ModelParallelStrategy: .*?sharded \((S\(0\))\), "
+                       r"local shards hold ([\d,]+) of ([\d,]+) elements", output)
+    assert sorted(rank for rank, *_ in lines) == ["0", "1"], output[-3000:]
+    local = [int(n.replace(",", "")) for _, _, n, _ in lines]
+    full = {int(n.replace(",", "")) for *_, n in lines}
+    (total,) = full
+    assert all(part < total for part in local) and sum(local) == total  # each process holds half
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_dir()  # a sharded checkpoint: one file per process
+    assert set(scalars(tmp_path / "tb" / "version_0", "val/accuracy").values()) == {0.0}
