@@ -26,4 +26,8 @@ swirl generate --config conf/generate/gsm8k.yaml --limit 8 --samples 2 --max_ste
 echo "== 4. filter: judge every step (reference-guided judge), keep all-GOOD trajectories"
 swirl filter --config conf/filter/gsm8k_reference.yaml --input "$RUN/trajectories.jsonl" --output "$RUN/kept.jsonl"
 
-echo "quickstart finished in $((SECONDS - started)) s; outputs in $RUN/"
+echo "== 5. fit: LoRA warm-up (sft) on GSM8K reference trajectories, then live validation with the calculator"
+swirl fit --config conf/quickstart.yaml --trainer.enable_progress_bar false
+
+echo "quickstart finished in $((SECONDS - started)) s; outputs in $RUN/ and runs/quickstart/"
+echo "TensorBoard logs: runs/quickstart   open them with:  .venv/bin/tensorboard --logdir runs/quickstart"
