@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -234,5 +235,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"swirl: warning: {message}", file=sys.stderr if file is None else file)
 
 
+def entry() -> None:
+    """The ``swirl`` console script: :func:`main`, then exit with its code.
+
+    A tool call that timed out is abandoned, not killed, and may still be running native code (torch); a
+    normal interpreter shutdown under it can abort the process, so then the process leaves at once.
+    """
+    from swirl_lightning.tools import abandoned_calls_running
+
+    code = main()
+    if abandoned_calls_running():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

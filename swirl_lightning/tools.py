@@ -196,6 +196,14 @@ def truncation_marker(total_chars: int, shown_chars: int) -> str:
     return f"\n… [output truncated: {total_chars} chars, showing {shown_chars}]"
 
 
+_abandoned: list[threading.Thread] = []
+
+
+def abandoned_calls_running() -> bool:
+    """Whether a timed-out tool call is still running in its abandoned thread."""
+    return any(thread.is_alive() for thread in _abandoned)
+
+
 class ToolExecutor:
     """Runs tool calls for a rollout: a timeout per call, errors as observations, capped output.
 
@@ -239,6 +247,7 @@ class ToolExecutor:
         elapsed = time.perf_counter() - started
 
         if worker.is_alive():
+            _abandoned.append(worker)
             error = f"tool {name!r} timed out after {self.timeout_s:g} s"
         elif "error" in outcome:
             exception = outcome["error"]

@@ -1,0 +1,32 @@
+"""The `swirl` console entry leaves at once, with exit code 1, when a tool call timed out and still runs."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+
+def test_timed_out_tool_call_exits_1_without_waiting_for_the_abandoned_thread(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent('''
+        import time, swirl_lightning
+        from swirl_lightning.plugins import get_plugin_manager
+
+        class Stalling:
+            @swirl_lightning.hookimpl
+            def register_tools(self, register):
+                def stall(query: str) -> str:
+                    """Never answers in time."""
+                    time.sleep(60)
+                    return query
+                register(stall)
+
+        get_plugin_manager().register(Stalling(), name="stalling")
+    '''))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "swirl_lightning.cli", "tools", "call", "stall", "x", "--timeout", "0.3"],
+                            env=env, capture_output=True, text=True, timeout=50)
+    assert result.returncode == 1, result.stderr
+    assert "tool 'stall' timed out after 0.3 s" in result.stderr
+    assert time.perf_counter() - started < 30
