@@ -31,17 +31,10 @@ from swirl_lightning.rollout import ChatRenderer
 from swirl_lightning.tasks import gsm8k_reference_trajectory, load_task
 from swirl_lightning.trajectory import Judgement, write_jsonl
 
+
 # Unit tests call training_step without a Trainer; its self.log calls are then no-ops.
-pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The test machines' cores are shared: with tiny models one thread is many times faster than several.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")]
 
 
 TASK = TaskConfig(name="gsm8k", max_steps=3, few_shot=False)

@@ -14,14 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from swirl_lightning.cli import main as swirl_main
 from swirl_lightning.trajectory import read_trajectories
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The test machines' cores are shared: with tiny models one thread is many times faster than several.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
