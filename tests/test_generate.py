@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from swirl_lightning.generate import GenerateConfig, merge_shards, run_generate, shard_dir
 from swirl_lightning.trajectory import read_trajectories
