@@ -62,10 +62,12 @@ def run_batch_size(policy, tokenizer, tools, examples, batch_size: int, args) ->
         "wall_seconds": round(wall, 2),
         "generated_tokens": stats.generated_tokens,
         "prefill_tokens": stats.prefill_tokens,
+        "prefix_cached_tokens": stats.prefix_cached_tokens,
         "tokens_per_second": round(stats.generated_tokens / wall, 2),
         "trajectories_per_second": round(len(finished) / wall, 4),
         "prefill_seconds": round(stats.prefill_seconds, 2),
         "decode_seconds": round(stats.decode_seconds, 2),
+        "other_seconds": round(wall - stats.prefill_seconds - stats.decode_seconds, 2),
         "decode_tokens_per_second_by_turn": {str(k): round(v, 2) for k, v in stats.tokens_per_second_by_turn().items()},
         "steps_mean": sum(len(t.steps) for t in finished) / max(len(finished), 1),
     }

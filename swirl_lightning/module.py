@@ -27,7 +27,6 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from textwrap import indent
 from typing import Any
 
 import lightning.pytorch as L
@@ -36,47 +35,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from .data import Objective, State, TaskConfig, TrainingBatch
-from .loss import group_advantages, offline_loss, sft_loss, swirl_loss, token_entropy, token_logprobs
+from .evaluation import trajectory_markdown
+from .loss import group_advantages, offline_loss, sft_loss, swirl_loss
 from .packing import batch_groups, pack_group
+from .policy import ActionScorer, cast_safetensors, load_trainable_policy, shard_with_fsdp2
 from .trajectory import Example, Step, Trajectory, parse_action
 from .train_config import EvaluationConfig, OptimizerConfig, PolicyConfig, SwirlConfig
-
-
-class ActionScorer(nn.Module):
-    """The policy as the losses need it: the log-prob of every action token, 0 elsewhere.
-
-    The decoder runs on the whole rows; the vocabulary projection only on the positions that predict an
-    action token (``segment_ids > 0``). ``logit_index`` gives those positions for packed groups, default
-    the causal shift. Being the one module called in training, it is the FSDP root.
-    """
-
-    def __init__(self, lm: nn.Module):
-        super().__init__()
-        self.lm = lm
-
-    @property
-    def causal_lm(self) -> nn.Module:
-        """The Hugging Face causal LM (inside a PEFT wrapper, with its LoRA layers in place)."""
-        return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, segment_ids: Tensor,
-                position_ids: Tensor | None = None, logit_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Log-probs ``[B, T]`` (fp32, 0 off actions) and the mean entropy at the action tokens (detached)."""
-        lm = self.causal_lm
-        hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                               use_cache=False).last_hidden_state
-        if logit_index is None:
-            logit_index = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids) - 1
-        rows, columns = (segment_ids > 0).nonzero(as_tuple=True)
-        logits = lm.get_output_embeddings()(hidden[rows, logit_index[rows, columns]])
-        softcap = getattr(lm.config, "final_logit_softcapping", None)
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        order = torch.arange(len(rows), device=logits.device).unsqueeze(0)
-        action_logprobs = token_logprobs(logits.unsqueeze(0), input_ids[rows, columns].unsqueeze(0), order)[0]
-        entropy = token_entropy(logits.unsqueeze(0), torch.ones_like(order, dtype=torch.bool), order)
-        logprobs = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-        return logprobs.index_put((rows, columns), action_logprobs), entropy
 
 
 @dataclass
@@ -181,57 +145,13 @@ class SwirlModule(L.LightningModule):
             self._shard(self._device_mesh)
 
     def _load_policy(self) -> nn.Module:
-        from .models import load_model, resolve_model_path
-
-        config = self.policy_config
         device = self.trainer.strategy.root_device if self._trainer is not None else self.device
-        if config.quantize == "none":
-            lm = load_model(config.name, dtype=config.dtype, device=str(device),
-                            attn_implementation=config.attn_implementation).train()
-        else:
-            from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-            quantization = BitsAndBytesConfig(load_in_8bit=config.quantize == "8bit",
-                                              load_in_4bit=config.quantize == "4bit",
-                                              bnb_4bit_compute_dtype=getattr(torch, config.dtype))
-            lm = AutoModelForCausalLM.from_pretrained(
-                resolve_model_path(config.name), dtype=getattr(torch, config.dtype), quantization_config=quantization,
-                device_map={"": str(device)}, attn_implementation=config.attn_implementation)
-        lm.config.use_cache = False
-        if config.adapter:
-            from peft import PeftModel
-
-            lm = PeftModel.from_pretrained(lm, config.adapter).merge_and_unload()
-        if config.gradient_checkpointing:
-            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if config.lora_r > 0:
-            from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-            if config.quantize != "none":
-                lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=config.gradient_checkpointing)
-            lm = get_peft_model(lm, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
-                                               lora_dropout=config.lora_dropout,
-                                               target_modules=config.lora_target_modules, task_type="CAUSAL_LM"))
-        return lm
+        return load_trainable_policy(self.policy_config, device)
 
     def _shard(self, device_mesh) -> None:
-        """FSDP2: shard every decoder layer, then the rest of the policy, over the data-parallel mesh."""
-        from torch.distributed.fsdp import fully_shard
-
-        if device_mesh["tensor_parallel"].size() != 1:
-            raise ValueError("this module shards with FSDP2 only: use ModelParallelStrategy(tensor_parallel_size=1, "
-                             "data_parallel_size=<number of processes>)")
         if self.policy_config.quantize != "none":
             raise ValueError("policy.quantize cannot be combined with FSDP2 sharding")
-        mesh = device_mesh["data_parallel"]
-        for scorer in (self.scorer, self.reference):
-            if scorer is None:
-                continue
-            layer_types = set(getattr(scorer.causal_lm, "_no_split_modules", None) or [])
-            for module in scorer.modules():
-                if type(module).__name__ in layer_types:
-                    fully_shard(module, mesh=mesh)
-            fully_shard(scorer, mesh=mesh)
+        shard_with_fsdp2([self.scorer, self.reference], device_mesh)
 
     def configure_optimizers(self):
         config = self.optimizer_config
@@ -537,6 +457,17 @@ class SwirlModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             # Every rank holds the same gathered figures; syncing averages equal values and keeps Lightning quiet.
             self.log_dict(metrics, batch_size=max(len(trajectories), 1), sync_dist=True)
+            log_dir = self.trainer.log_dir  # a collective call: every rank asks, once
+            if self.global_rank == 0:
+                figures = ", ".join(f"{name.split('/')[1]} {value:.3f}" for name, value in metrics.items())
+                print(f"{stage} at step {self.global_step} ({len(trajectories)} rollouts): {figures}", flush=True)
+                if log_dir:
+                    from .trajectory import write_jsonl
+
+                    # The rollouts themselves, for reading or re-scoring later (TensorBoard shows a few).
+                    rollouts = Path(log_dir) / "rollouts"
+                    rollouts.mkdir(parents=True, exist_ok=True)
+                    write_jsonl(rollouts / f"{stage}-step{self.global_step:06d}.jsonl", trajectories)
             writer = self._tensorboard()
             if writer is not None and self.global_rank == 0 and self.evaluation_config.log_trajectories > 0:
                 shown = trajectories[: self.evaluation_config.log_trajectories]
@@ -616,11 +547,14 @@ class SwirlModule(L.LightningModule):
         lm = self.scorer.lm
         if self.policy_config.adapter and self.policy_config.lora_r > 0:
             lm = copy.deepcopy(lm).merge_and_unload()  # the adapter applies to the merged warm start: save both
+        adapter_only = lm is self.scorer.lm and self.policy_config.lora_r > 0
         lm.save_pretrained(directory)
+        if adapter_only and self.policy_config.export_dtype:
+            cast_safetensors(directory / "adapter_model.safetensors", getattr(torch, self.policy_config.export_dtype))
         self.tokenizer.save_pretrained(directory)
         (directory / "swirl_export.json").write_text(json.dumps(
             {"base_model": self.policy_config.name, "merged_adapter": self.policy_config.adapter,
-             "adapter_only": lm is self.scorer.lm and self.policy_config.lora_r > 0, "objective": self.objective}, indent=2) + "\n")
+             "adapter_only": adapter_only, "objective": self.objective}, indent=2) + "\n")
         print(f"exported the policy to {directory}", flush=True)
         return directory
 
@@ -629,24 +563,3 @@ class SwirlModule(L.LightningModule):
             if isinstance(logger, TensorBoardLogger):
                 return logger.experiment
         return None
-
-
-def trajectory_markdown(trajectory: Trajectory) -> str:
-    """One trajectory as Markdown for TensorBoard's text tab: the question, then every step's action, tool
-    result and verdicts."""
-    question = next((m["content"] for m in reversed(trajectory.prompt) if m["role"] == "user"), "")
-    outcome = "not scored" if trajectory.outcome is None else f"{trajectory.outcome:g}"
-    header = (f"**{trajectory.example_id}** (sample {trajectory.sample_index}): outcome {outcome}, "
-              f"finish `{trajectory.metadata.get('finish_reason', '?')}`, answer `{trajectory.final_answer}`")
-    lines = [header, ""]
-    if question:
-        lines += [indent(question, "    "), ""]
-    for k, step in enumerate(trajectory.steps, start=1):
-        verdicts = ", ".join(f"{j.judge}: {j.verdict} ({j.score:.2f})" for j in step.judgements) or "not judged"
-        kind = step.action.kind + (f": {step.action.reason}" if step.action.reason else "")
-        text = step.text if step.text.strip() else repr(step.text)
-        lines += [f"*step {k}* ({kind}) judged {verdicts}", "", indent(text, "    "), ""]
-        if step.observation is not None:
-            label = "tool error" if step.tool_error else "result"
-            lines += [f"{label}:", "", indent(step.observation, "    "), ""]
-    return "\n".join(lines)

@@ -39,6 +39,8 @@ class PolicyConfig:
     (also when a warm-start adapter was merged in), with the tokenizer."""
     export_dir: str | None = None
     """Where the export goes; default ``<log_dir>/export``."""
+    export_dtype: str | None = None
+    """Cast the exported LoRA adapter's weights to this dtype (``bfloat16`` halves a file meant to be shipped)."""
 
 
 @dataclass

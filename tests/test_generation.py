@@ -107,3 +107,58 @@ def test_context_budget_ends_a_conversation(tiny):
     # 20 prompt tokens + a 6-token turn + the ~8-token user turn do not fit in 30: no second turn is started.
     turns = conversations[0].turns
     assert len(turns) == 2 and len(turns[0][0]) == 6 and turns[1] == ("context_full", None)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_shared_prompt_head_is_computed_once_and_changes_no_token(tiny, temperature):
+    model, tokenizer = tiny
+    torch.manual_seed(4)
+    head = torch.randint(10, 5000, (24,)).tolist()  # a system prompt every question shares
+    prompts = [head + torch.randint(10, 5000, (n,)).tolist() for n in (4, 9, 1, 6)]
+    prompts.append(head[:18] + [7, 8, 9])  # shares only part of the head: that part is reused
+    prompts.append([5] * 12)  # shares nothing: prefilled in full
+    baseline = GenerationEngine(model, tokenizer, SamplingConfig(max_new_tokens=6, temperature=temperature,
+                                                                 batch_size=3, seed=3, min_shared_prefix=0))
+    unshared = [EchoConversation(p, seed=i, tokenizer=tokenizer) for i, p in enumerate(prompts)]
+    baseline.run(unshared, lambda c: None)
+    alone, _, _ = run(model, tokenizer, 1, temperature, prompts)
+    batched, finished, engine = run(model, tokenizer, 3, temperature, prompts)
+    assert len(finished) == len(prompts)
+    assert baseline.stats.prefix_cached_tokens == 0
+    assert engine.stats.prefix_cached_tokens == 4 * 24 + 18
+    assert [c.turns for c in batched] == [c.turns for c in alone] == [c.turns for c in unshared]
+
+
+@torch.no_grad()
+def test_prefix_cached_prompt_matches_transformers_greedy_generate(tiny):
+    model, tokenizer = tiny
+    head = tokenizer.encode("You are a careful assistant who answers in steps. " * 3, add_special_tokens=False)
+    prompts = [head + tokenizer.encode(q, add_special_tokens=False) for q in ("What is 2+3?", "Name a colour.")]
+    conversations, _, engine = run(model, tokenizer, 2, 0.0, prompts)
+    assert engine.stats.prefix_cached_tokens >= 2 * 16
+    for prompt, conversation in zip(prompts, conversations):
+        reference = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
+                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        first_turn, _ = conversation.turns[0]
+        assert first_turn == reference[0, len(prompt):].tolist()[: len(first_turn)]
+
+
+def test_sample_rows_follows_the_distribution_and_each_rows_generator():
+    from swirl_lightning.generation import sample_rows
+
+    logits = torch.log(torch.tensor([[0.1, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 1.0]]) + 1e-12)
+    counts = torch.zeros(4)
+    generators = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)]
+    for _ in range(4000):
+        first, second = sample_rows(logits, 1.0, 1.0, generators)
+        counts[first] += 1
+        assert second == 3
+    torch.testing.assert_close(counts / 4000, torch.tensor([0.1, 0.6, 0.3, 0.0]), atol=0.03, rtol=0)
+    # top_p 0.7 keeps the two most likely tokens (0.6, then 0.3 crosses the mass), never the 0.1 one.
+    nucleus = {sample_rows(logits[:1], 1.0, 0.7, generators[:1])[0] for _ in range(300)}
+    assert nucleus == {1, 2}
+    assert sample_rows(logits, 0.0, 1.0, generators) == [1, 3]
+    # A row's draw depends on its own generator only, not on the rows beside it.
+    alone = sample_rows(logits[:1], 1.0, 1.0, [torch.Generator().manual_seed(7)])
+    batched = sample_rows(logits, 1.0, 1.0, [torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)])
+    assert alone[0] == batched[0]
