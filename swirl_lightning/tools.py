@@ -61,6 +61,8 @@ class Tool:
     """The distribution that registered the tool; ``None`` for a plugin registered by hand."""
     version: str
     """The distribution's version; ``""`` for a plugin registered by hand."""
+    warm_up: Callable[[], Any] | None = None
+    """Called once, without the call timeout, before the first call (e.g. to load an index)."""
 
     @property
     def source(self) -> str:
@@ -117,15 +119,19 @@ def collect_tools(pm: pluggy.PluginManager | None = None) -> dict[str, Tool]:
 def _registrar(registered: list[Tool], source: str, origin: PluginOrigin) -> Callable[..., None]:
     """The ``register`` callback handed to one plugin: it validates and collects that plugin's tools."""
 
-    def register(fn: Callable[[str], str], name: str | None = None, tag: str | None = None) -> None:
-        registered.append(_make_tool(fn, name, tag, source, origin))
+    def register(fn: Callable[[str], str], name: str | None = None, tag: str | None = None,
+                 warm_up: Callable[[], Any] | None = None) -> None:
+        registered.append(_make_tool(fn, name, tag, source, origin, warm_up))
 
     return register
 
 
-def _make_tool(fn: Any, name: str | None, tag: str | None, source: str, origin: PluginOrigin) -> Tool:
+def _make_tool(fn: Any, name: str | None, tag: str | None, source: str, origin: PluginOrigin,
+               warm_up: Any = None) -> Tool:
     if not callable(fn):
         raise ToolRegistrationError(f"{source}: register() expects a callable, got {type(fn).__name__}")
+    if warm_up is not None and not callable(warm_up):
+        raise ToolRegistrationError(f"{source}: register(warm_up=...) expects a callable, got {type(warm_up).__name__}")
     name = getattr(fn, "__name__", None) if name is None else name
     if not isinstance(name, str) or not TAG_PATTERN.fullmatch(name):
         raise ToolRegistrationError(
@@ -144,7 +150,7 @@ def _make_tool(fn: Any, name: str | None, tag: str | None, source: str, origin: 
             f"(reserved: {', '.join(sorted(RESERVED_TAGS))})"
         )
     return Tool(name=name, tag=tag, description=describe(fn), fn=fn,
-                distribution=origin.distribution, version=origin.version)
+                distribution=origin.distribution, version=origin.version, warm_up=warm_up)
 
 
 def _conflict_message(what: str, key: str, first: tuple[Tool, str], second: tuple[Tool, str]) -> str:
@@ -210,7 +216,8 @@ class ToolExecutor:
     Each call runs in a daemon thread joined with ``timeout_s``. Python cannot kill a thread, so a
     call that times out is *abandoned*, not stopped: it keeps running in the background until it
     returns, its result is discarded, and being a daemon it never keeps the process from exiting.
-    ``timeout_s=None`` waits as long as the tool takes.
+    ``timeout_s=None`` waits as long as the tool takes. A tool's ``warm_up`` runs once before its first
+    call, outside the timeout (a failure there becomes that call's error, and is retried on the next call).
     """
 
     def __init__(
@@ -223,6 +230,17 @@ class ToolExecutor:
         self.tools = dict(tools)
         self.timeout_s = timeout_s
         self.max_output_chars = max_output_chars
+        self._warm: set[str] = set()
+        self._warm_lock = threading.Lock()
+
+    def warm_up(self, name: str) -> None:
+        """Run tool ``name``'s ``warm_up`` unless it already ran successfully (exceptions propagate)."""
+        tool = self.tools[name]
+        with self._warm_lock:
+            if name not in self._warm:
+                if tool.warm_up is not None:
+                    tool.warm_up()
+                self._warm.add(name)
 
     def run(self, name: str, query: str) -> ToolResult:
         """Call tool ``name`` on ``query``; raises :class:`UnknownToolError` for an unregistered name.
@@ -233,6 +251,11 @@ class ToolExecutor:
         if name not in self.tools:
             raise UnknownToolError([name], self.tools)
         outcome: dict[str, Any] = {}
+        try:
+            self.warm_up(name)
+        except Exception as error:  # noqa: BLE001 - reported to the model, not raised
+            message = f"tool {name!r} failed to start: {type(error).__name__}: {error}"
+            return ToolResult(output=self._cap(f"Error: {message}")[0], error=message, elapsed_s=0.0, truncated=False)
 
         def call() -> None:
             try:

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 
+import pytest
+
 from swirl_lightning.generate import GenerateConfig, merge_shards, run_generate, shard_dir
 from swirl_lightning.trajectory import read_trajectories
 
@@ -88,3 +90,13 @@ def test_merge_keeps_one_trajectory_per_key_in_question_order(tmp_path):
     merged = merge_shards(out, ["a", "b"])
     assert [t.key for t in merged] == [("a", 0), ("a", 1), ("b", 0)]
     assert [t.key for t in read_trajectories(out)] == [("a", 0), ("a", 1), ("b", 0)]
+
+
+def test_offset_skips_the_first_questions_and_is_checked():
+    from swirl_lightning.generate import _setup
+
+    _, first_five, _ = _setup(GenerateConfig(limit=5, progress=False))
+    _, after_two, _ = _setup(GenerateConfig(limit=2, offset=3, progress=False))
+    assert [e.id for e in after_two] == [e.id for e in first_five[3:5]]
+    with pytest.raises(ValueError, match="offset: expected 0 or more"):
+        GenerateConfig(offset=-1)

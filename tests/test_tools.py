@@ -16,17 +16,12 @@ from swirl_lightning.tools import (
     ToolRegistrationError,
     UnknownToolError,
     collect_tools,
-    describe,
     select_tools,
     tool_tags,
     truncation_marker,
 )
+from swirl_lightning.testing import make_tool
 from swirl_lightning.trajectory import parse_action
-
-
-def make_tool(fn, name: str | None = None, tag: str | None = None) -> Tool:
-    name = name or fn.__name__
-    return Tool(name=name, tag=tag or name, description=describe(fn), fn=fn, distribution=None, version="")
 
 
 def add(text: str) -> str:
@@ -203,3 +198,37 @@ def test_select_tools_keeps_the_named_ones_and_rejects_unknown_names():
     with pytest.raises(UnknownToolError, match="unknown tools 'x', 'y'; known tools: add, upper") as caught:
         select_tools(tools, ["add", "x", "y"])
     assert caught.value.known == ["add", "upper"]
+
+
+def test_warm_up_runs_once_before_the_first_call_outside_the_timeout():
+    events = []
+
+    def slow_start() -> None:
+        time.sleep(0.3)  # longer than the call timeout: it must not count against the call
+        events.append("warm")
+
+    def echo(text: str) -> str:
+        events.append(text)
+        return text
+
+    executor = ToolExecutor({"echo": make_tool(echo, warm_up=slow_start)}, timeout_s=0.1)
+    assert executor.run("echo", "a").output == "a"
+    assert executor.run("echo", "b").error is None
+    assert events == ["warm", "a", "b"]
+    assert _collect_one(echo, warm_up=slow_start)["echo"].warm_up is slow_start
+
+
+def test_a_failing_warm_up_is_the_calls_error_and_is_retried():
+    attempts = []
+
+    def broken_start() -> None:
+        attempts.append(1)
+        raise FileNotFoundError("no index at /nowhere")
+
+    executor = ToolExecutor({"echo": make_tool(lambda text: text, name="echo", warm_up=broken_start)})
+    first = executor.run("echo", "a")
+    assert first.output == "Error: tool 'echo' failed to start: FileNotFoundError: no index at /nowhere"
+    assert executor.run("echo", "b").error.startswith("tool 'echo' failed to start")
+    assert len(attempts) == 2
+    with pytest.raises(ToolRegistrationError, match="warm_up=...\\) expects a callable, got int"):
+        _collect_one(lambda text: text, name="echo", warm_up=3)

@@ -1,4 +1,4 @@
-"""`swirl fit | validate | predict` through LightningCLI with a tiny random model: a reduced quickstart,
+"""`swirl fit | validate | predict` through LightningCLI with a tiny random model: a reduced warm start,
 resuming from `--ckpt_path last`, and 2 CPU processes with DDP and with FSDP2."""
 
 import os
@@ -18,14 +18,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-# The quickstart, shrunk: tiny model, 10 questions (2 held out), short turns.
-TINY_QUICKSTART = [
-    "--config", str(CONF / "quickstart.yaml"),
+# The warm start (sft on GSM8K reference trajectories), shrunk: tiny model, 8 questions, 2 held out, short turns.
+TINY_WARMUP = [
+    "--config", str(CONF / "gsm8k_warmup.yaml"),
     "--model.policy.name", "tiny-random",
     "--model.evaluation.max_new_tokens", "6",
     "--data.task.max_steps", "2",
-    "--data.train.limit", "10",
+    "--data.train.limit", "8",
+    "--data.train.batch_size", "4",
     "--data.validation.questions", "2",
+    "--data.validation.batch_size", "2",
+    "--trainer.log_every_n_steps", "1",
     "--trainer.enable_progress_bar", "false",
     "--trainer.enable_model_summary", "false",
 ]
@@ -37,23 +40,28 @@ def scalars(log_dir: Path, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in events.Scalars(tag)}
 
 
-def test_reduced_quickstart_fits_validates_and_predicts(tmp_path):
+def test_reduced_warmup_fits_validates_and_predicts(tmp_path):
     root = tmp_path / "run"
-    assert swirl_main(["fit", *TINY_QUICKSTART, "--trainer.default_root_dir", str(root)]) == 0
+    assert swirl_main(["fit", *TINY_WARMUP, "--trainer.default_root_dir", str(root)]) == 0
     log_dir = root / "tb" / "version_0"
     losses = scalars(log_dir, "train/loss")
     assert sorted(losses) == [0, 1] and all(v > 0 for v in losses.values())  # 8 questions / batch 4
     assert set(scalars(log_dir, "val/accuracy").values()) == {0.0}
     assert (root / "checkpoints" / "last.ckpt").exists()
-    assert (log_dir / "export" / "adapter_config.json").exists()
+    # conf/gsm8k_warmup.yaml exports the adapter in bf16 (the shipped one is made so).
+    from safetensors.torch import load_file
+
+    assert (root / "export" / "adapter_config.json").exists()
+    assert {t.dtype for t in load_file(root / "export" / "adapter_model.safetensors").values()} == {torch.bfloat16}
+    assert sorted(p.name for p in (log_dir / "rollouts").iterdir()) == ["val-step000002.jsonl"]
     # The LoRA checkpoint holds the trained weights only.
     saved = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert saved and all("lora_" in name for name in saved)
 
     last = str(root / "checkpoints" / "last.ckpt")
-    assert swirl_main(["validate", *TINY_QUICKSTART, "--trainer.default_root_dir", str(root), "--ckpt_path", last]) == 0
+    assert swirl_main(["validate", *TINY_WARMUP, "--trainer.default_root_dir", str(root), "--ckpt_path", last]) == 0
     predictions = tmp_path / "predictions.jsonl"
-    assert swirl_main(["predict", *TINY_QUICKSTART, "--trainer.default_root_dir", str(root), "--ckpt_path", last,
+    assert swirl_main(["predict", *TINY_WARMUP, "--trainer.default_root_dir", str(root), "--ckpt_path", last,
                        "--data.validation.test_limit", "3", "--model.evaluation.predictions", str(predictions)]) == 0
     trajectories = read_trajectories(predictions)
     assert len(trajectories) == 3 and all(t.steps and t.prompt_token_ids for t in trajectories)
@@ -63,8 +71,9 @@ def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path):
     """Stopped after 4 steps (mid-epoch: 3 batches per epoch) and resumed to 7: the losses of steps 5-7
     equal the uninterrupted run's within 1e-6 relative (weights, AdamW state, schedule, data position)."""
     # A constant rate after warm-up: a decaying schedule ends at max_steps, which differs between the runs.
-    common = [*TINY_QUICKSTART, "--data.train.limit", "12", "--trainer.max_epochs", "-1",
+    common = [*TINY_WARMUP, "--data.train.limit", "12", "--trainer.max_epochs", "-1",
               "--trainer.limit_val_batches", "0", "--model.optimizer.lr", "1e-2", "--model.optimizer.warmup_steps", "3",
+              "--model.optimizer.schedule", "constant",
               "--trainer.callbacks.init_args.every_n_train_steps", "1"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert swirl_main(["fit", *common, "--trainer.default_root_dir", str(straight), "--trainer.max_steps", "7"]) == 0
@@ -89,7 +98,7 @@ def run_two_processes(args: list[str], timeout: int = 600) -> str:
 
 
 def test_fit_with_ddp_on_two_cpu_processes(tmp_path):
-    output = run_two_processes([*TINY_QUICKSTART, "--trainer.default_root_dir", str(tmp_path),
+    output = run_two_processes([*TINY_WARMUP, "--trainer.default_root_dir", str(tmp_path),
                                 "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.max_epochs", "2"])
     for rank in (0, 1):
         assert f"[rank {rank}/2] DDPStrategy" in output

@@ -74,5 +74,6 @@ def default_index() -> SearchIndex:
 
 @hookimpl
 def register_tools(register: Callable[..., None]) -> None:
-    """Register :func:`search` as the ``search_query`` tool."""
-    register(search, tag=TOOL_TAG)
+    """Register :func:`search` as the ``search_query`` tool; the index loads (or is built) before the first
+    search, outside the call timeout."""
+    register(search, tag=TOOL_TAG, warm_up=default_index)

@@ -308,7 +308,7 @@ def test_default_corpus_pools_the_packaged_hotpotqa_data(tmp_path: Path) -> None
 
 # --- the plugin hook -------------------------------------------------------------------------------
 
-def test_hookimpl_registers_search_with_its_tag() -> None:
+def test_hookimpl_registers_search_with_its_tag_and_index_warm_up() -> None:
     from swirl_lightning import hookspecs
 
     manager = pluggy.PluginManager("swirl_lightning")
@@ -316,7 +316,8 @@ def test_hookimpl_registers_search_with_its_tag() -> None:
     manager.register(plugin)
     registered: list[tuple] = []
     manager.hook.register_tools(register=lambda fn, **options: registered.append((fn, options)))
-    assert registered == [(plugin.search, {"tag": "search_query"})]
+    # The index loads (or is built) in warm_up, outside the executor's per-call timeout.
+    assert registered == [(plugin.search, {"tag": "search_query", "warm_up": plugin.default_index})]
     assert plugin.search.__name__ == "search"
     description = plugin.search.__doc__.strip()
     assert description and "\n" not in description
