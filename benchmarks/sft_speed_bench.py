@@ -1,0 +1,217 @@
+"""Offline/SFT training speed: swirl-lightning (one pass per trajectory) against TRL ``SFTTrainer`` (one sample per
+sub-trajectory, completion-only loss), same data, model, batch size, sequence budget, optimizer and precision.
+
+    python benchmarks/sft_speed_bench.py [--model smollm2-135m-instruct] [--trajectories 16] [--batch-size 4]
+    python benchmarks/sft_speed_bench.py --smoke      # tiny random model, a few trajectories (run by the test suite)
+
+Data: GSM8K reference trajectories (worked solutions as calculator steps) with at least ``--min-steps`` steps,
+zero-shot prompt. Each side trains one epoch in its own subprocess (so peak memory is its own) with full
+fine-tuning, AdamW (lr 1e-5, gradient norm clipped at 1), fp32 on CPU (bf16 on a GPU that has it), batch ``--batch-size``: trajectories for
+swirl-lightning, decomposed samples for TRL (as a TRL user would batch them). Reported per side: seconds per
+epoch, real (non-pad) tokens processed per second, peak memory, and the loss curve; the JSON and PNG go to
+``benchmarks/results/``. Needs the ``bench`` extra (``pip install -e .[bench]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from generation_bench import machine_info  # noqa: E402
+
+
+def write_trajectories(path: Path, count: int, min_steps: int) -> dict:
+    """The first ``count`` GSM8K train reference trajectories with at least ``min_steps`` steps."""
+    from swirl_lightning.plugins import get_plugin_manager
+    from swirl_lightning.prompts import build_prompt
+    from swirl_lightning.tasks import TASKS, gsm8k_reference_trajectory, load_task
+    from swirl_lightning.tools import collect_tools, select_tools
+    from swirl_lightning.trajectory import write_jsonl
+
+    tools = select_tools(collect_tools(get_plugin_manager()), ["calculator"])
+    chosen = []
+    for example in load_task("gsm8k", "train"):
+        trajectory = gsm8k_reference_trajectory(
+            example, build_prompt(example.question, tools.values(), TASKS["gsm8k"].max_steps, few_shot=False))
+        if len(trajectory.steps) >= min_steps:
+            chosen.append(trajectory)
+        if len(chosen) == count:
+            break
+    write_jsonl(path, chosen)
+    return {"trajectories": len(chosen), "steps_mean": sum(len(t.steps) for t in chosen) / len(chosen)}
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run_ours(args) -> dict:
+    import lightning.pytorch as L
+    import torch
+
+    from swirl_lightning.data import SwirlDataModule, TaskConfig, TrainDataConfig, ValidationDataConfig
+    from swirl_lightning.module import OptimizerConfig, PolicyConfig, SwirlModule
+
+    torch.manual_seed(0)
+    task = TaskConfig(name="gsm8k", few_shot=False)
+    data = SwirlDataModule(task=task, objective="sft", tokenizer=args.model,
+                           train=TrainDataConfig(path=args.data, batch_size=args.batch_size, max_length=args.max_length),
+                           validation=ValidationDataConfig(split="validation", questions=1))
+    module = SwirlModule(policy=PolicyConfig(name=args.model, export=False), objective="sft", task=task,
+                         optimizer=OptimizerConfig(lr=1e-5, max_grad_norm=1.0))
+    losses: list[float] = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
+
+    cuda = torch.cuda.is_available()
+    trainer = L.Trainer(max_epochs=1, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, precision="bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true",
+                        callbacks=[Record()])
+    data.setup("fit")
+    real_tokens = sum(len(row.input_ids) for row in data.train_items)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    seconds = time.perf_counter() - started
+    return {"side": "swirl-lightning", "rows": len(data.train_items), "real_tokens": real_tokens,
+            "epoch_seconds": seconds, "losses": losses}
+
+
+def run_trl(args) -> dict:
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from swirl_lightning.models import load_model, load_tokenizer
+    from swirl_lightning.trajectory import read_trajectories
+
+    torch.manual_seed(0)
+    rows = []
+    for trajectory in read_trajectories(args.data):
+        for k, step in enumerate(trajectory.steps):
+            rows.append({"prompt": trajectory.messages(upto_step=k),
+                         "completion": [{"role": "assistant", "content": step.text}]})
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, dtype="float32", device="cuda" if torch.cuda.is_available() else "cpu")
+    cuda = torch.cuda.is_available()
+    config = SFTConfig(output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=args.batch_size,
+                       num_train_epochs=1, learning_rate=1e-5, lr_scheduler_type="constant", warmup_steps=0,
+                       optim="adamw_torch", max_grad_norm=1.0, max_length=args.max_length, completion_only_loss=True,
+                       logging_steps=1, report_to=[], save_strategy="no", use_cpu=not cuda,
+                       bf16=cuda and torch.cuda.is_bf16_supported(), seed=0, dataloader_num_workers=0,
+                       disable_tqdm=True)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    real_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {"side": "trl", "trl_version": __import__("trl").__version__, "rows": len(rows),
+            "real_tokens": real_tokens, "epoch_seconds": seconds, "losses": losses}
+
+
+def run_side(args) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_ours(args) if args.side == "ours" else run_trl(args)
+    result["real_tokens_per_second"] = result["real_tokens"] / result["epoch_seconds"]
+    result["peak_memory_mb"] = peak_memory_mb()
+    Path(args.result).write_text(json.dumps(result))
+    return 0
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    sides = result["sides"]
+    names = [s["side"] for s in sides]
+    left.bar(names, [s["epoch_seconds"] for s in sides], color=["tab:blue", "tab:orange"])
+    left.set_ylabel("seconds per epoch")
+    left.set_title(f"{result['model']}: {result['data']['trajectories']} trajectories, "
+                   f"{result['data']['steps_mean']:.1f} steps each")
+    for side in sides:
+        losses = side["losses"]
+        right.plot([(i + 1) / len(losses) for i in range(len(losses))], losses, marker=".", label=side["side"])
+    right.set_xlabel("fraction of the epoch")
+    right.set_ylabel("training loss (mean NLL per action token)")
+    right.legend()
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--trajectories", type=int, default=16)
+    parser.add_argument("--min-steps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per side (0: torch's default)")
+    parser.add_argument("--out", default=str(HERE / "results" / "sft_speed.json"))
+    parser.add_argument("--smoke", action="store_true", help="tiny random model, 4 trajectories")
+    parser.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.side:
+        return run_side(args)
+    if args.smoke:
+        args.model, args.trajectories = "tiny-random", 4
+
+    workdir = Path(tempfile.mkdtemp(prefix="sft-bench-"))
+    data = workdir / "trajectories.jsonl"
+    data_info = write_trajectories(data, args.trajectories, args.min_steps)
+    result = {"benchmark": "sft_speed", "command": " ".join([sys.executable, *sys.argv]), "model": args.model,
+              "machine": machine_info(), "data": data_info, "batch_size": args.batch_size,
+              "max_length": args.max_length, "optimizer": "AdamW lr 1e-5, full fine-tuning", "sides": []}
+    for side in ("ours", "trl"):
+        out = workdir / f"{side}.json"
+        command = [sys.executable, __file__, "--side", side, "--data", str(data), "--result", str(out),
+                   "--model", args.model, "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+                   "--threads", str(args.threads)]
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        completed = subprocess.run(command, env=env, check=False)
+        if completed.returncode != 0:
+            raise SystemExit(f"the {side} side failed (exit {completed.returncode})")
+        side_result = json.loads(out.read_text())
+        result["sides"].append(side_result)
+        print(json.dumps({k: v for k, v in side_result.items() if k != "losses"}), flush=True)
+    ours, trl = result["sides"]
+    result["speedup_epoch"] = round(trl["epoch_seconds"] / ours["epoch_seconds"], 2)
+    result["token_ratio"] = round(trl["real_tokens"] / ours["real_tokens"], 2)
+    result["goal"] = "at least 4x TRL's speed per epoch"
+    result["goal_met"] = result["speedup_epoch"] >= 4
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out.with_suffix(".png"))
+    print(f"epoch speed-up over TRL SFTTrainer: {result['speedup_epoch']}x (TRL processes {result['token_ratio']}x "
+          f"the tokens); wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
