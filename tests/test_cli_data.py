@@ -1,4 +1,4 @@
-"""`swirl data reference` and `swirl data show`."""
+"""`swirl data reference`, `swirl data show` and `swirl data stats`."""
 
 import pytest
 
@@ -32,3 +32,19 @@ def test_show_prints_steps_and_reports_bad_lines(tmp_path, capsys):
     out.write_text(out.read_text().replace('"sample_index":0', '"sample_index":"zero"', 1))
     assert main(["data", "show", str(out)]) == 1
     assert f"{out}:1: sample_index: expected an integer" in capsys.readouterr().err
+
+
+def test_stats_summarises_a_trajectory_file_and_reports_bad_lines(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "ref.jsonl"
+    main(["data", "reference", "--limit", "4", "--out", str(out)])
+    capsys.readouterr()
+    assert main(["data", "stats", str(out)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    steps = sum(len(t.steps) for t in read_trajectories(out))
+    assert stats["trajectories"] == 4 and stats["steps_mean"] == steps / 4
+    assert stats["valid_action_rate"] == 1.0 and stats["answered_rate"] == 1.0 and stats["tool_calls"] == steps - 4
+    out.write_text(out.read_text() + "{not json\n{}\n")
+    assert main(["data", "stats", str(out)]) == 1
+    assert f"{out}:5:" in capsys.readouterr().err

@@ -100,3 +100,10 @@ def test_offset_skips_the_first_questions_and_is_checked():
     assert [e.id for e in after_two] == [e.id for e in first_five[3:5]]
     with pytest.raises(ValueError, match="offset: expected 0 or more"):
         GenerateConfig(offset=-1)
+
+
+def test_a_missing_adapter_folder_is_a_clear_error(tmp_path):
+    from swirl_lightning.generate import load_policy
+
+    with pytest.raises(FileNotFoundError, match="no PEFT adapter at 'nowhere/adapter' \\(relative to .*adapter_config.json"):
+        load_policy("tiny-random", "nowhere/adapter", "float32", "cpu")
