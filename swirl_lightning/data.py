@@ -14,6 +14,8 @@ Split: by example id, never by step. Validation questions are either held out fr
 questions (``validation.questions`` of them, drawn with ``train.seed``) or taken from another split;
 either way, no training row belongs to a validation question.
 
+Rows, states and their batching live in :mod:`.sequences`.
+
 Order and resume: rows are grouped by length into fixed batches once, so padding stays small. Each epoch
 visits the batches in an order drawn from ``seed + epoch`` (the same on every run), each process taking
 its share. The data module counts the batches the training loop has taken in the current epoch; the train
@@ -25,22 +27,29 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning.pytorch as L
-import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .packing import pack_trajectory, pad_rows
+from .sequences import (
+    LengthReport,
+    State,
+    TrainingBatch,
+    TrajectoryRow,
+    action_weights,
+    build_rows,
+    build_states,
+    collate_rows,
+    group_by_length,
+)
 from .tasks import TASKS, TaskSpec, load_task
 from .trajectory import Example, Trajectory, read_trajectories
 
 Objective = Literal["sft", "offline", "swirl"]
-Segment = tuple[list[int], bool]
 
 
 @dataclass
@@ -130,231 +139,6 @@ class ValidationDataConfig:
     """Task split for ``swirl test`` and ``swirl predict``."""
     test_limit: int | None = 50
     """Questions for ``swirl test`` and ``swirl predict``; null for the whole split."""
-
-
-@dataclass
-class TrainingBatch:
-    """Right-padded trajectory rows, one per trajectory (``sft`` and ``offline``)."""
-
-    input_ids: torch.Tensor
-    """[B, T] token ids, the pad id after each row's end."""
-    attention_mask: torch.Tensor
-    """[B, T] 1 on real tokens, 0 on padding."""
-    segment_ids: torch.Tensor
-    """[B, T] k on the tokens of action k, 0 elsewhere."""
-    weights: torch.Tensor
-    """[B, S] weight of action k in column k-1 (1.0 for ``sft``); 0 past a row's last action."""
-    step_index: torch.Tensor
-    """[B, S] step index of action k in column k-1; -1 past a row's last action."""
-    example_ids: list[str]
-    num_tokens: int
-    """Real (non-padding) tokens in the batch."""
-
-
-@dataclass
-class State:
-    """A state to sample ``swirl`` actions from: the tokens and messages before one action."""
-
-    state_ids: list[int]
-    """The token ids the policy saw, ending with the assistant header of the turn."""
-    state_messages: list[dict[str, str]]
-    example_id: str
-    step_index: int
-    example: Example | None = None
-    """The question, for judges that need the gold data (the reference judge)."""
-
-
-@dataclass
-class TrajectoryRow:
-    input_ids: list[int]
-    segment_ids: list[int]
-    weights: list[float]
-    step_index: list[int]
-    example_id: str
-
-
-# ----------------------------------------------------------------------------------------------------
-# Tokenising trajectories
-
-
-def has_token_ids(trajectory: Trajectory) -> bool:
-    """Whether the trajectory stores every id the training sequence needs."""
-    if not trajectory.prompt_token_ids or not trajectory.steps:
-        return False
-    if any(not step.token_ids for step in trajectory.steps):
-        return False
-    return all(step.observation_token_ids for step in trajectory.steps[:-1])
-
-
-def trajectory_segments(trajectory: Trajectory, tokenizer, renderer, retokenize: bool = False) -> list[Segment]:
-    """``[(prompt ids, False), (a_1, True), (o_1, False), ..., (a_K, True)]``: stored ids, or rendered from text.
-
-    Rendering uses the same layout as a rollout: the prompt with the first assistant header, each action's
-    text, then each observation as end of turn + user turn + next assistant header.
-    """
-    if not trajectory.steps:
-        return []
-    if has_token_ids(trajectory) and not retokenize:
-        segments: list[Segment] = [(list(trajectory.prompt_token_ids), False)]
-        for k, step in enumerate(trajectory.steps):
-            segments.append((list(step.token_ids), True))
-            if k < len(trajectory.steps) - 1:
-                segments.append((list(step.observation_token_ids), False))
-        return segments
-    segments = [(renderer.prompt_ids(trajectory.prompt), False)]
-    for k, step in enumerate(trajectory.steps):
-        segments.append((tokenizer.encode(step.text, add_special_tokens=False), True))
-        if k < len(trajectory.steps) - 1:
-            if step.observation is None:
-                raise ValueError(f"trajectory {trajectory.key} step {k}: no observation, yet more steps follow")
-            segments.append((renderer.observation_ids(step.observation, turn_ended_with_eos=False), False))
-    return segments
-
-
-def _check_vocabulary(segments: Sequence[Segment], vocab_size: int, trajectory: Trajectory) -> None:
-    largest = max((max(ids) for ids, _ in segments if ids), default=-1)
-    if largest >= vocab_size:
-        raise ValueError(
-            f"trajectory {trajectory.key}: token id {largest} is outside the tokenizer's vocabulary ({vocab_size}); "
-            "it was generated by another model: set train.retokenize: true"
-        )
-
-
-# ----------------------------------------------------------------------------------------------------
-# Action weights (offline)
-
-
-def step_rewards(trajectory: Trajectory, source: str) -> list[float]:
-    """The reward of each step of ``trajectory`` from ``source``: outcome, step, or a judge id."""
-    if source == "outcome":
-        if trajectory.outcome is None:
-            raise ValueError(f"trajectory {trajectory.key}: reward 'outcome' but the outcome is not scored "
-                             "(run swirl filter with a task, or pick another train.reward)")
-        return [trajectory.outcome] * len(trajectory.steps)
-    rewards = []
-    for k, step in enumerate(trajectory.steps):
-        if source == "step":
-            if step.reward is None:
-                raise ValueError(f"trajectory {trajectory.key} step {k}: reward 'step' but Step.reward is not set")
-            rewards.append(step.reward)
-            continue
-        judgement = next((j for j in step.judgements if j.judge == source), None)
-        if judgement is None:
-            known = sorted({j.judge for s in trajectory.steps for j in s.judgements})
-            raise ValueError(f"trajectory {trajectory.key} step {k}: no judgement by {source!r} "
-                             f"(judged by: {', '.join(known) or 'none'}); expected train.reward: outcome, step or a judge id")
-        rewards.append(judgement.score)
-    return rewards
-
-
-def action_weights(trajectories: Sequence[Trajectory], source: str, weighting: str) -> list[list[float]]:
-    """Per-step weights: rewards, or rewards minus the mean reward of all steps of the same question."""
-    rewards = [step_rewards(t, source) for t in trajectories]
-    if weighting == "reward":
-        return rewards
-    if weighting != "advantage":
-        raise ValueError(f"weighting: expected 'reward' or 'advantage', got {weighting!r}")
-    by_question: dict[str, list[float]] = defaultdict(list)
-    for trajectory, values in zip(trajectories, rewards):
-        by_question[trajectory.example_id].extend(values)
-    baseline = {example_id: sum(v) / len(v) for example_id, v in by_question.items()}
-    return [[r - baseline[t.example_id] for r in values] for t, values in zip(trajectories, rewards)]
-
-
-# ----------------------------------------------------------------------------------------------------
-# Rows, states and length-grouped batches
-
-
-@dataclass
-class LengthReport:
-    """What happened to rows over ``max_length``."""
-
-    total: int = 0
-    dropped: int = 0
-    truncated: int = 0
-    empty: int = 0
-    """Trajectories without an action token (no steps, or empty action text): skipped."""
-
-
-def build_rows(trajectories: Sequence[Trajectory], weights: Sequence[Sequence[float]], tokenizer, renderer, *,
-               max_length: int, overlength: str, retokenize: bool = False) -> tuple[list[TrajectoryRow], LengthReport]:
-    """One row per trajectory: packed ids, segment ids, per-action weights and step indices."""
-    report = LengthReport(total=len(trajectories))
-    rows = []
-    vocab_size = len(tokenizer)
-    for trajectory, trajectory_weights in zip(trajectories, weights):
-        segments = trajectory_segments(trajectory, tokenizer, renderer, retokenize)
-        if not segments or any(is_action and not ids for ids, is_action in segments):
-            report.empty += 1
-            continue
-        _check_vocabulary(segments, vocab_size, trajectory)
-        input_ids, segment_ids = pack_trajectory(segments)
-        if len(input_ids) > max_length:
-            if overlength == "drop":
-                report.dropped += 1
-                continue
-            input_ids, segment_ids = input_ids[:max_length], segment_ids[:max_length]
-            if int(segment_ids.max()) == 0:
-                report.dropped += 1  # the prompt alone fills the budget
-                continue
-            report.truncated += 1
-        actions = int(segment_ids.max())
-        rows.append(TrajectoryRow(input_ids.tolist(), segment_ids.tolist(), list(trajectory_weights[:actions]),
-                                  list(range(actions)), trajectory.example_id))
-    return rows, report
-
-
-def build_states(trajectories: Sequence[Trajectory], examples: dict[str, Example], tokenizer, renderer, *,
-                 max_length: int, retokenize: bool = False) -> tuple[list[State], LengthReport]:
-    """Every distinct state (tokens before action k) of the trajectories; states over ``max_length`` are dropped."""
-    report = LengthReport()
-    seen: set[tuple[str, tuple[int, ...]]] = set()
-    states = []
-    vocab_size = len(tokenizer)
-    for trajectory in trajectories:
-        segments = trajectory_segments(trajectory, tokenizer, renderer, retokenize)
-        if not segments:
-            continue
-        _check_vocabulary(segments, vocab_size, trajectory)
-        prefix: list[int] = []
-        step = 0
-        for ids, is_action in segments:
-            if is_action:
-                key = (trajectory.example_id, tuple(prefix))
-                if key not in seen:
-                    seen.add(key)
-                    report.total += 1
-                    if len(prefix) > max_length:
-                        report.dropped += 1
-                    else:
-                        states.append(State(list(prefix), trajectory.messages(upto_step=step), trajectory.example_id,
-                                            step, examples.get(trajectory.example_id)))
-                step += 1
-            prefix.extend(ids)
-    return states, report
-
-
-def group_by_length(lengths: Sequence[int], batch_size: int, seed: int = 0) -> list[list[int]]:
-    """Indices grouped into batches of similar length: sorted by length (ties in a seeded order), then cut."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-    tie_break = list(range(len(lengths)))
-    random.Random(seed).shuffle(tie_break)
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], tie_break[i]))
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def collate_rows(rows: Sequence[TrajectoryRow], pad_id: int) -> TrainingBatch:
-    """Right-pad rows into one :class:`TrainingBatch`."""
-    padded = pad_rows([(torch.tensor(r.input_ids), torch.tensor(r.segment_ids)) for r in rows], pad_id)
-    width = max(len(r.weights) for r in rows)
-    weights = torch.zeros((len(rows), width), dtype=torch.float32)
-    step_index = torch.full((len(rows), width), -1, dtype=torch.long)
-    for i, row in enumerate(rows):
-        weights[i, : len(row.weights)] = torch.tensor(row.weights, dtype=torch.float32)
-        step_index[i, : len(row.step_index)] = torch.tensor(row.step_index, dtype=torch.long)
-    return TrainingBatch(padded.input_ids, padded.attention_mask, padded.segment_ids, weights, step_index,
-                         [r.example_id for r in rows], int(padded.attention_mask.sum()))
 
 
 class _Batches(Dataset):

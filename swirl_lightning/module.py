@@ -34,7 +34,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from .data import Objective, State, TaskConfig, TrainingBatch
+from .data import Objective, TaskConfig
+from .sequences import State, TrainingBatch
 from .evaluation import trajectory_markdown
 from .loss import group_advantages, offline_loss, sft_loss, swirl_loss
 from .packing import batch_groups, pack_group

@@ -11,11 +11,9 @@ from swirl_lightning.data import (
     TaskConfig,
     TrainDataConfig,
     ValidationDataConfig,
-    action_weights,
-    group_by_length,
-    trajectory_segments,
 )
 from swirl_lightning.models import load_tokenizer
+from swirl_lightning.sequences import action_weights, group_by_length, trajectory_segments
 from swirl_lightning.rollout import ChatRenderer
 from swirl_lightning.tasks import gsm8k_reference_trajectory, load_task
 from swirl_lightning.testing import make_tool, rollout_once

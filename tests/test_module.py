@@ -14,7 +14,6 @@ from swirl_lightning.data import (
     TaskConfig,
     TrainDataConfig,
     ValidationDataConfig,
-    trajectory_segments,
 )
 from swirl_lightning.loss import token_logprobs
 from swirl_lightning.module import (
@@ -28,6 +27,7 @@ from swirl_lightning.packing import decompose_trajectory
 from swirl_lightning.plugins import get_plugin_manager
 from swirl_lightning.prompts import build_prompt
 from swirl_lightning.rollout import ChatRenderer
+from swirl_lightning.sequences import trajectory_segments
 from swirl_lightning.tasks import gsm8k_reference_trajectory, load_task
 from swirl_lightning.trajectory import Judgement, write_jsonl
 
