@@ -552,6 +552,12 @@ class SwirlModule(L.LightningModule):
         lm.save_pretrained(directory)
         if adapter_only and self.policy_config.export_dtype:
             cast_safetensors(directory / "adapter_model.safetensors", getattr(torch, self.policy_config.export_dtype))
+        if adapter_only:
+            # The base as the user named it (an alias or a hub id), not this machine's cache folder.
+            config_path = directory / "adapter_config.json"
+            adapter_config = json.loads(config_path.read_text())
+            adapter_config["base_model_name_or_path"] = self.policy_config.name
+            config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
         self.tokenizer.save_pretrained(directory)
         (directory / "swirl_export.json").write_text(json.dumps(
             {"base_model": self.policy_config.name, "merged_adapter": self.policy_config.adapter,

@@ -1,6 +1,7 @@
 """`swirl fit | validate | predict` through LightningCLI with a tiny random model: a reduced warm start,
 resuming from `--ckpt_path last`, and 2 CPU processes with DDP and with FSDP2."""
 
+import json
 import os
 import re
 import subprocess
@@ -53,6 +54,7 @@ def test_reduced_warmup_fits_validates_and_predicts(tmp_path):
 
     assert (root / "export" / "adapter_config.json").exists()
     assert {t.dtype for t in load_file(root / "export" / "adapter_model.safetensors").values()} == {torch.bfloat16}
+    assert json.loads((root / "export" / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny-random"
     assert sorted(p.name for p in (log_dir / "rollouts").iterdir()) == ["val-step000002.jsonl"]
     # The LoRA checkpoint holds the trained weights only.
     saved = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
