@@ -83,6 +83,10 @@ class GenerationStats:
     forward_seconds: float = 0.0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    queued_seconds: float = 0.0
+    """Wall time from the start of the run until no conversation was left waiting for a slot."""
+    queued_tokens: int = 0
+    """Tokens generated in that time: the batch was kept full then; after it, the batch drains."""
     tokens_by_turn: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     seconds_by_turn: dict[int, float] = field(default_factory=lambda: defaultdict(float))
 
@@ -268,6 +272,7 @@ class GenerationEngine:
     @torch.inference_mode()
     def run(self, conversations: Iterable[Conversation], on_finished: Callable[[Conversation], None]) -> None:
         """Run all conversations to the end, calling ``on_finished`` as each one finishes."""
+        started = time.perf_counter()
         waiting = iter(conversations)
         slots: list[_Slot | None] = [None] * self.config.batch_size
         cache = SlotKVCache(self.config.batch_size, capacity=min(1024, self.config.max_context_tokens),
@@ -278,12 +283,15 @@ class GenerationEngine:
         prefix, prefix_kv = self._shared_prefix([c.prompt_ids() for c in ahead], cache)
         waiting = itertools.chain(ahead, waiting)
         exhausted = False
+        tokens_at_start = self.stats.generated_tokens
         while True:
             for i, slot in enumerate(slots):
                 if slot is None and not exhausted:
                     conversation = next(waiting, None)
                     if conversation is None:
                         exhausted = True
+                        self.stats.queued_seconds += time.perf_counter() - started
+                        self.stats.queued_tokens += self.stats.generated_tokens - tokens_at_start
                         break
                     generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + conversation.seed)
                     feed = list(conversation.prompt_ids())

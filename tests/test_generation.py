@@ -162,3 +162,14 @@ def test_sample_rows_follows_the_distribution_and_each_rows_generator():
     alone = sample_rows(logits[:1], 1.0, 1.0, [torch.Generator().manual_seed(7)])
     batched = sample_rows(logits, 1.0, 1.0, [torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)])
     assert alone[0] == batched[0]
+
+
+def test_queued_figures_cover_the_run_until_the_queue_runs_dry(tiny):
+    model, tokenizer = tiny
+    torch.manual_seed(5)
+    prompts = [torch.randint(10, 5000, (6,)).tolist() for _ in range(5)]
+    _, finished, engine = run(model, tokenizer, 2, 1.0, prompts)
+    stats = engine.stats
+    assert len(finished) == 5
+    # The 5th conversation took a slot while the others ran; the queue ran dry before the last ones finished.
+    assert 0 < stats.queued_tokens < stats.generated_tokens and stats.queued_seconds > 0
