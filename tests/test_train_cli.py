@@ -30,6 +30,7 @@ TINY_WARMUP = [
     "--data.validation.questions", "2",
     "--data.validation.batch_size", "2",
     "--trainer.log_every_n_steps", "1",
+    "--trainer.accumulate_grad_batches", "1",
     "--trainer.enable_progress_bar", "false",
     "--trainer.enable_model_summary", "false",
 ]
