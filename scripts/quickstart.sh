@@ -10,7 +10,7 @@ export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 RUN=${RUN:-runs/quickstart}
 MODEL=${MODEL:-smollm2-135m-instruct}
 ADAPTER=${ADAPTER-adapters/gsm8k_warmup}    # empty: the bare model
-QUESTIONS=${QUESTIONS:-8}                    # training questions for the synthetic data
+QUESTIONS=${QUESTIONS:-16}                   # training questions for the synthetic data
 SAMPLES=${SAMPLES:-4}                        # trajectories per question
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-96}
 MAX_STEPS=${MAX_STEPS:-10}

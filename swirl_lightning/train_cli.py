@@ -52,6 +52,9 @@ def make_cli(args: list[str] | None, run: bool = True) -> SwirlCLI:
     with warnings.catch_warnings():
         # Passing args from Python is this function's purpose; LightningCLI warns when sys.argv is also set.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        # `swirl` steps its optimizer itself, and a checkpoint after the update is what resuming needs; Lightning
+        # would print a page of sample code about saving the state before it.
+        warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         return SwirlCLI(
             SwirlModule,
             SwirlDataModule,
