@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from generation_bench import machine_info  # noqa: E402
+from common import machine_info, run_side  # noqa: E402
 from sft_speed_bench import write_trajectories  # noqa: E402
 
 
@@ -129,7 +127,7 @@ def run_trl(args) -> dict:
             "judging_seconds": reward.seconds, "sampled_tokens": sampled_tokens}
 
 
-def run_side(args) -> int:
+def run_one_side(args) -> int:
     import torch
 
     if args.threads:
@@ -183,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:
-        return run_side(args)
+        return run_one_side(args)
     if args.smoke:
         args.model, args.group_sizes, args.steps, args.states, args.max_new_tokens = "tiny-random", [2], 2, 2, 8
 
@@ -195,16 +193,10 @@ def main(argv: list[str] | None = None) -> int:
               "max_new_tokens": args.max_new_tokens, "runs": []}
     for group_size in args.group_sizes:
         for side in ("ours", "trl"):
-            out = workdir / f"{side}-{group_size}.json"
-            command = [sys.executable, __file__, "--side", side, "--group-size", str(group_size), "--data", str(data),
-                       "--result", str(out), "--model", args.model, "--steps", str(args.steps),
-                       "--states", str(args.states), "--max-new-tokens", str(args.max_new_tokens),
-                       "--threads", str(args.threads)]
-            env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-            completed = subprocess.run(command, env=env, check=False)
-            if completed.returncode != 0:
-                raise SystemExit(f"the {side} side (G={group_size}) failed (exit {completed.returncode})")
-            run = json.loads(out.read_text())
+            run = run_side(__file__, ["--side", side, "--group-size", str(group_size), "--data", str(data),
+                                      "--model", args.model, "--steps", str(args.steps), "--states", str(args.states),
+                                      "--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads)],
+                           workdir / f"{side}-{group_size}.json", f"{side} (G={group_size})")
             result["runs"].append(run)
             print(json.dumps(run), flush=True)
     speedups = {}

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from generation_bench import machine_info  # noqa: E402
+from common import machine_info, run_side  # noqa: E402
 
 
 def write_trajectories(path: Path, count: int, min_steps: int) -> dict:
@@ -126,7 +124,7 @@ def run_trl(args) -> dict:
             "real_tokens": real_tokens, "epoch_seconds": seconds, "losses": losses}
 
 
-def run_side(args) -> int:
+def run_one_side(args) -> int:
     import torch
 
     if args.threads:
@@ -177,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:
-        return run_side(args)
+        return run_one_side(args)
     if args.smoke:
         args.model, args.trajectories = "tiny-random", 4
 
@@ -188,15 +186,9 @@ def main(argv: list[str] | None = None) -> int:
               "machine": machine_info(), "data": data_info, "batch_size": args.batch_size,
               "max_length": args.max_length, "optimizer": "AdamW lr 1e-5, full fine-tuning", "sides": []}
     for side in ("ours", "trl"):
-        out = workdir / f"{side}.json"
-        command = [sys.executable, __file__, "--side", side, "--data", str(data), "--result", str(out),
-                   "--model", args.model, "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-                   "--threads", str(args.threads)]
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-        completed = subprocess.run(command, env=env, check=False)
-        if completed.returncode != 0:
-            raise SystemExit(f"the {side} side failed (exit {completed.returncode})")
-        side_result = json.loads(out.read_text())
+        side_result = run_side(__file__, ["--side", side, "--data", str(data), "--model", args.model,
+                                          "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+                                          "--threads", str(args.threads)], workdir / f"{side}.json", side)
         result["sides"].append(side_result)
         print(json.dumps({k: v for k, v in side_result.items() if k != "losses"}), flush=True)
     ours, trl = result["sides"]

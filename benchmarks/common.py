@@ -1,0 +1,38 @@
+"""What the benchmark scripts share: the machine description in every result, and running one side of a
+comparison in its own subprocess (so its peak memory and threads are its own)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+
+def machine_info() -> dict:
+    """Platform, CPU count, torch threads and versions, GPU name, and the load average at the start."""
+    import torch
+    import transformers
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def run_side(script: str, arguments: list[str], result: Path, label: str) -> dict:
+    """Run ``script`` with ``arguments`` in a fresh Python process that writes its JSON to ``result``; return it."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    completed = subprocess.run([sys.executable, script, *arguments, "--result", str(result)], env=env, check=False)
+    if completed.returncode != 0:
+        raise SystemExit(f"the {label} side failed (exit {completed.returncode})")
+    return json.loads(result.read_text())
