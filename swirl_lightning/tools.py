@@ -255,7 +255,8 @@ class ToolExecutor:
             self.warm_up(name)
         except Exception as error:  # noqa: BLE001 - reported to the model, not raised
             message = f"tool {name!r} failed to start: {type(error).__name__}: {error}"
-            return ToolResult(output=self._cap(f"Error: {message}")[0], error=message, elapsed_s=0.0, truncated=False)
+            output, truncated = self._cap(f"Error: {message}")
+            return ToolResult(output=output, error=message, elapsed_s=0.0, truncated=truncated)
 
         def call() -> None:
             try:
