@@ -3,6 +3,7 @@ comparison in its own subprocess (so its peak memory and threads are its own).""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -36,3 +37,10 @@ def run_side(script: str, arguments: list[str], result: Path, label: str) -> dic
     if completed.returncode != 0:
         raise SystemExit(f"the {label} side failed (exit {completed.returncode})")
     return json.loads(result.read_text())
+
+
+def add_side_options(parser: argparse.ArgumentParser) -> None:
+    """The hidden options :func:`run_side` passes to the subprocess that runs one side."""
+    parser.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)

@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import machine_info, run_side  # noqa: E402
+from common import add_side_options, machine_info, run_side  # noqa: E402
 from sft_speed_bench import write_trajectories  # noqa: E402
 
 
@@ -175,10 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per side (0: torch's default)")
     parser.add_argument("--out", default=str(HERE / "results" / "rl_speed.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 steps of 2 states, G=2")
-    parser.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    add_side_options(parser)
     parser.add_argument("--group-size", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:
         return run_one_side(args)

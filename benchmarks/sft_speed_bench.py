@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import machine_info, run_side  # noqa: E402
+from common import add_side_options, machine_info, run_side  # noqa: E402
 
 
 def write_trajectories(path: Path, count: int, min_steps: int) -> dict:
@@ -170,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per side (0: torch's default)")
     parser.add_argument("--out", default=str(HERE / "results" / "sft_speed.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 4 trajectories")
-    parser.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
+    add_side_options(parser)
     args = parser.parse_args(argv)
     if args.side:
         return run_one_side(args)

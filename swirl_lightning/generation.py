@@ -324,19 +324,9 @@ class GenerationEngine:
         if length < self.config.min_shared_prefix:
             return [], None
         prefix = prompts[0][:length]
-        rows = torch.tensor([0])
-        cache.reset_slot(0)
-        cache.select(rows, length)
+        cache.reset_slot(0)  # slot 0 computes the prefix before any conversation takes it
         start = time.perf_counter()
-        self._decoder(
-            input_ids=torch.tensor([prefix], device=self.device),
-            attention_mask=attention_mask_for(torch.zeros(1, dtype=torch.long), torch.tensor([length]), length,
-                                              self.model.dtype).to(self.device),
-            position_ids=torch.arange(length, device=self.device).unsqueeze(0),
-            past_key_values=cache,
-            use_cache=True,
-        )
-        cache.commit(rows, torch.tensor([length]))
+        self._forward([0], [prefix], cache)
         elapsed = time.perf_counter() - start
         self.stats.prefill_tokens += length
         self.stats.prefill_seconds += elapsed
@@ -361,7 +351,7 @@ class GenerationEngine:
         computed = [i for i in rows if i not in shared]
         decoding = all(len(slots[i].feed) == 1 for i in computed)
         start = time.perf_counter()
-        last_rows = self._forward(computed, slots, cache)
+        last_rows = self._forward(computed, [slots[i].feed for i in computed], cache)
         elapsed = time.perf_counter() - start
         last = dict(zip(computed, last_rows))
         for copy, source in shared.items():
@@ -415,9 +405,9 @@ class GenerationEngine:
                 first[key] = i
         return shared
 
-    def _forward(self, rows: list[int], slots: list[_Slot | None], cache: SlotKVCache) -> torch.Tensor:
-        """Feed each row its pending tokens; return the next-token logits ``[len(rows), vocab]`` (fp32, CPU)."""
-        feeds = [slots[i].feed for i in rows]
+    def _forward(self, rows: list[int], feeds: list[list[int]], cache: SlotKVCache) -> torch.Tensor:
+        """Append ``feeds[k]`` to the cache of slot ``rows[k]``; return the next-token logits ``[len(rows), vocab]``
+        after each row's last token (fp32, CPU)."""
         num_new = max(len(f) for f in feeds)
         pad_id = self.tokenizer.pad_token_id or 0
         input_ids = torch.tensor([f + [pad_id] * (num_new - len(f)) for f in feeds], dtype=torch.long)
