@@ -44,3 +44,18 @@ def add_side_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+
+
+def command_line(argv: list[str] | None) -> str:
+    """The command that ran this benchmark, as a user would type it (``argv``: the arguments given to ``main``)."""
+    import shlex
+
+    return shlex.join(["python", os.path.relpath(sys.argv[0]), *(sys.argv[1:] if argv is None else argv)])
+
+
+def write_result(result: dict, out: Path, plot) -> None:
+    """Write ``result`` as JSON to ``out`` and ``plot(result, <out>.png)``; say where."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")

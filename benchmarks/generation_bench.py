@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import machine_info  # noqa: E402
+from common import machine_info, write_result  # noqa: E402
 
 
 def run_batch_size(policy, tokenizer, tools, examples, batch_size: int, args) -> dict:
@@ -125,11 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     result["queued_speedup_vs_first"] = {str(r["batch_size"]): round(r["queued_tokens_per_second"] / queued_base, 2)
                                          for r in result["runs"]}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out.with_suffix(".png"))
+    write_result(result, out, plot)
     print(f"speed-up over batch {args.batch_sizes[0]}: {result['speedup_vs_first']} on wall time, "
-          f"{result['queued_speedup_vs_first']} while the batch was kept full; wrote {out} and {out.with_suffix('.png')}")
+          f"{result['queued_speedup_vs_first']} while the batch was kept full")
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import add_side_options, machine_info, run_side  # noqa: E402
+from common import add_side_options, machine_info, run_side, write_result  # noqa: E402
 from sft_speed_bench import write_trajectories  # noqa: E402
 
 
@@ -206,10 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     result["goal"] = "at least 2x TRL's states/s"
     result["goal_met"] = all(v >= 2 for v in speedups.values())
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out.with_suffix(".png"))
-    print(f"states/s speed-up over TRL GRPOTrainer by G: {speedups}; wrote {out} and {out.with_suffix('.png')}")
+    write_result(result, out, plot)
+    print(f"states/s speed-up over TRL GRPOTrainer by G: {speedups}")
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import add_side_options, machine_info, run_side  # noqa: E402
+from common import add_side_options, machine_info, run_side, write_result  # noqa: E402
 
 
 def write_trajectories(path: Path, count: int, min_steps: int) -> dict:
@@ -195,11 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     result["goal"] = "at least 4x TRL's speed per epoch"
     result["goal_met"] = result["speedup_epoch"] >= 4
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out.with_suffix(".png"))
+    write_result(result, out, plot)
     print(f"epoch speed-up over TRL SFTTrainer: {result['speedup_epoch']}x (TRL processes {result['token_ratio']}x "
-          f"the tokens); wrote {out} and {out.with_suffix('.png')}")
+          f"the tokens)")
     return 0
 
 

@@ -235,7 +235,9 @@ def sample_rows(logits: torch.Tensor, temperature: float, top_p: float, generato
         sorted_probs = sorted_probs.masked_fill(torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     cdf = torch.cumsum(probs, dim=-1)
-    uniform = torch.cat([torch.rand(1, generator=g) for g in generators]).unsqueeze(1) * cdf[:, -1:]
+    # The draws come from the rows' CPU generators (reproducible on any device); the logits stay where they are.
+    draws = torch.cat([torch.rand(1, generator=g) for g in generators]).to(cdf.device)
+    uniform = draws.unsqueeze(1) * cdf[:, -1:]
     tokens = torch.searchsorted(cdf, uniform, right=True).squeeze(1)
     return tokens.clamp_(max=probs.shape[-1] - 1).tolist()
 
@@ -407,7 +409,8 @@ class GenerationEngine:
 
     def _forward(self, rows: list[int], feeds: list[list[int]], cache: SlotKVCache) -> torch.Tensor:
         """Append ``feeds[k]`` to the cache of slot ``rows[k]``; return the next-token logits ``[len(rows), vocab]``
-        after each row's last token (fp32, CPU)."""
+        after each row's last token (fp32, on the model's device: sampling runs there, so a GPU batch does not copy
+        rows x vocabulary logits to the host every step)."""
         num_new = max(len(f) for f in feeds)
         pad_id = self.tokenizer.pad_token_id or 0
         input_ids = torch.tensor([f + [pad_id] * (num_new - len(f)) for f in feeds], dtype=torch.long)
@@ -427,7 +430,10 @@ class GenerationEngine:
         # Only each row's last real position needs logits: skip the vocabulary projection elsewhere.
         last_hidden = hidden[torch.arange(len(rows)), (num_real - 1).to(self.device)]
         cache.commit(row_index, num_real)
-        return self._logits(last_hidden).float().cpu()
+        logits = self._logits(last_hidden).float()
+        if logits.is_cuda:
+            torch.cuda.synchronize(logits.device)  # so the forward/decode seconds in stats include the GPU's work
+        return logits
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.model.get_output_embeddings()(hidden)

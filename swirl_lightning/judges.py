@@ -14,7 +14,8 @@ Step judges (:class:`StepJudge`) see the state before a step (chat messages) and
   GOOD when it equals the gold answer, an invalid step is BAD. Numbers in the solution's prose are not
   used: they are mostly numbers copied from the question, so a step that restates one is no progress.
   The paper's judge is gold-free; this one uses the gold solution, which makes it cheap and strong on a
-  CPU, where a 135M-parameter judge is no judge.
+  CPU, where a 135M-parameter judge is no judge (on warm-start GSM8K rollouts SmolLM2-135M's P(GOOD) separates
+  the reference judge's GOOD and BAD steps with ROC AUC 0.54, 95% CI 0.46-0.63: ``benchmarks/judge_agreement_bench.py``).
 
 Outcome judges (:class:`OutcomeJudge`) compare a final answer with the gold answer: the rule-based
 ``numeric``, ``qa_em`` and ``qa_f1`` (in :mod:`swirl_lightning.answers`), and ``grader``

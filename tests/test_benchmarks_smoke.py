@@ -45,3 +45,54 @@ def test_rl_speed_benchmark_smoke(tmp_path):
     for run in result["runs"]:
         assert run["states"] == 4 and run["sampled_actions"] == 8  # 2 steps x 2 states x G=2
         assert run["generation_seconds"] > 0 and run["judging_seconds"] > 0 and run["update_seconds"] > 0
+
+
+def test_learning_benchmark_smoke(tmp_path):
+    pytest.importorskip("swirl_calculator", reason="the calculator plugin is not installed")
+    result = run_smoke("learning_bench.py", tmp_path / "learning.json", "--run", str(tmp_path / "run"))
+    assert list(result["arms"]) == ["warm start", "+ sft", "+ swirl"]
+    assert result["data"]["trajectories"] == 4 and result["data"]["kept_process"]["trajectories"] == 4  # filter none
+    for name in ("+ sft", "+ swirl"):
+        arm = result["arms"][name]
+        # Both arms validate at the same optimizer steps (sft accumulates 2 batches per step) and start from the
+        # warm start's validation.
+        assert [v["step"] for v in arm["validations"]] == [0, 1, 2] and arm["complete"]
+        assert arm["validations"][0] == result["arms"]["warm start"]["validations"][0]
+        assert all(v["questions"] == 2 and 0 <= v["accuracy_ci95"][0] <= v["accuracy_ci95"][1] <= 1
+                   for v in arm["validations"])
+        assert arm["training_curves"]["train/loss"]
+    assert result["arms"]["+ swirl"]["training_curves"]["train/reward_mean"]
+    assert [c.split()[1] for c in result["stage_commands"]] == ["generate", "filter", "filter", "validate", "fit", "fit"]
+    # A second call finds every stage done and only writes the report again.
+    again = run_smoke("learning_bench.py", tmp_path / "again.json", "--run", str(tmp_path / "run"))
+    assert again["stage_seconds"] == {} and again["arms"]["+ swirl"]["validations"] == \
+        result["arms"]["+ swirl"]["validations"]
+
+
+def test_learning_benchmark_statistics():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from learning_bench import mcnemar_exact_p, wilson_interval
+
+    low, high = wilson_interval(3, 200)  # 1.5%: the normal interval would go below 0
+    assert 0.004 < low < 0.006 and 0.042 < high < 0.044
+    assert wilson_interval(0, 16)[0] == 0.0 and 0.19 < wilson_interval(0, 16)[1] < 0.2
+    assert mcnemar_exact_p(4, 1) == 0.375  # 2 * P(X <= 1), X ~ Bin(5, 1/2) = 2 * 6/32
+    assert mcnemar_exact_p(0, 0) == 1.0 and mcnemar_exact_p(10, 0) < 0.002
+
+
+def test_judge_agreement_benchmark_smoke(tmp_path):
+    result = run_smoke("judge_agreement_bench.py", tmp_path / "judge.json")
+    # Reference trajectories with a wrong final answer: GOOD calculator steps and BAD answers, two of each.
+    assert result["steps"] == 4 and len(result["scores"]["GOOD"]) == len(result["scores"]["BAD"]) == 2
+    assert result["pool"]["valid_steps_bad"] == 3 and result["pool"]["valid_steps_good"] >= 3
+    assert 0 <= result["auc"] <= 1 and result["auc_ci95"][0] <= result["auc_ci95"][1]
+    assert result["judge_id"] == "process:tiny-random"
+
+
+def test_roc_auc():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from judge_agreement_bench import roc_auc
+
+    assert roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0 and roc_auc([0.1], [0.9]) == 0.0
+    assert roc_auc([0.5, 0.5], [0.5, 0.5]) == 0.5  # ties count half
+    assert roc_auc([0.9, 0.3], [0.5, 0.1]) == 0.75

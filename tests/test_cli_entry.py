@@ -30,3 +30,10 @@ def test_timed_out_tool_call_exits_1_without_waiting_for_the_abandoned_thread(tm
     assert result.returncode == 1, result.stderr
     assert "tool 'stall' timed out after 0.3 s" in result.stderr
     assert time.perf_counter() - started < 30
+
+
+def test_python_dash_m_swirl_lightning_is_the_swirl_command():
+    result = subprocess.run([sys.executable, "-m", "swirl_lightning", "tools", "call", "calculator", "2 * 21"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("42")
