@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             t.steps[-1].action = parse_action(t.steps[-1].text, {})
         source = Path(args.out).with_suffix(".trajectories.jsonl")
         write_jsonl(source, trajectories)
+    if not source.exists():
+        raise SystemExit(f"{source}: no such trajectory file; run benchmarks/learning_bench.py first (its generate "
+                         f"stage writes it) or name GSM8K rollouts with --trajectories")
     drawn, pool = draw_steps(source, args.steps, args.seed)
     judge = ProcessJudge(args.judge_model, batch_size=args.batch_size)
     scored = time.perf_counter()

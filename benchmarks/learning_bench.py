@@ -97,7 +97,7 @@ class Pipeline:
                   flush=True)
             return
         self.commands.append(command)
-        print(f"== {name}: {command}", flush=True)
+        print(f"== {name} (log: {log_path}): {command}", flush=True)
         env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
         started = time.perf_counter()
         with open(log_path, "a") as log:
@@ -176,7 +176,7 @@ def score_rollouts(path: Path) -> tuple[dict, dict[str, bool]]:
 
 
 def training_curves(arm_dir: Path) -> dict[str, list[list[float]]]:
-    """``train/loss`` and ``train/reward_mean`` (step, value) from the arm's TensorBoard event files."""
+    """``train/loss``, ``train/reward_mean`` and ``train/kl`` as (step, value) from the arm's TensorBoard events."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     curves: dict[str, dict[int, float]] = {}
@@ -210,6 +210,8 @@ def data_figures(run: Path) -> dict:
 
 
 def collect(pipeline: Pipeline) -> dict:
+    """Per arm: each validation's figures (step 0 is the warm start's), the last one paired against the warm start
+    question by question, the training curves and the wall time."""
     run = pipeline.run_dir
     warm_points = validation_points(run / "warm")
     if not warm_points:
@@ -226,10 +228,14 @@ def collect(pipeline: Pipeline) -> dict:
         lost = sum(1 for q, ok in outcomes.items() if not ok and warm_outcomes.get(q, False))
         last_step = validations[-1]["step"]
         # A run cut short (e.g. when a GPU lease ran out) says so instead of passing for a finished one.
-        arms[f"+ {arm}"] = {"validations": validations, "complete": last_step == pipeline.args.steps,
-                            "final_vs_warm": {"at_step": last_step, "gained": gained, "lost": lost,
-                                              "mcnemar_exact_p": mcnemar_exact_p(gained, lost)},
-            "training_curves": training_curves(run / arm), "wall_seconds": pipeline.seconds.get(f"fit_{arm}")}
+        arms[f"+ {arm}"] = {
+            "validations": validations,
+            "complete": last_step == pipeline.args.steps,
+            "final_vs_warm": {"at_step": last_step, "gained": gained, "lost": lost,
+                              "mcnemar_exact_p": mcnemar_exact_p(gained, lost)},
+            "training_curves": training_curves(run / arm),
+            "wall_seconds": pipeline.seconds.get(f"fit_{arm}"),
+        }
     return arms
 
 
