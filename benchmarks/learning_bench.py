@@ -1,7 +1,7 @@
 """Learning: does step-wise RL improve a small model? The warm start alone vs + ``sft`` on process+outcome-filtered
 samples (the paper's baseline) vs + ``swirl`` on process-filtered states (the paper's method), at an equal budget.
 
-    python benchmarks/learning_bench.py                 # the CPU budget: ~2 h on 2 cores (see benchmarks/README.md)
+    python benchmarks/learning_bench.py                 # the CPU budget: about 1 h on 2 cores (benchmarks/README.md)
     python benchmarks/learning_bench.py --questions 512 --samples 8 --batch-size 256 --steps 100 --val-every 25 \
         --fit-args "--data.validation.batch_size 200 --model.evaluation.batch_size 200" \
         --run runs/learning_gpu --out benchmarks/results/learning_gpu.json          # the budget tried on an H100
@@ -102,7 +102,7 @@ class Pipeline:
         started = time.perf_counter()
         with open(log_path, "a") as log:
             print(f"$ {command}", file=log, flush=True)
-            completed = subprocess.run([*self.swirl, *argv], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            completed = subprocess.run([*self.swirl, *argv], env=env, stdout=log, stderr=subprocess.STDOUT)
         self.seconds[name] = time.perf_counter() - started
         if completed.returncode != 0:
             raise SystemExit(f"stage {name} failed (exit {completed.returncode}); end of {log_path}:\n"
@@ -312,6 +312,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The stages name configs and the adapter relative to the repository, so everything runs from there; the paths
+    # given are taken from where the command was typed (and kept relative to the repository when inside it).
+    for name in ("run", "out"):
+        path = Path(getattr(args, name)).resolve()
+        setattr(args, name, str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path))
+    os.chdir(ROOT)
     started = time.perf_counter()
     info = machine_info()
     pipeline = Pipeline(args)

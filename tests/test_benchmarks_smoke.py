@@ -54,8 +54,7 @@ def test_learning_benchmark_smoke(tmp_path):
     assert result["data"]["trajectories"] == 4 and result["data"]["kept_process"]["trajectories"] == 4  # filter none
     for name in ("+ sft", "+ swirl"):
         arm = result["arms"][name]
-        # Both arms validate at the same optimizer steps (sft accumulates 2 batches per step) and start from the
-        # warm start's validation.
+        # Both arms validate at the same optimizer steps and start from the warm start's validation.
         assert [v["step"] for v in arm["validations"]] == [0, 1, 2] and arm["complete"]
         assert arm["validations"][0] == result["arms"]["warm start"]["validations"][0]
         assert all(v["questions"] == 2 and 0 <= v["accuracy_ci95"][0] <= v["accuracy_ci95"][1] <= 1
@@ -69,8 +68,8 @@ def test_learning_benchmark_smoke(tmp_path):
         result["arms"]["+ swirl"]["validations"]
 
 
-def test_learning_benchmark_statistics():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def test_learning_benchmark_statistics(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from learning_bench import mcnemar_exact_p, wilson_interval
 
     low, high = wilson_interval(3, 200)  # 1.5%: the normal interval would go below 0
@@ -89,8 +88,8 @@ def test_judge_agreement_benchmark_smoke(tmp_path):
     assert result["judge_id"] == "process:tiny-random"
 
 
-def test_roc_auc():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def test_roc_auc(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from judge_agreement_bench import roc_auc
 
     assert roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0 and roc_auc([0.1], [0.9]) == 0.0
