@@ -53,9 +53,21 @@ def command_line(argv: list[str] | None) -> str:
     return shlex.join(["python", os.path.relpath(sys.argv[0]), *(sys.argv[1:] if argv is None else argv)])
 
 
+def subplots(*args, **kwargs):
+    """``matplotlib.pyplot.subplots`` on the Agg backend (benchmarks run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
 def write_result(result: dict, out: Path, plot) -> None:
-    """Write ``result`` as JSON to ``out`` and ``plot(result, <out>.png)``; say where."""
+    """Write ``result`` as JSON to ``out`` and the figure ``plot(result)`` returns to ``<out>.png``; say where."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out.with_suffix(".png"))
+    figure = plot(result)
+    figure.tight_layout()
+    figure.savefig(out.with_suffix(".png"), dpi=110)
     print(f"wrote {out} and {out.with_suffix('.png')}")

@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import machine_info, write_result  # noqa: E402
+from common import machine_info, subplots, write_result  # noqa: E402
 
 
 def run_batch_size(policy, tokenizer, tools, examples, batch_size: int, args) -> dict:
@@ -62,14 +62,9 @@ def run_batch_size(policy, tokenizer, tools, examples, batch_size: int, args) ->
     }
 
 
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(result: dict):  # the figure write_result saves
     runs = result["runs"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = subplots(1, 2, figsize=(11, 4))
     sizes = [r["batch_size"] for r in runs]
     left.plot(sizes, [r["tokens_per_second"] for r in runs], marker="o", label="whole run (wall)")
     left.plot(sizes, [r["queued_tokens_per_second"] for r in runs], marker="s", label="while the batch was kept full")
@@ -86,8 +81,7 @@ def plot(result: dict, path: Path) -> None:
     right.set_title("decode throughput by turn (prefill excluded)")
     right.legend()
     right.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import command_line, machine_info, write_result  # noqa: E402
+from common import command_line, machine_info, subplots, write_result  # noqa: E402
 
 
 def roc_auc(positive: list[float], negative: list[float]) -> float:
@@ -68,13 +68,8 @@ def draw_steps(path: Path, count: int, seed: int) -> tuple[list, dict]:
     return drawn, pool
 
 
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(6, 4))
+def plot(result: dict):  # the figure write_result saves
+    fig, axis = subplots(figsize=(6, 4))
     bins = [i / 20 for i in range(21)]
     axis.hist(result["scores"]["GOOD"], bins=bins, alpha=0.6, label="reference GOOD", color="tab:green")
     axis.hist(result["scores"]["BAD"], bins=bins, alpha=0.6, label="reference BAD", color="tab:red")
@@ -83,8 +78,7 @@ def plot(result: dict, path: Path) -> None:
     low, high = result["auc_ci95"]
     axis.set_title(f"AUC {result['auc']:.3f} (95% CI {low:.3f}-{high:.3f}), {result['steps']} steps", fontsize=10)
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import command_line, machine_info, write_result  # noqa: E402
+from common import command_line, machine_info, subplots, write_result  # noqa: E402
 
 ARMS = ("sft", "swirl")
 # The training config both arms start from; the objective and the data are what differs.
@@ -239,13 +239,8 @@ def collect(pipeline: Pipeline) -> dict:
     return arms
 
 
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
+def plot(result: dict):  # the figure write_result saves
+    fig, axes = subplots(1, 4, figsize=(19, 4))
     colors = {"warm start": "gray", "+ sft": "tab:blue", "+ swirl": "tab:red"}
     for name, arm in result["arms"].items():
         steps = [v["step"] for v in arm["validations"]]
@@ -271,8 +266,7 @@ def plot(result: dict, path: Path) -> None:
         axis.legend(fontsize=8)
     fig.suptitle(f"GSM8K + calculator, {result['model']} from the warm start; {result['budget']['steps']} steps per arm",
                  fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

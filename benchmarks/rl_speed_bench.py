@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import add_side_options, machine_info, run_side, write_result  # noqa: E402
+from common import add_side_options, machine_info, run_side, subplots, write_result  # noqa: E402
 from sft_speed_bench import write_trajectories  # noqa: E402
 
 
@@ -143,14 +143,9 @@ def run_one_side(args) -> int:
     return 0
 
 
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(result: dict):  # the figure write_result saves
     runs = result["runs"]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = subplots(figsize=(8, 4))
     labels = [f"{r['side']}\nG={r['group_size']}" for r in runs]
     bottom = [0.0] * len(runs)
     for part, color in (("generation_seconds", "tab:blue"), ("judging_seconds", "tab:green"),
@@ -161,8 +156,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("seconds per state")
     ax.set_title(f"{result['model']}: online step-wise RL, {result['states_per_step']} states x G per step")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import add_side_options, machine_info, run_side, write_result  # noqa: E402
+from common import add_side_options, machine_info, run_side, subplots, write_result  # noqa: E402
 
 
 def write_trajectories(path: Path, count: int, min_steps: int) -> dict:
@@ -136,13 +136,8 @@ def run_one_side(args) -> int:
     return 0
 
 
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+def plot(result: dict):  # the figure write_result saves
+    fig, (left, right) = subplots(1, 2, figsize=(11, 4))
     sides = result["sides"]
     names = [s["side"] for s in sides]
     left.bar(names, [s["epoch_seconds"] for s in sides], color=["tab:blue", "tab:orange"])
@@ -156,8 +151,7 @@ def plot(result: dict, path: Path) -> None:
     right.set_ylabel("training loss (mean NLL per action token)")
     right.legend()
     right.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> int:
