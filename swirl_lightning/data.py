@@ -102,8 +102,9 @@ class TrainDataConfig:
     """Instead of a file, build GSM8K reference trajectories (worked solutions as calculator steps)."""
     limit: int | None = None
     """Use the trajectories of at most this many questions (the first ones); null for all."""
-    filter: Literal["none", "process", "outcome", "process+outcome"] = "none"
-    """Keep: all, those with every step GOOD by ``step_judge``, those with a right answer, or both."""
+    filter: Literal["none", "process", "outcome", "process+outcome", "step"] = "none"
+    """Keep: all, those with every step GOOD by ``step_judge``, those with a right answer, both, or (``step``)
+    each trajectory's good prefix: ``swirl`` states up to the first BAD step, ``sft``/``offline`` GOOD steps."""
     step_judge: str | None = None
     """Judge id whose stored verdicts the process filter reads (``reference``, ``process:<model>``)."""
     reward: str = "outcome"
@@ -274,6 +275,7 @@ class SwirlDataModule(L.LightningDataModule):
         self.tokenizer = None
         self.examples: dict[str, Example] = {}
         self.train_items: list[TrajectoryRow] | list[State] = []
+        self.train_trajectories: list[Trajectory] = []
         self.val_examples: list[Example] = []
         self.report = LengthReport()
         self._batches: list[list[int]] = []
@@ -344,6 +346,12 @@ class SwirlDataModule(L.LightningDataModule):
         if not pool:
             raise ValueError(f"no training trajectories (path {config.path!r}, filter {config.filter!r})")
         trajectories, self.val_examples = self._split(pool)
+        self.train_trajectories = trajectories
+        if self.objective != "swirl":
+            from .filtering import good_steps_only
+
+            # A step-filtered trajectory ends with its first BAD step: a state for swirl, never an sft target.
+            trajectories = [t for t in map(good_steps_only, trajectories) if t.steps]
         if self.objective == "swirl":
             self.train_items, self.report = build_states(trajectories, self.examples, self.tokenizer, renderer,
                                                          max_length=config.max_length, retokenize=config.retokenize)
@@ -360,6 +368,16 @@ class SwirlDataModule(L.LightningDataModule):
                              f"(max_length {config.max_length}: {self.report})")
         self._batches = group_by_length(lengths, config.batch_size, config.seed)
         self._announce(trajectories, lengths)
+
+    def training_states(self) -> list[State]:
+        """The distinct states of the training trajectories (what ``swirl`` samples from), whatever the objective."""
+        if self.objective == "swirl":
+            return list(self.train_items)
+        from .rollout import ChatRenderer
+
+        states, _ = build_states(self.train_trajectories, self.examples, self.tokenizer, ChatRenderer(self.tokenizer),
+                                 max_length=self.train_config.max_length, retokenize=self.train_config.retokenize)
+        return states
 
     def _announce(self, trajectories: Sequence[Trajectory], lengths: Sequence[int]) -> None:
         report, config = self.report, self.train_config

@@ -10,11 +10,17 @@ serve validation. Modes:
 - ``process``: keep a trajectory only if ALL its steps are judged GOOD (a trajectory without steps is not
   kept);
 - ``outcome``: keep it if its outcome score (final answer against gold) is at least the threshold;
-- ``process+outcome``: both.
+- ``process+outcome``: both;
+- ``step``: the step-level filter: every trajectory is kept, cut after its first BAD step, and
+  ``metadata["good_steps"]`` records how many steps before the cut are GOOD. ``swirl`` trains on the states
+  before each kept step (so also the state where the first mistake was made); ``sft`` and ``offline`` train on
+  the GOOD steps only. The paper's process filter keeps whole trajectories; with a strict judge (one that calls
+  a step GOOD only when it is on a gold path) almost none survive, while their good prefixes do.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -30,7 +36,7 @@ from swirl_lightning.trajectory import (
     Example, Judgement, Step, Trajectory, from_dict, read_trajectories, to_dict, write_jsonl,
 )
 
-FILTER_MODES = ("none", "process", "outcome", "process+outcome")
+FILTER_MODES = ("none", "process", "outcome", "process+outcome", "step")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -119,7 +125,7 @@ def score_outcomes(trajectories: Sequence[Trajectory], examples: dict[str, Examp
 
 
 def _uses_process(mode: str) -> bool:
-    return mode in ("process", "process+outcome")
+    return mode in ("process", "process+outcome", "step")
 
 
 def _uses_outcome(mode: str) -> bool:
@@ -145,6 +151,9 @@ def filter_trajectories(trajectories: Sequence[Trajectory], mode: str, step_judg
     kept = []
     for trajectory in trajectories:
         keep = True
+        if mode == "step":
+            kept.append(cut_after_first_bad(trajectory, step_judge_id))
+            continue
         if _uses_process(mode):
             verdicts = []
             for index, step in enumerate(trajectory.steps):
@@ -162,6 +171,30 @@ def filter_trajectories(trajectories: Sequence[Trajectory], mode: str, step_judg
             kept.append(trajectory)
     stats = filter_stats(trajectories, kept, mode, step_judge_id, outcome_threshold)
     return kept, stats
+
+
+def cut_after_first_bad(trajectory: Trajectory, step_judge_id: str) -> Trajectory:
+    """A copy of ``trajectory`` ending with its first step that ``step_judge_id`` did not call GOOD (all of it
+    when every step is GOOD), with ``metadata["good_steps"]`` = the number of steps before that one."""
+    good = 0
+    for index, step in enumerate(trajectory.steps):
+        judgement = step_judgement(step, step_judge_id)
+        if judgement is None:
+            raise ValueError(f"trajectory {trajectory.key} step {index}: no judgement by {step_judge_id!r}; "
+                             "judge the steps first (judge_trajectories)")
+        if judgement.verdict != "GOOD":
+            break
+        good += 1
+    return dataclasses.replace(trajectory, steps=trajectory.steps[: good + 1],
+                               metadata={**trajectory.metadata, "good_steps": good})
+
+
+def good_steps_only(trajectory: Trajectory) -> Trajectory:
+    """``trajectory`` without the BAD step a ``step`` filter left at its end (unchanged when it has none)."""
+    good = trajectory.metadata.get("good_steps")
+    if good is None or good >= len(trajectory.steps):
+        return trajectory
+    return dataclasses.replace(trajectory, steps=trajectory.steps[:good])
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -236,7 +269,8 @@ class FilterConfig:
     data_path: str | None = None
     """A data file replacing the task's packaged one (required for the jsonl task)."""
     mode: str = "process"
-    """What to keep: none, process (all steps GOOD), outcome (right final answer) or process+outcome."""
+    """What to keep: none, process (all steps GOOD), outcome (right final answer), process+outcome, or step
+    (every trajectory, cut after its first BAD step: its good prefix)."""
     step_judge: str = "process"
     """Registered step judge: process (LM, gold-free, the paper's) or reference (GSM8K worked solutions)."""
     judge_options: dict[str, Any] = field(default_factory=dict)

@@ -271,11 +271,16 @@ class SwirlModule(L.LightningModule):
         self._log_rewards(batch.rewards.flatten(), batch.step_index.flatten())
         return loss.detach()
 
-    def sample_actions(self, states: list[State]) -> list[list[tuple[list[int], str]]]:
-        """G sampled actions (token ids, text) per state: one model turn each, current policy, no tools."""
+    def sample_actions(self, states: list[State], group_size: int | None = None,
+                       seed: int | None = None) -> list[list[tuple[list[int], str]]]:
+        """G sampled actions (token ids, text) per state: one model turn each, current policy, no tools.
+
+        The run seed is ``seed``, default a new one per optimizer step (and rank), so every step draws afresh.
+        """
         from .generation import GenerationEngine, SamplingConfig
 
-        config, group_size = self.swirl_config, self.swirl_config.group_size
+        config = self.swirl_config
+        group_size = group_size or config.group_size
         conversations = [
             _OneTurn(s.state_ids, zlib.crc32(f"{s.example_id}\x00{s.step_index}\x00{g}".encode()) & 0x7FFFFFFF)
             for s in states for g in range(group_size)
@@ -284,12 +289,17 @@ class SwirlModule(L.LightningModule):
         sampling = SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
                                   top_p=config.top_p, batch_size=config.sampling_batch_size,
                                   max_context_tokens=longest + config.max_new_tokens + 1,
-                                  seed=self.global_step * 7919 + self.global_rank)
+                                  seed=self.global_step * 7919 + self.global_rank if seed is None else seed)
         with self._generation_mode() as lm:
             engine = GenerationEngine(lm, self.tokenizer, sampling, stop_strings=self._stop_strings())
             engine.run(conversations, lambda conversation: None)
         return [[(c.token_ids, c.text) for c in conversations[i * group_size : (i + 1) * group_size]]
                 for i in range(len(states))]
+
+    @torch.no_grad()
+    def probe_rewards(self, states: list[State], samples: int, seed: int) -> Tensor:
+        """Rewards ``[N, samples]`` of fresh actions sampled at ``states`` with a fixed seed (see :mod:`.probe`)."""
+        return self.score_actions(states, self.sample_actions(states, samples, seed))
 
     def score_actions(self, states: list[State], samples: list[list[tuple[list[int], str]]]) -> Tensor:
         """Rewards ``[N states, G]`` from the configured step judge."""
@@ -562,6 +572,11 @@ class SwirlModule(L.LightningModule):
         (directory / "swirl_export.json").write_text(json.dumps(
             {"base_model": self.policy_config.name, "merged_adapter": self.policy_config.adapter,
              "adapter_only": adapter_only, "objective": self.objective}, indent=2) + "\n")
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if getattr(datamodule, "train_trajectories", None):
+            # What the policy was trained on, so that a later evaluation can prove it never saw its questions.
+            ids = sorted({t.example_id for t in datamodule.train_trajectories})
+            (directory / "training_questions.txt").write_text("\n".join(ids) + "\n")
         print(f"exported the policy to {directory}", flush=True)
         return directory
 

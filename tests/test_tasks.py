@@ -168,7 +168,8 @@ def test_load_examples_jsonl_errors(tmp_path):
 
 def test_gsm8k_split_is_deterministic_and_disjoint(gsm8k):
     train, val = gsm8k_split(gsm8k)
-    assert len(val) == 200 and len(train) == len(gsm8k) - 200
+    assert len(val) == 500 and len(train) == len(gsm8k) - 500
+    assert {e.id for e in gsm8k_split(gsm8k, 200)[1]} <= {e.id for e in val}, "growing the split keeps the old one"
     assert not {e.id for e in train} & {e.id for e in val}
     assert {e.id for e in train} | {e.id for e in val} == {e.id for e in gsm8k}
     again_train, again_val = gsm8k_split(list(gsm8k))
