@@ -26,17 +26,13 @@ sys.path.insert(0, str(HERE))
 from common import machine_info, subplots, write_result  # noqa: E402
 
 
-def run_batch_size(policy, tokenizer, tools, examples, batch_size: int, args) -> dict:
-    from swirl_lightning.generation import GenerationEngine, SamplingConfig
-    from swirl_lightning.judges import NumericJudge
-    from swirl_lightning.rollout import ChatRenderer, RolloutSettings, conversations
-    from swirl_lightning.tools import ToolExecutor
+def run_batch_size(policy, tokenizer, settings, examples, batch_size: int, args) -> dict:
+    from swirl_lightning.core.config import SamplingConfig
+    from swirl_lightning.rollout.conversation import conversations
+    from swirl_lightning.rollout.engine import GenerationEngine
 
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=1.0, batch_size=batch_size, seed=0)
-    engine = GenerationEngine(policy, tokenizer, sampling, stop_strings=["</math_exp>", "</answer>"])
-    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools), max_steps=args.max_steps,
-                               renderer=ChatRenderer(tokenizer), few_shot=False, policy_name=args.model,
-                               outcome=NumericJudge().score)
+    engine = GenerationEngine(policy, tokenizer, sampling, stop_strings=settings.stop_strings)
     finished = []
     started = time.perf_counter()
     engine.run(conversations(examples, 1, settings), lambda c: finished.append(c.trajectory))
@@ -97,19 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.model, args.batch_sizes, args.min_trajectories, args.max_steps, args.max_new_tokens = "tiny-random", [1, 4], 4, 2, 8
 
-    from swirl_lightning.generate import load_policy
-    from swirl_lightning.plugins import get_plugin_manager
-    from swirl_lightning.tasks import load_task
-    from swirl_lightning.tools import collect_tools, select_tools
+    from swirl_lightning.core.config import PolicyConfig, TaskConfig, ToolsConfig
+    from swirl_lightning.core.tasks import load_task
+    from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings
+    from swirl_lightning.rollout.generate import load_policy
 
-    policy, tokenizer = load_policy(args.model, None, "float32", "auto")
-    tools = select_tools(collect_tools(get_plugin_manager()), ["calculator"])
+    policy, tokenizer = load_policy(PolicyConfig(args.model), "auto")
+    settings = RolloutSettings.for_task(TaskConfig("gsm8k", max_steps=args.max_steps, few_shot=False),
+                                        ToolsConfig(names=["calculator"]), renderer=ChatRenderer(tokenizer),
+                                        policy_name=args.model)
     examples = load_task("gsm8k", "train", max(3 * max(args.batch_sizes), args.min_trajectories))
     result = {"benchmark": "generation", "command": " ".join([sys.executable, *sys.argv]), "model": args.model,
               "machine": machine_info(), "max_steps": args.max_steps, "max_new_tokens": args.max_new_tokens, "runs": []}
     for batch_size in args.batch_sizes:
         count = max(3 * batch_size, args.min_trajectories)
-        run = run_batch_size(policy, tokenizer, tools, examples[:count], batch_size, args)
+        run = run_batch_size(policy, tokenizer, settings, examples[:count], batch_size, args)
         run["load_average_after"] = os.getloadavg()
         result["runs"].append(run)
         print(json.dumps(run), flush=True)

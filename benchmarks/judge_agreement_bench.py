@@ -44,9 +44,10 @@ def bootstrap_auc(positive: list[float], negative: list[float], rounds: int = 10
 
 def draw_steps(path: Path, count: int, seed: int) -> tuple[list, dict]:
     """Valid steps with their states and reference verdicts: ``count`` of them, half GOOD, half BAD."""
-    from swirl_lightning.judges import ReferenceJudge, judge_trajectories
-    from swirl_lightning.tasks import load_task
-    from swirl_lightning.trajectory import decompose, read_trajectories
+    from swirl_lightning.core.tasks import load_task
+    from swirl_lightning.judging.reference import ReferenceJudge
+    from swirl_lightning.judging.steps import judge_trajectories
+    from swirl_lightning.core.trajectory import decompose, read_trajectories
 
     trajectories = read_trajectories(path)
     examples = {e.id: e for e in load_task("gsm8k", "full")}
@@ -54,15 +55,15 @@ def draw_steps(path: Path, count: int, seed: int) -> tuple[list, dict]:
     judge_trajectories(trajectories, judge, examples, progress=False)
     by_verdict: dict[str, list] = {"GOOD": [], "BAD": []}
     for trajectory in trajectories:
-        for sub in decompose(trajectory):
-            if sub.target.action.kind == "invalid":
+        for state, step in decompose(trajectory):
+            if step.action.kind == "invalid":
                 continue
-            verdict = next(j.verdict for j in sub.target.judgements if j.judge == judge.judge_id)
-            by_verdict[verdict].append(sub)
+            verdict = next(j.verdict for j in step.judgements if j.judge == judge.judge_id)
+            by_verdict[verdict].append((state, step))
     rng = random.Random(seed)
     half = min(count // 2, len(by_verdict["GOOD"]), len(by_verdict["BAD"]))
-    drawn = [(sub, 1) for sub in rng.sample(by_verdict["GOOD"], half)] + \
-            [(sub, 0) for sub in rng.sample(by_verdict["BAD"], half)]
+    drawn = [(pair, 1) for pair in rng.sample(by_verdict["GOOD"], half)] + \
+            [(pair, 0) for pair in rng.sample(by_verdict["BAD"], half)]
     pool = {"trajectories": len(trajectories), "valid_steps_good": len(by_verdict["GOOD"]),
             "valid_steps_bad": len(by_verdict["BAD"])}
     return drawn, pool
@@ -91,17 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "results" / "judge_agreement.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny random judge on reference trajectories")
     args = parser.parse_args(argv)
-    from swirl_lightning.judges import ProcessJudge
+    from swirl_lightning.judging.local_lm import ProcessJudge
 
     started = time.perf_counter()
     source = Path(args.trajectories)
     if args.smoke:
         # Reference trajectories hold GOOD steps; a wrong final answer makes a BAD one per trajectory.
-        from swirl_lightning.tasks import gsm8k_reference_trajectory, load_task
-        from swirl_lightning.trajectory import parse_action, write_jsonl
+        from swirl_lightning.core.tasks import load_task
+        from swirl_lightning.core.tasks.gsm8k import gsm8k_reference_trajectory
+        from swirl_lightning.core.trajectory import parse_action, write_jsonl
 
         args.judge_model, args.steps = "tiny-random", 4
-        trajectories = [gsm8k_reference_trajectory(e) for e in load_task("gsm8k", "train", limit=3)]
+        trajectories = [gsm8k_reference_trajectory(e, tool_tag="math_exp") for e in load_task("gsm8k", "train", limit=3)]
         for t in trajectories:
             t.steps[-1].text = "So the answer is <answer>-1</answer>"
             t.steps[-1].action = parse_action(t.steps[-1].text, {})
@@ -113,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     drawn, pool = draw_steps(source, args.steps, args.seed)
     judge = ProcessJudge(args.judge_model, batch_size=args.batch_size)
     scored = time.perf_counter()
-    scores = judge.score_actions([sub.state for sub, _ in drawn], [sub.target.text for sub, _ in drawn],
-                                 [sub.target.action for sub, _ in drawn])
+    scores = [j.score for j in judge.judge_steps([pair for pair, _ in drawn])]
     judge_seconds = time.perf_counter() - scored
     good = [s for s, (_, label) in zip(scores, drawn) if label == 1]
     bad = [s for s, (_, label) in zip(scores, drawn) if label == 0]

@@ -3,7 +3,7 @@ samples (the paper's baseline) vs + ``swirl`` on process-filtered states (the pa
 
     python benchmarks/learning_bench.py                 # the CPU budget: about 1 h on 2 cores (benchmarks/README.md)
     python benchmarks/learning_bench.py --questions 512 --samples 8 --batch-size 256 --steps 100 --val-every 25 \
-        --fit-args "--data.validation.batch_size 200 --model.evaluation.batch_size 200" \
+        --fit-args "--model.evaluation.sampling.batch_size 200" \
         --run runs/learning_gpu --out benchmarks/results/learning_gpu.json          # the budget tried on an H100
     python benchmarks/learning_bench.py --smoke         # tiny random model, a few steps (run by the test suite)
 
@@ -113,7 +113,7 @@ class Pipeline:
     def fit_args(self, arm: str) -> list[str]:
         a, run = self.args, self.run_dir
         common = ["--config", TRAIN_CONFIG, "--trainer.default_root_dir", str(run / arm),
-                  "--model.policy.name", a.model, "--model.policy.adapter", a.adapter or "null",
+                  "--policy.name", a.model, "--policy.adapter", a.adapter or "null",
                   "--data.validation.questions", str(a.val_questions), "--trainer.max_steps", str(a.steps),
                   "--trainer.val_check_interval", str(a.val_every), "--model.optimizer.lr", str(a.lr),
                   "--trainer.enable_progress_bar", "false", *shlex.split(a.fit_args)]
@@ -125,16 +125,17 @@ class Pipeline:
             # val_check_interval in batches and steps at every epoch end, so a small kept set would shift the
             # validation steps away from swirl's.)
             return common + ["--model.objective", "sft", "--data.train.path", str(run / "kept_process_outcome.jsonl"),
-                             "--model.policy.gradient_checkpointing", "true"]
+                             "--model.gradient_checkpointing", "true"]
         return common + ["--model.objective", "swirl", "--data.train.path", str(run / "kept_process.jsonl")]
 
     def run_all(self) -> None:
         a, run = self.args, self.run_dir
         trajectories = run / "trajectories.jsonl"
-        self.stage("generate", ["generate", "--config", "conf/generate/gsm8k_warm.yaml", "--model", a.model,
-                                "--adapter", a.adapter or "null", "--offset", str(a.offset), "--limit", str(a.questions),
-                                "--samples", str(a.samples), "--max_new_tokens", str(a.max_new_tokens),
-                                "--max_steps", str(a.max_steps), "--batch_size", str(a.batch_size),
+        self.stage("generate", ["generate", "--config", "conf/generate/gsm8k_warm.yaml", "--policy.name", a.model,
+                                "--policy.adapter", a.adapter or "null", "--task.offset", str(a.offset),
+                                "--task.limit", str(a.questions), "--task.max_steps", str(a.max_steps),
+                                "--sampling.max_new_tokens", str(a.max_new_tokens),
+                                "--sampling.batch_size", str(a.batch_size), "--samples", str(a.samples),
                                 "--output", str(trajectories)], run / "generate.done", marker=True)
         for mode, name in ((a.sft_filter, "process_outcome"), (a.swirl_filter, "process")):
             kept = run / f"kept_{name}.jsonl"
@@ -161,8 +162,8 @@ def validation_points(arm_dir: Path) -> dict[int, Path]:
 def score_rollouts(path: Path) -> tuple[dict, dict[str, bool]]:
     """Accuracy with its Wilson interval and the other figures of one validation's rollouts, and each question's
     outcome (for the paired comparison)."""
-    from swirl_lightning.evaluation import summarize
-    from swirl_lightning.trajectory import read_trajectories
+    from swirl_lightning.rollout.evaluation import summarize
+    from swirl_lightning.core.trajectory import read_trajectories
 
     trajectories = read_trajectories(path)
     summary = summarize(trajectories, "reference")
@@ -191,8 +192,8 @@ def training_curves(arm_dir: Path) -> dict[str, list[list[float]]]:
 
 def data_figures(run: Path) -> dict:
     """What the generation and the two filters produced."""
-    from swirl_lightning.evaluation import summarize
-    from swirl_lightning.trajectory import read_trajectories
+    from swirl_lightning.rollout.evaluation import summarize
+    from swirl_lightning.core.trajectory import read_trajectories
 
     generated = read_trajectories(run / "trajectories.jsonl")
     summary = summarize(generated)
@@ -299,7 +300,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.model, args.adapter, args.questions, args.samples = "tiny-random", "", 2, 2
         args.max_steps, args.max_new_tokens, args.val_questions, args.steps, args.val_every = 2, 8, 2, 2, 1
         args.sft_filter = args.swirl_filter = "none"
-        args.fit_args = ("--model.swirl.max_new_tokens 4 --model.evaluation.max_new_tokens 4 --data.task.max_steps 2 "
+        args.fit_args = ("--sampling.max_new_tokens 4 --model.evaluation.sampling.max_new_tokens 4 --task.max_steps 2 "
                          "--model.swirl.group_size 2 " + args.fit_args)
     return args
 

@@ -1,5 +1,5 @@
 """Online step-wise RL speed: swirl-lightning's ``swirl`` objective against TRL ``GRPOTrainer`` with each
-sub-trajectory state as a prompt and the same judge as reward function.
+state before an action as a prompt and the same judge as reward function.
 
     python benchmarks/rl_speed_bench.py [--model smollm2-135m-instruct] [--group-sizes 4 8] [--steps 4] [--states 4]
     python benchmarks/rl_speed_bench.py --smoke      # tiny random model, a few steps (run by the test suite)
@@ -47,27 +47,30 @@ def run_ours(args) -> dict:
     import lightning.pytorch as L
     import torch
 
-    from swirl_lightning.data import SwirlDataModule, TaskConfig, TrainDataConfig, ValidationDataConfig
-    from swirl_lightning.module import OptimizerConfig, PolicyConfig, SwirlConfig, SwirlModule
+    from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig
+    from swirl_lightning.training.config import ExportConfig, OptimizerConfig, SwirlConfig, TrainDataConfig, ValidationDataConfig
+    from swirl_lightning.training.data import SwirlDataModule
+    from swirl_lightning.training.module import SwirlModule
 
     torch.manual_seed(0)
     task = TaskConfig(name="gsm8k", few_shot=False)
     data = SwirlDataModule(task=task, objective="swirl", tokenizer=args.model,
                            train=TrainDataConfig(path=args.data, batch_size=args.states, shuffle=False),
                            validation=ValidationDataConfig(split="validation", questions=1))
-    swirl = SwirlConfig(group_size=args.group_size, max_new_tokens=args.max_new_tokens, temperature=1.0,
-                        sampling_batch_size=args.states * args.group_size, judge="reference", kl_beta=0.0)
-    module = SwirlModule(policy=PolicyConfig(name=args.model, export=False), objective="swirl", task=task, swirl=swirl,
-                         optimizer=OptimizerConfig(lr=1e-5))
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=args.max_new_tokens, batch_size=args.states * args.group_size)
+    module = SwirlModule(policy=PolicyConfig(name=args.model), task=task, sampling=sampling,
+                         judge=JudgeConfig("reference"), objective="swirl", export=ExportConfig(enabled=False),
+                         swirl=SwirlConfig(group_size=args.group_size, kl_beta=0.0), optimizer=OptimizerConfig(lr=1e-5))
     sampled_tokens: list[int] = []
-    sample, score = Timer(module.sample_actions), Timer(module.score_actions)
+    objective = module.objective
+    sample, score = Timer(objective.sample), Timer(objective.rewards)
 
-    def counted_sample(states):
-        groups = sample(states)
+    def counted_sample(*sample_args):
+        groups = sample(*sample_args)
         sampled_tokens.extend(len(ids) for group in groups for ids, _ in group)
         return groups
 
-    module.sample_actions, module.score_actions = counted_sample, score
+    objective.sample, objective.rewards = counted_sample, score
     trainer = L.Trainer(max_steps=args.steps, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         num_sanity_val_steps=0)
@@ -84,26 +87,31 @@ def run_trl(args) -> dict:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from swirl_lightning.judges import ReferenceJudge
-    from swirl_lightning.models import load_model, load_tokenizer
-    from swirl_lightning.tasks import load_task
-    from swirl_lightning.trajectory import decompose, read_trajectories
+    from swirl_lightning.core.models import load_model, load_tokenizer
+    from swirl_lightning.core.tools import collect_tools, tool_tags
+    from swirl_lightning.core.trajectory import State, Step, parse_action
+    from swirl_lightning.judging.reference import ReferenceJudge
+    from swirl_lightning.core.tasks import load_task
+    from swirl_lightning.core.trajectory import decompose, read_trajectories
 
     torch.manual_seed(0)
     examples = {e.id: e for e in load_task("gsm8k", "train")}
     rows = []
     for trajectory in read_trajectories(args.data):
-        for sub in decompose(trajectory):
-            rows.append({"prompt": sub.state, "example_id": trajectory.example_id})
+        for state, _ in decompose(trajectory):
+            rows.append({"prompt": state.messages, "example_id": trajectory.example_id})
     rows = rows[: args.steps * args.states]
     judge = ReferenceJudge()
+    tags = tool_tags(collect_tools())
     sampled_tokens: list[int] = []
     tokenizer = load_tokenizer(args.model)
 
     def reference_reward(prompts, completions, example_id, **kwargs) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         sampled_tokens.extend(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)
-        return judge.score_actions(prompts, texts, [examples[i] for i in example_id])
+        items = [(State(i, 0, prompt, example=examples[i]), Step(text=text, action=parse_action(text, tags)))
+                 for prompt, text, i in zip(prompts, texts, example_id)]
+        return [j.score for j in judge.judge_steps(items)]
 
     reward = Timer(reference_reward)
     reward.__name__ = "reference_reward"

@@ -30,17 +30,17 @@ from common import add_side_options, machine_info, run_side, subplots, write_res
 
 def write_trajectories(path: Path, count: int, min_steps: int) -> dict:
     """The first ``count`` GSM8K train reference trajectories with at least ``min_steps`` steps."""
-    from swirl_lightning.plugins import get_plugin_manager
-    from swirl_lightning.prompts import build_prompt
-    from swirl_lightning.tasks import TASKS, gsm8k_reference_trajectory, load_task
-    from swirl_lightning.tools import collect_tools, select_tools
-    from swirl_lightning.trajectory import write_jsonl
+    from swirl_lightning.core.config import TaskConfig, ToolsConfig
+    from swirl_lightning.core.tasks import get_task, load_task
+    from swirl_lightning.core.trajectory import write_jsonl
+    from swirl_lightning.rollout.conversation import RolloutSettings
 
-    tools = select_tools(collect_tools(get_plugin_manager()), ["calculator"])
+    settings = RolloutSettings.for_task(TaskConfig("gsm8k", few_shot=False), ToolsConfig(names=["calculator"]))
+    tags = {tool.name: tool.tag for tool in settings.tools.values()}
+    task = get_task("gsm8k")
     chosen = []
     for example in load_task("gsm8k", "train"):
-        trajectory = gsm8k_reference_trajectory(
-            example, build_prompt(example.question, tools.values(), TASKS["gsm8k"].max_steps, few_shot=False))
+        trajectory = task.reference_trajectory(example, settings.prompt(example.question), tags)
         if len(trajectory.steps) >= min_steps:
             chosen.append(trajectory)
         if len(chosen) == count:
@@ -61,16 +61,18 @@ def run_ours(args) -> dict:
     import lightning.pytorch as L
     import torch
 
-    from swirl_lightning.data import SwirlDataModule, TaskConfig, TrainDataConfig, ValidationDataConfig
-    from swirl_lightning.module import OptimizerConfig, PolicyConfig, SwirlModule
+    from swirl_lightning.core.config import PolicyConfig, TaskConfig
+    from swirl_lightning.training.config import ExportConfig, OptimizerConfig, TrainDataConfig, ValidationDataConfig
+    from swirl_lightning.training.data import SwirlDataModule
+    from swirl_lightning.training.module import SwirlModule
 
     torch.manual_seed(0)
     task = TaskConfig(name="gsm8k", few_shot=False)
     data = SwirlDataModule(task=task, objective="sft", tokenizer=args.model,
                            train=TrainDataConfig(path=args.data, batch_size=args.batch_size, max_length=args.max_length),
                            validation=ValidationDataConfig(split="validation", questions=1))
-    module = SwirlModule(policy=PolicyConfig(name=args.model, export=False), objective="sft", task=task,
-                         optimizer=OptimizerConfig(lr=1e-5, max_grad_norm=1.0))
+    module = SwirlModule(policy=PolicyConfig(name=args.model), objective="sft", task=task,
+                         export=ExportConfig(enabled=False), optimizer=OptimizerConfig(lr=1e-5, max_grad_norm=1.0))
     losses: list[float] = []
 
     class Record(L.Callback):
@@ -96,8 +98,8 @@ def run_trl(args) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from swirl_lightning.models import load_model, load_tokenizer
-    from swirl_lightning.trajectory import read_trajectories
+    from swirl_lightning.core.models import load_model, load_tokenizer
+    from swirl_lightning.core.trajectory import read_trajectories
 
     torch.manual_seed(0)
     rows = []

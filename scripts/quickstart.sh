@@ -19,17 +19,17 @@ read -r -a FIT_ARGS <<< "${FIT_ARGS:-}"      # extra options for swirl validate/
 mkdir -p "$RUN"
 started=$SECONDS
 adapter=${ADAPTER:-null}
+policy=(--policy.name "$MODEL" --policy.adapter "$adapter")
 common=(--config conf/quickstart.yaml --trainer.default_root_dir "$RUN" --data.train.path "$RUN/kept.jsonl"
-        --model.policy.name "$MODEL" --model.policy.adapter "$adapter" --trainer.enable_progress_bar false
-        "${FIT_ARGS[@]}")
+        "${policy[@]}" --trainer.enable_progress_bar false "${FIT_ARGS[@]}")
 
 echo "== 1. tools discovered through plugins"
 swirl tools list
 swirl tools call calculator '$1,200 x 3 - 20% of 50'
 
 echo "== 2. generate: $QUESTIONS GSM8K train questions x $SAMPLES samples from the warm start, live calculator"
-swirl generate --config conf/generate/gsm8k_warm.yaml --model "$MODEL" --adapter "$adapter" --limit "$QUESTIONS" \
-    --samples "$SAMPLES" --max_new_tokens "$MAX_NEW_TOKENS" --max_steps "$MAX_STEPS" --batch_size 32 --output "$RUN/trajectories.jsonl"
+swirl generate --config conf/generate/gsm8k_warm.yaml "${policy[@]}" --task.limit "$QUESTIONS" --task.max_steps "$MAX_STEPS" \
+    --sampling.max_new_tokens "$MAX_NEW_TOKENS" --sampling.batch_size 32 --samples "$SAMPLES" --output "$RUN/trajectories.jsonl"
 
 echo "== 3. filter ($FILTER_MODE): judge every step with the reference-guided judge, keep all-GOOD trajectories"
 swirl filter --config conf/filter/gsm8k_reference.yaml --mode "$FILTER_MODE" \

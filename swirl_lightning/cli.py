@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 import warnings
@@ -63,7 +64,7 @@ def add_tools_commands(subparsers: SubParsers) -> None:
 
 def tools_list(args: argparse.Namespace) -> int:
     """Print the registered tools as an aligned table, or as JSON with ``--json``."""
-    from swirl_lightning.tools import ToolRegistrationError, collect_tools
+    from swirl_lightning.core.tools import ToolRegistrationError, collect_tools
 
     try:
         tools = list(collect_tools().values())
@@ -88,7 +89,7 @@ def tools_list(args: argparse.Namespace) -> int:
 
 def tools_call(args: argparse.Namespace) -> int:
     """Run one tool as a rollout would; exit 1 on a tool error, 2 for an unknown tool name."""
-    from swirl_lightning.tools import (
+    from swirl_lightning.core.tools import (
         ToolExecutor, ToolRegistrationError, UnknownToolError, collect_tools, select_tools,
     )
 
@@ -119,8 +120,9 @@ def add_data_commands(subparsers: SubParsers) -> None:
     commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
 
     reference = commands.add_parser(
-        "reference", help="convert GSM8K worked solutions into reference trajectories (calculator steps + answer)")
-    reference.add_argument("--split", default="train", help="gsm8k split: train, validation or full (default: train)")
+        "reference", help="a task's gold reference trajectories (GSM8K: worked solutions as calculator steps + answer)")
+    reference.add_argument("--task", default="gsm8k", help="a task with reference trajectories (default: gsm8k)")
+    reference.add_argument("--split", default="train", help="split: for gsm8k train, validation or full (default: train)")
     reference.add_argument("--limit", type=positive_int, default=None, help="first N examples of the split")
     reference.add_argument("--out", required=True, help="output trajectory JSONL")
     reference.add_argument("--no-few-shot", dest="few_shot", action="store_false",
@@ -139,37 +141,41 @@ def add_data_commands(subparsers: SubParsers) -> None:
 
 
 def data_reference(args: argparse.Namespace) -> int:
-    """Write GSM8K reference trajectories with the rollout's prompt, and report the calculator check."""
-    from swirl_lightning import prompts
-    from swirl_lightning.tasks import TASKS, gsm8k_reference_trajectory, load_task, verify_reference_steps
-    from swirl_lightning.tools import ToolExecutor, collect_tools, select_tools
-    from swirl_lightning.trajectory import write_jsonl
+    """Write a task's reference trajectories with the rollout's prompt; for GSM8K, report the calculator check."""
+    from swirl_lightning.core import prompts
+    from swirl_lightning.core.config import TaskConfig, ToolsConfig
+    from swirl_lightning.core.tasks import get_task, load_task
+    from swirl_lightning.core.tasks.gsm8k import verify_reference_steps
+    from swirl_lightning.core.trajectory import write_jsonl
+    from swirl_lightning.rollout.conversation import RolloutSettings
 
-    tools = select_tools(collect_tools(), ["calculator"])
-    examples = load_task("gsm8k", args.split, args.limit)
-    max_steps = TASKS["gsm8k"].max_steps
-    trajectories = [
-        gsm8k_reference_trajectory(e, prompts.build_prompt(e.question, tools.values(), max_steps, args.few_shot))
-        for e in examples
-    ]
-    for trajectory in trajectories:
+    task = get_task(args.task)
+    settings = RolloutSettings.for_task(TaskConfig(name=args.task, few_shot=args.few_shot), ToolsConfig())
+    tags = {tool.name: tool.tag for tool in settings.tools.values()}
+    trajectories = []
+    for example in load_task(args.task, args.split, args.limit):
+        trajectory = task.reference_trajectory(example, settings.prompt(example.question), tags)
+        if trajectory is None:
+            print(f"swirl data reference: task {args.task!r} has no reference trajectories", file=sys.stderr)
+            return EXIT_USAGE
         trajectory.metadata["prompt_version"] = prompts.PROMPT_VERSION
+        trajectories.append(trajectory)
     write_jsonl(args.out, trajectories)
-    executor = ToolExecutor(tools)
-
-    def calculate(expression: str) -> str:
-        return executor.run("calculator", expression).output
-
-    check = verify_reference_steps(trajectories, calculate)
     steps = sum(len(t.steps) for t in trajectories)
     print(f"wrote {len(trajectories)} reference trajectories ({steps} steps) to {args.out}")
-    print(f"calculator reproduces {check['reproduced']} of {check['steps']} annotated results ({100 * check['rate']:.2f}%)")
+    if "calculator" in settings.tools:
+        def calculate(expression: str) -> str:
+            return settings.executor.run("calculator", expression).output
+
+        check = verify_reference_steps(trajectories, calculate)
+        print(f"calculator reproduces {check['reproduced']} of {check['steps']} annotated results "
+              f"({100 * check['rate']:.2f}%)")
     return EXIT_OK
 
 
 def data_show(args: argparse.Namespace) -> int:
     """Print trajectories as a reader would want them: question, then each action and tool result."""
-    from swirl_lightning.trajectory import FormatError, read_jsonl, Trajectory
+    from swirl_lightning.core.trajectory import FormatError, read_jsonl, Trajectory
 
     try:
         for i, trajectory in enumerate(read_jsonl(args.path, Trajectory)):
@@ -190,9 +196,9 @@ def data_show(args: argparse.Namespace) -> int:
 
 
 def data_stats(args: argparse.Namespace) -> int:
-    """Print :func:`swirl_lightning.evaluation.summarize` of a trajectory file as JSON."""
-    from swirl_lightning.evaluation import summarize
-    from swirl_lightning.trajectory import FormatError, read_trajectories
+    """Print :func:`swirl_lightning.rollout.evaluation.summarize` of a trajectory file as JSON."""
+    from swirl_lightning.rollout.evaluation import summarize
+    from swirl_lightning.core.trajectory import FormatError, read_trajectories
 
     try:
         trajectories = read_trajectories(args.path)
@@ -213,15 +219,15 @@ COMMAND_GROUPS: dict[str, Callable[[SubParsers], None]] = {
 """Command name -> function adding its argparse subparsers (each sets ``handler``)."""
 
 DELEGATED_COMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("swirl_lightning.generate:cli_main", "sample multi-step trajectories with live tools"),
-    "filter": ("swirl_lightning.filtering:cli_main", "judge every step and keep trajectories by mode"),
-    "fit": ("swirl_lightning.train_cli:fit_main", "train the policy (sft, offline or swirl) from a config"),
-    "validate": ("swirl_lightning.train_cli:validate_main", "live evaluation on the validation questions"),
-    "test": ("swirl_lightning.train_cli:test_main", "live evaluation on the test split"),
-    "predict": ("swirl_lightning.train_cli:predict_main", "roll out the policy and write trajectories"),
+    "generate": ("swirl_lightning.rollout.generate:cli_main", "sample multi-step trajectories with live tools"),
+    "filter": ("swirl_lightning.judging.filter:cli_main", "judge every step and keep trajectories by mode"),
+    "fit": ("swirl_lightning.training.cli:fit_main", "train the policy (sft, offline or swirl) from a config"),
+    "validate": ("swirl_lightning.training.cli:validate_main", "live evaluation on the validation questions"),
+    "test": ("swirl_lightning.training.cli:test_main", "live evaluation on the test split"),
+    "predict": ("swirl_lightning.training.cli:predict_main", "roll out the policy and write trajectories"),
 }
 """Command name -> (``module:function`` taking the remaining argv and returning an exit code, help).
-For commands with their own parser, e.g. ``"fit": ("swirl_lightning.module:cli_main", "train")``."""
+For commands with their own parser, e.g. ``"fit": ("swirl_lightning.training.module:cli_main", "train")``."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,9 +243,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Messages from dependencies that ask the user to do nothing: a deprecation one library hits inside another, a tip to
+# install a cloud product, a progress bar for loading a small model's tensors. Everything else still shows.
+DEPENDENCY_NOISE = (
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),  # Lightning's pytree helper on torch 2.1x
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),  # PEFT asks transformers by its old name
+)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_dependencies() -> None:
+    """Silence :data:`DEPENDENCY_NOISE`, Lightning's install tips and transformers' weight-loading bar."""
+    for category, message in DEPENDENCY_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropTips())
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``swirl`` command line and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_dependencies()
     if argv and argv[0] in DELEGATED_COMMANDS:
         module_name, _, function_name = DELEGATED_COMMANDS[argv[0]][0].partition(":")
         return getattr(importlib.import_module(module_name), function_name)(argv[1:])
@@ -260,7 +289,7 @@ def entry() -> None:
     A tool call that timed out is abandoned, not killed, and may still be running native code (torch); a
     normal interpreter shutdown under it can abort the process, so then the process leaves at once.
     """
-    from swirl_lightning.tools import abandoned_calls_running
+    from swirl_lightning.core.tools import abandoned_calls_running
 
     code = main()
     if abandoned_calls_running():

@@ -1,4 +1,5 @@
-"""Fakes for tests, here and in plugin authors' own suites: a scripted policy, tools, a tiny model.
+"""Fakes for tests, here and in plugin authors' own suites: a scripted policy, tools, a task, a judge, a tiny model,
+and :func:`registered` to plug them in for one ``with`` block.
 
 Example: run a tool through a full rollout without any model::
 
@@ -10,10 +11,13 @@ Example: run a tool through a full rollout without any model::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from .tools import Tool, ToolExecutor, describe
-from .trajectory import Example, Trajectory
+from swirl_lightning.core.tasks import Task
+from swirl_lightning.core.tools import Tool, ToolExecutor, describe
+from swirl_lightning.core.trajectory import Example, Judgement, State, Step, Trajectory
+from swirl_lightning.judging.base import StepJudgeBase
 
 Script = Callable[[list[dict[str, str]]], str] | Sequence[str]
 
@@ -67,7 +71,7 @@ def rollout_once(
     timeout_s: float = 5.0,
 ) -> Trajectory:
     """Roll out one scripted conversation and return its trajectory."""
-    from .rollout import RolloutConversation, RolloutSettings
+    from swirl_lightning.rollout.conversation import RolloutConversation, RolloutSettings
 
     settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, timeout_s=timeout_s), max_steps=max_steps,
                                policy_name="scripted")
@@ -81,10 +85,64 @@ def tiny_model_and_tokenizer(seed: int = 0, **config_overrides):
     import torch
     from transformers import LlamaForCausalLM
 
-    from .models import load_tokenizer, tiny_llama_config, SMOLLM2_ALIAS
+    from swirl_lightning.core.models import load_tokenizer, tiny_llama_config, SMOLLM2_ALIAS
 
     tokenizer = load_tokenizer(SMOLLM2_ALIAS)
     torch.manual_seed(seed)
     config = tiny_llama_config(len(tokenizer), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                                **config_overrides)
     return LlamaForCausalLM(config).eval(), tokenizer
+
+
+class ListTask(Task):
+    """A task whose questions are given as a list: a throwaway task for tests (register it with
+    :func:`registered`)."""
+
+    def __init__(self, name: str, examples: Sequence[Example], tools: tuple[str, ...] = (), outcome_judge: str = "qa_em",
+                 max_steps: int = 3) -> None:
+        self.name, self.examples, self.tools, self.outcome_judge, self.max_steps = (
+            name, list(examples), tools, outcome_judge, max_steps)
+
+    def load(self, split: str, limit: int | None = None, path=None) -> list[Example]:
+        return self.examples[:limit]
+
+
+class ConstantJudge(StepJudgeBase):
+    """A step judge that gives every valid step the same score (invalid ones 0): a throwaway judge for tests."""
+
+    def __init__(self, score: float = 1.0) -> None:
+        self.score, self.judge_id = score, f"constant:{score:g}"
+
+    def judge_steps(self, items: Sequence[tuple[State, Step]]) -> list[Judgement]:
+        return [self.judgement(0.0 if step.action.kind == "invalid" else self.score) for _, step in items]
+
+
+@contextlib.contextmanager
+def registered(*, tasks: Sequence[Task] = (), judges: Mapping[str, Callable] = {}, tools: Sequence[Tool] = ()):
+    """Register throwaway tasks, judges (name -> factory) and tools as a plugin for the duration of a ``with``
+    block, in this process, then unregister them."""
+    import swirl_lightning
+    from swirl_lightning.core.plugins import get_plugin_manager
+
+    class Plugin:
+        @swirl_lightning.hookimpl
+        def register_tasks(self, register):
+            for task in tasks:
+                register(task)
+
+        @swirl_lightning.hookimpl
+        def register_judges(self, register):
+            for name, factory in judges.items():
+                register(factory, name=name)
+
+        @swirl_lightning.hookimpl
+        def register_tools(self, register):
+            for tool in tools:
+                register(tool.fn, name=tool.name, tag=tool.tag, warm_up=tool.warm_up)
+
+    manager, plugin = get_plugin_manager(), Plugin()
+    manager.register(plugin, name=f"swirl-testing-{id(plugin)}")
+    try:
+        yield plugin
+    finally:
+        manager.unregister(plugin)

@@ -3,7 +3,7 @@
 import pytest
 
 from swirl_lightning.cli import main
-from swirl_lightning.trajectory import read_trajectories
+from swirl_lightning.core.trajectory import read_trajectories
 
 pytest.importorskip("swirl_calculator", reason="the calculator plugin (plugins/swirl-calculator) is not installed")
 

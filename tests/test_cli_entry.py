@@ -10,7 +10,7 @@ import time
 def test_timed_out_tool_call_exits_1_without_waiting_for_the_abandoned_thread(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent('''
         import time, swirl_lightning
-        from swirl_lightning.plugins import get_plugin_manager
+        from swirl_lightning.core.plugins import get_plugin_manager
 
         class Stalling:
             @swirl_lightning.hookimpl

@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 import pytest
 
 from swirl_lightning import cli, hookimpl
-from swirl_lightning.plugins import get_plugin_manager, reset_plugin_manager
+from swirl_lightning.core.plugins import get_plugin_manager, reset_plugin_manager
 
 RELEASE_HANG = threading.Event()
 

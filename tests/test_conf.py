@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from swirl_lightning.data import SwirlDataModule
-from swirl_lightning.module import SwirlModule
-from swirl_lightning.train_cli import make_cli
+from swirl_lightning.training.data import SwirlDataModule
+from swirl_lightning.training.module import SwirlModule
+from swirl_lightning.training.cli import make_cli
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CONFIGS = sorted(CONF.glob("*.yaml"))
@@ -52,9 +52,10 @@ def test_config_builds_model_data_and_trainer(path):
     cli = make_cli(["--config", str(path), *CPU_OVERRIDES.get(path.name, [])], run=False)
     raw = yaml.safe_load(path.read_text())
     assert isinstance(cli.model, SwirlModule) and isinstance(cli.datamodule, SwirlDataModule)
-    assert cli.model.objective == cli.datamodule.objective == raw["model"]["objective"]
-    assert cli.datamodule.tokenizer_name == cli.model.policy_config.name  # linked
-    assert cli.model.task == cli.datamodule.task and cli.model.task.name == raw["data"]["task"]["name"]
+    assert cli.model.objective.name == cli.datamodule.objective.name == raw["model"]["objective"]
+    assert cli.datamodule.tokenizer_name == cli.model.policy.name == raw["policy"]["name"]  # linked
+    assert cli.model.task == cli.datamodule.task and cli.model.task.name == raw["task"]["name"]
+    assert cli.model.judge == cli.datamodule.judge and cli.model.tools == cli.datamodule.tools
     assert cli.trainer.default_root_dir.endswith(raw["trainer"]["default_root_dir"])
 
 

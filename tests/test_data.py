@@ -4,22 +4,24 @@ states, over-long rows, and the resumable batch order."""
 import pytest
 import torch
 
-from swirl_lightning.data import (
-    BatchOrderSampler,
-    DataPosition,
-    SwirlDataModule,
-    TaskConfig,
-    TrainDataConfig,
-    ValidationDataConfig,
-)
-from swirl_lightning.models import load_tokenizer
-from swirl_lightning.sequences import action_weights, group_by_length, trajectory_segments
-from swirl_lightning.rollout import ChatRenderer
-from swirl_lightning.tasks import gsm8k_reference_trajectory, load_task
-from swirl_lightning.testing import make_tool, rollout_once
-from swirl_lightning.trajectory import Judgement, Trajectory, write_jsonl
+import dataclasses
 
-TASK = TaskConfig(name="gsm8k", max_steps=4, few_shot=False)
+from swirl_lightning.core.config import TaskConfig
+from swirl_lightning.core.models import load_tokenizer
+from swirl_lightning.core.tasks import load_task
+from swirl_lightning.core.tasks.gsm8k import gsm8k_reference_trajectory as _reference
+from swirl_lightning.core.trajectory import Judgement, Trajectory, write_jsonl
+from swirl_lightning.rollout.conversation import ChatRenderer
+from swirl_lightning.testing import make_tool, rollout_once
+from swirl_lightning.training.config import TrainDataConfig, ValidationDataConfig
+from swirl_lightning.training.data import BatchOrderSampler, DataPosition, SwirlDataModule
+from swirl_lightning.training.sequences import action_weights, group_by_length, trajectory_segments
+
+TASK = TaskConfig(name="gsm8k", max_steps=4, few_shot=False, limit=12)
+
+
+def gsm8k_reference_trajectory(example):
+    return _reference(example, tool_tag="math_exp")
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,9 @@ def tokenizer():
     return load_tokenizer("tiny-random")
 
 
-def data_module(objective="sft", validation=ValidationDataConfig(questions=3), **train) -> SwirlDataModule:
-    train = {"reference": "gsm8k", "limit": 12, "batch_size": 4, **train}
-    data = SwirlDataModule(task=TASK, train=TrainDataConfig(**train), validation=validation, objective=objective,
+def data_module(objective="sft", validation=ValidationDataConfig(questions=3), task=TASK, **train) -> SwirlDataModule:
+    train = {"reference": True, "batch_size": 4, **train}
+    data = SwirlDataModule(task=task, train=TrainDataConfig(**train), validation=validation, objective=objective,
                            tokenizer="tiny-random")
     data.setup("fit")
     return data
@@ -74,7 +76,7 @@ def test_token_ids_of_another_vocabulary_are_refused(tmp_path):
     path = tmp_path / "t.jsonl"
     write_jsonl(path, [trajectory, gsm8k_reference_trajectory(load_task("gsm8k", "train", 2)[1])])
     with pytest.raises(ValueError, match="retokenize"):
-        data_module(reference=None, path=str(path), validation=ValidationDataConfig(questions=1, split="validation"))
+        data_module(reference=False, path=str(path), validation=ValidationDataConfig(questions=1, split="validation"))
 
 
 def test_split_is_by_example_id_and_batches_group_by_length():
@@ -99,7 +101,7 @@ def test_split_is_by_example_id_and_batches_group_by_length():
 
 def test_validation_split_removes_its_questions_from_training():
     validation = load_task("gsm8k", "train", 2)  # the first training questions, used here as validation
-    data = data_module(validation=ValidationDataConfig(questions=2, split="train"), limit=6)
+    data = data_module(validation=ValidationDataConfig(questions=2, split="train"), task=dataclasses.replace(TASK, limit=6))
     assert [e.id for e in data.val_examples] == [e.id for e in validation]
     assert not {row.example_id for row in data.train_items} & {e.id for e in validation}
 
@@ -124,7 +126,7 @@ def test_offline_weights_from_judges_outcomes_and_baselines():
     a = Trajectory("q1", 0, [], outcome=1.0)
     b = Trajectory("q1", 1, [], outcome=0.0)
     for trajectory, scores in ((a, [1.0, 0.5]), (b, [0.0, 0.5])):
-        from swirl_lightning.trajectory import Action, Step
+        from swirl_lightning.core.trajectory import Action, Step
 
         trajectory.steps = [Step(text="x", action=Action(kind="answer", answer="1"),
                                  judgements=[Judgement("j", "GOOD", s)]) for s in scores]
@@ -144,7 +146,7 @@ def test_swirl_states_are_the_distinct_prefixes_before_each_action(tmp_path, tok
     other = gsm8k_reference_trajectory(load_task("gsm8k", "train", 2)[1])
     path = tmp_path / "t.jsonl"
     write_jsonl(path, [reference, second, other])
-    data = data_module("swirl", reference=None, path=str(path),
+    data = data_module("swirl", reference=False, path=str(path),
                        validation=ValidationDataConfig(questions=1, split="validation"))
     states = [s for s in data.train_items if s.example_id == example.id]
     assert len(data.train_items) == len(states) + len(other.steps)
@@ -152,8 +154,8 @@ def test_swirl_states_are_the_distinct_prefixes_before_each_action(tmp_path, tok
     segments = trajectory_segments(reference, tokenizer, ChatRenderer(tokenizer))
     full = [t for ids, _ in segments for t in ids]
     for state in states:
-        assert full[: len(state.state_ids)] == state.state_ids
-        assert state.state_messages == reference.messages(upto_step=state.step_index)
+        assert full[: len(state.token_ids)] == state.token_ids
+        assert state.messages == reference.messages(upto_step=state.step_index)
         assert state.example.id == example.id
 
 
@@ -201,5 +203,29 @@ def test_group_by_length_cuts_sorted_runs():
 def test_a_path_or_a_reference_must_be_given():
     with pytest.raises(ValueError, match="exactly one of path"):
         SwirlDataModule(task=TASK, train=TrainDataConfig())
-    with pytest.raises(ValueError, match="task.name gsm8k"):
-        SwirlDataModule(task=TaskConfig(name="hotpotqa"), train=TrainDataConfig(reference="gsm8k"))
+    with pytest.raises(ValueError, match="task 'hotpotqa' has no reference trajectories"):
+        data_module(task=TaskConfig(name="hotpotqa", limit=2), validation=ValidationDataConfig(questions=1, split="validation"))
+
+
+def judged(trajectory: Trajectory, verdicts: str) -> Trajectory:
+    """``trajectory`` with reference verdicts G/B per step."""
+    for step, verdict in zip(trajectory.steps, verdicts):
+        step.judgements = [Judgement("reference", "GOOD" if verdict == "G" else "BAD", float(verdict == "G"))]
+    return trajectory
+
+
+def test_the_step_filter_keeps_good_prefixes_as_states_and_good_steps_as_targets(tmp_path):
+    examples = load_task("gsm8k", "train", 3)
+    trajectories = [judged(gsm8k_reference_trajectory(e), v) for e, v in zip(examples, ["GGGG", "BGGG", "GBGG"])]
+    assert all(len(t.steps) >= 3 for t in trajectories)
+    path = tmp_path / "t.jsonl"
+    write_jsonl(path, trajectories)
+    validation = ValidationDataConfig(questions=1, split="validation")
+    swirl = data_module("swirl", reference=False, path=str(path), filter="step", validation=validation)
+    states = {(s.example_id, s.step_index) for s in swirl.train_items}
+    assert states == ({(examples[0].id, k) for k in range(len(trajectories[0].steps))}
+                      | {(examples[1].id, 0)} | {(examples[2].id, 0), (examples[2].id, 1)})
+    sft = data_module("sft", reference=False, path=str(path), filter="step", validation=validation)
+    assert sorted((r.example_id, max(r.segment_ids)) for r in sft.train_items) == sorted(
+        [(examples[0].id, len(trajectories[0].steps)), (examples[2].id, 1)])  # the GOOD steps only
+    assert {(s.example_id, s.step_index) for s in sft.training_states()} == states

@@ -1,9 +1,12 @@
 """Live evaluation with a scripted policy: accuracy, steps, tool errors, invalid actions, GOOD rate."""
 
-from swirl_lightning.answers import NumericJudge
-from swirl_lightning.evaluation import evaluate
+from swirl_lightning.core.tools import ToolExecutor
+from swirl_lightning.core.trajectory import Example
+from swirl_lightning.judging.base import StepJudgeBase
+from swirl_lightning.judging.outcome import NumericJudge
+from swirl_lightning.rollout.conversation import RolloutSettings
+from swirl_lightning.rollout.evaluation import evaluate
 from swirl_lightning.testing import ScriptedPolicy, make_tool
-from swirl_lightning.trajectory import Example, Judgement
 
 
 def calculator(query: str) -> str:
@@ -12,12 +15,11 @@ def calculator(query: str) -> str:
     return str(int(a) + int(b))
 
 
-class EveryToolStepIsGood:
+class EveryToolStepIsGood(StepJudgeBase):
     judge_id = "fake"
-    prompt_version = "v0"
 
     def judge_steps(self, items):
-        return [Judgement(self.judge_id, "GOOD" if i.step.action.kind == "tool" else "BAD", 1.0) for i in items]
+        return [self.judgement(float(step.action.kind == "tool")) for _, step in items]
 
 
 def script(messages):
@@ -32,8 +34,8 @@ def script(messages):
 def test_evaluate_summarises_live_rollouts():
     tools = {"calculator": make_tool(calculator, tag="math_exp")}
     examples = [Example("a", "1+1?", "2", "t"), Example("b", "2+2?", "4", "t"), Example("c", "3+3?", "6", "t")]
-    summary, trajectories = evaluate(ScriptedPolicy(script), examples, tools, max_steps=2, outcome=NumericJudge(),
-                                     few_shot=False, step_judge=EveryToolStepIsGood())
+    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools), max_steps=2, outcome=NumericJudge().score)
+    summary, trajectories = evaluate(ScriptedPolicy(script), examples, settings, step_judge=EveryToolStepIsGood())
     assert [t.example_id for t in trajectories] == ["a", "b", "c"]
     assert [t.final_answer for t in trajectories] == ["2", "Error: ValueError: invalid literal for int() with base 10: 'x'", None]
     assert summary["accuracy"] == 1 / 3

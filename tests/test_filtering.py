@@ -5,13 +5,14 @@ import json
 
 import pytest
 
-from swirl_lightning.filtering import (
+from swirl_lightning.judging.filter import (
     FilterConfig,
     cli_main,
     filter_trajectories,
     run_filter,
 )
-from swirl_lightning.trajectory import Action, Judgement, Step, Trajectory, read_trajectories, write_jsonl
+from swirl_lightning.core.config import JudgeConfig, TaskConfig
+from swirl_lightning.core.trajectory import Action, Judgement, Step, Trajectory, read_trajectories, write_jsonl
 
 JUDGE = "process:m"
 
@@ -142,8 +143,9 @@ def files(tmp_path):
 def test_run_filter_with_the_reference_judge(files) -> None:
     tmp_path, examples, generated = files
     config = FilterConfig(input=str(tmp_path / "generated.jsonl"), output=str(tmp_path / "out" / "kept.jsonl"),
-                          task="jsonl", data_path=str(examples), mode="process+outcome", step_judge="reference",
-                          outcome_judge="numeric", progress=False, cache_path=str(tmp_path / "cache.sqlite"))
+                          task=TaskConfig("jsonl", data_path=str(examples)), mode="process+outcome",
+                          judge=JudgeConfig("reference", outcome="numeric"), progress=False,
+                          cache_path=str(tmp_path / "cache.sqlite"))
     stats = run_filter(config)
     expected = copy.deepcopy(generated[0])
     for step in expected.steps:
@@ -164,7 +166,7 @@ def test_run_filter_with_the_process_judge_uses_the_cache(files) -> None:
     for run in range(2):
         config = FilterConfig(input=str(tmp_path / "generated.jsonl"), output=str(tmp_path / f"kept{run}.jsonl"),
                               stats=str(tmp_path / f"stats{run}.json"), mode="process",
-                              judge_options={"model": "tiny-random", "threshold": 0.0}, progress=False,
+                              judge=JudgeConfig("process", {"model": "tiny-random", "threshold": 0.0}), progress=False,
                               cache_path=str(tmp_path / "cache.sqlite"))
         judging.append(run_filter(config)["judging"])
         outputs.append(read_trajectories(config.output))
@@ -185,8 +187,8 @@ def test_command_line(files, capsys) -> None:
     tmp_path, examples, _ = files
     argv = [
         "--input", str(tmp_path / "generated.jsonl"), "--output", str(tmp_path / "kept.jsonl"),
-        "--task", "jsonl", "--data_path", str(examples), "--mode", "outcome", "--step_judge", "reference",
-        "--judge_options", '{"threshold": 0.75, "calculator_tool": "calc"}', "--outcome_threshold", "1",
+        "--task.name", "jsonl", "--task.data_path", str(examples), "--mode", "outcome", "--judge.name", "reference",
+        "--judge.options", '{"timeout_s": 5}', "--outcome_threshold", "1",
         "--cache", "false", "--progress", "false",
     ]
     assert cli_main(argv) == 0

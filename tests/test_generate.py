@@ -11,22 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from swirl_lightning.generate import GenerateConfig, merge_shards, run_generate, shard_dir
-from swirl_lightning.trajectory import read_trajectories
+from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig
+from swirl_lightning.rollout.generate import GenerateConfig, merge_shards, run_generate, shard_dir
+from swirl_lightning.core.trajectory import read_trajectories
 
-TINY = ["--model", "tiny-random", "--max_new_tokens", "12", "--max_steps", "3", "--progress", "false"]
+TINY = ["--policy.name", "tiny-random", "--sampling.max_new_tokens", "12", "--task.max_steps", "3", "--progress", "false"]
 
 
 def swirl(*args: str, **kwargs) -> subprocess.Popen:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "swirl_lightning.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "swirl_lightning", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
 def test_generate_end_to_end_with_tiny_model(tmp_path):
     out = tmp_path / "t.jsonl"
-    cfg = GenerateConfig(output=str(out), model="tiny-random", limit=2, samples=2, max_new_tokens=12, max_steps=3,
-                         batch_size=3, progress=False)
+    cfg = GenerateConfig(output=str(out), policy=PolicyConfig("tiny-random"), task=TaskConfig(limit=2, max_steps=3),
+                         sampling=SamplingConfig(max_new_tokens=12, batch_size=3), samples=2, progress=False)
     summary = run_generate(cfg)
     trajectories = read_trajectories(out)
     assert sorted(t.key for t in trajectories) == [("gsm8k-train-0", 0), ("gsm8k-train-0", 1),
@@ -44,7 +45,7 @@ def test_generate_end_to_end_with_tiny_model(tmp_path):
 
 def test_generate_resumes_after_sigkill(tmp_path):
     out = tmp_path / "t.jsonl"
-    args = ["generate", *TINY, "--limit", "4", "--samples", "3", "--batch_size", "2", "--output", str(out)]
+    args = ["generate", *TINY, "--task.limit", "4", "--samples", "3", "--sampling.batch_size", "2", "--output", str(out)]
     shard = shard_dir(out) / "rank0-of-1.jsonl"
     process = swirl(*args)
     deadline = time.time() + 120
@@ -68,7 +69,7 @@ def test_generate_resumes_after_sigkill(tmp_path):
 
 def test_generate_two_processes_shards_and_merge(tmp_path):
     out = tmp_path / "t.jsonl"
-    process = swirl("generate", *TINY, "--limit", "3", "--samples", "2", "--processes", "2", "--output", str(out))
+    process = swirl("generate", *TINY, "--task.limit", "3", "--samples", "2", "--processes", "2", "--output", str(out))
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
     trajectories = read_trajectories(out)
@@ -78,7 +79,7 @@ def test_generate_two_processes_shards_and_merge(tmp_path):
 
 
 def test_merge_keeps_one_trajectory_per_key_in_question_order(tmp_path):
-    from swirl_lightning.trajectory import JsonlWriter, Trajectory
+    from swirl_lightning.core.trajectory import JsonlWriter, Trajectory
 
     out = tmp_path / "t.jsonl"
     shards = shard_dir(out)
@@ -93,17 +94,17 @@ def test_merge_keeps_one_trajectory_per_key_in_question_order(tmp_path):
 
 
 def test_offset_skips_the_first_questions_and_is_checked():
-    from swirl_lightning.generate import _setup
+    from swirl_lightning.rollout.generate import _examples
 
-    _, first_five, _ = _setup(GenerateConfig(limit=5, progress=False))
-    _, after_two, _ = _setup(GenerateConfig(limit=2, offset=3, progress=False))
+    first_five = _examples(GenerateConfig(task=TaskConfig(limit=5), progress=False))
+    after_two = _examples(GenerateConfig(task=TaskConfig(limit=2, offset=3), progress=False))
     assert [e.id for e in after_two] == [e.id for e in first_five[3:5]]
-    with pytest.raises(ValueError, match="offset: expected 0 or more"):
-        GenerateConfig(offset=-1)
+    with pytest.raises(ValueError, match="task.offset: expected 0 or more"):
+        TaskConfig(offset=-1)
 
 
 def test_a_missing_adapter_folder_is_a_clear_error(tmp_path):
-    from swirl_lightning.generate import load_policy
+    from swirl_lightning.rollout.generate import load_policy
 
     with pytest.raises(FileNotFoundError, match="no PEFT adapter at 'nowhere/adapter' \\(relative to .*adapter_config.json"):
-        load_policy("tiny-random", "nowhere/adapter", "float32", "cpu")
+        load_policy(PolicyConfig("tiny-random", adapter="nowhere/adapter"), "cpu")

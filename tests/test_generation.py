@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from swirl_lightning.generation import GenerationEngine, SamplingConfig, SlotKVCache, attention_mask_for
+from swirl_lightning.rollout.engine import GenerationEngine, SamplingConfig, SlotKVCache, attention_mask_for
 from swirl_lightning.testing import tiny_model_and_tokenizer
 
 
@@ -21,7 +21,7 @@ def feed(model, cache, rows, feeds):
     lengths = cache.lengths[row_index]
     hidden = model.base_model(
         input_ids=input_ids, attention_mask=attention_mask_for(lengths, num_real, num_new, model.dtype),
-        position_ids=lengths[:, None] + torch.arange(num_new)[None], past_key_values=cache, use_cache=True,
+        position_ids=lengths[:, None] + torch.arange(num_new)[None], cache=cache, use_cache=True,
     ).last_hidden_state
     cache.commit(row_index, num_real)
     return model.lm_head(hidden[torch.arange(len(rows)), num_real - 1])
@@ -144,7 +144,7 @@ def test_prefix_cached_prompt_matches_transformers_greedy_generate(tiny):
 
 
 def test_sample_rows_follows_the_distribution_and_each_rows_generator():
-    from swirl_lightning.generation import sample_rows
+    from swirl_lightning.rollout.engine import sample_rows
 
     logits = torch.log(torch.tensor([[0.1, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 1.0]]) + 1e-12)
     counts = torch.zeros(4)

@@ -8,30 +8,33 @@ import pluggy
 import pytest
 import torch
 
-import swirl_lightning.hookspecs
-import swirl_lightning.judges
+import swirl_lightning.core.hookspecs
+import swirl_lightning.judging.base
 from swirl_lightning import hookimpl
-from swirl_lightning.filtering import JudgementCache, score_outcomes
-from swirl_lightning.judges import (
-    LLMGrader,
-    NumericJudge,
-    ProcessJudge,
-    ReferenceJudge,
-    StepToJudge,
-    available_judges,
-    exact_match,
-    judge_trajectories,
-    judgement_key,
-    make_judge,
-    matches_reference,
-    normalize_answer,
-    outcome_for_task,
-    parse_number,
-    reference_values,
-    token_f1,
+from swirl_lightning.core.answers import exact_match, matches_reference, normalize_answer, parse_number, token_f1
+from swirl_lightning.core.models import load_model, load_tokenizer
+from swirl_lightning.core.tasks import get_task
+from swirl_lightning.core.tasks.gsm8k import reference_values
+from swirl_lightning.core.trajectory import Action, Example, Judgement, State, Step, Trajectory, parse_action
+from swirl_lightning.judging.base import (
+    OutcomeJudge, StepJudge, StepJudgeBase, available_judges, make_judge, make_outcome_judge, make_step_judge,
 )
-from swirl_lightning.models import load_model, load_tokenizer
-from swirl_lightning.trajectory import Action, Example, Judgement, Step, Trajectory
+from swirl_lightning.judging.filter import score_outcomes
+from swirl_lightning.judging.local_lm import LLMGrader, ProcessJudge, VerdictScorer
+from swirl_lightning.judging.outcome import NumericJudge
+from swirl_lightning.judging.reference import ReferenceJudge
+from swirl_lightning.judging.steps import JudgementCache, action_rewards, judge_trajectories, judgement_key
+from swirl_lightning.testing import make_tool
+
+
+def at(state_messages, step, example=None) -> tuple[State, Step]:
+    """A (state, step) pair as judges take them."""
+    return State(example.id if example else "q", 0, state_messages, example=example), step
+
+
+def sampled(text: str) -> Step:
+    """A freshly sampled action: parsed, no observation (no tool ran)."""
+    return Step(text, parse_action(text, {"math_exp": "calculator", "search_query": "search"}))
 
 # ----------------------------------------------------------------------------------------------------
 # Numbers and answer spans
@@ -123,11 +126,11 @@ def test_exact_match_and_token_f1(prediction, gold, em, f1) -> None:
     assert token_f1(prediction, gold) == pytest.approx(f1, abs=1e-12)
 
 
-def test_outcome_for_task() -> None:
-    assert outcome_for_task("gsm8k") == "numeric"
-    assert outcome_for_task("hotpotqa") == "qa_em"
+def test_each_task_names_its_outcome_judge() -> None:
+    assert make_outcome_judge(get_task("gsm8k").outcome_judge).judge_id == "numeric"
+    assert make_outcome_judge(get_task("hotpotqa").outcome_judge).judge_id == "qa_em"
     with pytest.raises(ValueError, match="expected one of"):
-        outcome_for_task("chess")
+        get_task("chess")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -136,17 +139,19 @@ def test_outcome_for_task() -> None:
 
 def local_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager("swirl_lightning")
-    pm.add_hookspecs(swirl_lightning.hookspecs)
-    pm.register(swirl_lightning.judges)
+    pm.add_hookspecs(swirl_lightning.core.hookspecs)
+    pm.register(swirl_lightning.judging.base)
     return pm
 
 
-class ConstantJudge:
+class ConstantJudge(StepJudgeBase):
+    """A step judge that scores every step the same: a throwaway plugin judge."""
+
     def __init__(self, value: float = 1.0) -> None:
         self.judge_id, self.value = f"constant:{value}", value
 
-    def score(self, prediction, gold) -> float:
-        return self.value
+    def judge_steps(self, items):
+        return [self.judgement(self.value) for _ in items]
 
 
 def test_registry_lists_builtins_and_plugins() -> None:
@@ -168,7 +173,7 @@ def test_registry_lists_builtins_and_plugins() -> None:
 
 def test_builtins_are_listed_even_when_the_module_is_not_registered() -> None:
     pm = pluggy.PluginManager("swirl_lightning")
-    pm.add_hookspecs(swirl_lightning.hookspecs)
+    pm.add_hookspecs(swirl_lightning.core.hookspecs)
     assert "reference" in available_judges(pm)
 
 
@@ -183,6 +188,41 @@ def test_a_name_registered_twice_names_both_plugins() -> None:
     pm.register(Clash(), name="clashing-plugin")
     with pytest.raises(ValueError, match="'numeric' is registered by both .*clashing-plugin"):
         available_judges(pm)
+
+
+def test_the_protocols_declare_what_the_code_reads() -> None:
+    judge = make_step_judge("reference")
+    assert isinstance(judge, StepJudge) and isinstance(NumericJudge(), OutcomeJudge)
+    assert (judge.threshold, judge.cacheable, judge.needs_example) == (0.5, False, True)
+    pm = local_plugin_manager()
+
+    class Plugin:
+        @hookimpl
+        def register_judges(self, register) -> None:
+            register(ConstantJudge, name="constant")
+            register(NumericJudge, name="numeric_again")
+
+    pm.register(Plugin(), name="my-judges")
+    assert isinstance(make_step_judge("constant", {"value": 0.5}, pm), StepJudge)
+    with pytest.raises(TypeError, match="'numeric_again' is not a step judge: it lacks prompt_version"):
+        make_step_judge("numeric_again", pm=pm)
+    with pytest.raises(TypeError, match="'constant' is not an outcome judge: it lacks score_batch"):
+        make_outcome_judge("constant", pm)
+
+
+def test_a_raising_judge_hook_warns_with_its_plugin_and_the_others_still_load() -> None:
+    from swirl_lightning.core.plugins import PluginLoadWarning
+
+    pm = local_plugin_manager()
+
+    class Broken:
+        @hookimpl
+        def register_judges(self, register) -> None:
+            raise RuntimeError("no weights")
+
+    pm.register(Broken(), name="broken-judges")
+    with pytest.warns(PluginLoadWarning, match=r"broken-judges.*register_judges raised RuntimeError: no weights"):
+        assert "reference" in available_judges(pm)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -234,7 +274,7 @@ def test_process_score_is_the_softmax_of_the_two_verdict_tokens(tiny, process_ju
     assert process_judge.scorer.positive_id == tokenizer.convert_tokens_to_ids("ĠGOOD")
     assert process_judge.scorer.negative_id == tokenizer.convert_tokens_to_ids("ĠB")
     action = "<math_exp>48+24</math_exp>"
-    (score,) = process_judge.score_actions([STATE], [action])
+    (score,) = action_rewards(process_judge, [at(STATE, sampled(action))])
     assert 0.0 < score < 1.0
     assert score == pytest.approx(manual_p_good(model, tokenizer, process_judge.prompt(STATE, action)), abs=1e-6)
 
@@ -243,10 +283,11 @@ def test_process_batching_matches_one_by_one_and_is_deterministic(tiny, process_
     model, tokenizer = tiny
     states = [STATE[:2], STATE, STATE[:2], STATE]
     actions = ["<math_exp>48/2</math_exp>", "<answer>72</answer>", "I think " * 30 + "<answer>7</answer>", "<math_exp>48+24</math_exp>"]
-    batched = process_judge.score_actions(states, actions)
-    single = ProcessJudge(model, tokenizer, model_name="tiny-random", batch_size=1).score_actions(states, actions)
+    items = [at(state, sampled(action)) for state, action in zip(states, actions)]
+    batched = action_rewards(process_judge, items)
+    single = action_rewards(ProcessJudge(model, tokenizer, model_name="tiny-random", batch_size=1), items)
     assert batched == pytest.approx(single, abs=1e-5)
-    assert process_judge.score_actions(states, actions) == batched
+    assert action_rewards(process_judge, items) == batched
     assert len(set(batched)) == len(batched)  # the scores do depend on the input
 
 
@@ -257,7 +298,7 @@ def test_process_judge_steps_threshold_and_invalid_steps(tiny) -> None:
     try:
         good = Step("<answer>72</answer>", Action("answer", tag="answer", answer="72"))
         invalid = Step("no action here", Action("invalid", reason="no action"))
-        items = [StepToJudge(STATE, good), StepToJudge(STATE, invalid)]
+        items = [at(STATE, good), at(STATE, invalid)]
         everything_good = ProcessJudge(model, tokenizer, model_name="t", threshold=0.0).judge_steps(items)
         assert len(calls) == 1  # one batch; the invalid step never reaches the model
         nothing_good = ProcessJudge(model, tokenizer, model_name="t", threshold=1.01).judge_steps(items)
@@ -273,7 +314,7 @@ def test_process_judge_restores_training_mode(tiny, process_judge) -> None:
     model, _ = tiny
     model.train()
     try:
-        process_judge.score_actions([STATE], ["<answer>72</answer>"])
+        action_rewards(process_judge, [at(STATE, sampled("<answer>72</answer>"))])
         assert model.training
     finally:
         model.eval()
@@ -287,7 +328,7 @@ def test_grader_prompt_and_probability(tiny) -> None:
     text = "\n".join(m["content"] for m in messages)
     assert "Correct answer: 72" in text and "Predicted answer: seventy-two" in text and QUESTION in text
     (p_yes,) = grader.probabilities(["seventy-two"], ["72"], [QUESTION])
-    ids = torch.tensor([grader.scorer.prompt_ids(messages)])
+    ids = torch.tensor([grader.verdicts.scorer.prompt_ids(messages)])
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, -1]
     pair = logits[tokenizer.convert_tokens_to_ids(["ĠYes", "ĠNo"])]
@@ -295,9 +336,14 @@ def test_grader_prompt_and_probability(tiny) -> None:
     assert grader.score_batch(["seventy-two", None], ["72", "72"]) == [1.0, 0.0]  # threshold 0; None never passes
 
 
-def test_scorer_rejects_verdict_words_sharing_a_first_token(tiny) -> None:
-    from swirl_lightning.judges import VerdictScorer
+def test_a_judge_given_by_name_loads_its_model_on_first_use() -> None:
+    judge = ProcessJudge("tiny-random")
+    assert judge.judge_id == "process:tiny-random" and judge.verdicts._scorer is None
+    assert 0 < action_rewards(judge, [at(STATE, sampled("<answer>72</answer>"))])[0] < 1
+    assert judge.verdicts._scorer is not None
 
+
+def test_scorer_rejects_verdict_words_sharing_a_first_token(tiny) -> None:
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="same token"):
         VerdictScorer(model, tokenizer, "BAD", "BADLY")
@@ -357,7 +403,7 @@ def test_reference_judge_on_a_converted_gsm8k_trajectory() -> None:
         answer_step("$72.00"),
     ]
     judge = ReferenceJudge()
-    judgements = judge.judge_steps([StepToJudge([], s, EXAMPLE) for s in steps])
+    judgements = judge.judge_steps([at([], s, EXAMPLE) for s in steps])
     assert [j.verdict for j in judgements] == ["GOOD", "BAD", "BAD", "BAD", "GOOD", "GOOD", "BAD", "GOOD"]
     assert all(j.judge == "reference" and j.prompt_version == "reference-v1" for j in judgements)
     assert [j.score for j in judgements] == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
@@ -365,8 +411,8 @@ def test_reference_judge_on_a_converted_gsm8k_trajectory() -> None:
 
 def test_reference_judge_needs_the_solution() -> None:
     bare = Example("x-1", "q", "72", "jsonl")
-    with pytest.raises(ValueError, match="x-1.*solution"):
-        ReferenceJudge().judge_steps([StepToJudge([], calc_step("1+1", "2"), bare)])
+    with pytest.raises(ValueError, match="x-1.*no reference values"):
+        ReferenceJudge().judge_steps([at([], calc_step("1+1", "2"), bare)])
 
 
 def test_reference_score_actions_evaluates_calculator_calls() -> None:
@@ -377,7 +423,7 @@ def test_reference_score_actions_evaluates_calculator_calls() -> None:
             raise ValueError("not a valid arithmetic expression")
         return results[expr]
 
-    judge = ReferenceJudge(calculate=calculate)
+    judge = ReferenceJudge(tools={"calculator": make_tool(calculate, name="calculator", tag="math_exp")})
     texts = [
         "Half of 48. <math_exp>48/2</math_exp>",
         "<math_exp>48*2</math_exp>",
@@ -386,20 +432,23 @@ def test_reference_score_actions_evaluates_calculator_calls() -> None:
         "<answer>72</answer>",
         "<math_exp>1</math_exp><answer>72</answer>",  # two actions: invalid
     ]
-    assert judge.score_actions([[]] * len(texts), texts, [EXAMPLE] * len(texts)) == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    items = [at([], sampled(text), EXAMPLE) for text in texts]
+    assert action_rewards(judge, items) == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="needs each state's question"):
+        action_rewards(judge, [at([], sampled(texts[0]))])
 
 
-def test_reference_score_actions_with_swirl_calculator() -> None:
+def test_reference_judge_runs_sampled_calls_with_the_registered_calculator() -> None:
     pytest.importorskip("swirl_calculator")
     texts = ["<math_exp>48/2</math_exp>", "<math_exp>48+25</math_exp>"]
-    assert ReferenceJudge().score_actions([[]] * 2, texts, [EXAMPLE] * 2) == [1.0, 0.0]
+    assert action_rewards(ReferenceJudge(), [at([], sampled(text), EXAMPLE) for text in texts]) == [1.0, 0.0]
 
 
 def test_reference_steps_of_packaged_gsm8k_are_good() -> None:
-    from swirl_lightning.tasks import gsm8k_reference_trajectory, load_gsm8k
+    from swirl_lightning.core.tasks.gsm8k import gsm8k_reference_trajectory, load_gsm8k
 
     examples = load_gsm8k(limit=20)
-    trajectories = [gsm8k_reference_trajectory(e) for e in examples]
+    trajectories = [gsm8k_reference_trajectory(e, tool_tag="math_exp") for e in examples]
     judge_trajectories(trajectories, ReferenceJudge(), {e.id: e for e in examples}, progress=False)
     verdicts = [s.judgements[-1].verdict for t in trajectories for s in t.steps]
     assert len(verdicts) > 40 and set(verdicts) == {"GOOD"}

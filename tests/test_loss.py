@@ -1,4 +1,4 @@
-"""The objectives of swirl_lightning.loss against values worked out by hand."""
+"""The objectives of swirl_lightning.training.loss against values worked out by hand."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from swirl_lightning.loss import (
+from swirl_lightning.training.loss import (
     group_advantages,
     masked_mean,
     offline_loss,

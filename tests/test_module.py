@@ -8,28 +8,24 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+import dataclasses
+
 from swirl_lightning import hookimpl
-from swirl_lightning.data import (
-    SwirlDataModule,
-    TaskConfig,
-    TrainDataConfig,
-    ValidationDataConfig,
+from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig, greedy
+from swirl_lightning.core.plugins import get_plugin_manager
+from swirl_lightning.core.tasks import load_task
+from swirl_lightning.core.tasks.gsm8k import gsm8k_reference_trajectory as _reference
+from swirl_lightning.core.trajectory import Judgement, write_jsonl
+from swirl_lightning.judging.base import StepJudgeBase
+from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings
+from swirl_lightning.training.config import (
+    EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig, SwirlConfig, TrainDataConfig, ValidationDataConfig,
 )
-from swirl_lightning.loss import token_logprobs
-from swirl_lightning.module import (
-    EvaluationConfig,
-    OptimizerConfig,
-    PolicyConfig,
-    SwirlConfig,
-    SwirlModule,
-)
-from swirl_lightning.packing import decompose_trajectory
-from swirl_lightning.plugins import get_plugin_manager
-from swirl_lightning.prompts import build_prompt
-from swirl_lightning.rollout import ChatRenderer
-from swirl_lightning.sequences import trajectory_segments
-from swirl_lightning.tasks import gsm8k_reference_trajectory, load_task
-from swirl_lightning.trajectory import Judgement, write_jsonl
+from swirl_lightning.training.data import SwirlDataModule
+from swirl_lightning.training.loss import token_logprobs
+from swirl_lightning.training.module import SwirlModule
+from swirl_lightning.training.packing import unpacked_trajectory_rows
+from swirl_lightning.training.sequences import trajectory_segments
 
 
 # Unit tests call training_step without a Trainer; its self.log calls are then no-ops.
@@ -37,22 +33,28 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")]
 
 
-TASK = TaskConfig(name="gsm8k", max_steps=3, few_shot=False)
-TINY = PolicyConfig(name="tiny-random", lora_r=4, lora_alpha=8)
-EVALUATION = EvaluationConfig(max_new_tokens=6, batch_size=4, log_trajectories=2)
+TASK = TaskConfig(name="gsm8k", max_steps=3, few_shot=False, limit=6)
+TINY = PolicyConfig(name="tiny-random")
+LORA = LoraConfig(r=4, alpha=8)
+EVALUATION = EvaluationConfig(sampling=greedy(max_new_tokens=6, batch_size=4), log_trajectories=2)
 
 
-def make_data(objective: str, **train) -> SwirlDataModule:
-    train = {"reference": "gsm8k", "limit": 6, "batch_size": 3, **train}
-    data = SwirlDataModule(task=TASK, train=TrainDataConfig(**train), validation=ValidationDataConfig(questions=2),
+def gsm8k_reference_trajectory(example):
+    return _reference(example, tool_tag="math_exp")
+
+
+def make_data(objective: str, task: TaskConfig = TASK, **train) -> SwirlDataModule:
+    train = {"reference": True, "batch_size": 3, **train}
+    data = SwirlDataModule(task=task, train=TrainDataConfig(**train), validation=ValidationDataConfig(questions=2),
                            objective=objective, tokenizer="tiny-random")
     data.setup("fit")
     return data
 
 
-def make_module(objective: str, policy: PolicyConfig = TINY, **kwargs) -> SwirlModule:
+def make_module(objective: str, lora: LoraConfig = LORA, **kwargs) -> SwirlModule:
     torch.manual_seed(0)
-    module = SwirlModule(policy=policy, objective=objective, task=TASK, evaluation=EVALUATION, **kwargs)
+    kwargs = {"policy": TINY, "task": TASK, "evaluation": EVALUATION, "export": ExportConfig(enabled=False), **kwargs}
+    module = SwirlModule(objective=objective, lora=lora, **kwargs)
     module.configure_model()
     return module
 
@@ -61,7 +63,7 @@ def decomposed_nll(module: SwirlModule, segments, weights) -> tuple[torch.Tensor
     """sum_k w_k * sum_t -log pi(a_k,t) over one row per action (full logits), and the action token count."""
     lm = module.scorer.causal_lm
     total, tokens = torch.zeros(()), 0
-    for (ids, action_mask), weight in zip(decompose_trajectory(segments), weights):
+    for (ids, action_mask), weight in zip(unpacked_trajectory_rows(segments), weights):
         with torch.no_grad():
             logits = lm(input_ids=ids.unsqueeze(0)).logits
         logprobs = token_logprobs(logits, ids.unsqueeze(0))[0]
@@ -77,12 +79,12 @@ def test_sft_loss_equals_one_pass_per_action():
     loss = module.training_step(batch, 0)
     trajectories = {t.example_id: t for t in (gsm8k_reference_trajectory(e) for e in data.examples.values())}
     renderer = ChatRenderer(data.tokenizer)
-    tools = TASK.load_tools().values()
+    settings = RolloutSettings.for_task(TASK, ToolsConfig())
     total, tokens = torch.zeros(()), 0
     for example_id in batch.example_ids:
         trajectory = trajectories[example_id]
         # The prompt a rollout would show: system turn with the tools, then the question.
-        trajectory.prompt = build_prompt(data.examples[example_id].question, tools, TASK.steps_cap(), TASK.few_shot)
+        trajectory.prompt = settings.prompt(data.examples[example_id].question)
         segments = trajectory_segments(trajectory, data.tokenizer, renderer)
         row_total, row_tokens = decomposed_nll(module, segments, [1.0] * len(trajectory.steps))
         total, tokens = total + row_total, tokens + row_tokens
@@ -98,10 +100,11 @@ def test_offline_loss_weights_each_action_by_its_judged_score(tmp_path):
     trajectories = [gsm8k_reference_trajectory(e) for e in examples]
     for t in trajectories:
         for k, step in enumerate(t.steps):
-            step.judgements = [Judgement("test-judge", "GOOD", 0.5 ** k)]
+            step.judgements = [Judgement("reference", "GOOD", 0.5 ** k)]
     path = tmp_path / "judged.jsonl"
     write_jsonl(path, trajectories)
-    data = make_data("offline", reference=None, path=str(path), limit=None, reward="test-judge", batch_size=2)
+    data = make_data("offline", dataclasses.replace(TASK, limit=None), reference=False, path=str(path),
+                     reward="judge", batch_size=2)
     module = make_module("offline")
     batch = next(iter(data.train_dataloader()))
     loss = module.training_step(batch, 0)
@@ -121,8 +124,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
     batch = next(iter(data.train_dataloader()))
     results = []
     for checkpointing in (False, True):
-        policy = PolicyConfig(name="tiny-random", lora_r=4, gradient_checkpointing=checkpointing)
-        module = make_module("sft", policy)
+        module = make_module("sft", LoraConfig(r=4), gradient_checkpointing=checkpointing)
         module.scorer.train()
         loss = module.training_step(batch, 0)
         loss.backward()
@@ -132,18 +134,16 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
         torch.testing.assert_close(plain, checkpointed, rtol=1e-4, atol=1e-6)
 
 
-class HashJudge:
+class HashJudge(StepJudgeBase):
     """A step judge with varied, deterministic rewards: a hash of the sampled text."""
 
     judge_id = "hash"
-    prompt_version = "test"
-    needs_example = False
 
     def __init__(self, levels: int = 4):
         self.levels = levels
 
-    def score_actions(self, states, action_texts, actions=None):
-        return [(zlib.crc32(text.encode()) % self.levels) / (self.levels - 1) for text in action_texts]
+    def judge_steps(self, items):
+        return [self.judgement((zlib.crc32(step.text.encode()) % self.levels) / (self.levels - 1)) for _, step in items]
 
 
 class HashJudgePlugin:
@@ -163,10 +163,10 @@ def hash_judge():
 
 def test_swirl_batch_samples_judges_and_packs(hash_judge):
     data = make_data("swirl")
-    swirl = SwirlConfig(group_size=4, max_new_tokens=6, judge=hash_judge, kl_beta=0.1)
-    module = make_module("swirl", swirl=swirl)
+    module = make_module("swirl", swirl=SwirlConfig(group_size=4, kl_beta=0.1), judge=JudgeConfig(hash_judge),
+                         sampling=SamplingConfig(max_new_tokens=6))
     states = data.train_items[:3]
-    batch = module.prepare_swirl_batch(states)
+    batch = module.objective.prepare(module, states)
     assert [len(group) for group in batch.samples] == [4, 4, 4]
     assert all(1 <= len(ids) <= 6 for group in batch.samples for ids, _ in group)
     assert batch.rewards.shape == (3, 4) and batch.rewards.std() > 0
@@ -174,16 +174,16 @@ def test_swirl_batch_samples_judges_and_packs(hash_judge):
     torch.testing.assert_close(batch.advantages, batch.rewards - batch.rewards.mean(dim=1, keepdim=True))
     assert batch.inputs["attention_mask"].ndim == 4 and batch.inputs["input_ids"].shape[0] == 3  # one row per state
 
-    loss, stats = module.swirl_objective(batch)
+    loss, stats = module.objective.loss(module, batch)
     assert torch.isfinite(loss)
     # A fresh LoRA adapter changes nothing yet: the policy equals its reference, the KL is 0.
     assert abs(float(stats["kl"])) < 1e-6
     # The packed row gives each action the log-probs of a separate pass over state + action.
     lm = module.scorer.causal_lm
     for g in (0, 3):
-        ids = torch.tensor(states[0].state_ids + batch.samples[0][g][0]).unsqueeze(0)
+        ids = torch.tensor(states[0].token_ids + batch.samples[0][g][0]).unsqueeze(0)
         with torch.no_grad():
-            separate = token_logprobs(lm(input_ids=ids).logits, ids)[0, len(states[0].state_ids):].sum()
+            separate = token_logprobs(lm(input_ids=ids).logits, ids)[0, len(states[0].token_ids):].sum()
         packed = stats["logprobs"][0][batch.inputs["segment_ids"][0] == g + 1].sum()
         torch.testing.assert_close(packed, separate, rtol=1e-4, atol=1e-4)
     loss.backward()
@@ -191,11 +191,11 @@ def test_swirl_batch_samples_judges_and_packs(hash_judge):
 
 
 def test_swirl_fit_updates_ppo_epochs_times_per_batch(hash_judge, tmp_path):
-    data = SwirlDataModule(task=TASK, train=TrainDataConfig(reference="gsm8k", limit=5, batch_size=2),
+    data = SwirlDataModule(task=dataclasses.replace(TASK, limit=5), train=TrainDataConfig(reference=True, batch_size=2),
                            validation=ValidationDataConfig(questions=1), objective="swirl", tokenizer="tiny-random")
-    swirl = SwirlConfig(group_size=2, max_new_tokens=4, judge=hash_judge, ppo_epochs=2)
-    module = SwirlModule(policy=TINY, objective="swirl", task=TASK, swirl=swirl, evaluation=EVALUATION,
-                         optimizer=OptimizerConfig(lr=1e-2))
+    module = SwirlModule(policy=TINY, objective="swirl", task=TASK, swirl=SwirlConfig(group_size=2, ppo_epochs=2),
+                         judge=JudgeConfig(hash_judge), sampling=SamplingConfig(max_new_tokens=4), lora=LORA,
+                         evaluation=EVALUATION, optimizer=OptimizerConfig(lr=1e-2), export=ExportConfig(enabled=False))
     trainer = L.Trainer(accelerator="cpu", max_steps=4, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(module, data)
@@ -208,9 +208,9 @@ def test_swirl_fit_updates_ppo_epochs_times_per_batch(hash_judge, tmp_path):
 def test_validation_rolls_out_live_and_logs_rates_and_text(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    data = SwirlDataModule(task=TASK, train=TrainDataConfig(reference="gsm8k", limit=6),
-                           validation=ValidationDataConfig(questions=3, batch_size=2), tokenizer="tiny-random")
-    module = SwirlModule(policy=TINY, task=TASK, evaluation=EVALUATION)
+    data = SwirlDataModule(task=TASK, train=TrainDataConfig(reference=True), validation=ValidationDataConfig(questions=3),
+                           validation_batch_size=2, tokenizer="tiny-random")
+    module = SwirlModule(policy=TINY, task=TASK, evaluation=EVALUATION, lora=LORA)
     logger = TensorBoardLogger(tmp_path, name="tb")
     trainer = L.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False)
     (metrics,) = trainer.validate(module, data)
@@ -229,8 +229,7 @@ def test_validation_rolls_out_live_and_logs_rates_and_text(tmp_path):
 
 def test_quantized_lora_with_8bit_adamw_trains_on_cpu():
     data = make_data("sft")
-    policy = PolicyConfig(name="tiny-random", lora_r=4, quantize="8bit")
-    module = make_module("sft", policy, optimizer=OptimizerConfig(name="adamw8bit", lr=1e-2))
+    module = make_module("sft", LoraConfig(r=4, quantize="8bit"), optimizer=OptimizerConfig(name="adamw8bit", lr=1e-2))
     assert "8bit" in type(module.scorer.causal_lm.model.layers[0].mlp.up_proj.base_layer).__name__
     optimizer = module.configure_optimizers()["optimizer"]
     assert "8bit" in type(optimizer).__name__
@@ -245,4 +244,4 @@ def test_quantized_lora_with_8bit_adamw_trains_on_cpu():
 
 def test_quantization_without_lora_is_refused():
     with pytest.raises(ValueError, match="needs LoRA"):
-        SwirlModule(policy=PolicyConfig(name="tiny-random", quantize="4bit"))
+        LoraConfig(quantize="4bit")

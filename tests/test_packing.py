@@ -5,11 +5,11 @@ import torch
 from torch.testing import assert_close
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from swirl_lightning.loss import offline_loss, segment_sums, sft_loss, swirl_loss, token_logprobs
-from swirl_lightning.packing import (
+from swirl_lightning.training.loss import offline_loss, segment_sums, sft_loss, swirl_loss, token_logprobs
+from swirl_lightning.training.packing import (
     batch_groups,
-    decompose_group,
-    decompose_trajectory,
+    unpacked_group_rows,
+    unpacked_trajectory_rows,
     pack_group,
     pack_trajectory,
     pad_rows,
@@ -74,7 +74,7 @@ def test_pack_trajectory_layout_and_decomposition() -> None:
     input_ids, segment_ids = pack_trajectory(segments)
     assert input_ids.tolist() == [1, 2, 3, 4, 5, 6, 7]
     assert segment_ids.tolist() == [0, 0, 1, 0, 0, 2, 2]
-    rows = decompose_trajectory(segments)
+    rows = unpacked_trajectory_rows(segments)
     assert [(ids.tolist(), seg.tolist()) for ids, seg in rows] == [
         ([1, 2, 3], [0, 0, 1]),
         ([1, 2, 3, 4, 5, 6, 7], [0, 0, 0, 0, 0, 1, 1]),
@@ -154,7 +154,7 @@ def test_packed_trajectories_equal_one_pass_per_action(attn_implementation: str)
         """K passes, one per sub-trajectory; each loss normalised by the batch's total action tokens."""
         total, action_sums = torch.zeros(()), []
         for row, trajectory in enumerate(data):
-            for k, (ids, segments) in enumerate(decompose_trajectory(trajectory)):
+            for k, (ids, segments) in enumerate(unpacked_trajectory_rows(trajectory)):
                 logprobs = token_logprobs(model(input_ids=ids[None]).logits, ids[None])
                 action_sum = logprobs[0][segments == 1].sum()
                 weight = weights[row, k] if weighted else 1.0
@@ -199,7 +199,7 @@ def test_packed_groups_equal_one_pass_per_action(attn_implementation: str) -> No
     total_action_tokens = int((batch.segment_ids > 0).sum())
     separate_loss = torch.zeros(())
     for row, (state, actions) in enumerate(data):
-        for g, (ids, segments) in enumerate(decompose_group(state, actions), start=1):
+        for g, (ids, segments) in enumerate(unpacked_group_rows(state, actions), start=1):
             row_logprobs = token_logprobs(model(input_ids=ids[None]).logits, ids[None])
             row_ref = token_logprobs(reference(input_ids=ids[None]).logits, ids[None])
             packed_action = logprobs[row][batch.segment_ids[row] == g].detach()

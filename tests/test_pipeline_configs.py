@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from swirl_lightning.config import parse_config
-from swirl_lightning.filtering import FilterConfig
-from swirl_lightning.generate import GenerateConfig
+from swirl_lightning.core.config import parse_config
+from swirl_lightning.judging.filter import FilterConfig
+from swirl_lightning.rollout.generate import GenerateConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 KINDS = {"generate": GenerateConfig, "filter": FilterConfig}
@@ -22,8 +22,8 @@ def test_config_parses(path):
 
 
 def test_flags_override_the_config_file():
-    config = parse_config(GenerateConfig, ["--config", str(CONF / "generate" / "gsm8k.yaml"), "--limit", "3"], "swirl generate")
-    assert config.limit == 3 and config.samples == 4
+    config = parse_config(GenerateConfig, ["--config", str(CONF / "generate" / "gsm8k.yaml"), "--task.limit", "3"], "swirl generate")
+    assert config.task.limit == 3 and config.samples == 4 and config.task.name == "gsm8k"
 
 
 def test_bad_value_is_a_usage_error(capsys):
@@ -32,7 +32,8 @@ def test_bad_value_is_a_usage_error(capsys):
     assert "samples" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, value", [("--samples", "0"), ("--top_p", "0"), ("--temperature", "-1"), ("--limit", "0")])
+@pytest.mark.parametrize("flag, value", [("--samples", "0"), ("--sampling.top_p", "0"), ("--sampling.temperature", "-1"),
+                                         ("--task.limit", "0")])
 def test_out_of_range_values_are_usage_errors(flag, value, capsys):
     with pytest.raises(SystemExit):
         parse_config(GenerateConfig, [flag, value], "swirl generate")

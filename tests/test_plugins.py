@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from swirl_lightning import hookimpl
-from swirl_lightning.plugins import (
+from swirl_lightning.core.plugins import (
     PluginLoadWarning,
     PluginOrigin,
     SwirlPluginManager,
@@ -21,7 +21,7 @@ from swirl_lightning.plugins import (
     normalize_distribution_name,
     reset_plugin_manager,
 )
-from swirl_lightning.tools import ToolConflictError, ToolExecutor, collect_tools
+from swirl_lightning.core.tools import ToolConflictError, ToolExecutor, collect_tools
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

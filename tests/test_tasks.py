@@ -1,4 +1,4 @@
-"""Tests for swirl_lightning.tasks: loaders, the GSM8K split, the task registry, reference trajectories."""
+"""Tests for swirl_lightning.core.tasks: loaders, the GSM8K split, the task registry, reference trajectories."""
 
 from __future__ import annotations
 
@@ -10,20 +10,20 @@ from fractions import Fraction
 
 import pytest
 
-from swirl_lightning.tasks import (
-    TASKS,
-    data_dir,
-    gsm8k_reference_trajectory,
-    gsm8k_split,
-    load_examples_jsonl,
-    load_gsm8k,
-    load_hotpotqa,
-    load_task,
-    verify_reference_steps,
+from swirl_lightning.core.tasks import Task, available_tasks, data_dir, get_task, load_task
+from swirl_lightning.core.tasks.gsm8k import (
+    gsm8k_split, load_gsm8k, reference_values, verify_reference_steps,
 )
-from swirl_lightning.trajectory import Example, FormatError, decompose, parse_action
+from swirl_lightning.core.tasks.gsm8k import gsm8k_reference_trajectory as _gsm8k_reference_trajectory
+from swirl_lightning.core.tasks.hotpotqa import load_hotpotqa
+from swirl_lightning.core.tasks.jsonl import load_examples_jsonl
+from swirl_lightning.core.trajectory import Example, FormatError, decompose, parse_action
 
 TOOL_TAGS = {"math_exp": "calculator"}
+
+
+def gsm8k_reference_trajectory(example, prompt_messages=None):
+    return _gsm8k_reference_trajectory(example, prompt_messages, tool_tag="math_exp")
 
 
 @pytest.fixture(scope="module")
@@ -190,16 +190,19 @@ def test_gsm8k_split_rejects_bad_input(gsm8k):
 
 
 def test_task_registry(gsm8k, tmp_path):
-    assert (TASKS["gsm8k"].max_steps, TASKS["gsm8k"].tools, TASKS["gsm8k"].outcome) == (10, ("calculator",), "numeric")
-    assert (TASKS["hotpotqa"].max_steps, TASKS["hotpotqa"].tools, TASKS["hotpotqa"].outcome) == (5, ("search",), "qa")
     expected_train, expected_val = gsm8k_split(gsm8k)
+    gsm8k_task, hotpotqa = get_task("gsm8k"), get_task("hotpotqa")
+    assert (gsm8k_task.max_steps, gsm8k_task.tools, gsm8k_task.outcome_judge) == (10, ("calculator",), "numeric")
+    assert (hotpotqa.max_steps, hotpotqa.tools, hotpotqa.outcome_judge) == (5, ("search",), "qa_em")
+    assert sorted(available_tasks()) == ["gsm8k", "hotpotqa", "jsonl"]
+    assert [e.id for e in load_task("gsm8k", "train", 2, offset=3)] == [e.id for e in expected_train[3:5]]
     assert [e.id for e in load_task("gsm8k", "validation")] == [e.id for e in expected_val]
     assert [e.id for e in load_task("gsm8k", "train", limit=3)] == [e.id for e in expected_train[:3]]
     assert len(load_task("gsm8k", "full")) == len(gsm8k)
     assert [e.id for e in load_task("hotpotqa", "validation")] == [e.id for e in load_hotpotqa("dev")]
     path = write_jsonl(tmp_path / "u.jsonl", [{"question": "q", "answer": "a"}])
     assert [e.id for e in load_task("jsonl", path=path)] == ["u-0"]
-    with pytest.raises(ValueError, match="expected path="):
+    with pytest.raises(ValueError, match="expected task.data_path="):
         load_task("jsonl")
     with pytest.raises(ValueError, match="task: expected one of gsm8k, hotpotqa, jsonl, got 'math'"):
         load_task("math")
@@ -278,15 +281,15 @@ def test_reference_trajectory_needs_a_solution():
 def test_decompose_reference_trajectory(gsm8k):
     trajectory = gsm8k_reference_trajectory(gsm8k[1])
     observations = {s.observation for s in trajectory.steps if s.observation}
-    subs = decompose(trajectory)
-    assert len(subs) == len(trajectory.steps) == 3
-    for k, sub in enumerate(subs):
-        assert sub.step_index == k and sub.target is trajectory.steps[k]
-        assert sub.target.text not in observations
-        assert len(sub.state) == len(trajectory.prompt) + 2 * k
-        assert sub.state[-1]["role"] == "user"
-        assert [m["content"] for m in sub.state[len(trajectory.prompt) :: 2]] == [s.text for s in trajectory.steps[:k]]
-        assert [m["content"] for m in sub.state[len(trajectory.prompt) + 1 :: 2]] == [
+    pairs = decompose(trajectory)
+    assert len(pairs) == len(trajectory.steps) == 3
+    for k, (state, step) in enumerate(pairs):
+        assert state.step_index == k and step is trajectory.steps[k]
+        assert step.text not in observations
+        assert len(state.messages) == len(trajectory.prompt) + 2 * k
+        assert state.messages[-1]["role"] == "user"
+        assert [m["content"] for m in state.messages[len(trajectory.prompt) :: 2]] == [s.text for s in trajectory.steps[:k]]
+        assert [m["content"] for m in state.messages[len(trajectory.prompt) + 1 :: 2]] == [
             s.observation for s in trajectory.steps[:k]
         ]
 
@@ -326,3 +329,63 @@ def test_gsm8k_steps_reproduce_with_the_calculator_plugin(gsm8k):
     report = verify_reference_steps([gsm8k_reference_trajectory(e) for e in gsm8k], plugin.calculator)
     assert report["steps"] == sum(e.metadata["solution"].count("<<") for e in gsm8k)
     assert report["rate"] >= 0.99, report["failure_counts"]
+
+
+def test_a_task_fills_its_example_turns_with_the_tools_tags():
+    turns = get_task("gsm8k").example_turns({"calculator": "calc"})
+    assert turns[1]["content"] == "First the cost of the pens. <calc>3*4</calc>"
+    assert get_task("gsm8k").example_turns({"search": "s"}) == [], "an example naming a missing tool is left out"
+    assert get_task("jsonl").example_turns({"calculator": "calc"}) == []
+
+
+def test_gsm8k_reference_values_are_the_annotation_results_and_the_final_answer():
+    solution = "He has 3 + 4 = <<3+4=7>>7 apples and <<bad>> <<=5>> more.\n#### 7"
+    assert reference_values(solution) == ("7", "7")
+    assert get_task("gsm8k").reference_values(gsm8k_example(solution)) == ("7", "7")
+    assert get_task("hotpotqa").reference_values(Example("h", "q", "a", "hotpotqa")) is None
+
+
+def test_a_task_is_a_plugin_registered_and_unregistered_through_the_hook(tmp_path):
+    import swirl_lightning
+    from swirl_lightning.core.plugins import get_plugin_manager
+
+    class Capitals(Task):
+        name = "capitals"
+        outcome_judge = "qa_em"
+
+        def load(self, split, limit=None, path=None):
+            return [Example("c-0", "Capital of France?", "Paris", "capitals")][:limit]
+
+    class Plugin:
+        @swirl_lightning.hookimpl
+        def register_tasks(self, register):
+            register(Capitals())
+
+    pm = get_plugin_manager()
+    plugin = Plugin()
+    pm.register(plugin, name="capitals-test")
+    try:
+        assert [e.answer for e in load_task("capitals", "train")] == ["Paris"]
+    finally:
+        pm.unregister(plugin)
+    with pytest.raises(ValueError, match="got 'capitals'"):
+        get_task("capitals")
+
+
+def test_a_raising_task_hook_warns_with_its_plugin_and_the_others_still_load():
+    import swirl_lightning
+    from swirl_lightning.core.plugins import PluginLoadWarning, get_plugin_manager
+
+    class Broken:
+        @swirl_lightning.hookimpl
+        def register_tasks(self, register):
+            raise RuntimeError("no data here")
+
+    pm = get_plugin_manager()
+    plugin = Broken()
+    pm.register(plugin, name="broken-tasks")
+    try:
+        with pytest.warns(PluginLoadWarning, match=r"broken-tasks.*register_tasks raised RuntimeError: no data here"):
+            assert "gsm8k" in available_tasks()
+    finally:
+        pm.unregister(plugin)

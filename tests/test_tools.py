@@ -9,8 +9,8 @@ import time
 import pytest
 
 from swirl_lightning import hookimpl
-from swirl_lightning.plugins import PluginOrigin, SwirlPluginManager
-from swirl_lightning.tools import (
+from swirl_lightning.core.plugins import PluginOrigin, SwirlPluginManager
+from swirl_lightning.core.tools import (
     Tool,
     ToolExecutor,
     ToolRegistrationError,
@@ -21,7 +21,7 @@ from swirl_lightning.tools import (
     truncation_marker,
 )
 from swirl_lightning.testing import make_tool
-from swirl_lightning.trajectory import parse_action
+from swirl_lightning.core.trajectory import parse_action
 
 
 def add(text: str) -> str:

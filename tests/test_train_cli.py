@@ -13,7 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from swirl_lightning.cli import main as swirl_main
-from swirl_lightning.trajectory import read_trajectories
+from swirl_lightning.core.trajectory import read_trajectories
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -22,13 +22,13 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 # The warm start (sft on GSM8K reference trajectories), shrunk: tiny model, 8 questions, 2 held out, short turns.
 TINY_WARMUP = [
     "--config", str(CONF / "gsm8k_warmup.yaml"),
-    "--model.policy.name", "tiny-random",
-    "--model.evaluation.max_new_tokens", "6",
-    "--data.task.max_steps", "2",
-    "--data.train.limit", "8",
+    "--policy.name", "tiny-random",
+    "--model.evaluation.sampling.max_new_tokens", "6",
+    "--model.evaluation.sampling.batch_size", "2",
+    "--task.max_steps", "2",
+    "--task.limit", "8",
     "--data.train.batch_size", "4",
     "--data.validation.questions", "2",
-    "--data.validation.batch_size", "2",
     "--trainer.log_every_n_steps", "1",
     "--trainer.accumulate_grad_batches", "1",
     "--trainer.enable_progress_bar", "false",
@@ -74,7 +74,7 @@ def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path):
     """Stopped after 4 steps (mid-epoch: 3 batches per epoch) and resumed to 7: the losses of steps 5-7
     equal the uninterrupted run's within 1e-6 relative (weights, AdamW state, schedule, data position)."""
     # A constant rate after warm-up: a decaying schedule ends at max_steps, which differs between the runs.
-    common = [*TINY_WARMUP, "--data.train.limit", "12", "--trainer.max_epochs", "-1",
+    common = [*TINY_WARMUP, "--task.limit", "12", "--trainer.max_epochs", "-1",
               "--trainer.limit_val_batches", "0", "--model.optimizer.lr", "1e-2", "--model.optimizer.warmup_steps", "3",
               "--model.optimizer.schedule", "constant",
               "--trainer.callbacks.init_args.every_n_train_steps", "1"]
@@ -94,7 +94,7 @@ def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path):
 
 def run_two_processes(args: list[str], timeout: int = 600) -> str:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-m", "swirl_lightning.cli", "fit", *args], env=env, timeout=timeout, check=False,
+    result = subprocess.run([sys.executable, "-m", "swirl_lightning", "fit", *args], env=env, timeout=timeout, check=False,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert result.returncode == 0, result.stdout[-4000:]
     return result.stdout
@@ -118,11 +118,11 @@ def test_fit_with_fsdp2_on_two_cpu_processes_shards_the_parameters(tmp_path):
         "--trainer.strategy.init_args.data_parallel_size", "2",
         "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
         "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
-        "--model.policy.name", "tiny-random", "--model.policy.adapter", "null",
-        "--model.swirl.group_size", "2", "--model.swirl.max_new_tokens", "4", "--model.evaluation.max_new_tokens", "4",
-        "--data.task.max_steps", "2", "--data.train.path", "null", "--data.train.reference", "gsm8k",
-        "--data.train.limit", "10", "--data.train.batch_size", "2",
-        "--data.validation.questions", "2", "--data.validation.batch_size", "1",
+        "--policy.name", "tiny-random", "--policy.adapter", "null",
+        "--model.swirl.group_size", "2", "--sampling.max_new_tokens", "4",
+        "--model.evaluation.sampling.max_new_tokens", "4", "--model.evaluation.sampling.batch_size", "1",
+        "--task.max_steps", "2", "--task.limit", "10", "--data.train.path", "null", "--data.train.reference", "true",
+        "--data.train.batch_size", "2", "--data.validation.questions", "2",
     ])
     lines = re.findall(r"\[rank (\d)/2\] ModelParallelStrategy: .*?sharded \((S\(0\))\), "
                        r"local shards hold ([\d,]+) of ([\d,]+) elements", output)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from swirl_lightning.trajectory import (
+from swirl_lightning.core.trajectory import (
     Action, FormatError, Judgement, JsonlWriter, SCHEMA_VERSION, Step, Trajectory, decompose, parse_action,
     read_trajectories, to_dict, write_jsonl,
 )
@@ -79,14 +79,14 @@ def test_torn_last_line_is_skipped_and_cut_before_appending(tmp_path):
     assert read_trajectories(path) == [sample(), sample()]
 
 
-def test_decompose_gives_one_sub_trajectory_per_action_and_never_targets_a_tool_result():
-    subs = decompose(sample())
-    assert [s.step_index for s in subs] == [0, 1]
-    assert subs[0].state == sample().prompt
-    assert subs[1].state[-2:] == [{"role": "assistant", "content": "t1 <math_exp>2+3</math_exp>"},
-                                  {"role": "user", "content": "2+3 -> 5"}]
-    assert [s.target.action.kind for s in subs] == ["tool", "answer"]
-    assert subs[1].reward == 0.5 and subs[0].judgements[0].verdict == "GOOD"
+def test_decompose_gives_one_state_per_action_and_never_targets_a_tool_result():
+    pairs = decompose(sample())
+    assert [state.step_index for state, _ in pairs] == [0, 1]
+    assert pairs[0][0].messages == sample().prompt
+    assert pairs[1][0].messages[-2:] == [{"role": "assistant", "content": "t1 <math_exp>2+3</math_exp>"},
+                                         {"role": "user", "content": "2+3 -> 5"}]
+    assert [step.action.kind for _, step in pairs] == ["tool", "answer"]
+    assert pairs[1][1].reward == 0.5 and pairs[0][1].judgements[0].verdict == "GOOD"
 
 
 @pytest.mark.parametrize("text, kind, detail", [

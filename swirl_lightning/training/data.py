@@ -1,23 +1,25 @@
 """Training data: trajectories -> token rows (``sft``/``offline``) or states (``swirl``), batched by length,
 and held-out questions for live validation.
 
+What a batch holds is the objective's choice (:attr:`~.objectives.Objective.trains_on`).
+
 Rows (``sft``/``offline``): a trajectory ``[prompt, a_1, o_1, ..., a_K]`` is ONE row of token ids;
 ``segment_ids`` marks action k's tokens with k (prompt, tool results and padding get 0), so one forward
 pass scores all K actions. Stored token ids are used as they are (token-in/token-out); trajectories
 without them (GSM8K reference trajectories, other models' runs) are rendered with the chat template in
-the same layout (:class:`~swirl_lightning.rollout.ChatRenderer`).
+the same layout (:class:`~swirl_lightning.rollout.conversation.ChatRenderer`).
 
-States (``swirl``): every sub-trajectory's state (everything before action k), deduplicated: the K
-samples of one question share their first state.
+States (``swirl``): every distinct state (everything before action k), deduplicated: the K samples of one
+question share their first state.
 
 Split: by example id, never by step. Validation questions are either held out from the training
-questions (``validation.questions`` of them, drawn with ``train.seed``) or taken from another split;
+questions (``validation.questions`` of them, drawn with ``train.order_seed``) or taken from another split;
 either way, no training row belongs to a validation question.
 
 Rows, states and their batching live in :mod:`.sequences`.
 
 Order and resume: rows are grouped by length into fixed batches once, so padding stays small. Each epoch
-visits the batches in an order drawn from ``seed + epoch`` (the same on every run), each process taking
+visits the batches in an order drawn from ``order_seed + epoch`` (the same on every run), each process taking
 its share. The data module counts the batches the training loop has taken in the current epoch; the train
 loader reports that count as its state, which Lightning keeps in every checkpoint (:class:`ResumableLoader`),
 and a resumed run skips that many batches, so ``--ckpt_path last`` goes on with the next unseen batch.
@@ -29,118 +31,25 @@ import random
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as L
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .sequences import (
+from swirl_lightning.training.sequences import (
     LengthReport,
-    State,
     TrainingBatch,
     TrajectoryRow,
-    action_weights,
     build_rows,
     build_states,
     collate_rows,
     group_by_length,
 )
-from .tasks import TASKS, TaskSpec, load_task
-from .trajectory import Example, Trajectory, read_trajectories
-
-Objective = Literal["sft", "offline", "swirl"]
-
-
-@dataclass
-class TaskConfig:
-    """The questions, tools and prompt format; training data and live evaluation share it."""
-
-    name: str = "gsm8k"
-    """Task: ``gsm8k``, ``hotpotqa`` or ``jsonl`` (with ``data_path``)."""
-    split: str = "train"
-    """Split of the training questions; trajectories are matched to them by example id."""
-    data_path: str | None = None
-    """A JSONL file of questions replacing the task's packaged one."""
-    max_steps: int | None = None
-    """Most actions per rollout; the task's default when null (10 for gsm8k, 5 for hotpotqa)."""
-    tools: list[str] | None = None
-    """Tool names; the task's default when null."""
-    few_shot: bool = True
-    """Put each tool's hand-written few-shot example in the prompt, as ``swirl generate`` does."""
-
-    def spec(self) -> TaskSpec:
-        """The registered task."""
-        if self.name not in TASKS:
-            raise ValueError(f"task.name: expected one of {', '.join(TASKS)}, got {self.name!r}")
-        return TASKS[self.name]
-
-    def steps_cap(self) -> int:
-        """``max_steps``, or the task's default."""
-        return self.max_steps or self.spec().max_steps
-
-    def load(self, split: str | None = None, limit: int | None = None) -> list[Example]:
-        """The task's questions of ``split`` (default: :attr:`split`)."""
-        return load_task(self.name, split or self.split, limit, path=self.data_path)
-
-    def load_tools(self) -> dict[str, Any]:
-        """The registered tools this task uses, by name."""
-        from .plugins import get_plugin_manager
-        from .tools import collect_tools, select_tools
-
-        names = self.tools if self.tools is not None else (list(self.spec().tools) or None)
-        return select_tools(collect_tools(get_plugin_manager()), names)
-
-
-@dataclass
-class TrainDataConfig:
-    """Which trajectories train the policy, and how they become batches."""
-
-    path: str | None = None
-    """Trajectory JSONL: ``swirl generate``'s output or ``swirl filter``'s kept file."""
-    reference: Literal["gsm8k"] | None = None
-    """Instead of a file, build GSM8K reference trajectories (worked solutions as calculator steps)."""
-    limit: int | None = None
-    """Use the trajectories of at most this many questions (the first ones); null for all."""
-    filter: Literal["none", "process", "outcome", "process+outcome", "step"] = "none"
-    """Keep: all, those with every step GOOD by ``step_judge``, those with a right answer, both, or (``step``)
-    each trajectory's good prefix: ``swirl`` states up to the first BAD step, ``sft``/``offline`` GOOD steps."""
-    step_judge: str | None = None
-    """Judge id whose stored verdicts the process filter reads (``reference``, ``process:<model>``)."""
-    reward: str = "outcome"
-    """``offline`` action weights: ``outcome`` (the trajectory's), ``step`` (``Step.reward``) or a judge
-    id (that judge's stored score of the step)."""
-    weighting: Literal["reward", "advantage"] = "reward"
-    """``offline``: the reward itself, or the reward minus the mean reward of all steps of the same question."""
-    max_length: int = 2048
-    """Most tokens in one row (a whole trajectory; for ``swirl``, a state)."""
-    overlength: Literal["drop", "truncate"] = "drop"
-    """Longer rows are dropped, or cut at ``max_length`` (actions past the cut are lost); counted and warned."""
-    batch_size: int = 4
-    """Rows per batch and process: trajectories (``sft``/``offline``) or states (``swirl``)."""
-    retokenize: bool = False
-    """Render every trajectory from its text even when token ids are stored (another model's run)."""
-    shuffle: bool = True
-    """Visit the length-grouped batches in a new seeded order each epoch."""
-    seed: int = 0
-    """Seed of the batch order and of the held-out questions."""
-
-
-@dataclass
-class ValidationDataConfig:
-    """The questions live evaluation rolls out."""
-
-    questions: int = 8
-    """Validation questions: held out from the training questions by example id."""
-    split: str | None = None
-    """Take the validation questions from this task split instead; training data of these ids is removed."""
-    batch_size: int = 8
-    """Questions per validation batch (and process)."""
-    test_split: str = "validation"
-    """Task split for ``swirl test`` and ``swirl predict``."""
-    test_limit: int | None = 50
-    """Questions for ``swirl test`` and ``swirl predict``; null for the whole split."""
-
+from swirl_lightning.core.config import JudgeConfig, TaskConfig, ToolsConfig
+from swirl_lightning.core.tasks import load_task
+from swirl_lightning.training.config import TrainDataConfig, ValidationDataConfig
+from swirl_lightning.core.trajectory import Example, State, Trajectory, read_trajectories
 
 class _Batches(Dataset):
     """Item i is batch i, collated."""
@@ -242,36 +151,42 @@ class ResumableLoader(DataLoader):
 class SwirlDataModule(L.LightningDataModule):
     """Trajectories -> training batches for the ``sft``, ``offline`` and ``swirl`` objectives; held-out
     questions for live validation (the batches of the validation, test and predict loaders are lists
-    of :class:`~swirl_lightning.trajectory.Example`)."""
+    of :class:`~swirl_lightning.core.trajectory.Example`)."""
 
     # Config instances as defaults (never mutated): LightningCLI shows their fields as the options' defaults.
     def __init__(
         self,
         task: TaskConfig = TaskConfig(),
+        tools: ToolsConfig = ToolsConfig(),
+        judge: JudgeConfig = JudgeConfig(),
         train: TrainDataConfig = TrainDataConfig(),
         validation: ValidationDataConfig = ValidationDataConfig(),
-        objective: Objective = "sft",
+        objective: str = "sft",
         tokenizer: str = "smollm2-135m-instruct",
+        validation_batch_size: int = 8,
         num_workers: int = 0,
     ):
         """
         Args:
-            task: The questions, tools and prompt format.
+            task: The questions (the CLI links it to the shared ``task`` group).
+            tools: The tools, whose tags reference trajectories use (linked to ``tools``).
+            judge: The step judge whose stored verdicts the process filters read (linked to ``judge``).
             train: Which trajectories train, and how they are batched.
             validation: The questions of live validation, test and predict.
-            objective: The training objective (the CLI links it to ``model.objective``).
-            tokenizer: Tokenizer of the policy (the CLI links it to ``model.policy.name``).
+            objective: The training objective (linked to ``model.objective``).
+            tokenizer: Tokenizer of the policy (linked to ``policy.name``).
+            validation_batch_size: Questions per validation batch (linked to ``model.evaluation.sampling.batch_size``).
             num_workers: DataLoader worker processes.
         """
         super().__init__()
-        if objective not in ("sft", "offline", "swirl"):
-            raise ValueError(f"objective: expected sft, offline or swirl, got {objective!r}")
-        if (train.path is None) == (train.reference is None):
-            raise ValueError("data.train: give exactly one of path (a trajectory JSONL) and reference (gsm8k)")
-        if train.reference is not None and task.name != "gsm8k":
-            raise ValueError(f"data.train.reference: gsm8k reference trajectories need task.name gsm8k, got {task.name!r}")
-        self.task, self.train_config, self.validation_config = task, train, validation
-        self.objective, self.tokenizer_name, self.num_workers = objective, tokenizer, num_workers
+        from swirl_lightning.training.objectives import make_objective
+
+        self.objective = make_objective(objective)
+        if (train.path is None) == (not train.reference):
+            raise ValueError("data.train: give exactly one of path (a trajectory JSONL) and reference: true")
+        self.task, self.tools, self.judge = task, tools, judge
+        self.train_config, self.validation_config = train, validation
+        self.tokenizer_name, self.validation_batch_size, self.num_workers = tokenizer, validation_batch_size, num_workers
         self.tokenizer = None
         self.examples: dict[str, Example] = {}
         self.train_items: list[TrajectoryRow] | list[State] = []
@@ -283,28 +198,38 @@ class SwirlDataModule(L.LightningDataModule):
 
     # -- building -------------------------------------------------------------------------------
 
+    def _judge_id(self) -> str:
+        from swirl_lightning.judging.base import make_step_judge
+
+        return make_step_judge(self.judge.name, self.judge.options).judge_id
+
+    def _questions(self, split: str | None = None, limit: int | None = None, offset: int = 0) -> list[Example]:
+        return load_task(self.task.name, split or self.task.split, limit, offset=offset, path=self.task.data_path)
+
     def _load_pool(self) -> list[Trajectory]:
-        """The training trajectories before the validation split (reference or file, filtered, limited)."""
-        config = self.train_config
-        if config.reference == "gsm8k":
-            from .prompts import build_prompt
-            from .tasks import gsm8k_reference_trajectory
+        """The training trajectories before the validation split: the task's reference trajectories of its first
+        ``task.limit`` questions, or a file's trajectories of those questions, filtered."""
+        config, task = self.train_config, self.task
+        chosen = self._questions(limit=task.limit, offset=task.offset)
+        if config.reference:
+            from swirl_lightning.core.tasks import get_task
+            from swirl_lightning.rollout.conversation import RolloutSettings
 
-            tools = self.task.load_tools()
-            calculator = next((t for t in tools.values() if t.name == "calculator"), None)
-            if calculator is None:
-                raise ValueError("gsm8k reference trajectories call the calculator tool; task.tools lacks it")
-            return [
-                gsm8k_reference_trajectory(
-                    example, build_prompt(example.question, tools.values(), self.task.steps_cap(), self.task.few_shot),
-                    tool_tag=calculator.tag, tool_name=calculator.name)
-                for example in self.examples.values()
-            ]
+            settings = RolloutSettings.for_task(task, self.tools)
+            tags = {tool.name: tool.tag for tool in settings.tools.values()}
+            spec = get_task(task.name)
+            pool = [spec.reference_trajectory(example, settings.prompt(example.question), tags) for example in chosen]
+            if any(t is None for t in pool):
+                raise ValueError(f"data.train.reference: task {task.name!r} has no reference trajectories")
+            return pool
         trajectories = read_trajectories(config.path)
+        if task.limit is not None or task.offset:
+            keep = {e.id for e in chosen}
+            trajectories = [t for t in trajectories if t.example_id in keep]
         if config.filter != "none":
-            from .filtering import filter_trajectories
+            from swirl_lightning.judging.filter import filter_trajectories
 
-            trajectories, _ = filter_trajectories(trajectories, config.filter, config.step_judge)
+            trajectories, _ = filter_trajectories(trajectories, config.filter, self._judge_id())
         return trajectories
 
     def _split(self, pool: list[Trajectory]) -> tuple[list[Trajectory], list[Example]]:
@@ -312,14 +237,14 @@ class SwirlDataModule(L.LightningDataModule):
         ids = list(dict.fromkeys(t.example_id for t in pool))
         config = self.validation_config
         if config.split is not None:
-            val_examples = self.task.load(config.split, config.questions)
+            val_examples = self._questions(config.split, config.questions)
             held_out = {e.id for e in val_examples}
         else:
             if config.questions >= len(ids):
                 raise ValueError(f"data.validation.questions={config.questions} holds out every one of the "
                                  f"{len(ids)} training questions; lower it or give validation.split")
             order = sorted(ids)
-            random.Random(self.train_config.seed).shuffle(order)
+            random.Random(self.train_config.order_seed).shuffle(order)
             held_out = set(order[: config.questions])
             missing = sorted(held_out - set(self.examples))
             if missing:
@@ -331,49 +256,43 @@ class SwirlDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is not None:
             return
-        from .models import load_tokenizer
-        from .rollout import ChatRenderer
+        from swirl_lightning.core.models import load_tokenizer
+        from swirl_lightning.rollout.conversation import ChatRenderer
 
         self.tokenizer = load_tokenizer(self.tokenizer_name)
         renderer = ChatRenderer(self.tokenizer)
         config = self.train_config
-        limit = config.limit if config.reference else None
-        self.examples = {e.id: e for e in self.task.load(limit=limit)}
+        self.examples = {e.id: e for e in self._questions()}
         pool = self._load_pool()
-        if config.limit is not None and not config.reference:
-            keep = set(list(dict.fromkeys(t.example_id for t in pool))[: config.limit])
-            pool = [t for t in pool if t.example_id in keep]
         if not pool:
             raise ValueError(f"no training trajectories (path {config.path!r}, filter {config.filter!r})")
         trajectories, self.val_examples = self._split(pool)
         self.train_trajectories = trajectories
-        if self.objective != "swirl":
-            from .filtering import good_steps_only
-
-            # A step-filtered trajectory ends with its first BAD step: a state for swirl, never an sft target.
-            trajectories = [t for t in map(good_steps_only, trajectories) if t.steps]
-        if self.objective == "swirl":
+        if self.objective.trains_on == "states":
             self.train_items, self.report = build_states(trajectories, self.examples, self.tokenizer, renderer,
                                                          max_length=config.max_length, retokenize=config.retokenize)
-            lengths = [len(s.state_ids) for s in self.train_items]
+            lengths = [len(s.token_ids) for s in self.train_items]
         else:
-            weights = ([[1.0] * len(t.steps) for t in trajectories] if self.objective == "sft"
-                       else action_weights(trajectories, config.reward, config.weighting))
-            self.train_items, self.report = build_rows(trajectories, weights, self.tokenizer, renderer,
-                                                       max_length=config.max_length, overlength=config.overlength,
-                                                       retokenize=config.retokenize)
+            from swirl_lightning.judging.filter import good_steps_only
+
+            # A step-filtered trajectory ends with its first BAD step: a state for swirl, never a target here.
+            trajectories = [t for t in map(good_steps_only, trajectories) if t.steps]
+            reward = self._judge_id() if config.reward == "judge" else config.reward
+            self.train_items, self.report = build_rows(trajectories, self.objective.weights(trajectories, reward, config.weighting),
+                                                       self.tokenizer, renderer, max_length=config.max_length,
+                                                       overlength=config.overlength, retokenize=config.retokenize)
             lengths = [len(r.input_ids) for r in self.train_items]
         if not self.train_items:
             raise ValueError(f"no training rows left out of {len(trajectories)} trajectories "
                              f"(max_length {config.max_length}: {self.report})")
-        self._batches = group_by_length(lengths, config.batch_size, config.seed)
+        self._batches = group_by_length(lengths, config.batch_size, config.order_seed)
         self._announce(trajectories, lengths)
 
     def training_states(self) -> list[State]:
         """The distinct states of the training trajectories (what ``swirl`` samples from), whatever the objective."""
-        if self.objective == "swirl":
+        if self.objective.trains_on == "states":
             return list(self.train_items)
-        from .rollout import ChatRenderer
+        from swirl_lightning.rollout.conversation import ChatRenderer
 
         states, _ = build_states(self.train_trajectories, self.examples, self.tokenizer, ChatRenderer(self.tokenizer),
                                  max_length=self.train_config.max_length, retokenize=self.train_config.retokenize)
@@ -382,11 +301,11 @@ class SwirlDataModule(L.LightningDataModule):
     def _announce(self, trajectories: Sequence[Trajectory], lengths: Sequence[int]) -> None:
         report, config = self.report, self.train_config
         if report.dropped or report.truncated or report.empty:
-            what = "states" if self.objective == "swirl" else "trajectories"
+            what = "states" if self.objective.trains_on == "states" else "trajectories"
             warnings.warn(f"data: {report.dropped} of {report.total} {what} over max_length={config.max_length} "
                           f"tokens dropped, {report.truncated} truncated, {report.empty} without action tokens skipped",
                           stacklevel=2)
-        kind = "states" if self.objective == "swirl" else "rows"
+        kind = self.objective.trains_on
         padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in self._batches)
         rank_zero_info(
             f"data: {len(trajectories)} trajectories of {len({t.example_id for t in trajectories})} questions -> "
@@ -398,21 +317,21 @@ class SwirlDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sharding = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
-        sampler = BatchOrderSampler(len(self._batches), shuffle=self.train_config.shuffle, seed=self.train_config.seed,
+        sampler = BatchOrderSampler(len(self._batches), shuffle=self.train_config.shuffle, seed=self.train_config.order_seed,
                                     num_replicas=sharding.get("num_replicas", 1), rank=sharding.get("rank", 0))
-        collate = _as_list if self.objective == "swirl" else _CollateRows(self.pad_id)
+        collate = _as_list if self.objective.trains_on == "states" else _CollateRows(self.pad_id)
         return ResumableLoader(_Batches(self.train_items, self._batches, collate), batch_size=None, sampler=sampler,
                                collate_fn=_unchanged, num_workers=self.num_workers, position=self.position)
 
-    def _questions(self, examples: list[Example]) -> DataLoader:
-        return DataLoader(examples, batch_size=self.validation_config.batch_size, shuffle=False, collate_fn=_as_list)
+    def _loader(self, examples: list[Example]) -> DataLoader:
+        return DataLoader(examples, batch_size=self.validation_batch_size, shuffle=False, collate_fn=_as_list)
 
     def val_dataloader(self) -> DataLoader:
-        return self._questions(self.val_examples)
+        return self._loader(self.val_examples)
 
     def test_dataloader(self) -> DataLoader:
         config = self.validation_config
-        return self._questions(self.task.load(config.test_split, config.test_limit))
+        return self._loader(self._questions(config.test_split, config.test_limit))
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

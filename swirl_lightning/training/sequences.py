@@ -4,7 +4,7 @@ scored in one pass, ``segment_ids`` marking action k with k) or the distinct sta
 
 Stored token ids are used as they are (token-in/token-out); trajectories without them (GSM8K reference
 trajectories, other models' runs) are rendered with the chat template in the same layout
-(:class:`~swirl_lightning.rollout.ChatRenderer`).
+(:class:`~swirl_lightning.rollout.conversation.ChatRenderer`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .packing import pack_trajectory, pad_rows
-from .trajectory import Example, Trajectory
+from swirl_lightning.training.packing import Segment, pack_trajectory, pad_rows
+from swirl_lightning.core.trajectory import Example, State, Trajectory
 
-Segment = tuple[list[int], bool]
 
 
 @dataclass
@@ -39,19 +38,6 @@ class TrainingBatch:
     example_ids: list[str]
     num_tokens: int
     """Real (non-padding) tokens in the batch."""
-
-
-@dataclass
-class State:
-    """A state to sample ``swirl`` actions from: the tokens and messages before one action."""
-
-    state_ids: list[int]
-    """The token ids the policy saw, ending with the assistant header of the turn."""
-    state_messages: list[dict[str, str]]
-    example_id: str
-    step_index: int
-    example: Example | None = None
-    """The question, for judges that need the gold data (the reference judge)."""
 
 
 @dataclass
@@ -217,8 +203,8 @@ def build_states(trajectories: Sequence[Trajectory], examples: dict[str, Example
                     if len(prefix) > max_length:
                         report.dropped += 1
                     else:
-                        states.append(State(list(prefix), trajectory.messages(upto_step=step), trajectory.example_id,
-                                            step, examples.get(trajectory.example_id)))
+                        states.append(State(trajectory.example_id, step, trajectory.messages(upto_step=step),
+                                            list(prefix), examples.get(trajectory.example_id)))
                 step += 1
             prefix.extend(ids)
     return states, report

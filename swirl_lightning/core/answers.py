@@ -1,11 +1,14 @@
-"""Final answers: number parsing, SQuAD-style normalisation, and the rule-based outcome judges.
+"""Reading answers: the one place numbers are parsed and compared, and SQuAD-style text normalisation.
 
-``numeric`` (GSM8K: exact after number normalisation), ``qa_em`` and ``qa_f1`` (SQuAD normalisation;
-HotpotQA's yes/no rule for F1). Each has ``judge_id`` and ``score(prediction, gold) -> float``.
+Every number in the library goes through here: final answers (:func:`parse_number`), gold answers
+(:func:`normalise_number`), tool results against gold values (:func:`matches_reference`), annotated results
+(:func:`exact_number`, :func:`round_half_up`). The outcome judges built on them are in
+:mod:`swirl_lightning.judging.outcome`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -36,6 +39,47 @@ def parse_number(text: str | None) -> Fraction | None:
         return None
 
 
+_WHOLE_NUMBER_RE = re.compile(r"-?(\d+(\.\d*)?|\.\d+)")
+
+
+def normalise_number(text: str) -> str | None:
+    """``"1,000"`` -> ``"1000"``: a text that is one number, thousands separators removed; ``None`` otherwise."""
+    cleaned = text.strip().replace(",", "")
+    return cleaned if _WHOLE_NUMBER_RE.fullmatch(cleaned) else None
+
+
+def exact_number(text: str) -> Fraction | None:
+    """A text that is one number (``1,000.50``, ``1e+20``) as an exact fraction; ``None`` otherwise (``nan`` too)."""
+    try:
+        return Fraction(text.strip().replace(",", ""))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def decimal_places(written: str) -> int:
+    """Digits after the decimal point of a written number: 2 for ``3.33``, 0 for ``33``."""
+    return len(written.strip().partition(".")[2]) if "." in written else 0
+
+
+def round_half_up(value: Fraction, places: int) -> Fraction:
+    """``value`` rounded to ``places`` decimals, halves away from zero (as people round)."""
+    scale = 10**places
+    rounded = Fraction(math.floor(abs(value) * scale + Fraction(1, 2)), scale)
+    return rounded if value >= 0 else -rounded
+
+
+def matches_reference(value: Fraction, reference: str) -> bool:
+    """``value`` equals the written ``reference`` number, exactly or within 1e-6 relative, or rounds to it at the
+    reference's own decimal places when it has some (``0.333333`` matches ``.33``; ``33.3`` does not match ``33``)."""
+    expected = parse_number(reference)
+    if expected is None:
+        return False
+    if value == expected or math.isclose(float(value), float(expected), rel_tol=1e-6, abs_tol=1e-9):
+        return True
+    places = decimal_places(reference)
+    return places > 0 and round_half_up(value, places) == expected
+
+
 def normalize_answer(text: str) -> str:
     """SQuAD normalisation: lower case, no punctuation, no articles (a, an, the), single spaces."""
     text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
@@ -63,41 +107,3 @@ def token_f1(prediction: str | None, gold: str) -> float:
         return 0.0
     precision, recall = common / len(pred_tokens), common / len(ref_tokens)
     return 2 * precision * recall / (precision + recall)
-
-
-class NumericJudge:
-    """GSM8K outcome: 1.0 when the last number of the prediction equals the gold number exactly."""
-
-    judge_id = "numeric"
-
-    def score(self, prediction: str | None, gold: str) -> float:
-        value, expected = parse_number(prediction), parse_number(gold)
-        return float(value is not None and value == expected)
-
-
-class ExactMatchJudge:
-    """QA outcome: normalised exact match."""
-
-    judge_id = "qa_em"
-
-    def score(self, prediction: str | None, gold: str) -> float:
-        return exact_match(prediction, gold)
-
-
-class TokenF1Judge:
-    """QA outcome: token F1 (filter with an outcome threshold below 1.0 to accept partial answers)."""
-
-    judge_id = "qa_f1"
-
-    def score(self, prediction: str | None, gold: str) -> float:
-        return token_f1(prediction, gold)
-
-
-def outcome_for_task(task: str) -> str:
-    """The default outcome judge name of a task: ``numeric`` for gsm8k, ``qa_em`` for hotpotqa and jsonl."""
-    from swirl_lightning.tasks import TASKS
-
-    if task not in TASKS:
-        raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
-    outcome = TASKS[task].outcome
-    return "qa_em" if outcome == "qa" else outcome

@@ -1,13 +1,14 @@
-"""``swirl fit | validate | test | predict``: LightningCLI over :class:`~swirl_lightning.module.SwirlModule`
-and :class:`~swirl_lightning.data.SwirlDataModule`.
+"""``swirl fit | validate | test | predict``: LightningCLI over :class:`~swirl_lightning.training.module.SwirlModule`
+and :class:`~swirl_lightning.training.data.SwirlDataModule`.
 
 Configs are YAML files (``conf/*.yaml``) with OmegaConf ``${...}`` interpolation; every option has
-``--help`` text from the config dataclasses' attribute docstrings. Three values are written once and
-linked: ``model.objective`` and ``model.policy.name`` feed the data module (objective, tokenizer), and
-``data.task`` feeds the module (tools and prompt format of the live evaluation).
+``--help`` text from the config dataclasses' attribute docstrings. The groups every command shares (``policy``,
+``task``, ``sampling``, ``tools``, ``judge``: :mod:`swirl_lightning.core.config`) sit at the top level, as in
+``swirl generate`` and ``swirl filter``, and are linked into ``model`` and ``data``; ``model.objective`` feeds the
+data module too.
 
 Resuming: ``swirl fit --config X.yaml --ckpt_path last`` restores weights, optimizer, schedule, loop
-counters and the data position (see :mod:`swirl_lightning.data`); the config's ModelCheckpoint needs
+counters and the data position (see :mod:`swirl_lightning.training.data`); the config's ModelCheckpoint needs
 ``save_last: true`` and a fixed ``dirpath``.
 """
 
@@ -18,19 +19,29 @@ from dataclasses import fields
 
 from lightning.pytorch.cli import LightningCLI
 
-from .data import SwirlDataModule, TaskConfig
-from .module import SwirlModule
+from swirl_lightning.core.config import SHARED_GROUPS
+from swirl_lightning.training.data import SwirlDataModule
+from swirl_lightning.training.module import SwirlModule
+
+# Which shared group feeds which init argument of the module and the data module.
+LINKED_GROUPS = {"policy": ("model.policy",), "task": ("model.task", "data.task"), "sampling": ("model.sampling",),
+                 "tools": ("model.tools", "data.tools"), "judge": ("model.judge", "data.judge")}
 
 
 class SwirlCLI(LightningCLI):
-    """LightningCLI with the model <-> data links of swirl-lightning."""
+    """LightningCLI with the shared groups (``policy``, ``task``, ``sampling``, ``tools``, ``judge``) at the top level,
+    spelled as every other command spells them, and linked into the module and the data module."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        for group, cls in SHARED_GROUPS.items():
+            parser.add_class_arguments(cls, group)
+            # jsonargparse links fields, not whole dataclass groups.
+            for target in LINKED_GROUPS[group]:
+                for field in fields(cls):
+                    parser.link_arguments(f"{group}.{field.name}", f"{target}.{field.name}")
         parser.link_arguments("model.objective", "data.objective")
-        parser.link_arguments("model.policy.name", "data.tokenizer")
-        # jsonargparse links fields, not whole dataclass groups.
-        for task_field in fields(TaskConfig):
-            parser.link_arguments(f"data.task.{task_field.name}", f"model.task.{task_field.name}")
+        parser.link_arguments("policy.name", "data.tokenizer")
+        parser.link_arguments("model.evaluation.sampling.batch_size", "data.validation_batch_size")
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would replace the model options with those saved in a --ckpt_path checkpoint, so

@@ -2,7 +2,7 @@
 an answer or the step cap.
 
 :class:`RolloutConversation` is one (example, sample) pair driven by a generation engine
-(:class:`swirl_lightning.generation.GenerationEngine`, or :class:`swirl_lightning.testing.ScriptedPolicy`
+(:class:`swirl_lightning.rollout.engine.GenerationEngine`, or :class:`swirl_lightning.testing.ScriptedPolicy`
 in tests). Token ids go in and come out unchanged: the prompt is rendered once with the chat template,
 each turn's sampled ids are stored, and each tool result is rendered to ids once and appended, so the
 stored trajectory is exactly the token sequence the policy saw.
@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from . import prompts
-from .tools import Tool, ToolExecutor, tool_tags
-from .trajectory import Example, Step, Trajectory, parse_action
+from swirl_lightning.core import prompts
+from swirl_lightning.core.config import TaskConfig, ToolsConfig
+from swirl_lightning.core.tools import Tool, ToolExecutor, tool_tags
+from swirl_lightning.core.trajectory import Example, Step, Trajectory, parse_action
 
 
 class ChatRenderer:
@@ -50,7 +51,7 @@ class ChatRenderer:
 
 @dataclass
 class RolloutSettings:
-    """What every conversation of a rollout shares."""
+    """What every conversation of a rollout shares: the tools, the step cap, the prompt framing, the scoring."""
 
     tools: Mapping[str, Tool]
     """Tools by name."""
@@ -58,10 +59,37 @@ class RolloutSettings:
     max_steps: int
     renderer: ChatRenderer | None = None
     """``None`` for scripted policies that work on text only (no token ids are recorded)."""
-    few_shot: bool = True
+    example_turns: Sequence[dict[str, str]] = ()
+    """The task's example turns (few-shot), put before the question."""
     policy_name: str = ""
     outcome: Callable[[str | None, str], float] | None = None
     """Scores a final answer against the gold answer (1.0 right, 0.0 wrong)."""
+
+    @classmethod
+    def for_task(cls, task: TaskConfig, tools: ToolsConfig, *, renderer: ChatRenderer | None = None,
+                 policy_name: str = "") -> RolloutSettings:
+        """The settings of rollouts on ``task`` with ``tools``: the task's default tools, step cap, example turns
+        and outcome judge unless the configs say otherwise."""
+        from swirl_lightning.core.tasks import get_task
+        from swirl_lightning.core.tools import collect_tools, select_tools
+        from swirl_lightning.judging.base import make_outcome_judge
+
+        spec = get_task(task.name)
+        selected = select_tools(collect_tools(), tools.names if tools.names is not None else (list(spec.tools) or None))
+        turns = spec.example_turns({tool.name: tool.tag for tool in selected.values()}) if task.few_shot else []
+        return cls(tools=selected, executor=ToolExecutor(selected, timeout_s=tools.timeout_s,
+                                                         max_output_chars=tools.max_output_chars),
+                   max_steps=task.max_steps or spec.max_steps, renderer=renderer, example_turns=turns,
+                   policy_name=policy_name, outcome=make_outcome_judge(spec.outcome_judge).score)
+
+    @property
+    def stop_strings(self) -> list[str]:
+        """Where a model turn ends: the closing tag of any tool, or of the answer."""
+        return [f"</{tool.tag}>" for tool in self.tools.values()] + ["</answer>"]
+
+    def prompt(self, question: str) -> list[dict[str, str]]:
+        """The chat messages before the first action."""
+        return prompts.build_prompt(question, self.tools.values(), self.max_steps, self.example_turns)
 
 
 class RolloutConversation:
@@ -76,7 +104,7 @@ class RolloutConversation:
         self.trajectory = Trajectory(
             example_id=example.id,
             sample_index=sample_index,
-            prompt=prompts.build_prompt(example.question, settings.tools.values(), settings.max_steps, settings.few_shot),
+            prompt=settings.prompt(example.question),
             metadata={
                 "policy": settings.policy_name,
                 "prompt_version": prompts.PROMPT_VERSION,

@@ -7,7 +7,7 @@ Finished conversations leave their slot and waiting ones take it (continuous bat
 runs on a subset of slots with a 4D attention mask and explicit position ids, so slots of different
 lengths share one batch without padding the caches.
 
-A conversation is any object with the :class:`Conversation` methods; :mod:`swirl_lightning.rollout`
+A conversation is any object with the :class:`Conversation` methods; :mod:`swirl_lightning.rollout.conversation`
 implements one that parses actions and runs tools.
 
 Prompts of one run usually share a long head (system prompt, tool descriptions, few-shot turns): the
@@ -21,6 +21,7 @@ rounding of batched matmuls).
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import time
 from collections import defaultdict
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+
+from swirl_lightning.core.config import SamplingConfig
 
 
 class Conversation(Protocol):
@@ -47,27 +50,6 @@ class Conversation(Protocol):
 
     def on_context_full(self) -> None:
         """Called instead of another turn when the conversation would exceed the context budget."""
-
-
-@dataclass
-class SamplingConfig:
-    """How turns are sampled."""
-
-    max_new_tokens: int = 256
-    """Most tokens in one model turn."""
-    temperature: float = 1.0
-    """Softmax temperature; 0 means greedy."""
-    top_p: float = 1.0
-    """Nucleus sampling mass."""
-    batch_size: int = 8
-    """Conversations decoded together."""
-    max_context_tokens: int = 4096
-    """Most tokens in one conversation (prompt, turns and tool results)."""
-    prefill_batch_tokens: int = 4096
-    """Most (padded) tokens in one prefill forward pass; longer prefills are split."""
-    min_shared_prefix: int = 16
-    """Shortest prompt head worth computing once and copying into each slot (0 turns prefix sharing off)."""
-    seed: int = 0
 
 
 @dataclass
@@ -270,6 +252,9 @@ class GenerationEngine:
         # The transformer body without the vocabulary head (also through a PEFT wrapper, LoRA layers included).
         get_decoder = getattr(model, "get_decoder", None)
         self._decoder = get_decoder() if callable(get_decoder) else model.base_model
+        # transformers renamed the decoder's cache argument to `cache` (5.x; `past_key_values` goes in 5.40).
+        self._cache_argument = "cache" if "cache" in inspect.signature(self._decoder.forward).parameters \
+            else "past_key_values"
 
     @torch.inference_mode()
     def run(self, conversations: Iterable[Conversation], on_finished: Callable[[Conversation], None]) -> None:
@@ -424,8 +409,8 @@ class GenerationEngine:
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
             position_ids=position_ids.to(self.device),
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_argument: cache},
         ).last_hidden_state
         # Only each row's last real position needs logits: skip the vocabulary projection elsewhere.
         last_hidden = hidden[torch.arange(len(rows)), (num_real - 1).to(self.device)]

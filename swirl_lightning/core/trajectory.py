@@ -1,11 +1,11 @@
-"""The trajectory format: examples, actions, steps, trajectories, sub-trajectories, and their JSONL files.
+"""The trajectory format: examples, actions, steps, trajectories, the states before actions, and their JSONL files.
 
 A *trajectory* is one sampled multi-step answer to one question: a prompt (chat messages), then steps.
 Each step is one model turn (optional thinking, then exactly one action) and, for a tool call, the
 tool's result, which goes back to the model as the next user turn ``QUERY -> RESULT``.
 
-:func:`decompose` turns a trajectory with K actions into K sub-trajectories: the state before action k
-(every message before it) and action k as target. Tool results are never targets.
+:func:`decompose` turns a trajectory with K actions into K pairs: the :class:`State` before action k
+(every message before it) and step k as target. Tool results are never targets.
 
 JSONL files hold one record per line with a ``schema_version``. Writing is append-safe: each record is
 one ``write()`` of a whole line followed by flush and fsync, so a crash can at worst leave a *torn last
@@ -140,38 +140,31 @@ class Trajectory:
 
 
 @dataclass
-class SubTrajectory:
-    """State s_k (everything before action k) and target action k of one trajectory."""
+class State:
+    """The state before one action (s_k): everything the policy saw when it chose action k of a trajectory.
+
+    The one type for "a state" everywhere: judges see its messages, ``swirl`` samples fresh actions from its
+    token ids, the data module deduplicates the states of many trajectories.
+    """
 
     example_id: str
-    sample_index: int
     step_index: int
-    state: list[dict[str, str]]
-    """Chat messages before action k: prompt, earlier actions, earlier tool results."""
-    target: Step
-    reward: float | None = None
-    judgements: list[Judgement] = field(default_factory=list)
-    outcome: float | None = None
+    """k: how many actions came before this state."""
+    messages: list[dict[str, str]]
+    """Chat messages before action k: the prompt, earlier actions, earlier tool results."""
+    token_ids: list[int] | None = None
+    """The token ids the policy saw, ending with the assistant header of turn k, when known."""
+    example: Example | None = None
+    """The question with its gold data, for judges that need it (the reference judge)."""
 
 
-def decompose(trajectory: Trajectory) -> list[SubTrajectory]:
-    """Split a trajectory with K actions into K sub-trajectories (state before action k, action k).
+def decompose(trajectory: Trajectory, example: Example | None = None) -> list[tuple[State, Step]]:
+    """Split a trajectory with K actions into K (state before action k, step k) pairs.
 
-    Tool results are part of later states, never targets.
+    Tool results are part of later states, never targets. ``example`` is attached to every state.
     """
-    return [
-        SubTrajectory(
-            example_id=trajectory.example_id,
-            sample_index=trajectory.sample_index,
-            step_index=k,
-            state=trajectory.messages(upto_step=k),
-            target=step,
-            reward=step.reward,
-            judgements=list(step.judgements),
-            outcome=trajectory.outcome,
-        )
-        for k, step in enumerate(trajectory.steps)
-    ]
+    return [(State(trajectory.example_id, k, trajectory.messages(upto_step=k), example=example), step)
+            for k, step in enumerate(trajectory.steps)]
 
 
 # ----------------------------------------------------------------------------------------------------

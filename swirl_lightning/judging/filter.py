@@ -3,8 +3,7 @@
 ``swirl filter`` reads trajectories (JSONL), judges every step with a step judge (cached on disk, so a
 second run calls no model for a step it has seen), scores final answers against the task's gold answers,
 keeps the trajectories the mode asks for, and writes them (with their judgements) and a stats JSON.
-The judging helpers (:func:`judge_trajectories`, :func:`score_outcomes`, :class:`JudgementCache`) also
-serve validation. Modes:
+Judging many steps and the cache are in :mod:`.steps`. Modes:
 
 - ``none``: keep all;
 - ``process``: keep a trajectory only if ALL its steps are judged GOOD (a trajectory without steps is not
@@ -23,72 +22,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swirl_lightning.judges import OutcomeJudge, judge_trajectories, make_judge, outcome_for_task
-from swirl_lightning.models import cache_dir
-from swirl_lightning.trajectory import (
-    Example, Judgement, Step, Trajectory, from_dict, read_trajectories, to_dict, write_jsonl,
-)
+from swirl_lightning.core.config import JudgeConfig, TaskConfig
+from swirl_lightning.core.trajectory import Example, Judgement, Step, Trajectory, read_trajectories, write_jsonl
+from swirl_lightning.judging.base import OutcomeJudge
+from swirl_lightning.judging.steps import JudgementCache, judge_trajectories
 
 FILTER_MODES = ("none", "process", "outcome", "process+outcome", "step")
-
-
-# ----------------------------------------------------------------------------------------------------
-# The judgement cache
-
-
-class JudgementCache:
-    """Step judgements on disk, by :func:`~swirl_lightning.judges.judgement_key` (a
-    :class:`~swirl_lightning.judges.JudgementStore`).
-
-    One SQLite file (default ``$SWIRL_CACHE_DIR/judgements/judgements.sqlite``) in WAL mode: readers never
-    block, each write is one transaction, and several processes may share it. A connection is opened per
-    process, so the cache survives a fork.
-    """
-
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
-        self.path = Path(path) if path is not None else cache_dir() / "judgements" / "judgements.sqlite"
-        self._conn: sqlite3.Connection | None = None
-        self._pid = -1
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                conn = sqlite3.connect(self.path, timeout=60)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            except sqlite3.DatabaseError as err:
-                raise RuntimeError(f"judgement cache {self.path}: {err}; delete the file to start a new cache") from None
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
-        """The cached judgements among ``keys``."""
-        keys, found = list(dict.fromkeys(keys)), {}
-        conn = self._connection()
-        for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
-            chunk = keys[start : start + 500]
-            rows = conn.execute(f"SELECT key, value FROM judgements WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-            found.update((key, from_dict(Judgement, json.loads(value), f"{self.path}[{key}]")) for key, value in rows)
-        return found
-
-    def put_many(self, judgements: dict[str, Judgement]) -> None:
-        """Store judgements by key, in one transaction."""
-        rows = [(key, json.dumps(to_dict(j))) for key, j in judgements.items()]
-        with self._connection() as conn:
-            conn.executemany("INSERT OR REPLACE INTO judgements (key, value) VALUES (?, ?)", rows)
-
-    def close(self) -> None:
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
-        self._conn = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -111,10 +56,7 @@ def score_outcomes(trajectories: Sequence[Trajectory], examples: dict[str, Examp
         raise ValueError(f"no example for {len(missing)} trajectory example id(s), e.g. {missing[:3]}; wrong task or split?")
     predictions = [final_answer(t) for t in trajectories]
     golds = [examples[t.example_id].answer for t in trajectories]
-    if hasattr(outcome_judge, "score_batch"):
-        scores = outcome_judge.score_batch(predictions, golds, [examples[t.example_id].question for t in trajectories])
-    else:
-        scores = [outcome_judge.score(p, g) for p, g in zip(predictions, golds)]
+    scores = outcome_judge.score_batch(predictions, golds, [examples[t.example_id].question for t in trajectories])
     for trajectory, score in zip(trajectories, scores):
         trajectory.outcome = float(score)
         trajectory.metadata["outcome_judge"] = outcome_judge.judge_id
@@ -253,7 +195,7 @@ def filter_stats(trajectories: Sequence[Trajectory], kept: Sequence[Trajectory],
 
 @dataclass
 class FilterConfig:
-    """Settings of ``swirl filter``."""
+    """Judge every step of generated trajectories, score their answers, and keep them by mode."""
 
     input: str
     """Trajectories to filter (JSONL written by ``swirl generate``)."""
@@ -261,26 +203,16 @@ class FilterConfig:
     """Where the kept trajectories go, with their judgements (JSONL, written atomically)."""
     stats: str | None = None
     """Where the stats go (JSON); default: the output path with the suffix ``.stats.json``."""
-    task: str | None = None
-    """Task whose examples give the gold answers and worked solutions (gsm8k, hotpotqa, jsonl); needed by
-    the outcome modes and the reference judge."""
-    split: str = "train"
-    """Split of the task the trajectories were generated from."""
-    data_path: str | None = None
-    """A data file replacing the task's packaged one (required for the jsonl task)."""
+    task: TaskConfig | None = None
+    """The task the trajectories answer (its gold answers and reference data); needed by the outcome modes and by
+    judges that read gold data (``reference``). ``task.split`` is the split they were generated from."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """The step judge, and the outcome judge (the task's by default)."""
     mode: str = "process"
     """What to keep: none, process (all steps GOOD), outcome (right final answer), process+outcome, or step
     (every trajectory, cut after its first BAD step: its good prefix)."""
-    step_judge: str = "process"
-    """Registered step judge: process (LM, gold-free, the paper's) or reference (GSM8K worked solutions)."""
-    judge_options: dict[str, Any] = field(default_factory=dict)
-    """Options of the step judge, e.g. {"model": "smollm2-135m-instruct", "threshold": 0.5}."""
-    outcome_judge: str | None = None
-    """Registered outcome judge (numeric, qa_em, qa_f1, grader); default: the task's (numeric for gsm8k)."""
     outcome_threshold: float = 1.0
     """Least outcome score counted as correct (1.0: exact match)."""
-    batch_size: int = 16
-    """Steps per judge call."""
     cache: bool = True
     """Reuse and store step judgements in the on-disk cache (``--no-cache`` to judge afresh)."""
     cache_path: str | None = None
@@ -291,21 +223,13 @@ class FilterConfig:
     def __post_init__(self) -> None:
         if self.mode not in FILTER_MODES:
             raise ValueError(f"mode: expected one of {', '.join(FILTER_MODES)}, got {self.mode!r}")
-        if _uses_outcome(self.mode) and not self.task:
-            raise ValueError(f"mode {self.mode!r} compares final answers with gold answers: give the task")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive integer, got {self.batch_size}")
+        if _uses_outcome(self.mode) and self.task is None:
+            raise ValueError(f"mode {self.mode!r} compares final answers with gold answers: give the task (task.name)")
 
     @property
     def stats_path(self) -> Path:
         """The stats file: ``stats`` or the output path with suffix ``.stats.json``."""
         return Path(self.stats) if self.stats else Path(self.output).with_suffix(".stats.json")
-
-
-def _load_examples(config: FilterConfig) -> dict[str, Example]:
-    from swirl_lightning.tasks import load_task  # the data loaders are only needed when a task is named
-
-    return {e.id: e for e in load_task(config.task, config.split, path=config.data_path)}
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -317,36 +241,41 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 def run_filter(config: FilterConfig) -> dict[str, Any]:
     """Judge, score, filter and write, as configured; returns the stats that were written."""
+    from swirl_lightning.core.tasks import get_task, load_task
+    from swirl_lightning.judging.base import make_outcome_judge, make_step_judge
+
     started = time.perf_counter()
     trajectories = read_trajectories(config.input)
-    examples = _load_examples(config) if config.task else None
+    task = config.task
+    examples = None if task is None else {e.id: e for e in load_task(task.name, task.split, path=task.data_path)}
     step_judge_id, judging = None, None
     if _uses_process(config.mode):
-        judge = make_judge(config.step_judge, **config.judge_options)
+        judge = make_step_judge(config.judge.name, config.judge.options)
         step_judge_id = judge.judge_id
         cache = JudgementCache(config.cache_path) if config.cache else None
         try:
-            judging = judge_trajectories(trajectories, judge, examples, cache, config.batch_size, config.progress)
+            judging = judge_trajectories(trajectories, judge, examples, cache, config.judge.batch_size, config.progress)
         finally:
             if cache is not None:
                 cache.close()
     outcome_judge_id = None
     if examples is not None:
-        outcome_judge = make_judge(config.outcome_judge or outcome_for_task(config.task))
+        outcome_judge = make_outcome_judge(config.judge.outcome or get_task(task.name).outcome_judge)
         outcome_judge_id = outcome_judge.judge_id
         score_outcomes(trajectories, examples, outcome_judge)
     kept, stats = filter_trajectories(trajectories, config.mode, step_judge_id, config.outcome_threshold)
     Path(config.output).parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(config.output, kept)
-    stats.update(input=str(config.input), output=str(config.output), task=config.task, split=config.split,
-                 outcome_judge=outcome_judge_id, judging=judging, seconds=round(time.perf_counter() - started, 3))
+    stats.update(input=str(config.input), output=str(config.output), task=None if task is None else task.name,
+                 split=None if task is None else task.split, outcome_judge=outcome_judge_id, judging=judging,
+                 seconds=round(time.perf_counter() - started, 3))
     _write_json_atomic(config.stats_path, stats)
     return stats
 
 
 def cli_main(argv: list[str]) -> int:
-    """``swirl filter --config FILE | --input F --output F [--field value ...]``; prints a one-line summary."""
-    from .config import parse_config
+    """``swirl filter --config FILE | --input F --output F [--group.field value ...]``; prints a one-line summary."""
+    from swirl_lightning.core.config import parse_config
 
     config = parse_config(FilterConfig, argv, "swirl filter")
     stats = run_filter(config)

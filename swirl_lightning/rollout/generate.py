@@ -3,7 +3,7 @@
 Each process (rank) takes every ``world``-th question and appends finished trajectories to its own
 shard, ``<output>.shards/rank<r>-of-<w>.jsonl``, one fsynced line each. A run killed at any moment and
 started again reads every shard and the merged output, skips the (example, sample) pairs already
-finished, and goes on; a torn last line is cut off (see :mod:`swirl_lightning.trajectory`). When all
+finished, and goes on; a torn last line is cut off (see :mod:`swirl_lightning.core.trajectory`). When all
 ranks are done, the shards are merged into ``<output>`` (atomically, deduplicated, in question order) and
 a summary is written to ``<output>.summary.json``.
 
@@ -18,11 +18,12 @@ import multiprocessing
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .trajectory import JsonlWriter, Trajectory, read_trajectories, write_jsonl
+from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
+from swirl_lightning.core.trajectory import Example, JsonlWriter, Trajectory, read_trajectories, write_jsonl
 
 
 @dataclass
@@ -31,58 +32,27 @@ class GenerateConfig:
 
     output: str = "runs/generate/trajectories.jsonl"
     """Merged trajectories (JSONL); shards go to ``<output>.shards/``."""
-    model: str = "smollm2-135m-instruct"
-    """Policy: an alias (``smollm2-135m-instruct``, ``tiny-random``), a local folder or a hub id."""
-    adapter: str | None = None
-    """Optional PEFT (LoRA) adapter folder applied to the policy."""
-    task: str = "gsm8k"
-    """Data set: ``gsm8k``, ``hotpotqa`` or ``jsonl`` (with ``data_path``)."""
-    split: str = "train"
-    data_path: str | None = None
-    """A JSONL file of questions (for ``task: jsonl``, or to override the shipped data)."""
-    limit: int | None = 50
-    """Number of questions N (``null`` for all)."""
-    offset: int = 0
-    """Skip this many questions of the split first (e.g. those a warm start was trained on)."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """The policy that answers."""
+    task: TaskConfig = field(default_factory=lambda: TaskConfig(limit=50))
+    """The questions: ``task.limit`` of them (N), after skipping ``task.offset``."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How turns are sampled."""
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    """The tools the policy may call."""
     samples: int = 4
     """Samples K per question."""
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_steps: int | None = None
-    """Most actions per trajectory; the task's default when ``null`` (10 for math, 5 for QA)."""
-    max_new_tokens: int = 192
-    """Most tokens per model turn."""
-    max_context_tokens: int = 4096
-    batch_size: int = 8
-    """Conversations decoded together per process."""
-    seed: int = 0
-    tools: list[str] | None = None
-    """Tool names; the task's default when ``null``."""
-    tool_timeout_s: float = 10.0
-    max_tool_output_chars: int = 1000
-    few_shot: bool = True
-    """Put the hand-written few-shot example of each tool in the prompt."""
     processes: int = 1
     """Worker processes to spawn (each takes a disjoint share of the questions)."""
-    dtype: str = "float32"
     device: str = "auto"
     """``auto`` picks CUDA when present, else CPU."""
     progress: bool = True
+    """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        positive = {"samples": self.samples, "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size,
-                    "processes": self.processes, "max_context_tokens": self.max_context_tokens}
-        if self.offset < 0:
-            raise ValueError(f"offset: expected 0 or more questions to skip, got {self.offset}")
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit: expected a positive integer or null, got {self.limit}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps: expected a positive integer or null, got {self.max_steps}")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature} and {self.top_p}")
+        for name in ("samples", "processes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
 
 
 def shard_dir(output: Path) -> Path:
@@ -124,36 +94,27 @@ def _resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _setup(cfg: GenerateConfig):
-    """Examples, tools, and the task spec for a config (no model)."""
-    from .plugins import get_plugin_manager
-    from .tasks import TASKS, load_task
-    from .tools import collect_tools, select_tools
+def _examples(cfg: GenerateConfig) -> list[Example]:
+    from swirl_lightning.core.tasks import load_task
 
-    if cfg.task not in TASKS:
-        raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {cfg.task!r}")
-    spec = TASKS[cfg.task]
-    examples = load_task(cfg.task, cfg.split, None if cfg.limit is None else cfg.offset + cfg.limit,
-                         path=cfg.data_path)[cfg.offset :]
-    all_tools = collect_tools(get_plugin_manager())
-    names = cfg.tools if cfg.tools is not None else (list(spec.tools) or None)
-    tools = select_tools(all_tools, names)
-    return spec, examples, tools
+    task = cfg.task
+    return load_task(task.name, task.split, task.limit, offset=task.offset, path=task.data_path)
 
 
-def load_policy(model: str, adapter: str | None, dtype: str, device: str):
-    """Model and tokenizer of a policy, with an optional PEFT adapter merged in for generation."""
-    from .models import check_adapter_dir, load_model, load_tokenizer
+def load_policy(policy: PolicyConfig, device: str):
+    """Model and tokenizer of a policy, with its adapter merged in, for generation."""
+    from swirl_lightning.core.models import check_adapter_dir, load_model, load_tokenizer
 
-    if adapter:
-        check_adapter_dir(adapter)
-    tokenizer = load_tokenizer(model)
-    policy = load_model(model, dtype=dtype, device=_resolve_device(device))
-    if adapter:
+    if policy.adapter:
+        check_adapter_dir(policy.adapter)
+    tokenizer = load_tokenizer(policy.name)
+    model = load_model(policy.name, dtype=policy.dtype, device=_resolve_device(device),
+                       attn_implementation=policy.attn_implementation)
+    if policy.adapter:
         from peft import PeftModel
 
-        policy = PeftModel.from_pretrained(policy, adapter).merge_and_unload().eval()
-    return policy, tokenizer
+        model = PeftModel.from_pretrained(model, policy.adapter).merge_and_unload().eval()
+    return model, tokenizer
 
 
 def run_rank(cfg: GenerateConfig, rank: int = 0, world: int = 1) -> dict[str, Any]:
@@ -161,38 +122,23 @@ def run_rank(cfg: GenerateConfig, rank: int = 0, world: int = 1) -> dict[str, An
     import torch
     from tqdm.auto import tqdm
 
-    from .generation import GenerationEngine, SamplingConfig
-    from .judges import make_judge, outcome_for_task
-    from .rollout import ChatRenderer, RolloutSettings, conversations
-    from .tools import ToolExecutor
+    from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings, conversations
+    from swirl_lightning.rollout.engine import GenerationEngine
 
     if world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     output = Path(cfg.output)
-    spec, examples, tools = _setup(cfg)
-    mine = [e for i, e in enumerate(examples) if i % world == rank]
+    settings = RolloutSettings.for_task(cfg.task, cfg.tools, policy_name=cfg.policy.label)
+    mine = [e for i, e in enumerate(_examples(cfg)) if i % world == rank]
     done = finished_keys(output)
     todo = sum((e.id, k) not in done for e in mine for k in range(cfg.samples))
     shard = shard_dir(output) / f"rank{rank}-of-{world}.jsonl"
     stats: dict[str, Any] = {"rank": rank, "trajectories": 0, "seconds": 0.0, "generated_tokens": 0}
     if todo == 0:
         return stats
-    policy, tokenizer = load_policy(cfg.model, cfg.adapter, cfg.dtype, cfg.device)
-    sampling = SamplingConfig(
-        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-        batch_size=cfg.batch_size, max_context_tokens=cfg.max_context_tokens, seed=cfg.seed,
-    )
-    stop_strings = [f"</{tool.tag}>" for tool in tools.values()] + ["</answer>"]
-    engine = GenerationEngine(policy, tokenizer, sampling, stop_strings=stop_strings)
-    settings = RolloutSettings(
-        tools=tools,
-        executor=ToolExecutor(tools, timeout_s=cfg.tool_timeout_s, max_output_chars=cfg.max_tool_output_chars),
-        max_steps=cfg.max_steps or spec.max_steps,
-        renderer=ChatRenderer(tokenizer),
-        few_shot=cfg.few_shot,
-        policy_name=cfg.model + (f"+{cfg.adapter}" if cfg.adapter else ""),
-        outcome=make_judge(outcome_for_task(cfg.task)).score,
-    )
+    policy, tokenizer = load_policy(cfg.policy, cfg.device)
+    settings.renderer = ChatRenderer(tokenizer)
+    engine = GenerationEngine(policy, tokenizer, cfg.sampling, stop_strings=settings.stop_strings)
     started = time.perf_counter()
     bar = tqdm(total=todo, desc=f"generate[rank {rank}]" if world > 1 else "generate", unit="traj",
                disable=not cfg.progress, position=rank)
@@ -225,7 +171,7 @@ def _worker(cfg: GenerateConfig, rank: int, world: int) -> None:
 
 def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Run ``swirl generate``: all ranks, then merge and summarise (on rank 0). Returns the summary."""
-    from .evaluation import summarize
+    from swirl_lightning.rollout.evaluation import summarize
 
     output = Path(cfg.output)
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -256,8 +202,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         _clear_done_markers(output, 0, 1)
         _worker(cfg, 0, 1)
     rank_stats = _read_done_markers(output, world)
-    _, examples, _ = _setup(cfg)
-    merged = merge_shards(output, [e.id for e in examples])
+    merged = merge_shards(output, [e.id for e in _examples(cfg)])
     shutil.rmtree(shard_dir(output), ignore_errors=True)
     summary = summarize(merged)
     generated = sum(s.get("generated_tokens", 0) for s in rank_stats)
@@ -327,8 +272,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def cli_main(argv: list[str]) -> int:
-    """``swirl generate --config FILE [--field value ...]``."""
-    from .config import parse_config
+    """``swirl generate --config FILE [--group.field value ...]``."""
+    from swirl_lightning.core.config import parse_config
 
     cfg = parse_config(GenerateConfig, argv, "swirl generate")
     summary = run_generate(cfg)

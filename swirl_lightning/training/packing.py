@@ -31,10 +31,10 @@ __all__ = [
     "PackedGroup",
     "GroupBatch",
     "pack_trajectory",
-    "decompose_trajectory",
+    "unpacked_trajectory_rows",
     "pad_rows",
     "pack_group",
-    "decompose_group",
+    "unpacked_group_rows",
     "batch_groups",
 ]
 
@@ -120,7 +120,7 @@ def pack_trajectory(segments: Sequence[Segment]) -> tuple[Tensor, Tensor]:
     return torch.tensor(input_ids, dtype=torch.long), torch.tensor(segment_ids, dtype=torch.long)
 
 
-def decompose_trajectory(segments: Sequence[Segment]) -> list[tuple[Tensor, Tensor]]:
+def unpacked_trajectory_rows(segments: Sequence[Segment]) -> list[tuple[Tensor, Tensor]]:
     """The naive alternative to :func:`pack_trajectory`: one row ``state_k + a_k`` per action, a_k with segment id 1."""
     input_ids, segment_ids = pack_trajectory(segments)
     rows = []
@@ -194,7 +194,7 @@ def pack_group(
     )
 
 
-def decompose_group(state_ids: Sequence[int], actions: Sequence[Sequence[int]]) -> list[tuple[Tensor, Tensor]]:
+def unpacked_group_rows(state_ids: Sequence[int], actions: Sequence[Sequence[int]]) -> list[tuple[Tensor, Tensor]]:
     """The naive alternative to :func:`pack_group`: one row ``s + a_g`` per action, a_g with segment id 1."""
     return [pack_trajectory([(state_ids, False), (action, True)]) for action in actions]
 

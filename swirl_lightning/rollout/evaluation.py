@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from textwrap import indent
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .trajectory import Example, Trajectory
+from swirl_lightning.core.trajectory import Example, Trajectory
+
+if TYPE_CHECKING:
+    from swirl_lightning.judging.base import StepJudge
+    from swirl_lightning.rollout.conversation import RolloutSettings
 
 
 def summarize(trajectories: Sequence[Trajectory], step_judge_id: str | None = None) -> dict[str, Any]:
@@ -42,44 +46,27 @@ def summarize(trajectories: Sequence[Trajectory], step_judge_id: str | None = No
 def evaluate(
     engine,
     examples: Iterable[Example],
-    tools: Mapping,
+    settings: RolloutSettings,
     *,
-    max_steps: int,
-    outcome,
-    renderer=None,
     num_samples: int = 1,
-    step_judge=None,
-    tool_timeout_s: float = 10.0,
-    max_tool_output_chars: int = 1000,
-    few_shot: bool = True,
-    policy_name: str = "",
+    step_judge: StepJudge | None = None,
 ) -> tuple[dict[str, Any], list[Trajectory]]:
     """Roll out the policy live on ``examples`` and summarise.
 
-    ``engine`` is a :class:`~swirl_lightning.generation.GenerationEngine` (or a scripted policy);
-    ``outcome`` an outcome judge with ``score(prediction, gold)``; ``step_judge``, when given, judges every
-    step so that ``step_good_rate`` is filled in. Returns the summary and the trajectories.
+    ``engine`` is a :class:`~swirl_lightning.rollout.engine.GenerationEngine` (or a scripted policy);
+    ``step_judge``, when given, judges every step so that ``step_good_rate`` is filled in. Returns the summary
+    and the trajectories, in question order.
     """
-    from .rollout import RolloutSettings, conversations
-    from .tools import ToolExecutor
+    from swirl_lightning.rollout.conversation import conversations
 
     examples = list(examples)
-    settings = RolloutSettings(
-        tools=tools,
-        executor=ToolExecutor(tools, timeout_s=tool_timeout_s, max_output_chars=max_tool_output_chars),
-        max_steps=max_steps,
-        renderer=renderer,
-        few_shot=few_shot,
-        policy_name=policy_name,
-        outcome=outcome.score,
-    )
     finished: list[Trajectory] = []
     engine.run(conversations(examples, num_samples, settings), lambda c: finished.append(c.trajectory))
     order = {example.id: i for i, example in enumerate(examples)}
     finished.sort(key=lambda t: (order[t.example_id], t.sample_index))
     judge_id = None
     if step_judge is not None:
-        from .judges import judge_trajectories
+        from swirl_lightning.judging.steps import judge_trajectories
 
         judge_trajectories(finished, step_judge, {e.id: e for e in examples}, cache=None, progress=False)
         judge_id = step_judge.judge_id

@@ -16,12 +16,14 @@ import os
 import re
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import Any
 
 import pluggy
 
-from swirl_lightning import hookspecs
+from swirl_lightning.core import hookspecs
 
 PROJECT_NAME = "swirl_lightning"
 ENTRY_POINT_GROUP = "swirl_lightning"
@@ -151,3 +153,49 @@ def reset_plugin_manager() -> None:
     global _manager
     with _manager_lock:
         _manager = None
+
+
+class RegistrationError(ValueError):
+    """A plugin registered something invalid, or two plugins registered one name."""
+
+
+def collect_registrations(hook_name: str, make_entry: Callable[[Any, str | None, str], tuple[str, Any]], *,
+                          builtin: object | None = None, pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+    """Call each implementation of the ``hook_name`` hook on its own, with a ``register(obj, name=None)`` callback,
+    and return what they registered by name.
+
+    ``make_entry(obj, name, owner)`` checks one registration and returns its (name, value); a ``ValueError`` there
+    becomes a :class:`RegistrationError` naming the plugin. ``builtin`` (a module with the hook) is called first
+    unless the manager already holds it. A hook that raises is skipped with a :class:`PluginLoadWarning` naming
+    its distribution, and the others still load. Two registrations of one name are a :class:`RegistrationError`
+    naming both plugins.
+    """
+    pm = pm if pm is not None else get_plugin_manager()
+    hooks = [(plugin_origin(pm, impl.plugin).describe(impl.plugin_name), impl.function)
+             for impl in getattr(pm.hook, hook_name).get_hookimpls() if not (impl.hookwrapper or impl.wrapper)]
+    if builtin is not None and not pm.is_registered(builtin):
+        hooks.insert(0, (f"{builtin.__name__} (built-in)", getattr(builtin, hook_name)))
+    entries: dict[str, Any] = {}
+    owners: dict[str, str] = {}
+    for owner, hook in hooks:
+        found: list[tuple[str, Any]] = []
+
+        def register(obj: Any, name: str | None = None, _owner: str = owner, _found: list = found) -> None:
+            try:
+                _found.append(make_entry(obj, name, _owner))
+            except ValueError as error:
+                raise RegistrationError(str(error)) from None
+
+        try:
+            hook(register=register)
+        except RegistrationError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a broken plugin must not take the others down
+            warnings.warn(f"{owner}: {hook_name} raised {type(error).__name__}: {error}; what it registers was skipped",
+                          PluginLoadWarning, stacklevel=2)
+            continue
+        for name, value in found:
+            if name in entries:
+                raise RegistrationError(f"{name!r} is registered by both {owners[name]} and {owner}")
+            entries[name], owners[name] = value, owner
+    return entries

@@ -19,8 +19,8 @@ from typing import Any
 
 import pluggy
 
-from swirl_lightning.plugins import PluginLoadWarning, PluginOrigin, get_plugin_manager, plugin_origin
-from swirl_lightning.trajectory import ANSWER_TAG, THINKING_TAGS
+from swirl_lightning.core.plugins import PluginLoadWarning, PluginOrigin, get_plugin_manager, plugin_origin
+from swirl_lightning.core.trajectory import ANSWER_TAG, THINKING_TAGS
 
 TAG_PATTERN = re.compile(r"[A-Za-z_][\w-]*")
 """What a tool name or tag must match in full: the model writes ``<TAG>..</TAG>``."""
@@ -164,7 +164,7 @@ def _conflict_message(what: str, key: str, first: tuple[Tool, str], second: tupl
 
 
 def tool_tags(tools: Mapping[str, Tool]) -> dict[str, str]:
-    """Map each tool's tag to its name, as :func:`swirl_lightning.trajectory.parse_action` expects."""
+    """Map each tool's tag to its name, as :func:`swirl_lightning.core.trajectory.parse_action` expects."""
     return {tool.tag: tool.name for tool in tools.values()}
 
 

@@ -1,0 +1,191 @@
+"""The config vocabulary every command shares, and how a dataclass config becomes a command line.
+
+One typed dataclass per concern, the same keys at every stage, in YAML, on the command line and in the config
+dumped beside every run:
+
+=============  ===============================================  ==========================================
+group          what it says                                     read by
+=============  ===============================================  ==========================================
+``policy``     the model and its warm-start adapter             generate, fit, validate
+``task``       the questions: task, split, slice, step cap       generate, filter, fit, validate
+``sampling``   how model turns are sampled                      generate; fit (``swirl``'s G actions)
+``tools``      which tools, their timeout and output cap        generate, fit, validate
+``judge``      the step judge and the outcome judge             filter, fit (reward, data filter), validate
+=============  ===============================================  ==========================================
+
+``swirl generate --policy.name M --policy.adapter A``, ``swirl fit --policy.name M --policy.adapter A``.
+Values are checked in ``__post_init__``, when the command line is parsed: before any model loads.
+Attribute docstrings are the ``--help`` text (jsonargparse reads them); YAML may use OmegaConf ``${...}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass
+class PolicyConfig:
+    """The policy: which causal LM, and the warm-start adapter merged into it."""
+
+    name: str = "smollm2-135m-instruct"
+    """Model: an alias (``smollm2-135m-instruct``, ``tiny-random``), a local folder or a hub id."""
+    adapter: str | None = None
+    """A PEFT (LoRA) adapter folder merged into the weights, e.g. the warm start ``adapters/gsm8k_warmup``."""
+    dtype: str = "float32"
+    """Weight dtype when loading: ``float32``, ``bfloat16`` or ``float16``."""
+    attn_implementation: str = "sdpa"
+    """``sdpa`` or ``eager`` (both take the 4D masks of packed groups)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "policy.name: expected a model alias, folder or hub id")
+        _check(self.dtype in ("float32", "bfloat16", "float16"),
+               f"policy.dtype: expected float32, bfloat16 or float16, got {self.dtype!r}")
+        _check(self.attn_implementation in ("sdpa", "eager"),
+               f"policy.attn_implementation: expected sdpa or eager, got {self.attn_implementation!r}")
+
+    @property
+    def label(self) -> str:
+        """``name`` or ``name+adapter``: how trajectories record the policy."""
+        return self.name + (f"+{self.adapter}" if self.adapter else "")
+
+
+@dataclass
+class SamplingConfig:
+    """How model turns are sampled."""
+
+    temperature: float = 1.0
+    """Softmax temperature; 0 means greedy."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    max_new_tokens: int = 192
+    """Most tokens in one model turn."""
+    batch_size: int = 8
+    """Conversations decoded together."""
+    max_context_tokens: int = 4096
+    """Most tokens in one conversation (prompt, turns and tool results)."""
+    seed: int = 0
+    """Seed of the draws (each conversation has its own generator, seeded from this and its own seed)."""
+    prefill_batch_tokens: int = 4096
+    """Most (padded) tokens in one prefill forward pass; longer prefills are split."""
+    min_shared_prefix: int = 16
+    """Shortest prompt head worth computing once and copying into each slot (0 turns prefix sharing off)."""
+
+    def __post_init__(self) -> None:
+        _check(self.temperature >= 0, f"sampling.temperature: expected >= 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"sampling.top_p: expected a value in (0, 1], got {self.top_p}")
+        for name in ("max_new_tokens", "batch_size", "max_context_tokens", "prefill_batch_tokens"):
+            _check(getattr(self, name) >= 1, f"sampling.{name}: expected a positive integer, got {getattr(self, name)}")
+        _check(self.min_shared_prefix >= 0, f"sampling.min_shared_prefix: expected >= 0, got {self.min_shared_prefix}")
+
+
+def greedy(**changes: Any) -> SamplingConfig:
+    """Sampling for evaluation: greedy decoding, with ``changes``."""
+    return SamplingConfig(**{"temperature": 0.0, **changes})
+
+
+@dataclass
+class TaskConfig:
+    """The questions: which task and which of its questions, and how a rollout on them is framed."""
+
+    name: str = "gsm8k"
+    """Registered task: ``gsm8k``, ``hotpotqa``, ``jsonl`` (with ``data_path``), or one a plugin adds."""
+    split: str = "train"
+    """Split of the questions (for training: the split the trajectories answer)."""
+    data_path: str | None = None
+    """A JSONL file of questions replacing the task's packaged one (required by ``jsonl``)."""
+    limit: int | None = None
+    """Use the first N questions of the split (after ``offset``); null for all."""
+    offset: int = 0
+    """Skip this many questions of the split first (e.g. those a warm start was trained on)."""
+    max_steps: int | None = None
+    """Most actions per rollout; the task's default when null (10 for gsm8k, 5 for hotpotqa)."""
+    few_shot: bool = True
+    """Put the task's hand-written example turns in the prompt."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "task.name: expected a registered task name")
+        _check(self.offset >= 0, f"task.offset: expected 0 or more questions to skip, got {self.offset}")
+        _check(self.limit is None or self.limit >= 1, f"task.limit: expected a positive integer or null, got {self.limit}")
+        _check(self.max_steps is None or self.max_steps >= 1,
+               f"task.max_steps: expected a positive integer or null, got {self.max_steps}")
+
+
+@dataclass
+class ToolsConfig:
+    """The tools a rollout may call, and the limits of each call."""
+
+    names: list[str] | None = None
+    """Registered tool names; the task's default when null."""
+    timeout_s: float = 10.0
+    """Seconds before a tool call is abandoned (the model sees an error)."""
+    max_output_chars: int = 1000
+    """Longer tool output is cut, with a visible marker."""
+
+    def __post_init__(self) -> None:
+        _check(self.timeout_s > 0, f"tools.timeout_s: expected a number > 0, got {self.timeout_s}")
+        _check(self.max_output_chars >= 1, f"tools.max_output_chars: expected a positive integer, got {self.max_output_chars}")
+
+
+@dataclass
+class JudgeConfig:
+    """The step judge (filtering, the ``swirl`` reward, the validation GOOD rate) and the outcome judge."""
+
+    name: str = "reference"
+    """Registered step judge: ``reference`` (gold worked solutions, GSM8K) or ``process`` (an LM, gold-free)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Options of the step judge, e.g. ``{model: smollm2-135m-instruct, threshold: 0.5}`` for ``process``."""
+    outcome: str | None = None
+    """Registered outcome judge (``numeric``, ``qa_em``, ``qa_f1``, ``grader``); the task's when null."""
+    batch_size: int = 16
+    """Steps per judge call (judgements are cached after each call)."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "judge.name: expected a registered step judge")
+        _check(self.batch_size >= 1, f"judge.batch_size: expected a positive integer, got {self.batch_size}")
+
+
+SHARED_GROUPS: dict[str, type] = {
+    "policy": PolicyConfig, "task": TaskConfig, "sampling": SamplingConfig, "tools": ToolsConfig, "judge": JudgeConfig,
+}
+"""The shared groups by key, as every command spells them."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Dataclass configs as command lines
+
+
+def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
+    """Parse ``argv`` (``--config`` files and ``--field`` / ``--group.field`` overrides) into dataclass ``cls``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip(), parser_mode="omegaconf",
+                            exit_on_error=True)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (later flags override it)")
+    parser.add_class_arguments(cls, as_group=False)
+    namespace = parser.parse_args(argv)
+    try:
+        instance = parser.instantiate_classes(namespace)
+        return cls(**{f.name: instance[f.name] for f in dataclasses.fields(cls) if f.name in instance})
+    except ValueError as error:  # a dataclass's own validation: report it like any bad flag
+        parser.error(str(error))
+
+
+def config_command(cls: type[T], run: Callable[[T], Any], prog: str) -> Callable[[list[str]], int]:
+    """A ``main(argv) -> exit code`` that parses a ``cls`` config and calls ``run`` with it."""
+
+    def main(argv: list[str]) -> int:
+        run(parse_config(cls, argv, prog))
+        return 0
+
+    return main

@@ -1,0 +1,146 @@
+"""What a judge is: the step-judge and outcome-judge protocols, and the registry of judges by name.
+
+A *step judge* sees the state before a step and the step (a :class:`~swirl_lightning.core.trajectory.State` and
+a :class:`~swirl_lightning.core.trajectory.Step`) and gives a :class:`~swirl_lightning.core.trajectory.Judgement`:
+a score and a GOOD/BAD verdict. One method serves every use: filtering recorded steps (``swirl filter``), scoring
+freshly sampled actions as the ``swirl`` reward (a step without an observation: no tool ran), and the validation
+GOOD rate. An *outcome judge* scores final answers against gold answers.
+
+Judges register through the ``register_judges`` hook, the built-ins included (this module is their plugin), and
+are built by name with :func:`make_judge` (``judge.name`` and ``judge.options`` in every config).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from swirl_lightning import hookimpl
+from swirl_lightning.core.trajectory import Judgement, State, Step
+
+GOOD, BAD = "GOOD", "BAD"
+
+
+@runtime_checkable
+class StepJudge(Protocol):
+    """A judge of single steps. Everything the code reads of a judge is declared here."""
+
+    judge_id: str
+    """Names the judge in every judgement and in the cache key (e.g. ``process:smollm2-135m-instruct``)."""
+    prompt_version: str
+    """Bumped when the prompt or the rule changes, so cached judgements of the old one are not reused."""
+    threshold: float
+    """A step is GOOD when its score is at least this (and above 0)."""
+    cacheable: bool
+    """Whether judgements may be cached by (judge id, prompt version, state, step text)."""
+    needs_example: bool
+    """Whether the judge reads each state's :class:`~swirl_lightning.core.trajectory.Example` (gold data)."""
+
+    def judge_steps(self, items: Sequence[tuple[State, Step]]) -> list[Judgement]:
+        """One judgement per (state, step), in order. A step may have no observation (a sampled action)."""
+
+
+@runtime_checkable
+class OutcomeJudge(Protocol):
+    """A judge of final answers against gold answers."""
+
+    judge_id: str
+
+    def score_batch(self, predictions: Sequence[str | None], golds: Sequence[str],
+                    questions: Sequence[str | None] | None = None) -> list[float]:
+        """1.0/0.0 per answer (or a partial credit such as token F1); a missing prediction scores 0."""
+
+    def score(self, prediction: str | None, gold: str) -> float:
+        """The score of one answer."""
+
+
+class StepJudgeBase:
+    """Defaults for the optional parts of :class:`StepJudge`: subclass it and set ``judge_id`` and ``judge_steps``."""
+
+    prompt_version = "v1"
+    threshold = 0.5
+    cacheable = True
+    needs_example = False
+
+    def judgement(self, score: float) -> Judgement:
+        """The judgement of a score, with this judge's id, threshold and prompt version."""
+        return Judgement(self.judge_id, verdict_for(score, self.threshold), float(score), self.prompt_version)
+
+
+class OutcomeJudgeBase:
+    """:meth:`OutcomeJudge.score_batch` from a per-answer ``score``."""
+
+    def score_batch(self, predictions: Sequence[str | None], golds: Sequence[str],
+                    questions: Sequence[str | None] | None = None) -> list[float]:
+        return [self.score(p, g) for p, g in zip(predictions, golds)]
+
+
+def verdict_for(score: float, threshold: float) -> str:
+    """``GOOD`` when ``score >= threshold``; a score of 0 (an invalid step, a failed call) is BAD at any threshold."""
+    return GOOD if score > 0 and score >= threshold else BAD
+
+
+# ----------------------------------------------------------------------------------------------------
+# The registry
+
+
+@hookimpl
+def register_judges(register: Callable[..., None]) -> None:
+    """Register the built-in judges."""
+    from swirl_lightning.judging.local_lm import LLMGrader, ProcessJudge
+    from swirl_lightning.judging.outcome import ExactMatchJudge, NumericJudge, TokenF1Judge
+    from swirl_lightning.judging.reference import ReferenceJudge
+
+    register(ProcessJudge, name="process")
+    register(ReferenceJudge, name="reference")
+    register(NumericJudge, name="numeric")
+    register(ExactMatchJudge, name="qa_em")
+    register(TokenF1Judge, name="qa_f1")
+    register(LLMGrader, name="grader")
+
+
+def available_judges(pm: Any = None) -> dict[str, Callable[..., Any]]:
+    """Judge name -> factory, from every plugin's ``register_judges`` (the built-ins always included).
+
+    A plugin whose hook raises is skipped with a warning naming its distribution; a name registered twice is an
+    error naming both plugins.
+    """
+    from swirl_lightning.core.plugins import collect_registrations
+
+    def check(factory: Any, name: str | None, owner: str) -> tuple[str, Callable[..., Any]]:
+        judge_name = name or getattr(factory, "__name__", None)
+        if not callable(factory) or not judge_name:
+            raise ValueError(f"{owner}: register(factory, name=...) expects a callable factory and a name")
+        return judge_name, factory
+
+    return collect_registrations("register_judges", check, builtin=sys.modules[__name__], pm=pm)
+
+
+def make_judge(name: str, pm: Any = None, **options: Any) -> Any:
+    """A judge by registered name, built with ``options`` (e.g. ``make_judge("process", model="tiny-random")``)."""
+    factories = available_judges(pm)
+    if name not in factories:
+        raise ValueError(f"judge: expected one of {', '.join(sorted(factories))}, got {name!r}")
+    return factories[name](**options)
+
+
+def make_step_judge(name: str, options: dict[str, Any] | None = None, pm: Any = None) -> StepJudge:
+    """A step judge by name, checked against :class:`StepJudge` (a clear error naming what it lacks)."""
+    judge = make_judge(name, pm, **(options or {}))
+    missing = [a for a in ("judge_id", "prompt_version", "threshold", "cacheable", "needs_example", "judge_steps")
+               if not hasattr(judge, a)]
+    if missing:
+        raise TypeError(f"judge {name!r} is not a step judge: it lacks {', '.join(missing)} "
+                        "(see swirl_lightning.judging.base.StepJudge; StepJudgeBase gives the defaults)")
+    return judge
+
+
+def make_outcome_judge(name: str, pm: Any = None) -> OutcomeJudge:
+    """An outcome judge by name, checked against :class:`OutcomeJudge`."""
+    judge = make_judge(name, pm)
+    missing = [a for a in ("judge_id", "score_batch", "score") if not hasattr(judge, a)]
+    if missing:
+        raise TypeError(f"judge {name!r} is not an outcome judge: it lacks {', '.join(missing)} "
+                        "(see swirl_lightning.judging.base.OutcomeJudge; OutcomeJudgeBase gives score_batch)")
+    return judge

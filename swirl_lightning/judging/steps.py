@@ -1,0 +1,144 @@
+"""Judging many steps: every step of many trajectories (filtering, validation), or freshly sampled actions (the
+``swirl`` reward), with judgements cached on disk by content hash so a step is never judged twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from swirl_lightning.core.models import cache_dir
+from swirl_lightning.core.trajectory import Example, Judgement, State, Step, Trajectory, decompose, from_dict, to_dict
+from swirl_lightning.judging.base import StepJudge, verdict_for
+
+
+class JudgementCache:
+    """Step judgements on disk, by :func:`~swirl_lightning.judging.judges.judgement_key` (a
+    :class:`~swirl_lightning.judging.judges.JudgementStore`).
+
+    One SQLite file (default ``$SWIRL_CACHE_DIR/judgements/judgements.sqlite``) in WAL mode: readers never
+    block, each write is one transaction, and several processes may share it. A connection is opened per
+    process, so the cache survives a fork.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path) if path is not None else cache_dir() / "judgements" / "judgements.sqlite"
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                conn = sqlite3.connect(self.path, timeout=60)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            except sqlite3.DatabaseError as err:
+                raise RuntimeError(f"judgement cache {self.path}: {err}; delete the file to start a new cache") from None
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
+        """The cached judgements among ``keys``."""
+        keys, found = list(dict.fromkeys(keys)), {}
+        conn = self._connection()
+        for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
+            chunk = keys[start : start + 500]
+            rows = conn.execute(f"SELECT key, value FROM judgements WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            found.update((key, from_dict(Judgement, json.loads(value), f"{self.path}[{key}]")) for key, value in rows)
+        return found
+
+    def put_many(self, judgements: dict[str, Judgement]) -> None:
+        """Store judgements by key, in one transaction."""
+        rows = [(key, json.dumps(to_dict(j))) for key, j in judgements.items()]
+        with self._connection() as conn:
+            conn.executemany("INSERT OR REPLACE INTO judgements (key, value) VALUES (?, ?)", rows)
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+
+
+def judgement_key(judge_id: str, prompt_version: str, state: list[dict[str, str]], step_text: str) -> str:
+    """The content hash a step judgement is cached under; a judge whose verdict depends on anything else
+    (the gold data, say) must say so in its prompt version or set ``cacheable = False``."""
+    payload = json.dumps([judge_id, prompt_version, state, step_text], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class JudgementStore(Protocol):
+    """Where judgements are cached, such as :class:`swirl_lightning.judging.filter.JudgementCache`."""
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
+        """The stored judgements among ``keys``."""
+
+    def put_many(self, judgements: dict[str, Judgement]) -> None:
+        """Store judgements by key."""
+
+
+def _set_judgement(step: Step, judgement: Judgement) -> None:
+    step.judgements = [j for j in step.judgements if j.judge != judgement.judge] + [judgement]
+
+
+def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, examples: dict[str, Example] | None = None,
+                       cache: JudgementStore | None = None, batch_size: int = 16, progress: bool = True) -> dict[str, int]:
+    """Judge every step of every trajectory, adding each judgement to ``step.judgements`` (replacing an
+    earlier one by the same judge id). States come from :func:`~swirl_lightning.core.trajectory.decompose`.
+
+    Each state carries its example (``examples`` by example id). Cached judgements are reused (their verdict
+    re-derived with the judge's current ``threshold``); new
+    ones are stored after each batch, so an interrupted run keeps its work. Returns the counts
+    ``steps``, ``from_cache`` and ``judged``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    use_cache = cache is not None and judge.cacheable
+    pending: list[tuple[State, Step, str | None]] = []
+    for trajectory in trajectories:
+        example = (examples or {}).get(trajectory.example_id)
+        if judge.needs_example and example is None:
+            raise ValueError(f"judge {judge.judge_id} needs the examples (name the task); none for trajectory {trajectory.key}")
+        for state, step in decompose(trajectory, example):
+            key = judgement_key(judge.judge_id, judge.prompt_version, state.messages, step.text) if use_cache else None
+            pending.append((state, step, key))
+    cached = cache.get_many(k for _, _, k in pending if k) if use_cache else {}
+    todo = []
+    for state, step, key in pending:
+        if key in cached:
+            hit = cached[key]
+            _set_judgement(step, Judgement(hit.judge, verdict_for(hit.score, judge.threshold), hit.score, hit.prompt_version))
+        else:
+            todo.append((state, step, key))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc=f"judging ({judge.judge_id})", unit="step", disable=not (progress and todo))
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        judgements = judge.judge_steps([(state, step) for state, step, _ in chunk])
+        if len(judgements) != len(chunk):
+            raise RuntimeError(f"judge {judge.judge_id} returned {len(judgements)} judgements for {len(chunk)} steps")
+        for (_, step, _), judgement in zip(chunk, judgements):
+            _set_judgement(step, judgement)
+        if use_cache:
+            cache.put_many({key: j for (_, _, key), j in zip(chunk, judgements) if key})
+        bar.update(len(chunk))
+    bar.close()
+    return {"steps": len(pending), "from_cache": len(pending) - len(todo), "judged": len(todo)}
+
+
+def action_rewards(judge: StepJudge, items: Sequence[tuple[State, Step]]) -> list[float]:
+    """The judge's score of each freshly sampled action at its state (a step with no observation): the ``swirl``
+    reward. No cache: a sampled action is judged once."""
+    if judge.needs_example and any(state.example is None for state, _ in items):
+        raise ValueError(f"judge {judge.judge_id} needs each state's question; set task to the task the "
+                         "trajectories answer")
+    judgements = judge.judge_steps(items)
+    if len(judgements) != len(items):
+        raise RuntimeError(f"judge {judge.judge_id} returned {len(judgements)} judgements for {len(items)} actions")
+    return [j.score for j in judgements]

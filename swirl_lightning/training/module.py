@@ -1,0 +1,268 @@
+"""The LightningModule: a causal LM policy trained with one :mod:`objective <.objectives>`, validated live.
+
+- Training: the objective (``sft``, ``offline`` or ``swirl``) turns each batch into an update; see
+  :mod:`.objectives` for each one's algorithm.
+- Validation, test and predict roll the policy out live with tools on held-out questions; the
+  :class:`~.callbacks.LiveEvaluation` callback (added by :meth:`configure_callbacks`) summarises and logs them.
+- The policy (:mod:`.policy`) is loaded in :meth:`configure_model`; only the logits of positions that predict an
+  action token are computed. Under ``ModelParallelStrategy`` each decoder layer and the whole policy are sharded
+  with FSDP2. With LoRA, checkpoints hold the trained weights only; the frozen base is reloaded from ``policy.name``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+
+from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
+from swirl_lightning.core.trajectory import Example, Trajectory
+from swirl_lightning.training.config import EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig, SwirlConfig
+from swirl_lightning.training.objectives import make_objective
+from swirl_lightning.training.policy import ActionScorer, export_policy, load_trainable_policy, shard_with_fsdp2
+from swirl_lightning.training.sequences import TrainingBatch
+
+
+class SwirlModule(L.LightningModule):
+    """Trains a causal LM policy with ``sft``, ``offline`` or ``swirl``; validates with live rollouts."""
+
+    # Config instances as defaults (never mutated): LightningCLI shows their fields as the options' defaults.
+    def __init__(
+        self,
+        policy: PolicyConfig = PolicyConfig(),
+        task: TaskConfig = TaskConfig(),
+        sampling: SamplingConfig = SamplingConfig(),
+        tools: ToolsConfig = ToolsConfig(),
+        judge: JudgeConfig = JudgeConfig(),
+        objective: str = "sft",
+        lora: LoraConfig = LoraConfig(),
+        gradient_checkpointing: bool = False,
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        swirl: SwirlConfig = SwirlConfig(),
+        evaluation: EvaluationConfig = EvaluationConfig(),
+        export: ExportConfig = ExportConfig(),
+    ):
+        """
+        Args:
+            policy: The policy (the CLI links it to the shared ``policy`` group).
+            task: The questions (linked to ``task``).
+            sampling: How ``swirl`` samples its actions (linked to ``sampling``).
+            tools: The tools of live evaluation (linked to ``tools``).
+            judge: The ``swirl`` reward and the validation GOOD rate (linked to ``judge``).
+            objective: ``sft`` (NLL of the actions), ``offline`` (judged-reward-weighted NLL) or ``swirl``
+                (online step-level RL).
+            lora: Which weights train: LoRA (``lora.r > 0``, optionally on 4/8-bit weights) or all.
+            gradient_checkpointing: Recompute activations in the backward pass (less memory, a third more compute).
+            optimizer: Optimizer and schedule.
+            swirl: The ``swirl`` update: group size, baseline, KL, clipping.
+            evaluation: Live rollouts of validation, test and predict.
+            export: The policy saved at the end of ``fit``.
+        """
+        super().__init__()
+        if lora.quantize != "none" and policy.adapter:
+            raise ValueError("policy.adapter with lora.quantize: export the merged model first, then quantize it")
+        self.objective = make_objective(objective)
+        self.save_hyperparameters()
+        self.policy, self.task, self.sampling, self.tools, self.judge = policy, task, sampling, tools, judge
+        self.lora, self.gradient_checkpointing, self.optimizer_config = lora, gradient_checkpointing, optimizer
+        self.swirl, self.evaluation, self.export_config = swirl, evaluation, export
+        self.automatic_optimization = self.objective.automatic_optimization
+        self.strict_loading = lora.r <= 0
+        from swirl_lightning.core.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(policy.name)
+        self.scorer: ActionScorer | None = None
+        self.reference: ActionScorer | None = None
+        self.batch_tokens = 0
+        self._batch_started = 0.0
+
+    # -- the policy -----------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        if self.scorer is not None:
+            return
+        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
+        lm = load_trainable_policy(self.policy, self.lora, device, gradient_checkpointing=self.gradient_checkpointing)
+        if self.objective.name == "swirl" and self.swirl.kl_beta > 0 and self.lora.r <= 0:
+            self.reference = ActionScorer(copy.deepcopy(lm)).requires_grad_(False)
+        self.scorer = ActionScorer(lm)
+        if self._device_mesh is not None:
+            if self.lora.quantize != "none":
+                raise ValueError("lora.quantize cannot be combined with FSDP2 sharding")
+            shard_with_fsdp2([self.scorer, self.reference], self._device_mesh)
+
+    @contextlib.contextmanager
+    def reference_policy(self):
+        """The frozen initial policy: the LoRA adapter disabled, or the frozen copy."""
+        if self.reference is not None:
+            self.reference.eval()  # only while in use: Lightning expects train mode everywhere between steps
+            try:
+                yield self.reference
+            finally:
+                self.reference.train()
+        else:
+            with self.scorer.lm.disable_adapter():
+                yield self.scorer
+
+    def mask_dtype(self) -> torch.dtype:
+        """The dtype of the 4D attention masks: the autocast dtype, else the weights'."""
+        if torch.is_autocast_enabled(self.device.type):
+            return torch.get_autocast_dtype(self.device.type)
+        return next(p.dtype for p in self.scorer.parameters() if p.is_floating_point())
+
+    @cached_property
+    def _rollout_settings(self):
+        from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings
+
+        return RolloutSettings.for_task(self.task, self.tools, renderer=ChatRenderer(self.tokenizer),
+                                        policy_name=self.policy.label)
+
+    def rollout_settings(self):
+        """The task's tools, step cap, prompt framing and outcome judge (built once)."""
+        return self._rollout_settings
+
+    @cached_property
+    def _step_judge(self):
+        from swirl_lightning.judging.base import make_step_judge
+
+        return make_step_judge(self.judge.name, self.judge.options)
+
+    def step_judge(self):
+        """The step judge of ``judge`` (built once)."""
+        return self._step_judge
+
+    # -- training -------------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        from swirl_lightning.training.optimizer import build_optimizer
+
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        if not self.objective.automatic_optimization:
+            total *= self.swirl.ppo_epochs
+        return build_optimizer(self.optimizer_config, (p for p in self.scorer.parameters() if p.requires_grad), total)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        clip = gradient_clip_val or self.optimizer_config.max_grad_norm
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    def configure_callbacks(self):
+        from swirl_lightning.training.callbacks import LiveEvaluation
+
+        return [LiveEvaluation()]
+
+    def on_fit_start(self) -> None:
+        from torch.distributed.tensor import DTensor
+
+        params = list(self.scorer.parameters())
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        sharded = [p for p in params if isinstance(p, DTensor) and any(pl.is_shard() for pl in p.placements)]
+        line = (f"[rank {self.global_rank}/{self.trainer.world_size}] {type(self.trainer.strategy).__name__}: "
+                f"{trainable:,} of {sum(p.numel() for p in params):,} parameters trainable")
+        if sharded:
+            local = sum(p.to_local().numel() for p in sharded)
+            line += (f"; {len(sharded)} of {len(params)} parameter tensors sharded ({sharded[0].placements[0]}), "
+                     f"local shards hold {local:,} of {sum(p.numel() for p in sharded):,} elements")
+        print(line, flush=True)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.objective.training_step(self, batch)
+
+    def log_row_batch(self, batch: TrainingBatch, loss: Tensor, entropy: Tensor) -> None:
+        """The training scalars of a batch of trajectory rows."""
+        self.batch_tokens = batch.num_tokens
+        size = len(batch.example_ids)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/entropy", entropy, batch_size=size)
+        self.log("train/action_tokens", float((batch.segment_ids > 0).sum()), batch_size=size)
+
+    def log_rewards(self, rewards: Tensor, step_index: Tensor) -> None:
+        """Reward mean, spread and mean by step index, and a histogram."""
+        rewards = rewards.detach().float().cpu()
+        self.log("train/reward_mean", rewards.mean(), batch_size=len(rewards))
+        self.log("train/reward_std", rewards.std(correction=0), batch_size=len(rewards))
+        for k in sorted(set(step_index.tolist())):
+            self.log(f"train/reward_by_step/{k}", rewards[step_index.cpu() == k].mean(), batch_size=len(rewards))
+        writer = self.tensorboard()
+        if writer is not None and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
+            writer.add_histogram("train/reward", rewards, self.global_step)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        elapsed = time.perf_counter() - self._batch_started
+        self.log("train/tokens_per_s", self.batch_tokens / max(elapsed, 1e-9))
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+
+    # -- live evaluation (summarised by the LiveEvaluation callback) ----------------------------
+
+    def rollout(self, examples: list[Example]) -> list[Trajectory]:
+        """Roll the current policy out with tools on ``examples`` (each step judged when ``evaluation.judge_steps``)."""
+        from swirl_lightning.rollout.engine import GenerationEngine
+        from swirl_lightning.rollout.evaluation import evaluate
+
+        settings = self.rollout_settings()
+        with self.scorer.generation_mode() as lm:
+            engine = GenerationEngine(lm, self.tokenizer, self.evaluation.sampling, stop_strings=settings.stop_strings)
+            _, trajectories = evaluate(engine, examples, settings, num_samples=self.evaluation.num_samples,
+                                       step_judge=self.step_judge() if self.evaluation.judge_steps else None)
+        return trajectories
+
+    def validation_step(self, batch: list[Example], batch_idx: int) -> list[Trajectory]:
+        return self.rollout(batch)
+
+    def test_step(self, batch: list[Example], batch_idx: int) -> list[Trajectory]:
+        return self.rollout(batch)
+
+    def predict_step(self, batch: list[Example], batch_idx: int) -> list[Trajectory]:
+        return self.rollout(batch)
+
+    # -- checkpoints and export -----------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from torch.distributed.fsdp import FSDPModule
+
+        if self.lora.r > 0 and not isinstance(self.scorer, FSDPModule):
+            trained = {f"scorer.{n}" for n, p in self.scorer.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("state_dict")
+        unknown = set(saved) - set(self.state_dict()) if isinstance(saved, dict) else set()
+        if unknown:
+            raise ValueError(f"checkpoint holds {len(unknown)} weights this policy lacks, e.g. {sorted(unknown)[:3]}; "
+                             "was it trained with another policy or LoRA setting?")
+
+    def on_fit_end(self) -> None:
+        from torch.distributed.fsdp import FSDPModule
+
+        if not self.export_config.enabled:
+            return
+        log_dir = self.trainer.log_dir  # a collective call: every rank asks, once
+        if isinstance(self.scorer, FSDPModule):
+            print("export skipped under FSDP2: convert the sharded checkpoint instead", flush=True)
+        elif self.global_rank == 0 and (self.export_config.dir or log_dir):
+            self.export(self.export_config.dir or Path(log_dir) / "export")
+
+    def export(self, directory: str | Path) -> Path:
+        """Save the policy in Hugging Face format (see :func:`~.policy.export_policy`)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        trained_on = [t.example_id for t in getattr(datamodule, "train_trajectories", [])]
+        return export_policy(self.scorer, self.tokenizer, directory, policy=self.policy, lora=self.lora,
+                             export=self.export_config, objective=self.objective.name, training_questions=trained_on)
+
+    def tensorboard(self):
+        """The TensorBoard writer, when a TensorBoard logger is configured."""
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None

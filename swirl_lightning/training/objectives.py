@@ -1,0 +1,201 @@
+"""The training objectives as small classes behind one interface: ``sft``, ``offline`` and ``swirl``.
+
+An :class:`Objective` says what its batches hold (``rows``: whole trajectories, all K actions scored in one pass;
+``states``: the states before actions) and turns a batch into an update. Adding an objective is one class here,
+registered in :data:`OBJECTIVES`; the losses themselves are pure torch in :mod:`.loss`.
+
+``swirl`` (the paper's step-wise RL), the algorithm choices in one place:
+
+- For each state of the batch, G actions are sampled with the current policy (``sampling``: one model turn each,
+  no tool runs) and scored by the step ``judge``: the reward of an action is the judge's score.
+- Advantage = reward - the group's mean reward (or the leave-one-out mean), optionally divided by the group's
+  standard deviation; a group whose G rewards are equal teaches nothing and gets zero advantages.
+- Loss: token-level policy gradient, summed over action tokens and divided by the batch's action tokens, plus an
+  optional k3 KL penalty to the initial policy (the warm start: the LoRA adapter disabled, or a frozen copy).
+- On-policy by default (one update per sampled batch); with ``ppo_epochs > 1`` the batch gives several updates
+  with ratio clipping against the sampling policy's log-probs.
+- ``[s, a_1..a_G]`` is packed into one row (4D mask, restarted positions), so one forward pass per state gives
+  every action's log-probs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from swirl_lightning.core.trajectory import State, Step, Trajectory, parse_action
+from swirl_lightning.training.loss import group_advantages, offline_loss, sft_loss, swirl_loss
+from swirl_lightning.training.packing import batch_groups, pack_group
+from swirl_lightning.training.sequences import TrainingBatch, action_weights
+
+if TYPE_CHECKING:
+    from swirl_lightning.training.module import SwirlModule
+
+
+class Objective:
+    """One training objective. ``training_step`` gets the module (its policy, optimizer and logger) and a batch."""
+
+    name: ClassVar[str]
+    trains_on: ClassVar[Literal["rows", "states"]] = "rows"
+    """``rows``: one token row per trajectory with per-action weights; ``states``: the distinct states."""
+    automatic_optimization: ClassVar[bool] = True
+    """False when the objective steps the optimizer itself."""
+
+    def weights(self, trajectories: Sequence[Trajectory], reward: str, weighting: str) -> list[list[float]]:
+        """Per-action weights of each trajectory (``rows`` objectives)."""
+        return [[1.0] * len(t.steps) for t in trajectories]
+
+    def training_step(self, module: SwirlModule, batch: Any) -> Tensor:
+        """The loss of one batch (or, without automatic optimization, the update itself)."""
+        raise NotImplementedError
+
+
+class SftObjective(Objective):
+    """The paper's baseline: negative log-likelihood of the stored actions, mean over action tokens."""
+
+    name = "sft"
+
+    def training_step(self, module: SwirlModule, batch: TrainingBatch) -> Tensor:
+        logprobs, entropy = module.scorer(batch.input_ids, batch.attention_mask, batch.segment_ids)
+        loss = sft_loss(logprobs, batch.segment_ids)
+        module.log_row_batch(batch, loss, entropy)
+        return loss
+
+
+class OfflineObjective(Objective):
+    """Stored actions weighted by a judged reward (or an advantage over the question's mean)."""
+
+    name = "offline"
+
+    def weights(self, trajectories: Sequence[Trajectory], reward: str, weighting: str) -> list[list[float]]:
+        return action_weights(trajectories, reward, weighting)
+
+    def training_step(self, module: SwirlModule, batch: TrainingBatch) -> Tensor:
+        logprobs, entropy = module.scorer(batch.input_ids, batch.attention_mask, batch.segment_ids)
+        loss = offline_loss(logprobs, batch.segment_ids, batch.weights)
+        present = batch.step_index >= 0
+        module.log_rewards(batch.weights[present], batch.step_index[present])
+        module.log_row_batch(batch, loss, entropy)
+        return loss
+
+
+@dataclass
+class SwirlBatch:
+    """One ``swirl`` batch after sampling and judging, ready for one or more updates."""
+
+    samples: list[list[tuple[list[int], str]]]
+    """G (token ids, text) actions per state."""
+    rewards: Tensor
+    """[N, G] the judge's scores."""
+    advantages: Tensor
+    """[N, G] rewards minus the group baseline (column g-1 = action g, as ``loss.swirl_loss`` reads them)."""
+    step_index: Tensor
+    """[N, G] the step index of each state."""
+    inputs: dict[str, Tensor]
+    """The packed groups: ``input_ids``, ``attention_mask`` (4D), ``segment_ids``, ``position_ids``, ``logit_index``."""
+    reference_logprobs: Tensor | None
+    tokens: int
+    """Real (non-padding) tokens of the packed rows."""
+    sampled_tokens: int
+    sampling_seconds: float
+
+
+class SwirlObjective(Objective):
+    """Step-wise RL: fresh actions at stored states, judged, policy gradient on group advantages (module docstring)."""
+
+    name = "swirl"
+    trains_on = "states"
+    automatic_optimization = False  # it samples, then may update several times per batch
+
+    def rewards(self, module: SwirlModule, states: Sequence[State], samples: list[list[tuple[list[int], str]]]) -> Tensor:
+        """Rewards ``[N states, G]``: the step judge's score of each sampled action at its state."""
+        from swirl_lightning.core.tools import tool_tags
+        from swirl_lightning.judging.steps import action_rewards
+
+        tags = tool_tags(module.rollout_settings().tools)
+        items = [(state, Step(text=text, action=parse_action(text, tags)))
+                 for state, group in zip(states, samples) for _, text in group]
+        return torch.tensor(action_rewards(module.step_judge(), items), dtype=torch.float32).view(len(states), -1)
+
+    def sample(self, module: SwirlModule, states: Sequence[State], group_size: int, seed: int) -> list[list[tuple[list[int], str]]]:
+        """``group_size`` fresh actions per state, drawn with run seed ``seed``."""
+        sampling = dataclasses.replace(module.sampling, seed=seed)
+        return module.scorer.sample_actions(states, module.tokenizer, sampling, group_size,
+                                            module.rollout_settings().stop_strings)
+
+    def prepare(self, module: SwirlModule, states: list[State]) -> SwirlBatch:
+        """Sample G actions per state (a new seed each step and rank), judge them, compute advantages, pack rows."""
+        config = module.swirl
+        started = time.perf_counter()
+        samples = self.sample(module, states, config.group_size, module.global_step * 7919 + module.global_rank)
+        sampling_seconds = time.perf_counter() - started
+        rewards = self.rewards(module, states, samples)
+        advantages = group_advantages(rewards, config.advantage, config.normalize_std)
+        groups = [pack_group(s.token_ids, [ids for ids, _ in group], dtype=module.mask_dtype())
+                  for s, group in zip(states, samples)]
+        packed = batch_groups(groups, module.tokenizer.pad_token_id)
+        inputs = {name: getattr(packed, name).to(module.device)
+                  for name in ("input_ids", "attention_mask", "segment_ids", "position_ids", "logit_index")}
+        reference_logprobs = None
+        if config.kl_beta > 0:
+            with torch.no_grad(), module.reference_policy() as reference:
+                reference_logprobs, _ = reference(**inputs)
+        step_index = torch.tensor([s.step_index for s in states]).unsqueeze(1).expand_as(rewards)
+        return SwirlBatch(samples, rewards, advantages.to(module.device), step_index, inputs, reference_logprobs,
+                          tokens=sum(len(group.input_ids) for group in groups),
+                          sampled_tokens=sum(len(ids) for group in samples for ids, _ in group),
+                          sampling_seconds=sampling_seconds)
+
+    def loss(self, module: SwirlModule, batch: SwirlBatch, old_logprobs: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of a prepared batch under the current weights, and its stats (``logprobs`` included)."""
+        config = module.swirl
+        logprobs, entropy = module.scorer(**batch.inputs)
+        loss, stats = swirl_loss(logprobs, batch.inputs["segment_ids"], batch.advantages, old_logprobs,
+                                 batch.reference_logprobs, config.kl_beta, config.clip_eps)
+        return loss, {**stats, "entropy": entropy, "logprobs": logprobs.detach()}
+
+    def training_step(self, module: SwirlModule, states: list[State]) -> Tensor:
+        batch = self.prepare(module, states)
+        optimizer, scheduler = module.optimizers(), module.lr_schedulers()
+        old_logprobs = None  # the sampling policy's: with it the ratio is 1 on the first update
+        for _ in range(module.swirl.ppo_epochs):
+            loss, stats = self.loss(module, batch, old_logprobs)
+            old_logprobs = stats["logprobs"] if old_logprobs is None else old_logprobs
+            optimizer.zero_grad()
+            module.manual_backward(loss)
+            module.configure_gradient_clipping(optimizer)
+            optimizer.step()
+            scheduler.step()
+        module.batch_tokens = batch.tokens
+        size = len(states)
+        module.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for name in ("entropy", "policy_loss", "kl", "clip_fraction", "ratio_mean"):
+            module.log(f"train/{name}", stats[name], batch_size=size)
+        module.log("train/action_tokens", float(stats["action_tokens"]), batch_size=size)
+        module.log("train/sampled_tokens_per_s", batch.sampled_tokens / max(batch.sampling_seconds, 1e-9), batch_size=size)
+        module.log("train/advantage_std", batch.advantages.std(correction=0), batch_size=size)
+        module.log("train/advantage_abs_mean", batch.advantages.abs().mean(), batch_size=size)
+        module.log_rewards(batch.rewards.flatten(), batch.step_index.flatten())
+        return loss.detach()
+
+    @torch.no_grad()
+    def probe_rewards(self, module: SwirlModule, states: Sequence[State], samples: int, seed: int) -> Tensor:
+        """Rewards ``[N, samples]`` of fresh actions sampled at ``states`` with a fixed seed (the reward probe)."""
+        return self.rewards(module, states, self.sample(module, states, samples, seed))
+
+
+OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (SftObjective, OfflineObjective, SwirlObjective)}
+"""Objective name (``model.objective``) -> class."""
+
+
+def make_objective(name: str) -> Objective:
+    """The objective named ``name``; a clear error naming the known ones otherwise."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {', '.join(OBJECTIVES)}, got {name!r}")
+    return OBJECTIVES[name]()

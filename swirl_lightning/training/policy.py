@@ -1,0 +1,218 @@
+"""The trainable policy: loading (a merged warm-start adapter, LoRA, 4/8-bit), the :class:`ActionScorer` the losses
+call (log-probs of action tokens only), sampling fresh actions from it, FSDP2 sharding, and the export at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from swirl_lightning.core.config import PolicyConfig, SamplingConfig
+from swirl_lightning.core.trajectory import State
+from swirl_lightning.training.config import ExportConfig, LoraConfig
+from swirl_lightning.training.loss import token_entropy, token_logprobs
+
+
+class ActionScorer(nn.Module):
+    """The policy as the losses need it: the log-prob of every action token, 0 elsewhere.
+
+    The decoder runs on the whole rows; the vocabulary projection only on the positions that predict an
+    action token (``segment_ids > 0``). ``logit_index`` gives those positions for packed groups, default
+    the causal shift. Being the one module called in training, it is the FSDP root.
+    """
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    @property
+    def causal_lm(self) -> nn.Module:
+        """The Hugging Face causal LM (inside a PEFT wrapper, with its LoRA layers in place)."""
+        return self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, segment_ids: Tensor,
+                position_ids: Tensor | None = None, logit_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Log-probs ``[B, T]`` (fp32, 0 off actions) and the mean entropy at the action tokens (detached)."""
+        lm = self.causal_lm
+        hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               use_cache=False).last_hidden_state
+        if logit_index is None:
+            logit_index = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids) - 1
+        rows, columns = (segment_ids > 0).nonzero(as_tuple=True)
+        logits = lm.get_output_embeddings()(hidden[rows, logit_index[rows, columns]])
+        softcap = getattr(lm.config, "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        order = torch.arange(len(rows), device=logits.device).unsqueeze(0)
+        action_logprobs = token_logprobs(logits.unsqueeze(0), input_ids[rows, columns].unsqueeze(0), order)[0]
+        entropy = token_entropy(logits.unsqueeze(0), torch.ones_like(order, dtype=torch.bool), order)
+        logprobs = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+        return logprobs.index_put((rows, columns), action_logprobs), entropy
+
+    @contextlib.contextmanager
+    def generation_mode(self) -> Iterator[nn.Module]:
+        """The causal LM in eval mode with whole (unsharded) weights, for sampling outside the training graph.
+
+        Under FSDP2 every rank gathers every layer once, up front, and keeps it until the end: ranks then decode
+        different numbers of tokens without waiting for each other.
+        """
+        from torch.distributed.fsdp import FSDPModule
+
+        was_training = self.training
+        self.eval()
+        sharded = isinstance(self, FSDPModule)
+        modules = [m for m in self.modules() if isinstance(m, FSDPModule)] if sharded else []
+        if sharded and not getattr(self, "_fsdp_initialized", False):
+            device = next(self.parameters()).device
+            with torch.no_grad():  # FSDP2 must see a forward through its root before any layer runs alone
+                ids = torch.zeros((1, 2), dtype=torch.long, device=device)
+                self(ids, torch.ones_like(ids), torch.tensor([[0, 1]], device=device))
+            self._fsdp_initialized = True
+        if sharded:
+            self.set_reshard_after_forward(False)
+            for module in modules:
+                module.unshard()
+        try:
+            yield self.causal_lm
+        finally:
+            if sharded:
+                for module in modules:
+                    module.reshard()
+                self.set_reshard_after_forward(True)
+                self.set_reshard_after_forward(False, recurse=False)  # FSDP2's own choice for the root
+            self.train(was_training)
+
+    @torch.no_grad()
+    def sample_actions(self, states: Sequence[State], tokenizer, sampling: SamplingConfig, group_size: int,
+                       stop_strings: Sequence[str]) -> list[list[tuple[list[int], str]]]:
+        """``group_size`` actions (token ids, text) per state: one model turn each, with the current weights, no tool
+        runs. Each (state, g) draws from its own generator, seeded from ``sampling.seed`` and the state."""
+        from swirl_lightning.rollout.engine import GenerationEngine
+
+        conversations = [_OneTurn(s.token_ids, zlib.crc32(f"{s.example_id}\x00{s.step_index}\x00{g}".encode()) & 0x7FFFFFFF)
+                         for s in states for g in range(group_size)]
+        longest = max(len(s.token_ids) for s in states)
+        sampling = dataclasses.replace(sampling, max_context_tokens=longest + sampling.max_new_tokens + 1)
+        with self.generation_mode() as lm:
+            GenerationEngine(lm, tokenizer, sampling, stop_strings=stop_strings).run(conversations, lambda c: None)
+        return [[(c.token_ids, c.text) for c in conversations[i * group_size : (i + 1) * group_size]]
+                for i in range(len(states))]
+
+
+class _OneTurn:
+    """A conversation of one model turn from a given state: what the engine samples for ``swirl``."""
+
+    def __init__(self, state_ids: list[int], seed: int):
+        self.state_ids, self.seed = state_ids, seed
+        self.token_ids: list[int] = []
+        self.text = ""
+
+    def prompt_ids(self) -> list[int]:
+        return self.state_ids
+
+    def on_turn_end(self, token_ids: list[int], text: str, finish_reason: str) -> None:
+        self.token_ids, self.text = list(token_ids), text
+
+    def on_context_full(self) -> None:
+        pass
+
+
+def load_trainable_policy(policy: PolicyConfig, lora: LoraConfig, device: torch.device | str, *,
+                          gradient_checkpointing: bool = False) -> nn.Module:
+    """The causal LM of ``policy`` on ``device``, ready to train: the warm-start adapter merged in, gradient
+    checkpointing and LoRA (on 4/8-bit weights with ``lora.quantize``) as configured."""
+    from swirl_lightning.core.models import check_adapter_dir, load_model, resolve_model_path
+
+    if lora.quantize == "none":
+        lm = load_model(policy.name, dtype=policy.dtype, device=str(device),
+                        attn_implementation=policy.attn_implementation).train()
+    else:
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(load_in_8bit=lora.quantize == "8bit", load_in_4bit=lora.quantize == "4bit",
+                                          bnb_4bit_compute_dtype=getattr(torch, policy.dtype))
+        lm = AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(policy.name), dtype=getattr(torch, policy.dtype), quantization_config=quantization,
+            device_map={"": str(device)}, attn_implementation=policy.attn_implementation)
+    lm.config.use_cache = False
+    if policy.adapter:
+        from peft import PeftModel
+
+        # Loading an adapter puts the model in eval mode; the merged weights are the policy to train.
+        lm = PeftModel.from_pretrained(lm, check_adapter_dir(policy.adapter)).merge_and_unload().train()
+    if gradient_checkpointing:
+        if hasattr(lm, "activation_checkpointing_enable"):  # transformers 5.x; the old name is deprecated there
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora.r > 0:
+        from peft import LoraConfig as PeftLoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        if lora.quantize != "none":
+            lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=gradient_checkpointing)
+        lm = get_peft_model(lm, PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                               target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+    return lm
+
+
+def shard_with_fsdp2(scorers: list[nn.Module | None], device_mesh) -> None:
+    """FSDP2: shard every decoder layer, then the rest of each policy, over the data-parallel mesh."""
+    from torch.distributed.fsdp import fully_shard
+
+    if device_mesh["tensor_parallel"].size() != 1:
+        raise ValueError("this module shards with FSDP2 only: use ModelParallelStrategy(tensor_parallel_size=1, "
+                         "data_parallel_size=<number of processes>)")
+    mesh = device_mesh["data_parallel"]
+    for scorer in scorers:
+        if scorer is None:
+            continue
+        layer_types = set(getattr(scorer.causal_lm, "_no_split_modules", None) or [])
+        for module in scorer.modules():
+            if type(module).__name__ in layer_types:
+                fully_shard(module, mesh=mesh)
+        fully_shard(scorer, mesh=mesh)
+
+
+def export_policy(scorer: ActionScorer, tokenizer, directory: str | Path, *, policy: PolicyConfig, lora: LoraConfig,
+                  export: ExportConfig, objective: str, training_questions: Sequence[str] = ()) -> Path:
+    """Save the policy in Hugging Face format: the LoRA adapter, or the whole model; plus the tokenizer, a
+    ``swirl_export.json`` saying what it is, and ``training_questions.txt``, the ids of the questions it was trained
+    on (so that an evaluation can show it never saw its questions)."""
+    directory = Path(directory)
+    lm = scorer.lm
+    if policy.adapter and lora.r > 0:
+        lm = copy.deepcopy(lm).merge_and_unload()  # the adapter applies to the merged warm start: save both
+    adapter_only = lm is scorer.lm and lora.r > 0
+    lm.save_pretrained(directory)
+    if adapter_only and export.dtype:
+        cast_safetensors(directory / "adapter_model.safetensors", getattr(torch, export.dtype))
+    if adapter_only:
+        # The base as the user named it (an alias or a hub id), not this machine's cache folder.
+        config_path = directory / "adapter_config.json"
+        adapter_config = json.loads(config_path.read_text())
+        adapter_config["base_model_name_or_path"] = policy.name
+        config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
+    tokenizer.save_pretrained(directory)
+    (directory / "swirl_export.json").write_text(json.dumps(
+        {"base_model": policy.name, "merged_adapter": policy.adapter, "adapter_only": adapter_only,
+         "objective": objective}, indent=2) + "\n")
+    if training_questions:
+        (directory / "training_questions.txt").write_text("\n".join(sorted(set(training_questions))) + "\n")
+    print(f"exported the policy to {directory}", flush=True)
+    return directory
+
+
+def cast_safetensors(path: Path, dtype: torch.dtype) -> None:
+    """Rewrite a safetensors file with its floating-point tensors cast to ``dtype``."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(path).items()}
+    save_file(tensors, path, metadata={"format": "pt"})

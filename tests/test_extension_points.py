@@ -1,0 +1,50 @@
+"""The extension points, used as a third party would: a throwaway task and a throwaway judge, added by a plugin
+registered in the test (the core untouched), run through generate -> filter -> fit with the tiny model."""
+
+from pathlib import Path
+
+import pytest
+
+from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig
+from swirl_lightning.core.trajectory import Example, read_trajectories
+from swirl_lightning.judging.filter import FilterConfig, run_filter
+from swirl_lightning.rollout.generate import GenerateConfig, run_generate
+from swirl_lightning.testing import ConstantJudge, ListTask, registered
+from swirl_lightning.training.cli import make_cli
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CAPITALS = ListTask("capitals", [Example(f"cap-{i}", f"Capital of country {i}?", f"City {i}", "capitals")
+                                 for i in range(6)], tools=("calculator",), max_steps=2)
+
+
+def test_a_throwaway_task_and_judge_run_through_generate_filter_and_fit(tmp_path: Path):
+    with registered(tasks=[CAPITALS], judges={"constant": ConstantJudge}):
+        task = TaskConfig("capitals", limit=4)
+        trajectories = tmp_path / "trajectories.jsonl"
+        run_generate(GenerateConfig(output=str(trajectories), policy=PolicyConfig("tiny-random"), task=task,
+                                    sampling=SamplingConfig(max_new_tokens=6, batch_size=4), samples=2, progress=False))
+        generated = read_trajectories(trajectories)
+        assert len(generated) == 8 and {t.example_id for t in generated} == {f"cap-{i}" for i in range(4)}
+        assert all(t.metadata["source"] == "capitals" for t in generated)
+
+        kept = tmp_path / "kept.jsonl"
+        stats = run_filter(FilterConfig(input=str(trajectories), output=str(kept), task=task, mode="step",
+                                        judge=JudgeConfig("constant", {"score": 1.0}), progress=False, cache=False))
+        assert stats["step_judge"] == "constant:1" and stats["kept"] == 8
+        assert all(j.judge == "constant:1" for t in read_trajectories(kept) for s in t.steps for j in s.judgements)
+
+        cli = make_cli(["fit", "--policy.name", "tiny-random", "--task.name", "capitals", "--judge.name", "constant",
+                        "--judge.options", '{"score": 1.0}', "--model.objective", "swirl",
+                        "--model.lora.r", "4", "--model.swirl.group_size", "2", "--sampling.max_new_tokens", "4",
+                        "--model.evaluation.sampling.max_new_tokens", "4", "--model.export.enabled", "false",
+                        "--data.train.path", str(kept), "--data.train.filter", "step", "--data.train.batch_size", "2",
+                        "--data.validation.questions", "1", "--trainer.max_steps", "2",
+                        "--trainer.val_check_interval", "2", "--trainer.default_root_dir", str(tmp_path / "fit"),
+                        "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false"])
+        assert cli.trainer.global_step == 2
+        assert 0.0 <= float(cli.trainer.callback_metrics["train/reward_mean"]) <= 1.0
+        (rollouts,) = (tmp_path / "fit").glob("lightning_logs/version_0/rollouts/val-step000002.jsonl")
+        validated = read_trajectories(rollouts)
+        assert len(validated) == 1 and validated[0].example_id in {"cap-0", "cap-1", "cap-2", "cap-3"}
+        assert {j.judge for t in validated for s in t.steps for j in s.judgements} == {"constant:1"}
