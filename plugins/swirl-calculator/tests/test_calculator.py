@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import swirl_calculator
-import swirl_lightning.hookspecs
+import swirl_lightning.core.hookspecs
 from swirl_calculator import MAX_EXPONENT, MAX_INPUT_CHARS, CalculatorError, calculator, normalise
 
 MAX_SECONDS_PER_CALL = 0.1
@@ -255,7 +255,7 @@ def test_the_hook_registers_calculator_with_tag_math_exp() -> None:
 
 def test_the_hook_matches_the_swirl_lightning_hookspec() -> None:
     manager = pluggy.PluginManager("swirl_lightning")
-    manager.add_hookspecs(swirl_lightning.hookspecs)
+    manager.add_hookspecs(swirl_lightning.core.hookspecs)
     manager.register(swirl_calculator)  # validates the hookimpl's signature against the spec
     calls = []
     manager.hook.register_tools(register=lambda fn, **options: calls.append((fn.__name__, options)))

@@ -309,7 +309,7 @@ def test_default_corpus_pools_the_packaged_hotpotqa_data(tmp_path: Path) -> None
 # --- the plugin hook -------------------------------------------------------------------------------
 
 def test_hookimpl_registers_search_with_its_tag_and_index_warm_up() -> None:
-    from swirl_lightning import hookspecs
+    from swirl_lightning.core import hookspecs
 
     manager = pluggy.PluginManager("swirl_lightning")
     manager.add_hookspecs(hookspecs)
