@@ -71,3 +71,76 @@ def write_result(result: dict, out: Path, plot) -> None:
     figure.tight_layout()
     figure.savefig(out.with_suffix(".png"), dpi=110)
     print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+class Stages:
+    """Runs a benchmark's stages as ``swirl`` subprocesses (``python -m swirl_lightning``), skipping those whose output
+    is there, each with its log (the command heads it) in the run folder; records every command and its time."""
+
+    def __init__(self, run_dir: Path, report_only: bool = False):
+        self.run_dir, self.report_only = Path(run_dir), report_only
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.commands: list[str] = []
+        self.seconds: dict[str, float] = {}
+
+    @staticmethod
+    def work_from_repository(args: argparse.Namespace, root: Path, path_options: tuple[str, ...]) -> None:
+        """Resolve the path options from where the command was typed (relative to the repository when inside it),
+        then work from the repository: the stages name configs and adapters relative to it."""
+        for name in path_options:
+            path = Path(getattr(args, name)).resolve()
+            setattr(args, name, str(path.relative_to(root) if path.is_relative_to(root) else path))
+        os.chdir(root)
+
+    def run(self, name: str, argv: list[str], done: Path, marker: bool = False) -> None:
+        """Run ``swirl <argv>`` unless ``done`` exists; with ``marker``, ``done`` is a file touched on success
+        (otherwise it is the stage's own output)."""
+        import shlex
+        import time
+
+        command = shlex.join(["swirl", *argv])
+        log_path = self.run_dir / f"{name}.log"
+        # The command a stage ran with heads its log; a report of an earlier run quotes that one.
+        ran = [line[2:] for line in log_path.read_text().splitlines() if line.startswith("$ ")] \
+            if log_path.exists() else []
+        if done.exists() or self.report_only:
+            self.commands.append(ran[0] if ran else command)  # a resumed fit adds only --ckpt_path
+            print(f"== {name}: {'not run (--report-only)' if self.report_only else f'already done ({done})'}", flush=True)
+            return
+        self.commands.append(command)
+        print(f"== {name} (log: {log_path}): {command}", flush=True)
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        started = time.perf_counter()
+        with open(log_path, "a") as log:
+            print(f"$ {command}", file=log, flush=True)
+            completed = subprocess.run([sys.executable, "-m", "swirl_lightning", *argv], env=env, stdout=log,
+                                       stderr=subprocess.STDOUT)
+        self.seconds[name] = time.perf_counter() - started
+        if completed.returncode != 0:
+            raise SystemExit(f"stage {name} failed (exit {completed.returncode}); end of {log_path}:\n"
+                             f"{log_path.read_text()[-3000:]}")
+        if marker:
+            done.touch()
+
+    def run_fit(self, name: str, argv: list[str], root: Path) -> None:
+        """A ``swirl fit`` stage: done when its marker is there; an interrupted one resumes from its last checkpoint."""
+        last = root / "checkpoints" / "last.ckpt"
+        marker = self.run_dir / f"{name}.done"
+        if last.exists() and not marker.exists():
+            argv = [*argv, "--ckpt_path", str(last)]
+        self.run(name, argv, marker, marker=True)
+
+
+def scalar_curves(root: Path, tags: tuple[str, ...]) -> dict[str, list[list[float]]]:
+    """(step, value) series of ``tags`` from the TensorBoard events under ``root/tb`` (later versions win: a resumed
+    fit logs to a new version)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves: dict[str, dict[int, float]] = {}
+    for events in sorted(Path(root).glob("tb/version_*"), key=lambda p: int(p.name.split("_")[1])):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in tags:
+            if tag in accumulator.Tags().get("scalars", []):
+                curves.setdefault(tag, {}).update({e.step: e.value for e in accumulator.Scalars(tag)})
+    return {tag: sorted([step, value] for step, value in points.items()) for tag, points in curves.items()}

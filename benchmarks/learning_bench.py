@@ -1,31 +1,30 @@
 """Learning: does step-wise RL improve a small model? The warm start alone vs + ``sft`` on process+outcome-filtered
-samples (the paper's baseline) vs + ``swirl`` on process-filtered states (the paper's method), at an equal budget.
+samples (the paper's baseline) vs + ``swirl`` on process-filtered states (the paper's method) vs + ``swirl`` on a
+larger pool (the good prefixes of every trajectory), at an equal training budget, on the held-out GSM8K questions.
 
-    python benchmarks/learning_bench.py                 # the CPU budget: about 1 h on 2 cores (benchmarks/README.md)
-    python benchmarks/learning_bench.py --questions 512 --samples 8 --batch-size 256 --steps 100 --val-every 25 \
-        --fit-args "--model.evaluation.sampling.batch_size 200" \
-        --run runs/learning_gpu --out benchmarks/results/learning_gpu.json          # the budget tried on an H100
+    python benchmarks/learning_bench.py                 # the CPU budget (benchmarks/README.md)
     python benchmarks/learning_bench.py --smoke         # tiny random model, a few steps (run by the test suite)
 
-Every stage is a plain ``swirl`` command (recorded in the result), run from the warm-start policy (SmolLM2-135M-
-Instruct + ``adapters/gsm8k_warmup``), zero-shot prompt, live calculator:
+Every stage is a plain ``swirl`` command (recorded in the result), from the warm-start policy (SmolLM2-135M-Instruct
++ ``adapters/gsm8k_warmup``), zero-shot prompt, live calculator:
 
-1. ``swirl generate``: ``--samples`` trajectories for each of ``--questions`` GSM8K train questions that the warm
-   start was not trained on (``--offset``, default 600), temperature 1.
-2. ``swirl filter`` twice with the reference-guided step judge: process+outcome (every step GOOD and the answer
-   right) for ``sft``, process (every step GOOD) for ``swirl``.
-3. ``swirl validate``: the warm start on the fixed held-out split (``--val-questions`` of the 200 GSM8K
-   ``validation`` questions, greedy); this is step 0 of both training arms (their new LoRA starts at zero).
-4. ``swirl fit`` per arm from ``conf/gsm8k_calculator.yaml``: the same ``--steps`` optimizer steps, learning rate,
-   LoRA and 8 examples per step (``sft``: 8 trajectories; ``swirl``: 8 states x G=4 sampled actions scored by the
-   reference judge, KL 0.02 to the warm start), validated every ``--val-every`` steps.
+1. ``swirl generate``: ``--samples`` trajectories for each of ``--questions`` GSM8K train questions the warm start was
+   not trained on (``--offset``), temperature 1.
+2. ``swirl filter`` with the reference-guided step judge, three ways: ``process+outcome`` (every step GOOD and the
+   answer right: the sft data), ``process`` (every step GOOD: the paper's RL states) and ``step`` (every trajectory
+   cut after its first BAD step: the states before every GOOD step and before each first mistake).
+3. ``swirl validate``: the warm start on the ``--val-questions`` held-out questions (greedy); step 0 of every arm.
+4. ``swirl fit`` per arm from ``conf/gsm8k_calculator.yaml``: the same ``--steps`` optimizer steps, learning rate, LoRA
+   and ``--examples-per-step`` (``sft``: trajectories; ``swirl``: states x G sampled actions, reference-judge reward),
+   validated every ``--val-every`` steps; a reward probe measures the judged reward of fresh samples at a fixed draw
+   of the arm's own training states (the training-reward curve).
 
-Reported per arm and validation step: accuracy with a Wilson 95% interval, the step GOOD rate (reference judge),
-mean steps, tool errors, answered share; for the last step, questions gained and lost against the warm start and the
-exact McNemar p-value; the training curves (``train/loss``, ``train/reward_mean``) and wall time. A stage whose
-output exists is not run again, so an interrupted run goes on where it stopped (training resumes from its last
-checkpoint). The gold-free LLM judge (SmolLM2-135M as ``process`` judge) is not used: on these rollouts it carries
-no signal (``judge_agreement_bench.py``: ROC AUC 0.54 against the reference verdicts, 95% CI 0.46-0.63).
+Reported per arm and validation: accuracy with a Wilson 95% interval, the step GOOD rate (reference judge), mean
+steps, tool errors, answered share; at the last step, questions gained and lost and the exact McNemar p-value against
+the warm start and against ``+ sft``; the probe and training curves; wall time. The result also proves the held-out
+questions are unseen: none is among the warm start's training questions (``adapters/.../training_questions.txt``) or
+any arm's data. A stage whose output exists is not run again and an interrupted fit resumes from its last checkpoint,
+so running the command again goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -33,9 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,10 +40,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import command_line, machine_info, subplots, write_result  # noqa: E402
+from common import Stages, command_line, machine_info, scalar_curves, subplots, write_result  # noqa: E402
 
-ARMS = ("sft", "swirl")
-# The training config both arms start from; the objective and the data are what differs.
+# arm -> (objective, the filter its data comes from)
+ARMS = {"sft": ("sft", "process+outcome"), "swirl": ("swirl", "process"), "swirl_step": ("swirl", "step")}
+LABELS = {"warm": "warm start", "sft": "+ sft (process+outcome)", "swirl": "+ swirl (process)",
+          "swirl_step": "+ swirl (step pool)"}
+# The training config every arm starts from; the objective and the data are what differs.
 TRAIN_CONFIG = "conf/gsm8k_calculator.yaml"
 
 
@@ -70,100 +69,80 @@ def mcnemar_exact_p(gained: int, lost: int) -> float:
     return min(1.0, 2 * tail)
 
 
-class Pipeline:
-    """Runs the stages as ``swirl`` subprocesses in ``run``, skipping those whose output is there, and records
-    every command."""
+def paired(outcomes: dict[str, bool], baseline: dict[str, bool]) -> dict:
+    """Questions gained and lost against ``baseline`` (the same questions), and the exact McNemar p-value."""
+    gained = sum(1 for q, ok in outcomes.items() if ok and not baseline.get(q, False))
+    lost = sum(1 for q, ok in outcomes.items() if not ok and baseline.get(q, False))
+    return {"gained": gained, "lost": lost, "mcnemar_exact_p": mcnemar_exact_p(gained, lost)}
+
+
+def filter_name(mode: str) -> str:
+    return mode.replace("+", "_")
+
+
+class Benchmark:
+    """The stages of one learning comparison in ``--run`` (see the module docstring)."""
 
     def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.run_dir = Path(args.run)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.commands: list[str] = []
-        self.seconds: dict[str, float] = {}
-        # `python -m swirl_lightning` is `swirl`, with or without the console script on PATH.
-        self.swirl = [sys.executable, "-m", "swirl_lightning"]
+        self.args, self.run_dir = args, Path(args.run)
+        self.stages = Stages(self.run_dir, report_only=args.report_only)
+        self.policy = ["--policy.name", args.model, "--policy.adapter", args.adapter or "null"]
 
-    def stage(self, name: str, argv: list[str], done: Path, marker: bool = False) -> None:
-        """Run ``swirl <argv>`` unless ``done`` exists; with ``marker``, ``done`` is a file touched on success
-        (otherwise it is the stage's own output)."""
-        command = " ".join(shlex.quote(a) for a in ["swirl", *argv])
-        log_path = self.run_dir / f"{name}.log"
-        # The command a stage ran with heads its log; a report of an earlier run quotes that one.
-        ran = [line[2:] for line in log_path.read_text().splitlines() if line.startswith("$ ")] \
-            if log_path.exists() else []
-        if done.exists() or self.args.report_only:
-            self.commands.append(ran[0] if ran else command)  # a resumed fit adds only --ckpt_path
-            print(f"== {name}: {'not run (--report-only)' if self.args.report_only else f'already done ({done})'}",
-                  flush=True)
-            return
-        self.commands.append(command)
-        print(f"== {name} (log: {log_path}): {command}", flush=True)
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-        started = time.perf_counter()
-        with open(log_path, "a") as log:
-            print(f"$ {command}", file=log, flush=True)
-            completed = subprocess.run([*self.swirl, *argv], env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.seconds[name] = time.perf_counter() - started
-        if completed.returncode != 0:
-            raise SystemExit(f"stage {name} failed (exit {completed.returncode}); end of {log_path}:\n"
-                             f"{log_path.read_text()[-3000:]}")
-        if marker:
-            done.touch()
+    def kept(self, mode: str) -> Path:
+        return self.run_dir / f"kept_{filter_name(mode)}.jsonl"
 
     def fit_args(self, arm: str) -> list[str]:
-        a, run = self.args, self.run_dir
-        common = ["--config", TRAIN_CONFIG, "--trainer.default_root_dir", str(run / arm),
-                  "--policy.name", a.model, "--policy.adapter", a.adapter or "null",
+        a = self.args
+        common = ["--config", TRAIN_CONFIG, "--trainer.default_root_dir", str(self.run_dir / arm), *self.policy,
                   "--data.validation.questions", str(a.val_questions), "--trainer.max_steps", str(a.steps),
                   "--trainer.val_check_interval", str(a.val_every), "--model.optimizer.lr", str(a.lr),
-                  "--trainer.enable_progress_bar", "false", *shlex.split(a.fit_args)]
+                  "--data.train.batch_size", str(a.examples_per_step), "--model.swirl.group_size", str(a.group_size),
+                  "--trainer.enable_progress_bar", "false", *a.fit_args.split()]
         if arm == "warm":
-            return common + ["--data.train.path", str(run / "kept_process.jsonl")]
-        if arm == "sft":
-            # 8 whole trajectories per batch, as swirl takes 8 states: fp32 activations of 8 x ~450 tokens need
-            # gradient checkpointing on a 24 GB machine. (Accumulating 4 + 4 would not do: Lightning counts
-            # val_check_interval in batches and steps at every epoch end, so a small kept set would shift the
-            # validation steps away from swirl's.)
-            return common + ["--model.objective", "sft", "--data.train.path", str(run / "kept_process_outcome.jsonl"),
-                             "--model.gradient_checkpointing", "true"]
-        return common + ["--model.objective", "swirl", "--data.train.path", str(run / "kept_process.jsonl")]
+            return common + ["--data.train.path", str(self.kept("step"))]
+        objective, mode = ARMS[arm]
+        # Whole trajectories in fp32 need gradient checkpointing to fit a 24 GB machine at 8 per step.
+        extra = ["--model.gradient_checkpointing", "true"] if objective == "sft" else []
+        probe = ["--trainer.callbacks+=swirl_lightning.training.callbacks.RewardProbe",
+                 "--trainer.callbacks.init_args.states", str(a.probe_states),
+                 "--trainer.callbacks.init_args.samples", str(a.probe_samples),
+                 "--trainer.callbacks.init_args.every_n_steps", str(a.val_every)]
+        # A step-filtered file holds each trajectory up to its first BAD step, marked: swirl takes its states,
+        # sft its GOOD steps (swirl_lightning.judging.filter), with no filter in the data module.
+        return common + ["--model.objective", objective, "--data.train.path", str(self.kept(mode)), *extra, *probe]
 
-    def run_all(self) -> None:
+    def run(self) -> None:
         a, run = self.args, self.run_dir
         trajectories = run / "trajectories.jsonl"
-        self.stage("generate", ["generate", "--config", "conf/generate/gsm8k_warm.yaml", "--policy.name", a.model,
-                                "--policy.adapter", a.adapter or "null", "--task.offset", str(a.offset),
-                                "--task.limit", str(a.questions), "--task.max_steps", str(a.max_steps),
-                                "--sampling.max_new_tokens", str(a.max_new_tokens),
-                                "--sampling.batch_size", str(a.batch_size), "--samples", str(a.samples),
-                                "--output", str(trajectories)], run / "generate.done", marker=True)
-        for mode, name in ((a.sft_filter, "process_outcome"), (a.swirl_filter, "process")):
-            kept = run / f"kept_{name}.jsonl"
-            self.stage(f"filter_{name}", ["filter", "--config", "conf/filter/gsm8k_reference.yaml", "--mode", mode,
-                                          "--input", str(trajectories), "--output", str(kept)], kept)
-        self.stage("validate_warm", ["validate", *self.fit_args("warm")], run / "warm.done", marker=True)
-        for arm in ARMS:
-            argv = ["fit", *self.fit_args(arm)]
-            last = run / arm / "checkpoints" / "last.ckpt"
-            if last.exists() and not (run / f"{arm}.done").exists():
-                argv += ["--ckpt_path", str(last)]  # an interrupted fit goes on from its last checkpoint
-            self.stage(f"fit_{arm}", argv, run / f"{arm}.done", marker=True)
+        self.stages.run("generate", ["generate", "--config", "conf/generate/gsm8k_warm.yaml", *self.policy,
+                                     "--task.offset", str(a.offset), "--task.limit", str(a.questions),
+                                     "--task.max_steps", str(a.max_steps), "--sampling.max_new_tokens", str(a.max_new_tokens),
+                                     "--sampling.batch_size", str(a.batch_size), "--samples", str(a.samples),
+                                     "--progress", "false", "--output", str(trajectories)],
+                        done=run / "generate.done", marker=True)
+        for mode in dict.fromkeys(ARMS[arm][1] for arm in a.arms):
+            self.stages.run(f"filter_{filter_name(mode)}", ["filter", "--config", "conf/filter/gsm8k_reference.yaml",
+                                                            "--mode", "none" if a.smoke else mode, "--progress", "false",
+                                                            "--input", str(trajectories), "--output", str(self.kept(mode))],
+                            done=self.kept(mode))
+        self.stages.run("validate_warm", ["validate", *self.fit_args("warm")], run / "warm.done", marker=True)
+        for arm in a.arms:
+            self.stages.run_fit(f"fit_{arm}", ["fit", *self.fit_args(arm)], run / arm)
 
 
 def validation_points(arm_dir: Path) -> dict[int, Path]:
     """step -> the rollouts file of that validation (later versions win: a resumed fit logs to a new version)."""
     points: dict[int, Path] = {}
-    for path in sorted(arm_dir.glob("tb/version_*/rollouts/val-step*.jsonl"),
-                       key=lambda p: int(p.parts[-3].split("_")[1])):
+    for path in sorted(arm_dir.glob("tb/version_*/rollouts/val-step*.jsonl"), key=lambda p: int(p.parts[-3].split("_")[1])):
         points[int(path.stem.split("step")[1])] = path
     return points
 
 
 def score_rollouts(path: Path) -> tuple[dict, dict[str, bool]]:
     """Accuracy with its Wilson interval and the other figures of one validation's rollouts, and each question's
-    outcome (for the paired comparison)."""
-    from swirl_lightning.rollout.evaluation import summarize
+    outcome (for the paired comparisons)."""
     from swirl_lightning.core.trajectory import read_trajectories
+    from swirl_lightning.rollout.evaluation import summarize
 
     trajectories = read_trajectories(path)
     summary = summarize(trajectories, "reference")
@@ -176,97 +155,107 @@ def score_rollouts(path: Path) -> tuple[dict, dict[str, bool]]:
         {t.example_id: bool(t.outcome) for t in trajectories}
 
 
-def training_curves(arm_dir: Path) -> dict[str, list[list[float]]]:
-    """``train/loss``, ``train/reward_mean`` and ``train/kl`` as (step, value) from the arm's TensorBoard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    curves: dict[str, dict[int, float]] = {}
-    for events in sorted(arm_dir.glob("tb/version_*")):
-        accumulator = EventAccumulator(str(events))
-        accumulator.Reload()
-        for tag in ("train/loss", "train/reward_mean", "train/kl"):
-            if tag in accumulator.Tags().get("scalars", []):
-                curves.setdefault(tag, {}).update({e.step: e.value for e in accumulator.Scalars(tag)})
-    return {tag: sorted([step, value] for step, value in points.items()) for tag, points in curves.items()}
+def probe_history(arm_dir: Path) -> list[dict]:
+    """The reward probe's points (step, mean reward) of an arm, without the per-state figures."""
+    probes = sorted(arm_dir.glob("tb/version_*/probe.json"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not probes:
+        return []
+    return [{k: v for k, v in point.items() if k != "state_rewards"} for point in json.loads(probes[-1].read_text())]
 
 
-def data_figures(run: Path) -> dict:
-    """What the generation and the two filters produced."""
-    from swirl_lightning.rollout.evaluation import summarize
+def data_figures(bench: Benchmark) -> dict:
+    """What the generation and each filter produced."""
     from swirl_lightning.core.trajectory import read_trajectories
+    from swirl_lightning.rollout.evaluation import summarize
 
-    generated = read_trajectories(run / "trajectories.jsonl")
+    generated = read_trajectories(bench.run_dir / "trajectories.jsonl")
     summary = summarize(generated)
     figures = {"trajectories": len(generated), "questions": len({t.example_id for t in generated}),
                "outcome_accuracy": summary["accuracy"], "steps_mean": summary["steps_mean"],
                "valid_action_rate": summary["valid_action_rate"]}
-    for name in ("process", "process_outcome"):
-        kept = read_trajectories(run / f"kept_{name}.jsonl")
-        stats_path = run / f"kept_{name}.stats.json"
+    for mode in dict.fromkeys(ARMS[arm][1] for arm in bench.args.arms):
+        kept = read_trajectories(bench.kept(mode))
+        stats_path = bench.kept(mode).with_suffix(".stats.json")
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-        figures[f"kept_{name}"] = {"trajectories": len(kept), "states": sum(len(t.steps) for t in kept),
-                                   "questions": len({t.example_id for t in kept}),
-                                   "step_good_rate": stats.get("step_good_rate")}
+        # Distinct states, as swirl trains on them: the K samples of a question share their first state.
+        states = {(t.example_id, json.dumps(t.messages(upto_step=k))) for t in kept for k in range(len(t.steps))}
+        figures[f"kept_{filter_name(mode)}"] = {"trajectories": len(kept), "steps": sum(len(t.steps) for t in kept),
+                                                 "states": len(states), "questions": len({t.example_id for t in kept}),
+                                                 "step_good_rate": stats.get("step_good_rate")}
     return figures
 
 
-def collect(pipeline: Pipeline) -> dict:
-    """Per arm: each validation's figures (step 0 is the warm start's), the last one paired against the warm start
-    question by question, the training curves and the wall time."""
-    run = pipeline.run_dir
+def held_out_check(bench: Benchmark, held_out: set[str]) -> dict:
+    """No held-out question in the warm start's training questions or in any arm's data (must all be 0)."""
+    from swirl_lightning.core.trajectory import read_trajectories
+
+    check = {"held_out_questions": len(held_out)}
+    adapter = Path(bench.args.adapter) / "training_questions.txt" if bench.args.adapter else None
+    if adapter is not None:
+        warm = set(adapter.read_text().split()) if adapter.exists() else None
+        check["warm_start_training_questions"] = None if warm is None else len(warm)
+        check["overlap_warm_start"] = None if warm is None else len(held_out & warm)
+    check["overlap_generated"] = len(held_out & {t.example_id for t in read_trajectories(bench.run_dir / "trajectories.jsonl")})
+    return check
+
+
+def collect(bench: Benchmark) -> dict:
+    """Per arm: each validation's figures (step 0 is the warm start's), the last one paired against the warm start and
+    against + sft, the probe and training curves, and the wall time."""
+    run = bench.run_dir
     warm_points = validation_points(run / "warm")
     if not warm_points:
         raise SystemExit(f"no validation rollouts under {run / 'warm'}")
     warm, warm_outcomes = score_rollouts(warm_points[min(warm_points)])
-    arms: dict[str, dict] = {"warm start": {"validations": [{"step": 0, **warm}]}}
-    for arm in ARMS:
+    arms: dict[str, dict] = {"warm": {"label": LABELS["warm"], "validations": [{"step": 0, **warm}]}}
+    last_outcomes: dict[str, dict[str, bool]] = {}
+    for arm in bench.args.arms:
         validations, outcomes = [{"step": 0, **warm}], warm_outcomes
         for step, path in sorted(validation_points(run / arm).items()):
             if step:
                 figures, outcomes = score_rollouts(path)
                 validations.append({"step": step, **figures})
-        gained = sum(1 for q, ok in outcomes.items() if ok and not warm_outcomes.get(q, False))
-        lost = sum(1 for q, ok in outcomes.items() if not ok and warm_outcomes.get(q, False))
+        last_outcomes[arm] = outcomes
         last_step = validations[-1]["step"]
-        # A run cut short (e.g. when a GPU lease ran out) says so instead of passing for a finished one.
-        arms[f"+ {arm}"] = {
-            "validations": validations,
-            "complete": last_step == pipeline.args.steps,
-            "final_vs_warm": {"at_step": last_step, "gained": gained, "lost": lost,
-                              "mcnemar_exact_p": mcnemar_exact_p(gained, lost)},
-            "training_curves": training_curves(run / arm),
-            "wall_seconds": pipeline.seconds.get(f"fit_{arm}"),
-        }
-    return arms
+        # A run cut short says so instead of passing for a finished one.
+        arms[arm] = {"label": LABELS[arm], "objective": ARMS[arm][0], "data_filter": ARMS[arm][1],
+                     "validations": validations, "complete": last_step == bench.args.steps,
+                     "final_vs_warm": {"at_step": last_step, **paired(outcomes, warm_outcomes)},
+                     "probe": probe_history(run / arm),
+                     "training_curves": scalar_curves(run / arm, ("train/loss", "train/reward_mean", "train/kl")),
+                     "wall_seconds": bench.stages.seconds.get(f"fit_{arm}")}
+    if "sft" in last_outcomes:
+        for arm in last_outcomes:
+            if arm != "sft":
+                arms[arm]["final_vs_sft"] = paired(last_outcomes[arm], last_outcomes["sft"])
+    return {"arms": arms, "held_out": held_out_check(bench, set(warm_outcomes))}
+
+
+COLORS = {"warm": "gray", "sft": "tab:blue", "swirl": "tab:red", "swirl_step": "tab:purple"}
 
 
 def plot(result: dict):  # the figure write_result saves
-    fig, axes = subplots(1, 4, figsize=(19, 4))
-    colors = {"warm start": "gray", "+ sft": "tab:blue", "+ swirl": "tab:red"}
+    fig, axes = subplots(1, 4, figsize=(20, 4))
+    steps_budget = result["budget"]["steps"]
     for name, arm in result["arms"].items():
-        steps = [v["step"] for v in arm["validations"]]
-        if name == "warm start":
-            steps, arm = [0, result["budget"]["steps"]], {"validations": arm["validations"] * 2}
-        acc = [100 * v["accuracy"] for v in arm["validations"]]
-        low = [100 * v["accuracy_ci95"][0] for v in arm["validations"]]
-        high = [100 * v["accuracy_ci95"][1] for v in arm["validations"]]
-        axes[0].plot(steps, acc, marker="o", color=colors[name], label=name)
-        axes[0].fill_between(steps, low, high, color=colors[name], alpha=0.15)
-        axes[1].plot(steps, [100 * (v["step_good_rate"] or 0) for v in arm["validations"]], marker="o",
-                     color=colors[name], label=name)
-        axes[2].plot(steps, [v["steps_mean"] for v in arm["validations"]], marker="o", color=colors[name], label=name)
-    for name, tag, axis in (("+ sft", "train/loss", axes[3]), ("+ swirl", "train/reward_mean", axes[3])):
-        curve = result["arms"][name]["training_curves"].get(tag)
-        if curve:
-            axis.plot([s for s, _ in curve], [v for _, v in curve], color=colors[name], label=f"{name}: {tag}")
+        validations = arm["validations"] * (2 if name == "warm" else 1)
+        steps = [0, steps_budget] if name == "warm" else [v["step"] for v in validations]
+        color, label = COLORS[name], arm["label"]
+        axes[0].plot(steps, [100 * v["accuracy"] for v in validations], marker="o", color=color, label=label)
+        axes[0].fill_between(steps, [100 * v["accuracy_ci95"][0] for v in validations],
+                             [100 * v["accuracy_ci95"][1] for v in validations], color=color, alpha=0.12)
+        axes[1].plot(steps, [100 * (v["step_good_rate"] or 0) for v in validations], marker="o", color=color, label=label)
+        axes[2].plot(steps, [v["steps_mean"] for v in validations], marker="o", color=color, label=label)
+        if arm.get("probe"):
+            axes[3].plot([p["step"] for p in arm["probe"]], [p["reward_mean"] for p in arm["probe"]], marker="o",
+                         color=color, label=f"{label}: probe")
     n = result["budget"]["val_questions"]
     for axis, title in zip(axes, (f"held-out accuracy % ({n} q, greedy; 95% CI)", "step GOOD rate % (reference judge)",
-                                  "mean steps per question", "training curves")):
+                                  "mean steps per question", "judged reward of fresh samples at own training states")):
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("optimizer step")
-        axis.legend(fontsize=8)
-    fig.suptitle(f"GSM8K + calculator, {result['model']} from the warm start; {result['budget']['steps']} steps per arm",
-                 fontsize=11)
+        axis.legend(fontsize=7)
+    fig.suptitle(f"GSM8K + calculator, {result['model']} from the warm start; {steps_budget} steps per arm", fontsize=11)
     return fig
 
 
@@ -274,18 +263,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--adapter", default="adapters/gsm8k_warmup", help="warm-start LoRA; empty: the bare model")
-    parser.add_argument("--questions", type=int, default=192, help="training questions for the synthetic data")
+    parser.add_argument("--questions", type=int, default=512, help="training questions for the synthetic data")
     parser.add_argument("--samples", type=int, default=4, help="trajectories per training question")
-    parser.add_argument("--offset", type=int, default=600, help="skip the questions the warm start was trained on")
+    parser.add_argument("--offset", type=int, default=1000, help="skip the questions the warm start was trained on")
     parser.add_argument("--max-steps", type=int, default=10, help="steps per trajectory (GSM8K: 10)")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="tokens per generated turn")
     parser.add_argument("--batch-size", type=int, default=32, help="generation slots")
-    parser.add_argument("--val-questions", type=int, default=200, help="held-out questions (at most 200)")
-    parser.add_argument("--steps", type=int, default=24, help="optimizer steps per arm (the equal budget)")
-    parser.add_argument("--val-every", type=int, default=12, help="validate every N steps (the learning curve)")
+    parser.add_argument("--val-questions", type=int, default=500, help="held-out questions (at most 500)")
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per arm (the equal budget)")
+    parser.add_argument("--val-every", type=int, default=30, help="validate and probe every N steps (the curves)")
+    parser.add_argument("--examples-per-step", type=int, default=8, help="trajectories (sft) or states (swirl)")
+    parser.add_argument("--group-size", type=int, default=4, help="swirl: actions sampled per state")
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--sft-filter", default="process+outcome")
-    parser.add_argument("--swirl-filter", default="process")
+    parser.add_argument("--probe-states", type=int, default=48, help="states of the reward probe (a fixed draw)")
+    parser.add_argument("--probe-samples", type=int, default=4)
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--fit-args", default="", help="extra options for every swirl validate/fit")
     parser.add_argument("--run", default="runs/learning", help="working folder (stages found there are not rerun)")
     parser.add_argument("--out", default=str(HERE / "results" / "learning.json"))
@@ -296,43 +288,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--note", default="", help="a remark kept in the result (e.g. how a run differed)")
     args = parser.parse_args(argv)
     if args.smoke:
-        # A random model's steps are never GOOD: keep every trajectory so both arms have data to fit.
+        # A random model's steps are never GOOD: every filter keeps all so that every arm has data to fit.
         args.model, args.adapter, args.questions, args.samples = "tiny-random", "", 2, 2
         args.max_steps, args.max_new_tokens, args.val_questions, args.steps, args.val_every = 2, 8, 2, 2, 1
-        args.sft_filter = args.swirl_filter = "none"
+        args.examples_per_step, args.group_size, args.probe_states, args.probe_samples = 2, 2, 2, 2
         args.fit_args = ("--sampling.max_new_tokens 4 --model.evaluation.sampling.max_new_tokens 4 --task.max_steps 2 "
-                         "--model.swirl.group_size 2 " + args.fit_args)
+                         + args.fit_args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # The stages name configs and the adapter relative to the repository, so everything runs from there; the paths
-    # given are taken from where the command was typed (and kept relative to the repository when inside it).
-    for name in ("run", "out"):
-        path = Path(getattr(args, name)).resolve()
-        setattr(args, name, str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path))
-    os.chdir(ROOT)
+    Stages.work_from_repository(args, ROOT, ("run", "out"))
     started = time.perf_counter()
     info = machine_info()
-    pipeline = Pipeline(args)
-    pipeline.run_all()
+    bench = Benchmark(args)
+    bench.run()
     result = {
-        "benchmark": "learning", "command": command_line(argv),
-        "machine": info, "ran_on": args.ran_on or "this machine", "note": args.note, "model": args.model, "adapter": args.adapter or None, "judge": "reference (gold-guided)",
-        "budget": {"steps": args.steps, "val_every": args.val_every, "val_questions": args.val_questions,
-                   "lr": args.lr, "examples_per_step": 8, "group_size": 4},
-        "data": data_figures(pipeline.run_dir), "arms": collect(pipeline),
-        "stage_commands": pipeline.commands, "stage_seconds": pipeline.seconds,
+        "benchmark": "learning", "command": command_line(argv), "machine": info, "ran_on": args.ran_on or "this machine",
+        "note": args.note, "model": args.model, "adapter": args.adapter or None, "judge": "reference (gold-guided)",
+        "budget": {"steps": args.steps, "val_every": args.val_every, "val_questions": args.val_questions, "lr": args.lr,
+                   "examples_per_step": args.examples_per_step, "group_size": args.group_size},
+        "data": data_figures(bench), **collect(bench),
+        "stage_commands": bench.stages.commands, "stage_seconds": bench.stages.seconds,
         "wall_seconds": time.perf_counter() - started,
     }
     write_result(result, Path(args.out), plot)
     for name, arm in result["arms"].items():
         last = arm["validations"][-1]
-        extra = arm.get("final_vs_warm", {})
-        print(f"{name:>10}: accuracy {100 * last['accuracy']:.1f}% (95% CI {100 * last['accuracy_ci95'][0]:.1f}-"
+        versus = {k: arm[k] for k in ("final_vs_warm", "final_vs_sft") if k in arm}
+        print(f"{arm['label']:>26}: accuracy {100 * last['accuracy']:.1f}% (95% CI {100 * last['accuracy_ci95'][0]:.1f}-"
               f"{100 * last['accuracy_ci95'][1]:.1f}), GOOD {100 * (last['step_good_rate'] or 0):.1f}%, "
-              f"steps {last['steps_mean']:.2f} {extra}")
+              f"steps {last['steps_mean']:.2f} {versus}")
+    print(f"held-out check: {result['held_out']}")
     return 0
 
 

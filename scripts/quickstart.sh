@@ -41,5 +41,8 @@ swirl validate "${common[@]}"
 echo "== 5. fit: step-wise RL (swirl) on the kept trajectories' states, then validate again"
 swirl fit "${common[@]}"
 
+echo "== 6. what training did"
+python scripts/quickstart_summary.py "$RUN"
+
 echo "quickstart finished in $((SECONDS - started)) s; outputs in $RUN/"
 echo "TensorBoard logs: $RUN/tb   open them with:  .venv/bin/tensorboard --logdir $RUN"

@@ -50,22 +50,47 @@ def test_rl_speed_benchmark_smoke(tmp_path):
 def test_learning_benchmark_smoke(tmp_path):
     pytest.importorskip("swirl_calculator", reason="the calculator plugin is not installed")
     result = run_smoke("learning_bench.py", tmp_path / "learning.json", "--run", str(tmp_path / "run"))
-    assert list(result["arms"]) == ["warm start", "+ sft", "+ swirl"]
+    assert list(result["arms"]) == ["warm", "sft", "swirl", "swirl_step"]
     assert result["data"]["trajectories"] == 4 and result["data"]["kept_process"]["trajectories"] == 4  # filter none
-    for name in ("+ sft", "+ swirl"):
+    for name in ("sft", "swirl", "swirl_step"):
         arm = result["arms"][name]
-        # Both arms validate at the same optimizer steps and start from the warm start's validation.
+        # Every arm validates at the same optimizer steps and starts from the warm start's validation.
         assert [v["step"] for v in arm["validations"]] == [0, 1, 2] and arm["complete"]
-        assert arm["validations"][0] == result["arms"]["warm start"]["validations"][0]
+        assert arm["validations"][0] == result["arms"]["warm"]["validations"][0]
         assert all(v["questions"] == 2 and 0 <= v["accuracy_ci95"][0] <= v["accuracy_ci95"][1] <= 1
                    for v in arm["validations"])
-        assert arm["training_curves"]["train/loss"]
-    assert result["arms"]["+ swirl"]["training_curves"]["train/reward_mean"]
-    assert [c.split()[1] for c in result["stage_commands"]] == ["generate", "filter", "filter", "validate", "fit", "fit"]
+        assert arm["training_curves"]["train/loss"] and [p["step"] for p in arm["probe"]] == [0, 1, 2]
+        assert set(arm["final_vs_warm"]) == {"at_step", "gained", "lost", "mcnemar_exact_p"}
+    assert set(result["arms"]["swirl"]["final_vs_sft"]) == {"gained", "lost", "mcnemar_exact_p"}
+    assert result["arms"]["swirl"]["training_curves"]["train/reward_mean"]
+    assert result["held_out"] == {"held_out_questions": 2, "overlap_generated": 0}
+    assert [c.split()[1] for c in result["stage_commands"]] == ["generate", "filter", "filter", "filter", "validate",
+                                                                 "fit", "fit", "fit"]
     # A second call finds every stage done and only writes the report again.
     again = run_smoke("learning_bench.py", tmp_path / "again.json", "--run", str(tmp_path / "run"))
-    assert again["stage_seconds"] == {} and again["arms"]["+ swirl"]["validations"] == \
-        result["arms"]["+ swirl"]["validations"]
+    assert again["stage_seconds"] == {} and again["arms"]["swirl"]["validations"] == \
+        result["arms"]["swirl"]["validations"]
+
+
+def test_rl_sanity_benchmark_smoke(tmp_path):
+    pytest.importorskip("swirl_calculator", reason="the calculator plugin is not installed")
+    result = run_smoke("rl_sanity_bench.py", tmp_path / "rl_sanity.json", "--run", str(tmp_path / "run"))
+    assert [p["step"] for p in result["probe"]] == [0, 1, 2]  # before the first update, every step, after the last
+    assert all(p["states"] == result["pool"]["states"] and 0 <= p["reward_mean"] <= 1 for p in result["probe"])
+    rise = result["first_vs_last"]
+    assert rise["rise"] == pytest.approx(result["probe"][-1]["reward_mean"] - result["probe"][0]["reward_mean"])
+    assert rise["states_up"] + rise["states_down"] + rise["states_same"] == result["pool"]["states"]
+    assert [c.split()[1] for c in result["stage_commands"]] == ["generate", "filter", "fit"]
+
+
+def test_rl_sanity_statistics(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from rl_sanity_bench import paired_rise, sign_test_p
+
+    assert sign_test_p(5, 0) == 0.0625 and sign_test_p(0, 0) == 1.0
+    rise = paired_rise([0.0, 0.5, 0.25], [0.5, 0.5, 0.75])
+    assert rise["rise"] == pytest.approx(1 / 3) and (rise["states_up"], rise["states_down"], rise["states_same"]) == (2, 0, 1)
+    assert rise["rise_ci95"][0] <= rise["rise"] <= rise["rise_ci95"][1]
 
 
 def test_learning_benchmark_statistics(monkeypatch):

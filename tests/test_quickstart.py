@@ -34,3 +34,7 @@ def test_quickstart_script_runs_the_whole_loop_with_a_tiny_model(tmp_path):
     assert sorted(p.name for p in (run / "tb").glob("version_*/rollouts/*.jsonl")) == ["val-step000000.jsonl",
                                                                                        "val-step000002.jsonl"]
     assert f"tensorboard --logdir {run}" in result.stdout
+    # It ends by saying what training did: the probe's reward at the first and last step, validation before/after.
+    assert "training reward (fresh samples at the" in result.stdout and "at step 0 ->" in result.stdout
+    assert "validation accuracy on the same 2 held-out questions: 0.0% -> 0.0%" in result.stdout
+    assert "validation is no worse than the warm start's" in result.stdout or "validation got worse:" in result.stdout

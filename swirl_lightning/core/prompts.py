@@ -45,7 +45,7 @@ def observation(query: str, result: str) -> str:
 def corrective_note(reason: str, tags: Iterable[str]) -> str:
     """The reply to a turn without one valid action.
 
-    It names the tags in words and holds no literal placeholder such as ``<math_exp>EXPRESSION</math_exp>``:
+    It names the tags in words and holds no literal placeholder such as ``<TAG>EXPRESSION</TAG>``:
     small models copy such placeholders verbatim.
     """
     names = ", ".join(sorted(set(tags) | {"answer"}))

@@ -60,7 +60,7 @@ class Action:
     tool: str | None = None
     """Tool name, for ``kind == "tool"``."""
     tag: str | None = None
-    """The tag the model wrote (``math_exp``, ``answer``, ...)."""
+    """The tag the model wrote (a tool's tag, or ``answer``)."""
     query: str | None = None
     """The text inside the tool tag."""
     answer: str | None = None

@@ -12,7 +12,7 @@ and after the last one, it samples ``samples`` new actions at each of ``states``
 ``seed``) with the current policy, scores them with the module's reward judge and logs ``probe/reward_mean`` (and
 ``probe/good_rate``, the share scored 1). Every probe uses the same sampling seeds, so two probes differ only
 because the policy did (common random numbers: the difference has less noise than two independent draws).
-The history is written to ``<log_dir>/probe.json``.
+The history (with each state's mean reward, for paired comparisons) is written to ``<log_dir>/probe.json``.
 
 ``train/reward_mean`` cannot show this: each batch holds other states, so it moves with the batch.
 """
@@ -138,7 +138,8 @@ class RewardProbe(L.Callback):
         started = time.perf_counter()
         rewards = SwirlObjective().probe_rewards(module, self._pool, self.samples, self.seed)
         point = {"step": step, "reward_mean": float(rewards.mean()), "good_rate": float((rewards >= 1).float().mean()),
-                 "states": len(self._pool), "samples": self.samples, "seconds": time.perf_counter() - started}
+                 "states": len(self._pool), "samples": self.samples, "seconds": time.perf_counter() - started,
+                 "state_rewards": [round(float(r), 6) for r in rewards.mean(dim=1)]}
         self.history.append(point)
         if trainer.is_global_zero:
             print(f"probe at step {step}: reward {point['reward_mean']:.3f} of {self.samples} fresh samples at "
