@@ -32,7 +32,7 @@ swirl generate --config conf/generate/gsm8k_warm.yaml "${policy[@]}" --task.limi
     --sampling.max_new_tokens "$MAX_NEW_TOKENS" --sampling.batch_size 32 --samples "$SAMPLES" --output "$RUN/trajectories.jsonl"
 
 echo "== 3. filter ($FILTER_MODE): judge every step with the reference-guided judge, keep all-GOOD trajectories"
-swirl filter --config conf/filter/gsm8k_reference.yaml --mode "$FILTER_MODE" \
+swirl filter --config conf/filter/gsm8k_reference.yaml --mode "$FILTER_MODE" --overwrite true \
     --input "$RUN/trajectories.jsonl" --output "$RUN/kept.jsonl"
 
 echo "== 4. validate the warm start: live rollouts with the calculator on held-out questions"

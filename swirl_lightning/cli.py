@@ -56,7 +56,7 @@ def add_tools_commands(subparsers: SubParsers) -> None:
     call.add_argument("name", metavar="NAME", help="tool name, as shown by `swirl tools list`")
     call.add_argument("input", metavar="INPUT", help="the text the model would write inside the tag")
     call.add_argument("--timeout", type=positive_float, default=10.0, metavar="SECONDS",
-                      help="seconds before the call is abandoned as a timeout (default: 10)")
+                      help="seconds before the call is stopped as a timeout (default: 10)")
     call.add_argument("--max-chars", type=positive_int, default=2000, metavar="N",
                       help="cap on the output length; longer output is cut with a marker (default: 2000)")
     call.set_defaults(handler=tools_call)
@@ -89,9 +89,8 @@ def tools_list(args: argparse.Namespace) -> int:
 
 def tools_call(args: argparse.Namespace) -> int:
     """Run one tool as a rollout would; exit 1 on a tool error, 2 for an unknown tool name."""
-    from swirl_lightning.core.tools import (
-        ToolExecutor, ToolRegistrationError, UnknownToolError, collect_tools, select_tools,
-    )
+    from swirl_lightning.core.tool_executor import ToolExecutor
+    from swirl_lightning.core.tools import ToolRegistrationError, UnknownToolError, collect_tools, select_tools
 
     try:
         tools = select_tools(collect_tools(), [args.name])
@@ -101,8 +100,8 @@ def tools_call(args: argparse.Namespace) -> int:
     except ToolRegistrationError as error:
         print(f"swirl tools call: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_ERROR
-    executor = ToolExecutor(tools, timeout_s=args.timeout, max_output_chars=args.max_chars)
-    result = executor.run(args.name, args.input)
+    with ToolExecutor(tools, timeout_s=args.timeout, max_output_chars=args.max_chars) as executor:
+        result = executor.run(args.name, args.input)
     if result.error is not None:
         print(f"swirl tools call: {args.name}: {result.error}", file=sys.stderr)
         return EXIT_ERROR
@@ -125,6 +124,7 @@ def add_data_commands(subparsers: SubParsers) -> None:
     reference.add_argument("--split", default="train", help="split: for gsm8k train, validation or full (default: train)")
     reference.add_argument("--limit", type=positive_int, default=None, help="first N examples of the split")
     reference.add_argument("--out", required=True, help="output trajectory JSONL")
+    reference.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     reference.add_argument("--no-few-shot", dest="few_shot", action="store_false",
                            help="leave the few-shot example out of the prompt")
     reference.set_defaults(handler=data_reference)
@@ -149,6 +149,8 @@ def data_reference(args: argparse.Namespace) -> int:
     from swirl_lightning.core.trajectory import write_jsonl
     from swirl_lightning.rollout.conversation import RolloutSettings
 
+    if os.path.lexists(args.out) and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists: pass --overwrite to replace it, or choose another --out")
     task = get_task(args.task)
     settings = RolloutSettings.for_task(TaskConfig(name=args.task, few_shot=args.few_shot), ToolsConfig())
     tags = {tool.name: tool.tag for tool in settings.tools.values()}
@@ -175,37 +177,28 @@ def data_reference(args: argparse.Namespace) -> int:
 
 def data_show(args: argparse.Namespace) -> int:
     """Print trajectories as a reader would want them: question, then each action and tool result."""
-    from swirl_lightning.core.trajectory import FormatError, read_jsonl, Trajectory
+    from swirl_lightning.core.trajectory import Trajectory, read_jsonl
 
-    try:
-        for i, trajectory in enumerate(read_jsonl(args.path, Trajectory)):
-            if i >= args.limit:
-                break
-            print(f"== {trajectory.example_id} #{trajectory.sample_index}  outcome={trajectory.outcome}  "
-                  f"answer={trajectory.final_answer!r}")
-            print(f"Q: {trajectory.prompt[-1]['content']}")
-            for k, step in enumerate(trajectory.steps):
-                verdicts = " ".join(f"[{j.judge}: {j.verdict} {j.score:.2f}]" for j in step.judgements)
-                print(f"  {k + 1}. {step.text.strip()!r} {verdicts}")
-                if step.observation is not None:
-                    print(f"     -> {step.observation!r}")
-    except FormatError as error:
-        print(f"swirl data show: {error}", file=sys.stderr)
-        return EXIT_ERROR
+    for i, trajectory in enumerate(read_jsonl(args.path, Trajectory)):
+        if i >= args.limit:
+            break
+        print(f"== {trajectory.example_id} #{trajectory.sample_index}  outcome={trajectory.outcome}  "
+              f"answer={trajectory.final_answer!r}")
+        print(f"Q: {trajectory.prompt[-1]['content']}")
+        for k, step in enumerate(trajectory.steps):
+            verdicts = " ".join(f"[{j.judge}: {j.verdict} {j.score:.2f}]" for j in step.judgements)
+            print(f"  {k + 1}. {step.text.strip()!r} {verdicts}")
+            if step.observation is not None:
+                print(f"     -> {step.observation!r}")
     return EXIT_OK
 
 
 def data_stats(args: argparse.Namespace) -> int:
     """Print :func:`swirl_lightning.rollout.evaluation.summarize` of a trajectory file as JSON."""
+    from swirl_lightning.core.trajectory import read_trajectories
     from swirl_lightning.rollout.evaluation import summarize
-    from swirl_lightning.core.trajectory import FormatError, read_trajectories
 
-    try:
-        trajectories = read_trajectories(args.path)
-    except (FormatError, OSError) as error:
-        print(f"swirl data stats: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    print(json.dumps(summarize(trajectories, args.step_judge), indent=2))
+    print(json.dumps(summarize(read_trajectories(args.path), args.step_judge), indent=2, allow_nan=False))
     return EXIT_OK
 
 
@@ -233,8 +226,9 @@ For commands with their own parser, e.g. ``"fit": ("swirl_lightning.training.mod
 def build_parser() -> argparse.ArgumentParser:
     """The ``swirl`` parser with every command group of :data:`COMMAND_GROUPS`."""
     parser = argparse.ArgumentParser(
-        prog="swirl", description="Step-Wise Reinforcement Learning (SWiRL) on PyTorch Lightning."
-    )
+        prog="swirl", description="Step-Wise Reinforcement Learning (SWiRL) on PyTorch Lightning.",
+        epilog="A mistake in a command's input is one line and exit code 2; `swirl --debug COMMAND ...` (or "
+               "SWIRL_DEBUG=1) shows the traceback instead.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add_commands in COMMAND_GROUPS.values():
         add_commands(subparsers)
@@ -265,17 +259,44 @@ def quiet_dependencies() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+USER_ERRORS = (ValueError, LookupError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+               PermissionError)
+"""What a user can act on (a bad value, a missing or existing file, an unknown name): one line and exit code 2.
+``--debug`` (or ``SWIRL_DEBUG=1``) shows the traceback instead."""
+
+
+def _is_user_error(error: BaseException) -> bool:
+    if isinstance(error, USER_ERRORS):
+        return True
+    # Lightning's own configuration errors (a bad accelerator, devices, ...) are the user's to fix too.
+    return type(error).__name__ == "MisconfigurationException"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``swirl`` command line and return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("SWIRL_DEBUG", "") not in ("", "0")
+    if argv[:1] == ["--debug"]:
+        argv, debug = argv[1:], True
     quiet_dependencies()
-    if argv and argv[0] in DELEGATED_COMMANDS:
-        module_name, _, function_name = DELEGATED_COMMANDS[argv[0]][0].partition(":")
-        return getattr(importlib.import_module(module_name), function_name)(argv[1:])
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
-        args = build_parser().parse_args(argv)
-        return args.handler(args)
+    command = argv[0] if argv else ""
+    try:
+        if command in DELEGATED_COMMANDS:
+            module_name, _, function_name = DELEGATED_COMMANDS[command][0].partition(":")
+            return getattr(importlib.import_module(module_name), function_name)(argv[1:])
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args = build_parser().parse_args(argv)
+            return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"swirl {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - sorted into the user's errors and ours right here
+        if debug or not _is_user_error(error):
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"swirl {command}: error: {message} (--debug shows where)", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
@@ -284,19 +305,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def entry() -> None:
-    """The ``swirl`` console script: :func:`main`, then exit with its code.
-
-    A tool call that timed out is abandoned, not killed, and may still be running native code (torch); a
-    normal interpreter shutdown under it can abort the process, so then the process leaves at once.
-    """
-    from swirl_lightning.core.tools import abandoned_calls_running
-
-    code = main()
-    if abandoned_calls_running():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    """The ``swirl`` console script: :func:`main`, then exit with its code."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

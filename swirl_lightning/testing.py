@@ -15,7 +15,8 @@ import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from swirl_lightning.core.tasks import Task
-from swirl_lightning.core.tools import Tool, ToolExecutor, describe
+from swirl_lightning.core.tool_executor import ToolExecutor
+from swirl_lightning.core.tools import Tool, describe
 from swirl_lightning.core.trajectory import Example, Judgement, State, Step, Trajectory
 from swirl_lightning.judging.base import StepJudgeBase
 

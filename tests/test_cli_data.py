@@ -30,7 +30,7 @@ def test_show_prints_steps_and_reports_bad_lines(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "<math_exp>48/2</math_exp>" in printed and "-> '48/2 -> 24'" in printed
     out.write_text(out.read_text().replace('"sample_index":0', '"sample_index":"zero"', 1))
-    assert main(["data", "show", str(out)]) == 1
+    assert main(["data", "show", str(out)]) == 2
     assert f"{out}:1: sample_index: expected an integer" in capsys.readouterr().err
 
 
@@ -46,5 +46,5 @@ def test_stats_summarises_a_trajectory_file_and_reports_bad_lines(tmp_path, caps
     assert stats["trajectories"] == 4 and stats["steps_mean"] == steps / 4
     assert stats["valid_action_rate"] == 1.0 and stats["answered_rate"] == 1.0 and stats["tool_calls"] == steps - 4
     out.write_text(out.read_text() + "{not json\n{}\n")
-    assert main(["data", "stats", str(out)]) == 1
+    assert main(["data", "stats", str(out)]) == 2
     assert f"{out}:5:" in capsys.readouterr().err

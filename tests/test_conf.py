@@ -42,7 +42,7 @@ def test_config_prints_resolved(path, capsys):
     assert "${" not in yaml.safe_dump(printed)  # every interpolation resolved
     root = printed["trainer"]["default_root_dir"]
     for callback in printed["trainer"].get("callbacks") or []:
-        if callback["class_path"].endswith("ModelCheckpoint"):
+        if callback["class_path"].endswith("Checkpoint"):
             assert callback["init_args"]["save_last"] and callback["init_args"]["dirpath"].startswith(root)
     assert printed["model"]["objective"] in ("sft", "offline", "swirl")
 

@@ -1,6 +1,6 @@
 """Live evaluation with a scripted policy: accuracy, steps, tool errors, invalid actions, GOOD rate."""
 
-from swirl_lightning.core.tools import ToolExecutor
+from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.trajectory import Example
 from swirl_lightning.judging.base import StepJudgeBase
 from swirl_lightning.judging.outcome import NumericJudge

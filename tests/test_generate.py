@@ -83,11 +83,12 @@ def test_merge_keeps_one_trajectory_per_key_in_question_order(tmp_path):
 
     out = tmp_path / "t.jsonl"
     shards = shard_dir(out)
+    prompt = [{"role": "user", "content": "q"}]
     with JsonlWriter(shards / "rank0-of-2.jsonl") as w0, JsonlWriter(shards / "rank1-of-2.jsonl") as w1:
-        w0.write(Trajectory("b", 0, []))
-        w1.write(Trajectory("a", 1, []))
-        w1.write(Trajectory("a", 0, []))
-        w0.write(Trajectory("b", 0, [], final_answer="duplicate"))
+        w0.write(Trajectory("b", 0, prompt))
+        w1.write(Trajectory("a", 1, prompt))
+        w1.write(Trajectory("a", 0, prompt))
+        w0.write(Trajectory("b", 0, prompt, final_answer="duplicate"))
     merged = merge_shards(out, ["a", "b"])
     assert [t.key for t in merged] == [("a", 0), ("a", 1), ("b", 0)]
     assert [t.key for t in read_trajectories(out)] == [("a", 0), ("a", 1), ("b", 0)]

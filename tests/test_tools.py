@@ -1,24 +1,23 @@
-"""Tools: registration checks, tag mapping, selection, and the execution wrapper (timeout, errors,
-non-str output, the output cap)."""
+"""Tools: registration checks, tag mapping, selection, and the execution wrapper (a worker process: timeout,
+errors, exits, non-str and unencodable output, the output cap, host paths)."""
 
 from __future__ import annotations
 
-import threading
+import os
 import time
 
 import pytest
 
 from swirl_lightning import hookimpl
 from swirl_lightning.core.plugins import PluginOrigin, SwirlPluginManager
+from swirl_lightning.core.tool_executor import ToolExecutor, truncation_marker, without_host_paths
 from swirl_lightning.core.tools import (
     Tool,
-    ToolExecutor,
     ToolRegistrationError,
     UnknownToolError,
     collect_tools,
     select_tools,
     tool_tags,
-    truncation_marker,
 )
 from swirl_lightning.testing import make_tool
 from swirl_lightning.core.trajectory import parse_action
@@ -52,34 +51,73 @@ def test_an_exception_without_a_message_is_named_by_its_type():
     assert result.output == "Error: KeyboardInterrupt"
 
 
-def test_a_hanging_tool_times_out_within_the_timeout_and_is_abandoned():
-    release = threading.Event()
-
+def test_a_hanging_tool_is_stopped_at_the_timeout_and_the_next_call_gets_a_fresh_worker():
     def hang(text: str) -> str:
-        release.wait(30)
-        return "too late"
+        if text == "hang":
+            time.sleep(60)
+        return f"ok from {os.getpid()}"
 
-    executor = ToolExecutor({"hang": make_tool(hang)}, timeout_s=0.2)
+    executor = ToolExecutor({"hang": make_tool(hang)}, timeout_s=0.3)
+    first_worker = executor.run("hang", "x").output
     started = time.perf_counter()
-    try:
-        result = executor.run("hang", "x")
-        waited = time.perf_counter() - started
-    finally:
-        release.set()  # let the abandoned thread finish instead of lingering for 30 s
-    assert result.output == "Error: tool 'hang' timed out after 0.2 s"
-    assert result.error == "tool 'hang' timed out after 0.2 s"
-    assert 0.2 <= result.elapsed_s <= waited < 0.2 + 0.5
+    result = executor.run("hang", "hang")
+    waited = time.perf_counter() - started
+    assert result.error == "tool 'hang' timed out after 0.3 s (the call was stopped)"
+    assert result.output == f"Error: {result.error}"
+    assert 0.3 <= result.elapsed_s <= waited < 0.3 + 2
+    after = executor.run("hang", "x").output
+    assert after.startswith("ok from") and after != first_worker  # the stopped worker was replaced
+    executor.close()
 
 
-def test_the_worker_thread_is_a_daemon_so_a_hang_cannot_block_exit():
-    seen: list[bool] = []
+def test_tools_run_in_a_worker_process_that_keeps_the_working_folder(tmp_path):
+    def where(text: str) -> str:
+        if text == "move":
+            os.chdir(tmp_path)
+        return f"{os.getpid()} {os.getcwd()}"
 
-    def report(text: str) -> str:
-        seen.append(threading.current_thread().daemon)
-        return "ok"
+    with ToolExecutor({"where": make_tool(where)}) as executor:
+        pid, folder = executor.run("where", "move").output.split(" ", 1)
+        assert int(pid) != os.getpid() and folder == str(tmp_path)
+        again = executor.run("where", "stay").output
+        assert again == f"{pid} {os.getcwd()}"  # the same worker, back in the caller's folder
+    assert os.getcwd() != str(tmp_path)
 
-    ToolExecutor({"report": make_tool(report)}).run("report", "")
-    assert seen == [True]
+
+@pytest.mark.parametrize("ending, expected", [
+    ("sys.exit", "SystemExit: 3"),
+    ("os._exit", "tool 'leave' exited during the call (exit code 7)"),
+    ("signal", "tool 'leave' exited during the call (exit code -9)"),
+])
+def test_a_tool_that_exits_or_dies_is_an_error_and_the_next_call_works(ending, expected):
+    import signal
+    import sys
+
+    def leave(text: str) -> str:
+        if text == "leave":
+            {"sys.exit": lambda: sys.exit(3), "os._exit": lambda: os._exit(7),
+             "signal": lambda: os.kill(os.getpid(), signal.SIGKILL)}[ending]()
+        return "still here"
+
+    with ToolExecutor({"leave": make_tool(leave)}) as executor:
+        assert executor.run("leave", "leave").error == expected
+        assert executor.run("leave", "x").output == "still here"
+
+
+def test_text_that_cannot_be_encoded_is_an_error():
+    with ToolExecutor({"surrogate": make_tool(lambda text: "a\ud800b", name="surrogate")}) as executor:
+        result = executor.run("surrogate", "")
+    assert result.error == "tool 'surrogate' returned text that is not valid Unicode (surrogates not allowed at position 1)"
+
+
+def test_error_messages_carry_no_absolute_host_paths():
+    def missing(text: str) -> str:
+        raise FileNotFoundError("[Errno 2] No such file or directory: '/home/someone/data/corpus.jsonl'")
+
+    with ToolExecutor({"missing": make_tool(missing)}) as executor:
+        result = executor.run("missing", "")
+    assert result.error == "FileNotFoundError: [Errno 2] No such file or directory: 'corpus.jsonl'"
+    assert without_host_paths("see /a/b/c.txt and ./rel/x and https://x.org/a/b") == "see c.txt and ./rel/x and https://x.org/a/b"
 
 
 def test_output_that_is_not_a_str_is_an_error():
@@ -200,35 +238,50 @@ def test_select_tools_keeps_the_named_ones_and_rejects_unknown_names():
     assert caught.value.known == ["add", "upper"]
 
 
-def test_warm_up_runs_once_before_the_first_call_outside_the_timeout():
-    events = []
+def test_warm_up_runs_once_before_the_first_call_outside_the_timeout(tmp_path):
+    log = tmp_path / "events"
 
     def slow_start() -> None:
-        time.sleep(0.3)  # longer than the call timeout: it must not count against the call
-        events.append("warm")
+        time.sleep(0.5)  # longer than the call timeout: it must not count against the call
+        with log.open("a") as fh:
+            fh.write("warm\n")
 
     def echo(text: str) -> str:
-        events.append(text)
+        with log.open("a") as fh:
+            fh.write(text + "\n")
         return text
 
-    executor = ToolExecutor({"echo": make_tool(echo, warm_up=slow_start)}, timeout_s=0.1)
-    assert executor.run("echo", "a").output == "a"
-    assert executor.run("echo", "b").error is None
-    assert events == ["warm", "a", "b"]
+    with ToolExecutor({"echo": make_tool(echo, warm_up=slow_start)}, timeout_s=0.3) as executor:
+        assert executor.run("echo", "a").output == "a"
+        assert executor.run("echo", "b").error is None
+    assert log.read_text().split() == ["warm", "a", "b"]
     assert _collect_one(echo, warm_up=slow_start)["echo"].warm_up is slow_start
 
 
-def test_a_failing_warm_up_is_the_calls_error_and_is_retried():
-    attempts = []
+def test_a_warm_up_that_never_returns_is_stopped_at_its_own_timeout():
+    def never_ready() -> None:
+        time.sleep(60)
+
+    with ToolExecutor({"echo": make_tool(lambda text: text, name="echo", warm_up=never_ready)},
+                      warm_up_timeout_s=0.5) as executor:
+        started = time.perf_counter()
+        result = executor.run("echo", "a")
+    assert result.error == "tool 'echo' failed to start: tool 'echo' timed out after 0.5 s (its warm-up was stopped)"
+    assert time.perf_counter() - started < 5
+
+
+def test_a_failing_warm_up_is_the_calls_error_and_is_retried(tmp_path):
+    attempts = tmp_path / "attempts"
 
     def broken_start() -> None:
-        attempts.append(1)
-        raise FileNotFoundError("no index at /nowhere")
+        with attempts.open("a") as fh:
+            fh.write("1")
+        raise FileNotFoundError("no index at /nowhere/index.bin")
 
-    executor = ToolExecutor({"echo": make_tool(lambda text: text, name="echo", warm_up=broken_start)})
-    first = executor.run("echo", "a")
-    assert first.output == "Error: tool 'echo' failed to start: FileNotFoundError: no index at /nowhere"
-    assert executor.run("echo", "b").error.startswith("tool 'echo' failed to start")
-    assert len(attempts) == 2
+    with ToolExecutor({"echo": make_tool(lambda text: text, name="echo", warm_up=broken_start)}) as executor:
+        first = executor.run("echo", "a")
+        assert first.output == "Error: tool 'echo' failed to start: FileNotFoundError: no index at index.bin"
+        assert executor.run("echo", "b").error.startswith("tool 'echo' failed to start")
+    assert attempts.read_text() == "11"
     with pytest.raises(ToolRegistrationError, match="warm_up=...\\) expects a callable, got int"):
         _collect_one(lambda text: text, name="echo", warm_up=3)

@@ -63,7 +63,7 @@ def test_invalid_json_in_the_middle_is_an_error(tmp_path):
         read_trajectories(path)
 
 
-def test_torn_last_line_is_skipped_and_cut_before_appending(tmp_path):
+def test_a_torn_last_line_is_skipped_only_in_a_writers_own_file_and_cut_before_appending(tmp_path):
     path = tmp_path / "t.jsonl"
     with JsonlWriter(path) as writer:
         writer.write(sample())
@@ -71,7 +71,9 @@ def test_torn_last_line_is_skipped_and_cut_before_appending(tmp_path):
     with path.open("a") as fh:
         fh.write(line[: len(line) // 2])  # a crash mid-write
     with pytest.warns(UserWarning, match="torn last line"):
-        assert len(read_trajectories(path)) == 1
+        assert len(read_trajectories(path, torn_tail="skip")) == 1
+    with pytest.raises(FormatError, match=rf"{path}:2: not valid JSON"):
+        read_trajectories(path)  # a file a user gave: a bad last line is an error naming it
     with pytest.warns(UserWarning, match="dropping a torn last line"):
         writer = JsonlWriter(path)
     writer.write(sample())
@@ -108,3 +110,41 @@ def test_parse_action(text, kind, detail):
         assert action.answer == detail
     else:
         assert action.reason == detail
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('"outcome":NaN', "not a number JSON allows"),
+    ('"outcome":Infinity', "not a number JSON allows"),
+    ('"outcome":1e999', "outcome: expected a finite number, got inf"),
+    ('"schema_version":0', "schema_version: expected a version this library knows"),
+    ('"schema_version":"1"', "schema_version: expected a version this library knows"),
+    ('"prompt":[]', "prompt: expected a non-empty list of chat messages"),
+    ('"prompt":[{"role":"user"}]', "prompt\\[0\\].content: expected a string, missing"),
+])
+def test_records_that_could_poison_training_are_refused_with_file_line_and_field(tmp_path, bad, message):
+    record = to_dict(sample())
+    key = bad.split(":")[0].strip('"')
+    record.pop(key, None)
+    text = json.dumps(record)[:-1] + "," + bad + "}"
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(to_dict(sample())) + "\n" + text + "\n")
+    with pytest.raises(FormatError, match=rf"{path}:2: .*{message}"):
+        read_trajectories(path)
+
+
+def test_writes_replace_a_symlink_instead_of_writing_through_it(tmp_path):
+    from swirl_lightning.core.trajectory import write_text_atomic
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    for name in ("out.jsonl", "out.json"):
+        link = tmp_path / name
+        link.symlink_to(target)
+        if name.endswith("l"):
+            write_jsonl(link, [sample()])
+        else:
+            write_text_atomic(link, "{}")
+        assert not link.is_symlink() and target.read_text() == "keep me"
+    (tmp_path / "append.jsonl").symlink_to(target)
+    with pytest.raises(FileExistsError, match="symlink"):
+        JsonlWriter(tmp_path / "append.jsonl")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -127,12 +127,19 @@ class ToolsConfig:
     names: list[str] | None = None
     """Registered tool names; the task's default when null."""
     timeout_s: float = 10.0
-    """Seconds before a tool call is abandoned (the model sees an error)."""
+    """Seconds before a tool call is stopped (its worker process killed; the model sees an error)."""
     max_output_chars: int = 1000
     """Longer tool output is cut, with a visible marker."""
+    max_error_rate: float = 0.5
+    """``swirl generate`` warns (or fails, with ``on_error_rate: fail``) when more of the tool calls than this fail:
+    a misconfigured tool would otherwise fill the training data with error messages."""
+    on_error_rate: Literal["warn", "fail"] = "warn"
+    """What ``swirl generate`` does above ``max_error_rate``: warn at the end, or stop the run (after 20 calls)."""
 
     def __post_init__(self) -> None:
         _check(self.timeout_s > 0, f"tools.timeout_s: expected a number > 0, got {self.timeout_s}")
+        _check(0 <= self.max_error_rate <= 1, f"tools.max_error_rate: expected a share in [0, 1], got {self.max_error_rate}")
+        _check(self.on_error_rate in ("warn", "fail"), f"tools.on_error_rate: expected warn or fail, got {self.on_error_rate!r}")
         _check(self.max_output_chars >= 1, f"tools.max_output_chars: expected a positive integer, got {self.max_output_chars}")
 
 

@@ -130,12 +130,27 @@ def resolve_tokenizer_path(name: str) -> str:
 
 
 def resolve_model_path(name: str) -> str:
-    """A local folder (or hub id) for ``name``: aliases are built into the cache once."""
+    """A local folder (or hub id) for ``name``: aliases are built into the cache once. A name that is a path (or any
+    name while the hub is off, ``HF_HUB_OFFLINE=1``) must be an existing folder: a clear error says so otherwise."""
     if name == SMOLLM2_ALIAS:
         return str(_build_once(cache_dir() / "models" / SMOLLM2_ALIAS, _save_smollm2_model))
     if name == TINY_ALIAS:
         return str(_build_once(cache_dir() / "models" / TINY_ALIAS, _save_tiny_model))
+    check_model_name(name)
     return name
+
+
+def check_model_name(name: str) -> None:
+    """Raise a clear ``FileNotFoundError`` for a model that cannot be found: not an alias, not a folder, and either
+    written as a path or the hub is off. Cheap: it loads nothing."""
+    if name in (SMOLLM2_ALIAS, TINY_ALIAS) or Path(name).expanduser().is_dir():
+        return
+    looks_like_path = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if looks_like_path or offline:
+        hub = " and the hub is off (HF_HUB_OFFLINE=1)" if offline and not looks_like_path else ""
+        raise FileNotFoundError(f"model {name!r}: no such folder{hub}; expected a model folder (with config.json) "
+                                f"or an alias ({SMOLLM2_ALIAS}, {TINY_ALIAS})")
 
 
 def load_tokenizer(name: str):

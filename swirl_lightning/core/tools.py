@@ -1,17 +1,14 @@
-"""Tools: collecting them from plugins, and the execution wrapper a rollout calls them through.
+"""Tools: what a tool is, and collecting them from plugins.
 
 :func:`collect_tools` asks every plugin's ``register_tools`` hook for its tools, one plugin at a time,
-so that each tool is attributed to its distribution and a clash names both sides.
-:class:`ToolExecutor` runs one call with a timeout, turns exceptions and timeouts into an error
-observation for the model (the rollout goes on), and caps the output at a visible marker.
+so that each tool is attributed to its distribution and a clash names both sides. Calls run through
+:class:`~swirl_lightning.core.tool_executor.ToolExecutor` (a worker process that can be stopped).
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-import threading
-import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -177,113 +174,3 @@ def select_tools(tools: Mapping[str, Tool], names: Iterable[str] | None) -> dict
     if unknown:
         raise UnknownToolError(unknown, tools)
     return {name: tools[name] for name in names}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Execution
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    """The outcome of one tool call."""
-
-    output: str
-    """What the model sees: the tool's output, or ``Error: <message>``; capped, with a visible marker."""
-    error: str | None
-    """The error (exception, timeout, non-``str`` output), or ``None`` when the call succeeded."""
-    elapsed_s: float
-    """Wall-clock seconds until the result or the timeout."""
-    truncated: bool
-    """Whether ``output`` was cut to the executor's ``max_output_chars``."""
-
-
-def truncation_marker(total_chars: int, shown_chars: int) -> str:
-    """The visible note appended to a capped output."""
-    return f"\n… [output truncated: {total_chars} chars, showing {shown_chars}]"
-
-
-_abandoned: list[threading.Thread] = []
-
-
-def abandoned_calls_running() -> bool:
-    """Whether a timed-out tool call is still running in its abandoned thread."""
-    return any(thread.is_alive() for thread in _abandoned)
-
-
-class ToolExecutor:
-    """Runs tool calls for a rollout: a timeout per call, errors as observations, capped output.
-
-    Each call runs in a daemon thread joined with ``timeout_s``. Python cannot kill a thread, so a
-    call that times out is *abandoned*, not stopped: it keeps running in the background until it
-    returns, its result is discarded, and being a daemon it never keeps the process from exiting.
-    ``timeout_s=None`` waits as long as the tool takes. A tool's ``warm_up`` runs once before its first
-    call, outside the timeout (a failure there becomes that call's error, and is retried on the next call).
-    """
-
-    def __init__(
-        self, tools: Mapping[str, Tool], timeout_s: float | None = 10.0, max_output_chars: int = 2000
-    ) -> None:
-        if timeout_s is not None and not timeout_s > 0:
-            raise ValueError(f"timeout_s: expected a positive number of seconds or None, got {timeout_s!r}")
-        if isinstance(max_output_chars, bool) or not isinstance(max_output_chars, int) or max_output_chars < 1:
-            raise ValueError(f"max_output_chars: expected a positive int, got {max_output_chars!r}")
-        self.tools = dict(tools)
-        self.timeout_s = timeout_s
-        self.max_output_chars = max_output_chars
-        self._warm: set[str] = set()
-        self._warm_lock = threading.Lock()
-
-    def warm_up(self, name: str) -> None:
-        """Run tool ``name``'s ``warm_up`` unless it already ran successfully (exceptions propagate)."""
-        tool = self.tools[name]
-        with self._warm_lock:
-            if name not in self._warm:
-                if tool.warm_up is not None:
-                    tool.warm_up()
-                self._warm.add(name)
-
-    def run(self, name: str, query: str) -> ToolResult:
-        """Call tool ``name`` on ``query``; raises :class:`UnknownToolError` for an unregistered name.
-
-        Every failure of the tool itself comes back as a :class:`ToolResult` with ``error`` set and
-        ``output`` ``Error: <message>``, so the rollout can show it to the model and go on.
-        """
-        if name not in self.tools:
-            raise UnknownToolError([name], self.tools)
-        outcome: dict[str, Any] = {}
-        try:
-            self.warm_up(name)
-        except Exception as error:  # noqa: BLE001 - reported to the model, not raised
-            message = f"tool {name!r} failed to start: {type(error).__name__}: {error}"
-            output, truncated = self._cap(f"Error: {message}")
-            return ToolResult(output=output, error=message, elapsed_s=0.0, truncated=truncated)
-
-        def call() -> None:
-            try:
-                outcome["value"] = self.tools[name].fn(query)
-            except BaseException as error:  # noqa: BLE001 - reported to the model, not raised
-                outcome["error"] = error
-
-        started = time.perf_counter()
-        worker = threading.Thread(target=call, name=f"swirl-tool-{name}", daemon=True)
-        worker.start()
-        worker.join(self.timeout_s)
-        elapsed = time.perf_counter() - started
-
-        if worker.is_alive():
-            _abandoned.append(worker)
-            error = f"tool {name!r} timed out after {self.timeout_s:g} s"
-        elif "error" in outcome:
-            exception = outcome["error"]
-            error = f"{type(exception).__name__}: {exception}" if str(exception) else type(exception).__name__
-        elif not isinstance(outcome["value"], str):
-            error = f"tool {name!r} returned {type(outcome['value']).__name__}, expected str"
-        else:
-            error = None
-        output, truncated = self._cap(outcome["value"] if error is None else f"Error: {error}")
-        return ToolResult(output=output, error=error, elapsed_s=elapsed, truncated=truncated)
-
-    def _cap(self, text: str) -> tuple[str, bool]:
-        if len(text) <= self.max_output_chars:
-            return text, False
-        return text[: self.max_output_chars] + truncation_marker(len(text), self.max_output_chars), True

@@ -9,15 +9,19 @@ tool's result, which goes back to the model as the next user turn ``QUERY -> RES
 
 JSONL files hold one record per line with a ``schema_version``. Writing is append-safe: each record is
 one ``write()`` of a whole line followed by flush and fsync, so a crash can at worst leave a *torn last
-line* (no trailing newline). :func:`read_jsonl` skips a torn last line with a warning, and
-:class:`JsonlWriter` cuts such a tail off before it appends, so the next record starts on a clean line.
-Any other bad line is an error naming ``file:line`` and the field.
+line* (no trailing newline). Only in a file a writer owns (``generate``'s shards) is such a line skipped
+(``torn_tail="skip"``), and :class:`JsonlWriter` cuts it off before it appends; in a file a user gave, a bad
+last line is an error like any other. Every bad line is an error naming ``file:line`` and the field: numbers
+must be finite (JSON's ``NaN`` and ``Infinity`` are refused), the ``schema_version`` known, and a trajectory's
+prompt a non-empty list of messages with a ``role`` and a ``content``. Writes never follow a symlink: a file is
+written under a temporary name and renamed over the target, which replaces a link instead of writing through it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import types
@@ -263,6 +267,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FormatError(f"{where}: expected a number, got {value!r:.60}")
+        if not math.isfinite(value):
+            raise FormatError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -303,47 +309,89 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
 # JSONL files
 
 
-def read_jsonl(path: str | os.PathLike, cls: type[T]) -> Iterator[T]:
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows (numbers must be finite)")
+
+
+def read_jsonl(path: str | os.PathLike, cls: type[T], *, torn_tail: Literal["error", "skip"] = "error") -> Iterator[T]:
     """Read records of dataclass ``cls`` from a JSONL file.
 
-    Blank lines are skipped. A torn last line (a crash mid-write: no trailing newline and not valid JSON)
-    is skipped with a warning. Any other bad line raises :class:`FormatError` naming ``file:line``.
-    A record with a newer ``schema_version`` than this library knows is an error.
+    Blank lines are skipped. Any bad line raises :class:`FormatError` naming ``file:line`` and the field, except,
+    with ``torn_tail="skip"`` (a file this library writes and owns), a torn last line: a crash mid-write leaves one
+    without a trailing newline, and it is skipped with a warning. ``schema_version`` must be one this library knows.
     """
     path = Path(path)
     with path.open("rb") as fh:
         lines = fh.read().split(b"\n")
     last = len(lines) - 1  # index of the text after the final newline ("" when the file ends cleanly)
+    has_version = "schema_version" in {f.name for f in dataclasses.fields(cls)}
     for i, raw in enumerate(lines):
         if not raw.strip():
             continue
         where = f"{path}:{i + 1}"
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_constant=_refuse_constant)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            if i == last:
+            if i == last and torn_tail == "skip":
                 warnings.warn(f"{where}: skipping a torn last line (an interrupted write): {err}", stacklevel=2)
                 return
             raise FormatError(f"{where}: not valid JSON: {err}") from None
-        if isinstance(data, dict) and "schema_version" in {f.name for f in dataclasses.fields(cls)}:
+        except ValueError as err:
+            raise FormatError(f"{where}: {err}") from None
+        if has_version and isinstance(data, dict):
             version = data.get("schema_version", SCHEMA_VERSION)
-            if isinstance(version, int) and version > SCHEMA_VERSION:
-                raise FormatError(
-                    f"{where}: schema_version {version} is newer than this library's ({SCHEMA_VERSION}); upgrade swirl-lightning"
-                )
+            if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+                raise FormatError(f"{where}: schema_version {version} is newer than this library's ({SCHEMA_VERSION}); "
+                                  "upgrade swirl-lightning")
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise FormatError(f"{where}: schema_version: expected a version this library knows (1..{SCHEMA_VERSION}), "
+                                  f"got {version!r:.40}")
         try:
-            yield from_dict(cls, data)
+            record = from_dict(cls, data)
         except FormatError as err:
             raise FormatError(f"{where}: {err}") from None
+        if isinstance(record, Trajectory):
+            _check_trajectory(record, where)
+        yield record
 
 
-def read_trajectories(path: str | os.PathLike) -> list[Trajectory]:
-    """All trajectories in a JSONL file."""
-    return list(read_jsonl(path, Trajectory))
+def _check_trajectory(trajectory: Trajectory, where: str) -> None:
+    """What the types alone do not say: a prompt of messages, actions with their parts, a result between steps."""
+    if not trajectory.prompt:
+        raise FormatError(f"{where}: prompt: expected a non-empty list of chat messages")
+    for k, message in enumerate(trajectory.prompt):
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                got = "missing" if key not in message else f"got {message[key]!r:.40}"
+                raise FormatError(f"{where}: prompt[{k}].{key}: expected a string, {got}")
+    for k, step in enumerate(trajectory.steps):
+        action = step.action
+        needed = {"tool": ("tool", "query"), "answer": ("answer",), "invalid": ()}[action.kind]
+        for name in needed:
+            if not isinstance(getattr(action, name), str):
+                raise FormatError(f"{where}: steps[{k}].action.{name}: expected a string for a {action.kind} action")
+        if step.observation is None and k < len(trajectory.steps) - 1:
+            raise FormatError(f"{where}: steps[{k}].observation: expected the result the model saw before step {k + 1}")
+        for name in ("token_ids", "observation_token_ids"):
+            ids = getattr(step, name)
+            if ids is not None and any(i < 0 for i in ids):
+                raise FormatError(f"{where}: steps[{k}].{name}: expected token ids >= 0")
+    if trajectory.prompt_token_ids is not None and any(i < 0 for i in trajectory.prompt_token_ids):
+        raise FormatError(f"{where}: prompt_token_ids: expected token ids >= 0")
+
+
+def read_trajectories(path: str | os.PathLike, *, torn_tail: Literal["error", "skip"] = "error") -> list[Trajectory]:
+    """All trajectories in a JSONL file (see :func:`read_jsonl`)."""
+    return list(read_jsonl(path, Trajectory, torn_tail=torn_tail))
+
+
+def _open_no_follow(path: Path, flags: int) -> int:
+    """``os.open`` that refuses to write through a symlink (``O_NOFOLLOW`` where the platform has it)."""
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
 
 
 class JsonlWriter:
-    """Append-safe JSONL writer: one whole line per ``write()``, flushed and fsynced.
+    """Append-safe JSONL writer: one whole line per ``write()``, flushed and fsynced; never through a symlink.
 
     Opening an existing file cuts off a torn last line left by a crash, so appends start clean.
     """
@@ -352,13 +400,15 @@ class JsonlWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
+        if self.path.is_symlink():
+            raise FileExistsError(f"{self.path} is a symlink; writes never follow one: remove it or choose another path")
         _truncate_torn_tail(self.path)
-        self._fh = self.path.open("ab")
+        self._fh = os.fdopen(_open_no_follow(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
 
     def write(self, record: Any) -> None:
         """Append one record (a dataclass or a dict) as one line."""
         data = to_dict(record) if dataclasses.is_dataclass(record) else record
-        line = json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
         self._fh.write(line.encode("utf-8"))
         self._fh.flush()
         if self._fsync:
@@ -374,16 +424,33 @@ class JsonlWriter:
         self.close()
 
 
-def write_jsonl(path: str | os.PathLike, records: typing.Iterable[Any]) -> None:
-    """Write records to a new file atomically (temporary file, then rename)."""
-    path = Path(path)
+def _temporary(path: Path) -> Path:
     tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
+    if os.path.lexists(tmp):
+        tmp.unlink()  # a leftover of a crash, or a planted link: unlink removes the link itself
+    return tmp
+
+
+def write_jsonl(path: str | os.PathLike, records: typing.Iterable[Any]) -> None:
+    """Write records to a new file atomically (temporary file, then rename over the target, link or not)."""
+    path = Path(path)
+    tmp = _temporary(path)
     with JsonlWriter(tmp, fsync=False) as writer:
         for record in records:
             writer.write(record)
         os.fsync(writer._fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file, then rename): never half a file, never through a link."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(path)
+    with os.fdopen(_open_no_follow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from swirl_lightning.core.config import JudgeConfig, TaskConfig
-from swirl_lightning.core.trajectory import Example, Judgement, Step, Trajectory, read_trajectories, write_jsonl
+from swirl_lightning.core.trajectory import (
+    Example, Judgement, Step, Trajectory, read_trajectories, write_jsonl, write_text_atomic,
+)
 from swirl_lightning.judging.base import OutcomeJudge
 from swirl_lightning.judging.steps import JudgementCache, judge_trajectories
 
@@ -219,6 +221,8 @@ class FilterConfig:
     """Judgement cache file; default ``$SWIRL_CACHE_DIR/judgements/judgements.sqlite``."""
     progress: bool = True
     """Show a progress bar while judging."""
+    overwrite: bool = False
+    """Replace an existing output (and stats); without it an existing output is refused."""
 
     def __post_init__(self) -> None:
         if self.mode not in FILTER_MODES:
@@ -232,11 +236,13 @@ class FilterConfig:
         return Path(self.stats) if self.stats else Path(self.output).with_suffix(".stats.json")
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def check_outputs(source: str | Path, outputs: Sequence[Path], overwrite: bool) -> None:
+    """Refuse outputs that would destroy data: the input itself, or an existing file without ``overwrite``."""
+    for output in outputs:
+        if Path(output).resolve() == Path(source).resolve() or (output.exists() and output.samefile(source)):
+            raise ValueError(f"output {output} is the input: filtering in place would destroy it; choose another output")
+        if os.path.lexists(output) and not overwrite:
+            raise FileExistsError(f"output {output} exists: pass --overwrite true to replace it, or choose another output")
 
 
 def run_filter(config: FilterConfig) -> dict[str, Any]:
@@ -245,6 +251,7 @@ def run_filter(config: FilterConfig) -> dict[str, Any]:
     from swirl_lightning.judging.base import make_outcome_judge, make_step_judge
 
     started = time.perf_counter()
+    check_outputs(config.input, [Path(config.output), config.stats_path], config.overwrite)
     trajectories = read_trajectories(config.input)
     task = config.task
     examples = None if task is None else {e.id: e for e in load_task(task.name, task.split, path=task.data_path)}
@@ -269,7 +276,7 @@ def run_filter(config: FilterConfig) -> dict[str, Any]:
     stats.update(input=str(config.input), output=str(config.output), task=None if task is None else task.name,
                  split=None if task is None else task.split, outcome_judge=outcome_judge_id, judging=judging,
                  seconds=round(time.perf_counter() - started, 3))
-    _write_json_atomic(config.stats_path, stats)
+    write_text_atomic(config.stats_path, json.dumps(stats, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return stats
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from swirl_lightning.core.answers import matches_reference, parse_number
-from swirl_lightning.core.tools import Tool, ToolExecutor
+from swirl_lightning.core.tool_executor import ToolExecutor
+from swirl_lightning.core.tools import Tool
 from swirl_lightning.core.trajectory import Example, Judgement, State, Step
 from swirl_lightning.judging.base import StepJudgeBase
 from swirl_lightning.judging.outcome import NumericJudge

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from swirl_lightning.core import prompts
 from swirl_lightning.core.config import TaskConfig, ToolsConfig
-from swirl_lightning.core.tools import Tool, ToolExecutor, tool_tags
+from swirl_lightning.core.tool_executor import ToolExecutor
+from swirl_lightning.core.tools import Tool, tool_tags
 from swirl_lightning.core.trajectory import Example, Step, Trajectory, parse_action
 
 
@@ -146,6 +147,13 @@ class RolloutConversation:
 
     def on_context_full(self) -> None:
         self._finish("context_full", None)
+
+    def on_failure(self, reason: str) -> None:
+        """The rollout raised (building the prompt, a turn): recorded as ``failed`` with the reason, not retried."""
+        from swirl_lightning.core.tool_executor import without_host_paths
+
+        self.trajectory.metadata["failure"] = without_host_paths(reason)
+        self._finish("failed", None)
 
     def _finish(self, reason: str, answer: str | None) -> None:
         trajectory = self.trajectory

@@ -49,7 +49,11 @@ class Conversation(Protocol):
         """
 
     def on_context_full(self) -> None:
-        """Called instead of another turn when the conversation would exceed the context budget."""
+        """Called instead of another turn when the conversation would exceed the context budget (also when its
+        prompt alone would: then before any turn)."""
+
+    def on_failure(self, reason: str) -> None:
+        """Called when building the prompt or taking a turn raised: the conversation ends, recorded as failed."""
 
 
 @dataclass
@@ -267,7 +271,7 @@ class GenerationEngine:
         # The first two conversations are taken up front to find the prompt head they share; the prefix is
         # then used for every conversation (the first included), so results do not depend on the batch size.
         ahead = [c for c in (next(waiting, None), next(waiting, None)) if c is not None]
-        prefix, prefix_kv = self._shared_prefix([c.prompt_ids() for c in ahead], cache)
+        prefix, prefix_kv = self._shared_prefix(self._ahead_prompts(ahead), cache)
         waiting = itertools.chain(ahead, waiting)
         exhausted = False
         tokens_at_start = self.stats.generated_tokens
@@ -281,7 +285,9 @@ class GenerationEngine:
                         self.stats.queued_tokens += self.stats.generated_tokens - tokens_at_start
                         break
                     generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + conversation.seed)
-                    feed = list(conversation.prompt_ids())
+                    feed = self._admit(conversation, on_finished)
+                    if feed is None:
+                        continue  # finished before it took the slot: the next waiting conversation may
                     cache.reset_slot(i)
                     # At least one prompt token stays to feed: the first sampled token needs its logits.
                     cached = min(common_prefix_length(prefix, feed), len(feed) - 1)
@@ -302,6 +308,34 @@ class GenerationEngine:
             else:
                 rows = decode
             self._step(rows, slots, cache, on_finished)
+
+    def _ahead_prompts(self, ahead: list[Conversation]) -> list[list[int]]:
+        """The prompts of the conversations read ahead, leaving out those that fail or overflow the budget (they are
+        ended when they are admitted)."""
+        prompts = []
+        for conversation in ahead:
+            try:
+                ids = list(conversation.prompt_ids())
+            except Exception:  # noqa: BLE001 - recorded when the conversation is admitted
+                continue
+            if len(ids) + 1 <= self.config.max_context_tokens:
+                prompts.append(ids)
+        return prompts
+
+    def _admit(self, conversation: Conversation, on_finished: Callable[[Conversation], None]) -> list[int] | None:
+        """The prompt to feed, or ``None`` when the conversation ends before taking a slot: its prompt leaves no room
+        in the context budget (checked before any tensor is made for it), or building the prompt failed."""
+        try:
+            feed = list(conversation.prompt_ids())
+        except Exception as error:  # noqa: BLE001 - one bad conversation must not end the others
+            conversation.on_failure(f"{type(error).__name__}: {error}")
+            on_finished(conversation)
+            return None
+        if len(feed) + 1 > self.config.max_context_tokens:
+            conversation.on_context_full()
+            on_finished(conversation)
+            return None
+        return feed
 
     def _shared_prefix(self, prompts: list[list[int]], cache: SlotKVCache) -> tuple[list[int], dict | None]:
         """The head the prompts share and its keys and values (``([], None)`` when too short to bother)."""
@@ -365,7 +399,11 @@ class GenerationEngine:
             if reason is None:
                 continue
             text = self.tokenizer.decode(slot.turn_ids, skip_special_tokens=True)
-            next_feed = slot.conversation.on_turn_end(list(slot.turn_ids), text, reason)
+            try:
+                next_feed = slot.conversation.on_turn_end(list(slot.turn_ids), text, reason)
+            except Exception as error:  # noqa: BLE001 - recorded as the conversation's failure; the others go on
+                slot.conversation.on_failure(f"{type(error).__name__}: {error}")
+                next_feed = None
             slot.turn_ids, slot.turn_index = [], slot.turn_index + 1
             if next_feed is not None and int(cache.lengths[i]) + len(next_feed) + 1 > self.config.max_context_tokens:
                 slot.conversation.on_context_full()

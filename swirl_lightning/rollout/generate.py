@@ -20,10 +20,13 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
-from swirl_lightning.core.trajectory import Example, JsonlWriter, Trajectory, read_trajectories, write_jsonl
+from swirl_lightning.core.trajectory import (
+    Example, JsonlWriter, Trajectory, read_trajectories, write_jsonl, write_text_atomic,
+)
 
 
 @dataclass
@@ -48,11 +51,60 @@ class GenerateConfig:
     """``auto`` picks CUDA when present, else CPU."""
     progress: bool = True
     """Show a progress bar."""
+    overwrite: bool = False
+    """Start over when the output exists. Without it an existing output is resumed, and only when it was made with
+    the same policy, sampling, samples, tools and task framing (``<output>.run.json``): two runs never mix."""
 
     def __post_init__(self) -> None:
         for name in ("samples", "processes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device: expected auto, cpu or cuda[:N], got {self.device!r}")
+
+
+def run_identity(cfg: GenerateConfig) -> dict[str, Any]:
+    """What makes trajectories of one run comparable: a resume must match it (limit and offset may grow)."""
+    from swirl_lightning.core.prompts import PROMPT_VERSION
+
+    sampling = {k: v for k, v in asdict(cfg.sampling).items()
+                if k in ("temperature", "top_p", "max_new_tokens", "max_context_tokens", "seed")}
+    task = {k: v for k, v in asdict(cfg.task).items() if k in ("name", "split", "data_path", "max_steps", "few_shot")}
+    return {"policy": asdict(cfg.policy), "sampling": sampling, "task": task, "tools": cfg.tools.names,
+            "samples": cfg.samples, "prompt_version": PROMPT_VERSION}
+
+
+def run_file(output: Path) -> Path:
+    return output.with_name(output.name + ".run.json")
+
+
+def _differences(stored: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(stored, dict) and isinstance(current, dict):
+        return [d for key in sorted(set(stored) | set(current))
+                for d in _differences(stored.get(key), current.get(key), f"{prefix}{key}.")]
+    return [] if stored == current else [f"{prefix.rstrip('.')}: {stored!r} then, {current!r} now"]
+
+
+def prepare_output(cfg: GenerateConfig) -> None:
+    """Refuse an output this run would mix with another (or replace it with ``overwrite``); record this run's
+    identity beside it."""
+    output = Path(cfg.output)
+    summary = output.with_name(output.name + ".summary.json")
+    if cfg.overwrite:
+        for path in (output, run_file(output), summary):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(shard_dir(output), ignore_errors=True)
+    current = run_identity(cfg)
+    if output.exists() or shard_dir(output).exists():
+        if not run_file(output).exists():
+            raise FileExistsError(f"{output} exists and {run_file(output).name} does not say how it was made; resuming "
+                                  "could mix two runs: pass --overwrite true to start over, or choose another --output")
+        differences = _differences(json.loads(run_file(output).read_text()), current)
+        if differences:
+            raise FileExistsError(f"{output} was generated with other settings ({'; '.join(differences)}); resuming "
+                                  "would mix two runs: pass --overwrite true to start over, or choose another --output")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_file(output), json.dumps(current, indent=2) + "\n")
 
 
 def shard_dir(output: Path) -> Path:
@@ -61,25 +113,24 @@ def shard_dir(output: Path) -> Path:
 
 def finished_keys(output: Path) -> set[tuple[str, int]]:
     """(example id, sample index) pairs already in the merged output or any shard."""
-    keys: set[tuple[str, int]] = set()
-    for path in _trajectory_files(output):
-        keys.update(t.key for t in read_trajectories(path))
-    return keys
+    return {t.key for t in _finished(output)}
 
 
-def _trajectory_files(output: Path) -> list[Path]:
-    files = [output] if output.exists() else []
+def _finished(output: Path) -> Iterator[Trajectory]:
+    """The trajectories of the merged output, then of every shard (a shard's torn last line, from a crash, is
+    skipped: the writer owns it)."""
+    if output.exists():
+        yield from read_trajectories(output)
     if shard_dir(output).exists():
-        files += sorted(shard_dir(output).glob("rank*.jsonl"))
-    return files
+        for shard in sorted(shard_dir(output).glob("rank*.jsonl")):
+            yield from read_trajectories(shard, torn_tail="skip")
 
 
 def merge_shards(output: Path, example_order: list[str]) -> list[Trajectory]:
     """Merge the output and all shards into ``output``: one trajectory per key, in question order."""
     by_key: dict[tuple[str, int], Trajectory] = {}
-    for path in _trajectory_files(output):
-        for trajectory in read_trajectories(path):
-            by_key.setdefault(trajectory.key, trajectory)
+    for trajectory in _finished(output):
+        by_key.setdefault(trajectory.key, trajectory)
     order = {example_id: i for i, example_id in enumerate(example_order)}
     merged = sorted(by_key.values(), key=lambda t: (order.get(t.example_id, len(order)), t.example_id, t.sample_index))
     write_jsonl(output, merged)
@@ -87,11 +138,13 @@ def merge_shards(output: Path, example_order: list[str]) -> list[Trajectory]:
 
 
 def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked for, but this machine has no CUDA device (use auto or cpu)")
+    return device
 
 
 def _examples(cfg: GenerateConfig) -> list[Example]:
@@ -139,16 +192,19 @@ def run_rank(cfg: GenerateConfig, rank: int = 0, world: int = 1) -> dict[str, An
     policy, tokenizer = load_policy(cfg.policy, cfg.device)
     settings.renderer = ChatRenderer(tokenizer)
     engine = GenerationEngine(policy, tokenizer, cfg.sampling, stop_strings=settings.stop_strings)
+    errors = ToolErrorWatch(cfg.tools)
     started = time.perf_counter()
     bar = tqdm(total=todo, desc=f"generate[rank {rank}]" if world > 1 else "generate", unit="traj",
                disable=not cfg.progress, position=rank)
-    with JsonlWriter(shard) as writer:
+    with JsonlWriter(shard) as writer, settings.executor:
         def on_finished(conversation) -> None:
             writer.write(conversation.trajectory)
             stats["trajectories"] += 1
             bar.update(1)
             elapsed = time.perf_counter() - started
             bar.set_postfix(tok_s=f"{engine.stats.generated_tokens / max(elapsed, 1e-9):.1f}", refresh=False)
+            errors.add(conversation.trajectory)
+            errors.check()
 
         engine.run(conversations(mine, cfg.samples, settings, skip=done), on_finished)
     bar.close()
@@ -162,7 +218,48 @@ def run_rank(cfg: GenerateConfig, rank: int = 0, world: int = 1) -> dict[str, An
     return stats
 
 
+class ToolErrorRateExceeded(ValueError):
+    """More tool calls failed than ``tools.max_error_rate`` allows, with ``tools.on_error_rate: fail``."""
+
+
+class ToolErrorWatch:
+    """Counts tool calls and errors as trajectories finish; with ``on_error_rate: fail``, stops the run once 20 calls
+    show a rate over the limit (a misconfigured tool: every later call would fail the same way)."""
+
+    def __init__(self, tools: ToolsConfig, min_calls: int = 20):
+        self.config, self.min_calls = tools, min_calls
+        self.calls = self.errors = 0
+        self.example: str | None = None
+
+    def add(self, trajectory: Trajectory) -> None:
+        """Count the tool calls of a finished trajectory."""
+        for step in trajectory.steps:
+            if step.action.kind == "tool":
+                self.calls += 1
+                if step.tool_error:
+                    self.errors += 1
+                    self.example = self.example or (step.observation or "").rpartition(" -> ")[2]
+
+    def check(self, final: bool = False) -> None:
+        """With ``on_error_rate: fail``, raise once the rate is over the limit (after ``min_calls``, or at the end)."""
+        if self.config.on_error_rate == "fail" and (final or self.calls >= self.min_calls) and self.exceeded():
+            raise ToolErrorRateExceeded(f"{self.message()}; stopped (tools.on_error_rate: fail). The trajectories so "
+                                        "far are kept; fix the tool, then run again with --overwrite true")
+
+    def exceeded(self) -> bool:
+        return bool(self.calls) and self.errors / self.calls > self.config.max_error_rate
+
+    def message(self) -> str:
+        return (f"{self.errors} of {self.calls} tool calls failed ({self.errors / max(self.calls, 1):.0%}, over the "
+                f"limit tools.max_error_rate={self.config.max_error_rate:g}), e.g. {self.example!r:.200}")
+
+
 def _worker(cfg: GenerateConfig, rank: int, world: int) -> None:
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # spawned by `--processes N` (not torchrun): a worker of a killed parent must not go on
+        from swirl_lightning.core.tool_executor import die_with_parent
+
+        die_with_parent(parent.pid)
     stats = run_rank(cfg, rank, world)
     done_marker = shard_dir(Path(cfg.output)) / f"rank{rank}-of-{world}.done.json"
     done_marker.parent.mkdir(parents=True, exist_ok=True)
@@ -171,19 +268,27 @@ def _worker(cfg: GenerateConfig, rank: int, world: int) -> None:
 
 def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Run ``swirl generate``: all ranks, then merge and summarise (on rank 0). Returns the summary."""
+    import dataclasses
+
     from swirl_lightning.rollout.evaluation import summarize
 
+    # An absolute output: nothing a tool or a library does to the working folder can move where results go.
+    cfg = dataclasses.replace(cfg, output=str(Path(cfg.output).resolve()))
     output = Path(cfg.output)
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     started = time.perf_counter()
     if env_world > 1:  # launched by torchrun: this process is one rank
         rank, world = int(os.environ.get("RANK", "0")), env_world
+        if cfg.overwrite:
+            raise ValueError("overwrite under torchrun: remove the output and its shards by hand, then run again")
+        prepare_output(cfg)
         _clear_done_markers(output, rank, world)
         _worker(cfg, rank, world)
         if rank != 0:
             return {}
         _wait_for_ranks(output, world)
     elif cfg.processes > 1:
+        prepare_output(cfg)
         world = cfg.processes
         for rank in range(world):
             _clear_done_markers(output, rank, world)
@@ -198,6 +303,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
             raise RuntimeError(f"generate: worker rank(s) {failed} failed; finished trajectories are kept in "
                                f"{shard_dir(output)}; run the same command again to resume")
     else:
+        prepare_output(cfg)
         world = 1
         _clear_done_markers(output, 0, 1)
         _worker(cfg, 0, 1)
@@ -214,8 +320,25 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
         tokens_per_second_by_turn=_merge_by_turn(rank_stats),
         config=asdict(cfg),
     )
-    output.with_name(output.name + ".summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(output.with_name(output.name + ".summary.json"), json.dumps(summary, indent=2) + "\n")
+    _warn_about(merged, cfg.tools)
     return summary
+
+
+def _warn_about(trajectories: list[Trajectory], tools: ToolsConfig) -> None:
+    """Say loudly what a user must look at: failed rollouts, and a tool error rate over the limit."""
+    import sys
+
+    failed = [t for t in trajectories if t.metadata.get("finish_reason") == "failed"]
+    if failed:
+        print(f"swirl generate: warning: {len(failed)} rollout(s) failed and were recorded as failed, not retried; "
+              f"e.g. {failed[0].key}: {failed[0].metadata.get('failure')}", file=sys.stderr)
+    watch = ToolErrorWatch(tools)
+    for trajectory in trajectories:
+        watch.add(trajectory)
+    watch.check(final=True)
+    if watch.exceeded():
+        print(f"swirl generate: warning: {watch.message()}: check the tool's configuration", file=sys.stderr)
 
 
 def _clear_done_markers(output: Path, rank: int, world: int) -> None:

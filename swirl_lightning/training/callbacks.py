@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from swirl_lightning.core.trajectory import Trajectory
 from swirl_lightning.training.objectives import SwirlObjective
@@ -168,3 +171,27 @@ class RewardProbe(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+
+
+class PeriodicCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint that keeps its count of periodic checkpoints across kills and resumes.
+
+    Without a monitored metric, ModelCheckpoint saves the new checkpoint and then removes the one before. A run killed
+    between the two leaves the old file behind, and the resumed run, restored from a state that never saw the new
+    one, does not know it: each kill can add a file for good. After every save this one removes files in its own
+    folder with Lightning's default name (``epoch=E-step=S.ckpt``) beyond ``save_top_k``, keeping the newest by step.
+    """
+
+    _NAME = re.compile(r"^epoch=(\d+)-step=(\d+)(?:-v\d+)?\.ckpt$")
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if self.monitor is None and self.save_top_k >= 1 and trainer.is_global_zero and self.dirpath:
+            self._prune(Path(self.dirpath))
+
+    def _prune(self, folder: Path) -> None:
+        periodic = sorted((int(m.group(2)), path) for path in folder.glob("epoch=*-step=*.ckpt")
+                          if (m := self._NAME.match(path.name)))
+        for _, path in periodic[: max(len(periodic) - self.save_top_k, 0)]:
+            if str(path) not in (self.last_model_path, self.best_model_path):
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)  # sharded: a folder

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import fields
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -42,6 +43,17 @@ class SwirlCLI(LightningCLI):
         parser.link_arguments("model.objective", "data.objective")
         parser.link_arguments("policy.name", "data.tokenizer")
         parser.link_arguments("model.evaluation.sampling.batch_size", "data.validation_batch_size")
+
+    def before_fit(self) -> None:
+        """Checks that need the built trainer and module, before any weights load."""
+        if self.trainer.max_steps == 0:
+            raise ValueError("trainer.max_steps: expected a positive number of optimizer steps, or -1 for max_epochs")
+        export = self.model.export_config
+        resuming = bool(self.config[self.subcommand].get("ckpt_path"))  # the same run goes on: its export is its own
+        if export.enabled and export.dir and not (export.overwrite or resuming) and Path(export.dir).exists() \
+                and any(Path(export.dir).iterdir()):
+            raise FileExistsError(f"model.export.dir {export.dir} holds an export already: pass "
+                                  "--model.export.overwrite true to replace it, or choose another dir")
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would replace the model options with those saved in a --ckpt_path checkpoint, so

@@ -52,6 +52,8 @@ class ExportConfig:
     """Where the export goes; default ``<log_dir>/export``."""
     dtype: str | None = None
     """Cast the exported LoRA adapter's weights to this dtype (``bfloat16`` halves a file meant to be shipped)."""
+    overwrite: bool = False
+    """Replace an existing export; without it, ``fit`` refuses to start when ``dir`` already holds one."""
 
 
 @dataclass

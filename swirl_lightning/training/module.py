@@ -76,9 +76,15 @@ class SwirlModule(L.LightningModule):
         self.swirl, self.evaluation, self.export_config = swirl, evaluation, export
         self.automatic_optimization = self.objective.automatic_optimization
         self.strict_loading = lora.r <= 0
-        from swirl_lightning.core.models import load_tokenizer
+        from swirl_lightning.core.models import check_adapter_dir, check_model_name, load_tokenizer
 
+        # Every name and path is checked here, before any weights load: a typo costs a second, not a model load.
+        check_model_name(policy.name)
+        if policy.adapter:
+            check_adapter_dir(policy.adapter)
         self.tokenizer = load_tokenizer(policy.name)
+        self.rollout_settings()
+        self.step_judge()
         self.scorer: ActionScorer | None = None
         self.reference: ActionScorer | None = None
         self.batch_tokens = 0
@@ -175,6 +181,12 @@ class SwirlModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self.objective.training_step(self, batch)
+
+    def check_finite(self, loss: Tensor) -> None:
+        """Stop before a non-finite loss reaches the weights: data out of range must not ruin a model silently."""
+        if not torch.isfinite(loss):
+            raise ValueError(f"the training loss is {loss.item()} at step {self.global_step}: the batch's rewards or "
+                             "weights are out of range; the weights were not updated")
 
     def log_row_batch(self, batch: TrainingBatch, loss: Tensor, entropy: Tensor) -> None:
         """The training scalars of a batch of trajectory rows."""

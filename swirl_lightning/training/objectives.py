@@ -64,6 +64,7 @@ class SftObjective(Objective):
     def training_step(self, module: SwirlModule, batch: TrainingBatch) -> Tensor:
         logprobs, entropy = module.scorer(batch.input_ids, batch.attention_mask, batch.segment_ids)
         loss = sft_loss(logprobs, batch.segment_ids)
+        module.check_finite(loss)
         module.log_row_batch(batch, loss, entropy)
         return loss
 
@@ -79,6 +80,7 @@ class OfflineObjective(Objective):
     def training_step(self, module: SwirlModule, batch: TrainingBatch) -> Tensor:
         logprobs, entropy = module.scorer(batch.input_ids, batch.attention_mask, batch.segment_ids)
         loss = offline_loss(logprobs, batch.segment_ids, batch.weights)
+        module.check_finite(loss)
         present = batch.step_index >= 0
         module.log_rewards(batch.weights[present], batch.step_index[present])
         module.log_row_batch(batch, loss, entropy)
@@ -166,6 +168,7 @@ class SwirlObjective(Objective):
         old_logprobs = None  # the sampling policy's: with it the ratio is 1 on the first update
         for _ in range(module.swirl.ppo_epochs):
             loss, stats = self.loss(module, batch, old_logprobs)
+            module.check_finite(loss)
             old_logprobs = stats["logprobs"] if old_logprobs is None else old_logprobs
             optimizer.zero_grad()
             module.manual_backward(loss)

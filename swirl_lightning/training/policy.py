@@ -124,6 +124,9 @@ class _OneTurn:
     def on_context_full(self) -> None:
         pass
 
+    def on_failure(self, reason: str) -> None:
+        raise RuntimeError(f"sampling an action failed: {reason}")
+
 
 def load_trainable_policy(policy: PolicyConfig, lora: LoraConfig, device: torch.device | str, *,
                           gradient_checkpointing: bool = False) -> nn.Module:

@@ -1,0 +1,369 @@
+"""Bad data, hostile tools and careless paths never ruin a run or lose data: each case a red-team pass found."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from swirl_lightning.cli import main as swirl
+from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
+from swirl_lightning.core.tool_executor import ToolExecutor
+from swirl_lightning.core.trajectory import (
+    Action, Example, Judgement, Step, Trajectory, read_trajectories, to_dict, write_jsonl,
+)
+from swirl_lightning.testing import make_tool
+
+ROOT = Path(__file__).resolve().parents[1]
+QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May."
+
+
+def judged_trajectory(sample: int = 0) -> Trajectory:
+    """A GSM8K train question's trajectory with reference verdicts, as `swirl filter` writes them."""
+    steps = [Step("<math_exp>48/2</math_exp>", Action("tool", tool="calculator", tag="math_exp", query="48/2"),
+                  observation="48/2 -> 24", judgements=[Judgement("reference", "GOOD", 1.0)]),
+             Step("<answer>72</answer>", Action("answer", tag="answer", answer="72"),
+                  judgements=[Judgement("reference", "GOOD", 1.0)])]
+    return Trajectory("gsm8k-train-0", sample, [{"role": "user", "content": QUESTION}], steps, final_answer="72",
+                      outcome=1.0)
+
+
+def one_line_error(capsys, *argv: str) -> str:
+    """Run ``swirl argv`` in process; it must fail with exit code 2 and one line on stderr. Returns that line."""
+    import logging
+
+    # Lightning's log handlers keep the stderr of the test that first used them; give them this test's.
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    for handler in {h for lg in loggers for h in lg.handlers}:
+        if type(handler) is logging.StreamHandler:
+            handler.stream = sys.stderr  # not setStream: it would flush the closed one
+    assert swirl(list(argv)) == 2
+    # Lightning's status lines (seed, accelerators) may come first: they are information, not the error.
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("INFO:")
+             and not line.startswith(("Seed set", "GPU available", "TPU available"))]
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training data can no longer silently ruin a model
+
+
+@pytest.mark.parametrize("poison", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_in_a_trajectory_file_are_errors_naming_file_and_line(tmp_path, capsys, poison):
+    path = tmp_path / "poisoned.jsonl"
+    good = json.dumps(to_dict(judged_trajectory()))
+    path.write_text(good + "\n" + good.replace('"outcome": 1.0', f'"outcome": {poison}') + "\n")
+    line = one_line_error(capsys, "data", "stats", str(path))
+    assert f"{path}:2:" in line and "finite" in line
+    line = one_line_error(capsys, "filter", "--input", str(path), "--output", str(tmp_path / "kept.jsonl"),
+                          "--mode", "none", "--progress", "false")
+    assert f"{path}:2:" in line
+
+
+def test_stats_writes_valid_json(tmp_path, capsys):
+    path = tmp_path / "t.jsonl"
+    write_jsonl(path, [judged_trajectory(0), judged_trajectory(1)])
+    assert swirl(["data", "stats", str(path)]) == 0
+    json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"{name} in the stats"))
+
+
+def test_a_bad_last_line_in_a_users_file_is_an_error_not_a_silent_drop(tmp_path, capsys):
+    path = tmp_path / "hand_written.jsonl"
+    good = json.dumps(to_dict(judged_trajectory()))
+    path.write_text(good + "\n" + good[:-1].replace('"sample_index": 0', '"sample_index": 1') + ",}")  # a typo
+    line = one_line_error(capsys, "filter", "--input", str(path), "--output", str(tmp_path / "kept.jsonl"),
+                          "--mode", "none")
+    assert f"{path}:2: not valid JSON" in line
+
+
+# ----------------------------------------------------------------------------------------------------
+# Outputs are never destroyed by accident
+
+
+def test_filter_refuses_its_input_as_output_and_an_existing_output(tmp_path, capsys):
+    path = tmp_path / "t.jsonl"
+    write_jsonl(path, [judged_trajectory(0), judged_trajectory(1)])
+    line = one_line_error(capsys, "filter", "--input", str(path), "--output", str(path), "--mode", "none")
+    assert "is the input" in line and len(read_trajectories(path)) == 2
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("precious\n")
+    line = one_line_error(capsys, "filter", "--input", str(path), "--output", str(kept), "--mode", "none")
+    assert "exists: pass --overwrite true" in line and kept.read_text() == "precious\n"
+    assert swirl(["filter", "--input", str(path), "--output", str(kept), "--mode", "none", "--overwrite", "true",
+                  "--progress", "false"]) == 0
+    assert len(read_trajectories(kept)) == 2
+
+
+def test_data_reference_refuses_an_existing_output(tmp_path, capsys):
+    out = tmp_path / "ref.jsonl"
+    out.write_text("precious\n")
+    assert "exists: pass --overwrite" in one_line_error(capsys, "data", "reference", "--limit", "1", "--out", str(out))
+    assert out.read_text() == "precious\n"
+
+
+def tiny_generate(output: Path, *extra: str) -> list[str]:
+    return ["generate", "--policy.name", "tiny-random", "--task.limit", "2", "--task.max_steps", "2",
+            "--sampling.max_new_tokens", "4", "--samples", "2", "--progress", "false", "--output", str(output), *extra]
+
+
+def test_generate_refuses_to_mix_two_runs_in_one_output_and_never_writes_through_a_symlink(tmp_path, capsys):
+    out = tmp_path / "t.jsonl"
+    target = tmp_path / "elsewhere.json"
+    target.write_text("keep me")
+    (tmp_path / "t.jsonl.summary.json").symlink_to(target)
+    assert swirl(tiny_generate(out)) == 0
+    capsys.readouterr()
+    assert target.read_text() == "keep me" and not (tmp_path / "t.jsonl.summary.json").is_symlink()
+    assert swirl(tiny_generate(out)) == 0  # the same run again: a resume with nothing left to do
+    capsys.readouterr()
+    for change in (["--samples", "3"], ["--task.max_steps", "3"], ["--sampling.temperature", "0.5"]):
+        line = one_line_error(capsys, *tiny_generate(out, *change))
+        assert "was generated with other settings" in line and change[0].lstrip("-").split(".")[-1] in line
+    assert len(read_trajectories(out)) == 4
+    out.with_name("t.jsonl.run.json").unlink()  # an output this version did not write
+    assert "does not say how it was made" in one_line_error(capsys, *tiny_generate(out))
+    assert swirl(tiny_generate(out, "--samples", "3", "--overwrite", "true")) == 0
+    assert len(read_trajectories(out)) == 6
+
+
+def test_fit_refuses_to_overwrite_an_export(tmp_path, capsys):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "adapter_config.json").write_text("{}")
+    line = one_line_error(capsys, "fit", "--config", str(ROOT / "conf" / "gsm8k_warmup.yaml"), "--policy.name",
+                          "tiny-random", "--trainer.default_root_dir", str(tmp_path), "--model.export.dir", str(export))
+    assert "holds an export already" in line and (export / "adapter_config.json").read_text() == "{}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Errors users can act on: one line, exit code 2, before any model loads
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model.lora.r", "-4"], "lora.r: expected 0"),
+    (["--trainer.max_steps", "0"], "trainer.max_steps: expected a positive"),
+    (["--data.validation.questions", "-1"], "data.validation.questions: expected a positive"),
+    (["--tools.timeout_s", "0"], "tools.timeout_s: expected a number > 0"),
+    (["--model.optimizer.lr", "-1"], "optimizer.lr: expected a number > 0"),
+    (["--judge.name", "refrence"], "judge: expected one of"),
+    (["--task.name", "gsm9k"], "task: expected one of"),
+    (["--policy.adapter", "nowhere/adapter"], "no PEFT adapter at 'nowhere/adapter'"),
+    (["--policy.name", "./no/such/model"], "model './no/such/model': no such folder"),
+    (["--trainer.accelerator", "cuda"], "CUDAAccelerator"),
+])
+def test_bad_fit_settings_are_one_line_errors_before_any_model_loads(tmp_path, capsys, monkeypatch, flags, message):
+    import swirl_lightning.training.policy as policy
+
+    monkeypatch.setattr(policy, "load_trainable_policy", lambda *a, **k: pytest.fail("a model was loaded"))
+    base = ["fit", "--config", str(ROOT / "conf" / "quickstart.yaml"), "--policy.name", "tiny-random",
+            "--policy.adapter", "null", "--trainer.default_root_dir", str(tmp_path)]
+    assert message in one_line_error(capsys, *base, *flags)
+
+
+def test_generate_on_a_missing_device_is_a_one_line_error(tmp_path, capsys):
+    assert "no CUDA device" in one_line_error(capsys, *tiny_generate(tmp_path / "t.jsonl", "--device", "cuda"))
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    path = tmp_path / "missing.jsonl"
+    result = subprocess.run([sys.executable, "-m", "swirl_lightning", "--debug", "data", "stats", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "FileNotFoundError" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tools run where they can be killed
+
+
+def hostile_tools(tmp_path: Path) -> dict:
+    def hang(text: str) -> str:
+        time.sleep(3600)
+        return "never"
+
+    def busy(text: str) -> str:
+        while True:
+            pass
+
+    def exit_now(text: str) -> str:
+        os._exit(3)
+
+    def exit_politely(text: str) -> str:
+        sys.exit("bye")
+
+    def flood(text: str) -> str:
+        return "x" * 10_000_000
+
+    def surrogate(text: str) -> str:
+        return "bad \ud800 text"
+
+    def wander(text: str) -> str:
+        os.chdir(tmp_path)
+        return "moved"
+
+    def never_ready() -> None:
+        time.sleep(3600)
+
+    tools = [make_tool(f, name=f.__name__) for f in (hang, busy, exit_now, exit_politely, flood, surrogate, wander)]
+    tools.append(make_tool(lambda text: "ready", name="stuck", warm_up=never_ready))
+    return {tool.name: tool for tool in tools}
+
+
+def _threads_and_children() -> tuple[int, int]:
+    children = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == os.getpid()]
+    return len(list(Path("/proc/self/task").iterdir())), len(children)
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads and children through /proc")
+def test_hostile_tools_become_error_observations_and_every_rollout_finishes(tmp_path):
+    from swirl_lightning.rollout.conversation import RolloutSettings
+    from swirl_lightning.rollout.evaluation import evaluate
+    from swirl_lightning.testing import ScriptedPolicy
+
+    tools = hostile_tools(tmp_path)
+    names = list(tools)
+    threads_before, children_before = _threads_and_children()
+    cpu_before = time.process_time()
+    cwd = os.getcwd()
+    script = [f"<{name}>go</{name}>" for name in names] + ["<answer>1</answer>"]
+    examples = [Example(f"q{i}", "What now?", "1", "test") for i in range(2)]
+    with ToolExecutor(tools, timeout_s=0.5, max_output_chars=1000, warm_up_timeout_s=0.5) as executor:
+        settings = RolloutSettings(tools=tools, executor=executor, max_steps=len(script))
+        _, trajectories = evaluate(ScriptedPolicy(script), examples, settings, num_samples=2)
+    assert len(trajectories) == 4 and all(t.metadata["finish_reason"] == "answer" for t in trajectories)
+    observations = {step.action.tool: step.observation for step in trajectories[0].steps if step.action.kind == "tool"}
+    assert "timed out after 0.5 s" in observations["hang"] and "timed out" in observations["busy"]
+    assert "exited during the call (exit code 3)" in observations["exit_now"]
+    assert "SystemExit: bye" in observations["exit_politely"]
+    assert "[output truncated: 10000000 chars" in observations["flood"] and len(observations["flood"]) < 1200
+    assert "not valid Unicode" in observations["surrogate"]
+    assert observations["wander"].endswith("moved") and os.getcwd() == cwd
+    assert "failed to start" in observations["stuck"] and "warm-up was stopped" in observations["stuck"]
+    assert all(str(tmp_path) not in (s.observation or "") for t in trajectories for s in t.steps)
+    # Nothing left behind: no thread, no worker process, no CPU burnt after the run.
+    time.sleep(0.5)
+    assert _threads_and_children() == (threads_before, children_before)
+    spent = time.process_time()
+    time.sleep(1.0)
+    assert time.process_time() - spent < 0.2 and spent - cpu_before < 30
+
+
+def test_the_calculator_through_the_worker_is_fast():
+    pytest.importorskip("swirl_calculator")
+    from swirl_lightning.core.tools import collect_tools, select_tools
+
+    with ToolExecutor(select_tools(collect_tools(), ["calculator"])) as executor:
+        executor.run("calculator", "1+1")
+        times = []
+        for i in range(200):
+            started = time.perf_counter()
+            assert executor.run("calculator", f"{i} * 3 + 7 / 2").error is None
+            times.append(time.perf_counter() - started)
+    assert sorted(times)[len(times) // 2] < 0.005  # p50 under 5 ms
+
+
+def test_a_misconfigured_tool_makes_generate_warn_loudly_or_fail(tmp_path, capsys, monkeypatch):
+    from swirl_lightning.rollout.generate import ToolErrorRateExceeded, ToolErrorWatch
+
+    def failing(sample: int) -> Trajectory:
+        step = Step("<search_query>x</search_query>", Action("tool", tool="search", tag="search_query", query="x"),
+                    observation="x -> Error: FileNotFoundError: corpus.jsonl", tool_error=True)
+        return Trajectory("q", sample, [{"role": "user", "content": "q"}], [step])
+
+    watch = ToolErrorWatch(ToolsConfig(on_error_rate="fail"))
+    with pytest.raises(ToolErrorRateExceeded, match=r"20 of 20 tool calls failed \(100%.*corpus.jsonl"):
+        for sample in range(25):
+            watch.add(failing(sample))
+            watch.check()
+    from swirl_lightning.rollout.generate import _warn_about
+
+    _warn_about([failing(0), failing(1)], ToolsConfig())
+    assert "warning: 2 of 2 tool calls failed" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bounded input, failed rollouts, no leftovers
+
+
+def test_a_prompt_over_the_context_budget_ends_before_any_tensor_is_made(tmp_path):
+    from swirl_lightning.core.models import load_model, load_tokenizer
+    from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings
+    from swirl_lightning.rollout.evaluation import evaluate
+    from swirl_lightning.rollout.engine import GenerationEngine
+
+    model, tokenizer = load_model("tiny-random"), load_tokenizer("tiny-random")
+    settings = RolloutSettings.for_task(TaskConfig(max_steps=2), ToolsConfig(), renderer=ChatRenderer(tokenizer))
+    engine = GenerationEngine(model, tokenizer, SamplingConfig(max_new_tokens=4, max_context_tokens=512))
+    huge = Example("huge", "seven " * 200_000, "7", "gsm8k")  # ~200 KB: a mask for it would take gigabytes
+    _, trajectories = evaluate(engine, [huge, Example("small", "1+1?", "2", "gsm8k")], settings)
+    assert [t.metadata["finish_reason"] for t in trajectories][0] == "context_full" and not trajectories[0].steps
+    assert trajectories[1].steps and engine.stats.prefill_tokens < 1000
+
+
+def test_a_rollout_that_raises_is_recorded_as_failed_and_the_others_go_on():
+    from swirl_lightning.core.models import load_model, load_tokenizer
+    from swirl_lightning.rollout.conversation import ChatRenderer, RolloutConversation, RolloutSettings
+    from swirl_lightning.rollout.engine import GenerationEngine
+
+    model, tokenizer = load_model("tiny-random"), load_tokenizer("tiny-random")
+    settings = RolloutSettings.for_task(TaskConfig(max_steps=2), ToolsConfig(), renderer=ChatRenderer(tokenizer))
+
+    class Broken(RolloutConversation):
+        def on_turn_end(self, token_ids, text, finish_reason):
+            raise RuntimeError("the tokenizer choked at /home/me/x.py")
+
+    conversations = [Broken(Example("bad", "1+1?", "2", "gsm8k"), 0, settings, seed=1),
+                     RolloutConversation(Example("good", "2+2?", "4", "gsm8k"), 0, settings, seed=2)]
+    finished = []
+    GenerationEngine(model, tokenizer, SamplingConfig(max_new_tokens=4)).run(conversations, finished.append)
+    by_id = {c.trajectory.example_id: c.trajectory for c in finished}
+    assert by_id["bad"].metadata["finish_reason"] == "failed"
+    assert by_id["bad"].metadata["failure"] == "RuntimeError: the tokenizer choked at x.py"
+    assert by_id["good"].metadata["finish_reason"] in ("max_steps", "answer")
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="finds the workers through /proc")
+def test_killing_generate_kills_its_workers(tmp_path):
+    out = tmp_path / "t.jsonl"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    # Later flags win: 200 questions of 64-token turns keep the workers busy until the parent is killed.
+    argv = tiny_generate(out, "--processes", "2", "--task.limit", "200", "--sampling.max_new_tokens", "64")
+    parent = subprocess.Popen([sys.executable, "-m", "swirl_lightning", *argv], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    workers: list[Path] = []
+    while time.time() < deadline and len(workers) < 2:
+        time.sleep(0.5)
+        workers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == parent.pid
+                   and b"spawn_main" in (p / "cmdline").read_bytes()]  # not the resource tracker
+    assert len(workers) == 2, "the workers did not start"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(30)
+    time.sleep(3)
+    assert not [p for p in workers if p.exists() and "Z" not in (p / "stat").read_text().rsplit(")", 1)[1].split()[0]]
+
+
+def test_a_resumed_run_keeps_its_count_of_checkpoints(tmp_path):
+    from swirl_lightning.training.callbacks import PeriodicCheckpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name in ("epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt", "last.ckpt", "mine.ckpt"):
+        (folder / name).write_text(name)  # step 1: an orphan a kill left between save and remove
+    callback = PeriodicCheckpoint(dirpath=folder, save_last=True, every_n_train_steps=1)
+    callback.last_model_path = str(folder / "last.ckpt")
+    callback._prune(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch=0-step=2.ckpt", "last.ckpt", "mine.ckpt"]
