@@ -32,8 +32,11 @@ class ScriptedPolicy:
     """
 
     def __init__(self, script: Script):
+        from swirl_lightning.rollout.engine import GenerationStats
+
         self.script = script
         self.turns_played = 0
+        self.stats = GenerationStats()  # stays at zero: no model, no tokens (what `swirl generate` reports)
 
     def next_turn(self, messages: list[dict[str, str]], turn: int) -> str:
         self.turns_played += 1

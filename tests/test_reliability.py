@@ -216,8 +216,12 @@ def hostile_tools(tmp_path: Path) -> dict:
 
 
 def _threads_and_children() -> tuple[int, int]:
+    import threading
+
     children = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == os.getpid()]
-    return len(list(Path("/proc/self/task").iterdir())), len(children)
+    # tqdm's monitor is one idle daemon per process, started by the first progress bar: not a leftover of the run.
+    monitor = any(t.name == "tqdm_monitor" for t in threading.enumerate())
+    return len(list(Path("/proc/self/task").iterdir())) - monitor, len(children)
 
 
 def _parent(proc: Path) -> int | None:
@@ -228,21 +232,26 @@ def _parent(proc: Path) -> int | None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads and children through /proc")
-def test_hostile_tools_become_error_observations_and_every_rollout_finishes(tmp_path):
-    from swirl_lightning.rollout.conversation import RolloutSettings
-    from swirl_lightning.rollout.evaluation import evaluate
-    from swirl_lightning.testing import ScriptedPolicy
+def test_generate_with_hostile_tools_finishes_every_trajectory_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A throwaway plugin registers tools that hang, busy-loop, exit, flood, return a lone surrogate, change folder and
+    never warm up; `swirl generate` (its engine replaced by a script that calls each of them, so a tiny model need not
+    learn to) finishes all N x K trajectories, each call an error observation, and nothing keeps running."""
+    import swirl_lightning.rollout.engine as engine
+    from swirl_lightning.rollout.generate import GenerateConfig, run_generate
+    from swirl_lightning.testing import ScriptedPolicy, registered
 
-    tools = hostile_tools(tmp_path)
-    names = list(tools)
+    tools = hostile_tools(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").mkdir()
+    script = [f"<{name}>go</{name}>" for name in tools] + ["<answer>1</answer>"]
+    monkeypatch.setattr(engine, "GenerationEngine", lambda *args, **kwargs: ScriptedPolicy(script))
     threads_before, children_before = _threads_and_children()
-    cpu_before = time.process_time()
     cwd = os.getcwd()
-    script = [f"<{name}>go</{name}>" for name in names] + ["<answer>1</answer>"]
-    examples = [Example(f"q{i}", "What now?", "1", "test") for i in range(2)]
-    with ToolExecutor(tools, timeout_s=0.5, max_output_chars=1000, warm_up_timeout_s=0.5) as executor:
-        settings = RolloutSettings(tools=tools, executor=executor, max_steps=len(script))
-        _, trajectories = evaluate(ScriptedPolicy(script), examples, settings, num_samples=2)
+    out = tmp_path / "t.jsonl"
+    with registered(tools=list(tools.values())):
+        run_generate(GenerateConfig(output=str(out), policy=PolicyConfig("tiny-random"),
+                                    task=TaskConfig("gsm8k", limit=2, max_steps=len(script)), samples=2,
+                                    tools=ToolsConfig(names=list(tools), timeout_s=0.5, warm_up_timeout_s=0.5), progress=False))
+    trajectories = read_trajectories(out)
     assert len(trajectories) == 4 and all(t.metadata["finish_reason"] == "answer" for t in trajectories)
     observations = {step.action.tool: step.observation for step in trajectories[0].steps if step.action.kind == "tool"}
     assert "timed out after 0.5 s" in observations["hang"] and "timed out" in observations["busy"]
@@ -258,7 +267,7 @@ def test_hostile_tools_become_error_observations_and_every_rollout_finishes(tmp_
     assert _threads_and_children() == (threads_before, children_before)
     spent = time.process_time()
     time.sleep(1.0)
-    assert time.process_time() - spent < 0.2 and spent - cpu_before < 30
+    assert time.process_time() - spent < 0.2
 
 
 def test_the_calculator_through_the_worker_is_fast():

@@ -130,6 +130,8 @@ class ToolsConfig:
     """Seconds before a tool call is stopped (its worker process killed; the model sees an error)."""
     max_output_chars: int = 1000
     """Longer tool output is cut, with a visible marker."""
+    warm_up_timeout_s: float = 900.0
+    """Seconds a tool's warm-up (loading or building an index) may take before it counts as failed."""
     max_error_rate: float = 0.5
     """``swirl generate`` warns (or fails, with ``on_error_rate: fail``) when more of the tool calls than this fail:
     a misconfigured tool would otherwise fill the training data with error messages."""
@@ -138,6 +140,7 @@ class ToolsConfig:
 
     def __post_init__(self) -> None:
         _check(self.timeout_s > 0, f"tools.timeout_s: expected a number > 0, got {self.timeout_s}")
+        _check(self.warm_up_timeout_s > 0, f"tools.warm_up_timeout_s: expected a number > 0, got {self.warm_up_timeout_s}")
         _check(0 <= self.max_error_rate <= 1, f"tools.max_error_rate: expected a share in [0, 1], got {self.max_error_rate}")
         _check(self.on_error_rate in ("warn", "fail"), f"tools.on_error_rate: expected warn or fail, got {self.on_error_rate!r}")
         _check(self.max_output_chars >= 1, f"tools.max_output_chars: expected a positive integer, got {self.max_output_chars}")

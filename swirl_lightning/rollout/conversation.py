@@ -78,8 +78,9 @@ class RolloutSettings:
         spec = get_task(task.name)
         selected = select_tools(collect_tools(), tools.names if tools.names is not None else (list(spec.tools) or None))
         turns = spec.example_turns({tool.name: tool.tag for tool in selected.values()}) if task.few_shot else []
-        return cls(tools=selected, executor=ToolExecutor(selected, timeout_s=tools.timeout_s,
-                                                         max_output_chars=tools.max_output_chars),
+        executor = ToolExecutor(selected, timeout_s=tools.timeout_s, max_output_chars=tools.max_output_chars,
+                                warm_up_timeout_s=tools.warm_up_timeout_s)
+        return cls(tools=selected, executor=executor,
                    max_steps=task.max_steps or spec.max_steps, renderer=renderer, example_turns=turns,
                    policy_name=policy_name, outcome=make_outcome_judge(spec.outcome_judge).score)
 
