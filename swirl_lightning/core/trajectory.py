@@ -7,9 +7,10 @@ tool's result, which goes back to the model as the next user turn ``QUERY -> RES
 :func:`decompose` turns a trajectory with K actions into K pairs: the :class:`State` before action k
 (every message before it) and step k as target. Tool results are never targets.
 
-JSONL files hold one record per line with a ``schema_version``. Writing is append-safe: each record is
-one ``write()`` of a whole line followed by flush and fsync, so a crash can at worst leave a *torn last
-line* (no trailing newline). :func:`read_jsonl` skips a torn last line with a warning, and
+JSONL files hold one record per line with a ``schema_version``: 2 since the gold answer is kept
+(``Trajectory.gold_answer``); a version-1 record reads as version 2 with no gold answer. Writing is
+append-safe: each record is one ``write()`` of a whole line followed by flush and fsync, so a crash can at
+worst leave a *torn last line* (no trailing newline). :func:`read_jsonl` skips a torn last line with a warning, and
 :class:`JsonlWriter` cuts such a tail off before it appends, so the next record starts on a clean line.
 Any other bad line is an error naming ``file:line`` and the field.
 """
@@ -28,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``Trajectory.gold_answer`` (the example's answer, kept for reading a rollout later). 1: the first format."""
 ANSWER_TAG = "answer"
 
 ActionKind = Literal["tool", "answer", "invalid"]
@@ -118,6 +120,8 @@ class Trajectory:
     final_answer: str | None = None
     outcome: float | None = None
     """1.0 when the final answer matches the gold answer, 0.0 when not, ``None`` if not judged."""
+    gold_answer: str | None = None
+    """The example's gold answer, when the trajectory was rolled out on an example (``None`` in version-1 files)."""
     prompt_token_ids: list[int] | None = None
     """Token ids of the rendered prompt including the first assistant header, when known."""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -308,7 +312,8 @@ def read_jsonl(path: str | os.PathLike, cls: type[T]) -> Iterator[T]:
 
     Blank lines are skipped. A torn last line (a crash mid-write: no trailing newline and not valid JSON)
     is skipped with a warning. Any other bad line raises :class:`FormatError` naming ``file:line``.
-    A record with a newer ``schema_version`` than this library knows is an error.
+    A record with a newer ``schema_version`` than this library knows is an error; an older one is read as the
+    current version (every field added since has a default).
     """
     path = Path(path)
     with path.open("rb") as fh:
@@ -331,6 +336,8 @@ def read_jsonl(path: str | os.PathLike, cls: type[T]) -> Iterator[T]:
                 raise FormatError(
                     f"{where}: schema_version {version} is newer than this library's ({SCHEMA_VERSION}); upgrade swirl-lightning"
                 )
+            if isinstance(version, int) and version < SCHEMA_VERSION:
+                data = {**data, "schema_version": SCHEMA_VERSION}
         try:
             yield from_dict(cls, data)
         except FormatError as err:
