@@ -97,7 +97,9 @@ class LiveEvaluation(L.Callback):
                     write_jsonl(rollouts / rollouts_file_name(stage, step), trajectories)
                 writer = module.tensorboard()
                 if writer is not None:
-                    log_trajectory_text(writer, stage, step, trajectories, module.evaluation.log_trajectories)
+                    link = dashboard_link(Path(log_dir) / "rollouts" / rollouts_file_name(stage, step),
+                                          trainer.default_root_dir) if log_dir else None
+                    log_trajectory_text(writer, stage, step, trajectories, module.evaluation.log_trajectories, link)
         self.trajectories = []
         return summary
 
@@ -139,13 +141,33 @@ def rollouts_file_name(stage: str, step: int) -> str:
 
 
 MAX_TABLE_ROWS = 200
+DASHBOARD_PAGE = "data/plugin/trajectories/index.html"
+"""The Trajectories dashboard as a page of its own, relative to TensorBoard's address (``swirl-tensorboard``)."""
 
 
-def log_trajectory_text(writer: Any, stage: str, step: int, trajectories: list[Trajectory], detailed: int) -> None:
-    """TensorBoard text of one evaluation: a table of every rollout, and the first ``detailed`` step by step."""
+def dashboard_link(rollouts: Path, root: str | Path) -> str:
+    """A link from TensorBoard's text tab to these rollouts in the Trajectories dashboard. It names the file by its
+    path below ``root`` (the trainer's root folder): the dashboard finds the file whose path ends so, whatever log
+    folder TensorBoard was started on."""
+    from urllib.parse import quote
+
+    try:
+        suffix = rollouts.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        suffix = "/".join(rollouts.parts[-4:])
+    return f"{DASHBOARD_PAGE}?find={quote(suffix)}"
+
+
+def log_trajectory_text(writer: Any, stage: str, step: int, trajectories: list[Trajectory], detailed: int,
+                        link: str | None = None) -> None:
+    """TensorBoard text of one evaluation: a table of every rollout (with ``link``, to the dashboard), and the
+    first ``detailed`` step by step."""
     from swirl_lightning.rollout.view import summary_table_markdown, trajectory_summary, trajectory_view, view_markdown
 
     table = summary_table_markdown([trajectory_summary(t) for t in trajectories[:MAX_TABLE_ROWS]])
+    if link:
+        table = (f"[Open these {len(trajectories)} rollouts in the Trajectories dashboard]({link}) "
+                 "(the swirl-tensorboard plugin)\n\n" + table)
     if len(trajectories) > MAX_TABLE_ROWS:
         table += f"\n\n{len(trajectories) - MAX_TABLE_ROWS} more in rollouts/{rollouts_file_name(stage, step)}"
     writer.add_text(f"{stage}/rollouts", table, step)
