@@ -10,9 +10,10 @@ Data routes (JSON; ``run`` and ``file`` name a source as ``runs`` lists it):
 - ``trajectories?run=&file=[&result=&verdict=&tool_error=&invalid=&steps=]``: the filtered rows and, per filter,
   the count of each value;
 - ``trajectory?run=&file=&index=``: one trajectory's whole view (the one ``swirl data show`` prints);
-- ``compare?run=&file=&other_run=&other_file=[&filters]``: the questions both sources hold, with what changed;
-- ``pair?run=&file=&other_run=&other_file=&example_id=&sample_index=``: one question on both sides, with the
-  differences marked;
+- ``compare?run=&file=&other_run=&other_file=[&filters]``: the questions both sources hold (filtered on the first),
+  with what changed from the earlier step to the later;
+- ``pair?run=&file=&other_run=&other_file=&example_id=&sample_index=``: one question on both sides, the earlier
+  step first, with the differences marked;
 - ``find?path=``: the source whose path ends with ``path`` (links written by training into TensorBoard's text tab).
 """
 
@@ -26,7 +27,7 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import Request, Response
 
-from swirl_tensorboard.rollouts import FACETS, RolloutStore, comparison, find_pair, listing, pair_views
+from swirl_tensorboard.rollouts import FACETS, RolloutStore, comparison, find_pair, in_order, listing, pair_views
 
 PLUGIN_NAME = "trajectories"
 STATIC = {"/index.js": "text/javascript", "/boot.js": "text/javascript", "/style.css": "text/css",
@@ -134,12 +135,14 @@ class TrajectoriesPlugin(base_plugin.TBPlugin):
         return {"source": source.describe(), "index": index, "view": trajectory_view(trajectories[index])}
 
     def _compare(self, request: Request) -> dict[str, Any]:
-        before, after = self._source(request), self._source(request, "other_run", "other_file")
-        result = comparison(self.store.trajectories(before), self.store.trajectories(after), _filters(request))
+        selected = self._source(request)
+        before, after = in_order(selected, self._source(request, "other_run", "other_file"))
+        result = comparison(self.store.trajectories(before), self.store.trajectories(after), _filters(request),
+                            filter_on="before" if before == selected else "after")
         return {"before": before.describe(), "after": after.describe(), **result}
 
     def _pair(self, request: Request) -> dict[str, Any]:
-        before, after = self._source(request), self._source(request, "other_run", "other_file")
+        before, after = in_order(self._source(request), self._source(request, "other_run", "other_file"))
         left, right = find_pair(self.store.trajectories(before), self.store.trajectories(after),
                                 _argument(request, "example_id"), _integer(request, "sample_index"))
         return {"before_source": before.describe(), "after_source": after.describe(), **pair_views(left, right)}

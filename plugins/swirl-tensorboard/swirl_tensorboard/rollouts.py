@@ -178,16 +178,27 @@ def change_of(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "changed" if any(before[k] != after[k] for k in keys) else "same"
 
 
-def comparison(before: list[Trajectory], after: list[Trajectory], filters: dict[str, str]) -> dict[str, Any]:
-    """The questions (example, sample) of ``before`` that ``after`` also has, filtered on ``before``'s facets, each
-    with both summaries and what changed; with counts of each change."""
-    shown = {row["index"] for row in listing(before, filters)["rows"]}
+def in_order(first: Source, second: Source) -> tuple[Source, Source]:
+    """The two sources of a comparison, the earlier optimizer step first (as given when a step is unknown or equal)."""
+    if first.step is not None and second.step is not None and second.step < first.step:
+        return second, first
+    return first, second
+
+
+def comparison(before: list[Trajectory], after: list[Trajectory], filters: dict[str, str],
+               filter_on: str = "before") -> dict[str, Any]:
+    """The questions (example, sample) both sides hold, filtered on the facets of one side (``filter_on``: the
+    list being browsed), each with both summaries and what changed from ``before`` to ``after``; with counts of
+    each change. A row's ``index`` is its position in the filtered side's file."""
+    filtered = before if filter_on == "before" else after
+    shown = {row["index"] for row in listing(filtered, filters)["rows"]}
     rows = []
     for i, j in _pairs(before, after):
-        if i not in shown:
+        index = i if filter_on == "before" else j
+        if index not in shown:
             continue
         a, b = trajectory_summary(before[i]), trajectory_summary(after[j])
-        rows.append({"index": i, "other_index": j, "example_id": a["example_id"], "sample_index": a["sample_index"],
+        rows.append({"index": index, "example_id": a["example_id"], "sample_index": a["sample_index"],
                      "question": a["question"], "before": a, "after": b, "change": change_of(a, b)})
     return {"pairs": len(_pairs(before, after)), "shown": len(rows),
             "changes": dict(Counter(row["change"] for row in rows)), "rows": rows}

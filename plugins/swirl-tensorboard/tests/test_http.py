@@ -109,6 +109,9 @@ def test_compare_and_pair_put_one_question_side_by_side_at_two_steps(tensorboard
     both = dict(run=before_run, file=before_file, other_run=after_run, other_file=after_file)
     status, compared = get(tensorboard, "compare", **both)
     assert status == 200 and compared["before"]["step"] == 0 and compared["after"]["step"] == 2
+    # Asked the other way round, the earlier step is still "before".
+    swapped = dict(run=after_run, file=after_file, other_run=before_run, other_file=before_file)
+    assert get(tensorboard, "compare", **swapped)[1]["before"] == compared["before"]
     assert compared["pairs"] == len({t.key for t in before} & {t.key for t in after}) > 0
     assert sum(compared["changes"].values()) == compared["shown"] == len(compared["rows"])
     row = compared["rows"][0]

@@ -204,7 +204,7 @@ function drawComparisonList(listed, compared) {
   const counts = Object.entries(compared.changes).map(([change, n]) => `${n} ${change}`).join(", ");
   document.getElementById("count").textContent =
     `showing ${compared.shown} of ${compared.pairs} questions on both sides (${counts || "none"}) · ` +
-    `${state.source.label} → ${state.other.label}`;
+    `${compared.before.run}: ${compared.before.label} → ${compared.after.run}: ${compared.after.label}`;
   const items = compared.rows.map((row) => el("li", {
     class: `row pair ${state.selected === row.index ? "selected" : ""}`, "data-index": row.index,
     onclick: () => { state.selected = row.index; openSelected(); markSelected(); },
