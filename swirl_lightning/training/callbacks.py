@@ -90,15 +90,15 @@ class LiveEvaluation(L.Callback):
             if trainer.is_global_zero:
                 figures = ", ".join(f"{name.split('/')[1]} {value:.3f}" for name, value in metrics.items())
                 print(f"{stage} at step {step} ({len(trajectories)} rollouts): {figures}", flush=True)
+                link = None
                 if log_dir:
                     # The rollouts themselves, for reading or re-scoring later (and for the Trajectories dashboard).
-                    rollouts = Path(log_dir) / "rollouts"
-                    rollouts.mkdir(parents=True, exist_ok=True)
-                    write_jsonl(rollouts / rollouts_file_name(stage, step), trajectories)
+                    rollouts = Path(log_dir) / "rollouts" / rollouts_file_name(stage, step)
+                    rollouts.parent.mkdir(parents=True, exist_ok=True)
+                    write_jsonl(rollouts, trajectories)
+                    link = dashboard_link(rollouts, trainer.default_root_dir)
                 writer = module.tensorboard()
                 if writer is not None:
-                    link = dashboard_link(Path(log_dir) / "rollouts" / rollouts_file_name(stage, step),
-                                          trainer.default_root_dir) if log_dir else None
                     log_trajectory_text(writer, stage, step, trajectories, module.evaluation.log_trajectories, link)
         self.trajectories = []
         return summary

@@ -1,6 +1,6 @@
 """The dashboard in a real browser: headless Chromium from Debian's packages, driven by Playwright, opens TensorBoard
-on a short run's logs and checks a trajectory with its gold answer, a filter that changes the list, and one question
-side by side before and after training. Screenshots go to ``SWIRL_SCREENSHOTS`` (a folder; default: the test's
+on a short run's logs and checks a trajectory with its gold answer, a filter that changes the list, one question
+side by side before and after training, and the Text tab's link from a validation to its rollouts. Screenshots go to ``SWIRL_SCREENSHOTS`` (a folder; default: the test's
 temporary folder).
 
 Needs ``/usr/bin/chromium`` (``apt-get install chromium``; ``make setup`` installs it when it can) and the
@@ -119,4 +119,12 @@ def test_the_dashboard_shows_filters_and_compares_trajectories(browser, tensorbo
     expect(sides.nth(1).locator(".caption")).to_contain_text(f"{fit_run} · val at step 2")
     expect(dashboard.locator(".pair-head .badge")).to_have_text(re.compile("gained|lost|changed|same"))
     page.screenshot(path=str(screenshots / "side-by-side.png"), full_page=True)
+
+    # 4. From the Text tab's entry at the validation's step, the link opens the rollouts behind that scalar point.
+    page.goto(f"{tensorboard}/#text")
+    link = page.locator(f"a[href*='{fit_run}/rollouts/{fit_file.name}']")
+    expect(link).to_have_count(1, timeout=60_000)
+    page.goto(f"{tensorboard}/{link.get_attribute('href')}")
+    expect(page.locator("#source")).to_have_value(f"{fit_run}\nrollouts/{fit_file.name}", timeout=30_000)
+    expect(page.locator("#list li")).to_have_count(len(trajectories))
     assert not outside, f"the dashboard fetched from outside: {outside[:5]}"
