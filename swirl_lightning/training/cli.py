@@ -57,10 +57,10 @@ def config_files(argv: Sequence[str]) -> list[Path]:
     return found
 
 
-def run_name(configs: Sequence[Path], stage: str) -> str:
+def run_name(configs: Sequence[Path], stage: str | None) -> str:
     """``<config name>/<stage>``, e.g. ``quickstart/fit``: the config files' names (joined by ``+``), then the stage;
-    just the stage without a config file."""
-    return "/".join(filter(None, ["+".join(path.stem for path in configs), stage]))
+    just the stage without a config file (``run`` when neither is known)."""
+    return "/".join(filter(None, ["+".join(path.stem for path in configs), stage])) or "run"
 
 
 def log_dirs(root: str | Path, stage: str | None = None) -> list[Path]:
@@ -138,7 +138,8 @@ class SwirlCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Append the run name (config name and stage) to each named logger's ``name``; the default logger (none
         configured) becomes a TensorBoard one in ``lightning_logs/<run name>``."""
-        config = self.config[self.subcommand]
+        # Without a subcommand (`run=False`: the caller picks the stage), the config name alone.
+        config = self.config[self.subcommand] if self.subcommand else self.config
         name = run_name(self.config_files, self.subcommand)
         if config.trainer.logger in (None, True):
             config.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(
