@@ -4,7 +4,8 @@
 
 Reads the quickstart's TensorBoard folder: the reward probe of the fit (the judged reward of fresh samples at the
 training states, before the first update and after the last) and the validation rollouts before training (the warm
-start: the ``swirl validate`` run, ``tb/quickstart/validate``) and after it (the fit's last validation). It prints the reward at the first and last step, then accuracy and tool errors
+start: the ``swirl validate`` run, ``tb/quickstart/validate``) and after it (the fit's last validation).
+It prints the reward at the first and last step, then accuracy and tool errors
 before and after on the same held-out questions, and says plainly whether validation got worse, and why when it can
 tell: a handful of questions decides a change this small (the exact McNemar p-value says how likely it is by chance),
 and a tool-error rate can move because one rollout repeats a failing call.

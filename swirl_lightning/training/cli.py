@@ -142,8 +142,9 @@ class SwirlCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         name = run_name(self.config_files, self.subcommand)
         if config.trainer.logger in (None, True):
-            config.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(
-                save_dir=config.trainer.default_root_dir or ".", name=f"lightning_logs/{name}"))
+            config.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=config.trainer.default_root_dir or ".", name=f"lightning_logs/{name}"))
             return
         loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
         for logger in loggers:

@@ -1,7 +1,7 @@
 """The dashboard in a real browser: headless Chromium from Debian's packages, driven by Playwright, opens TensorBoard
 on a short run's logs and checks a trajectory with its gold answer, a filter that changes the list, one question
-side by side before and after training, and the Text tab's link from a validation to its rollouts. Screenshots go to ``SWIRL_SCREENSHOTS`` (a folder; default: the test's
-temporary folder).
+side by side before and after training, and the Text tab's link from a validation to its rollouts. Screenshots go
+to ``SWIRL_SCREENSHOTS`` (a folder; default: the test's temporary folder).
 
 Needs ``/usr/bin/chromium`` (``apt-get install chromium``; ``make setup`` installs it when it can) and the
 ``playwright`` package (the plugin's ``test`` extra). Without them the test is skipped, except under CI, where it
