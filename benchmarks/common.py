@@ -131,13 +131,21 @@ class Stages:
         self.run(name, argv, marker, marker=True)
 
 
+def log_dirs(root: Path, stage: str | None = None) -> list[Path]:
+    """The runs' log folders under ``root`` (``<config>/<stage>/version_N``), oldest first: see
+    :func:`swirl_lightning.training.cli.log_dirs`."""
+    from swirl_lightning.training.cli import log_dirs as find
+
+    return find(root, stage)
+
+
 def scalar_curves(root: Path, tags: tuple[str, ...]) -> dict[str, list[list[float]]]:
     """(step, value) series of ``tags`` from the TensorBoard events under ``root/tb`` (later versions win: a resumed
     fit logs to a new version)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     curves: dict[str, dict[int, float]] = {}
-    for events in sorted(Path(root).glob("tb/version_*"), key=lambda p: int(p.name.split("_")[1])):
+    for events in log_dirs(Path(root) / "tb"):
         accumulator = EventAccumulator(str(events))
         accumulator.Reload()
         for tag in tags:

@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import Stages, command_line, machine_info, scalar_curves, subplots, write_result  # noqa: E402
+from common import Stages, command_line, log_dirs, machine_info, scalar_curves, subplots, write_result  # noqa: E402
 
 # arm -> (objective, the filter its data comes from)
 ARMS = {"sft": ("sft", "process+outcome"), "swirl": ("swirl", "process"), "swirl_step": ("swirl", "step")}
@@ -133,7 +133,7 @@ class Benchmark:
 def validation_points(arm_dir: Path) -> dict[int, Path]:
     """step -> the rollouts file of that validation (later versions win: a resumed fit logs to a new version)."""
     points: dict[int, Path] = {}
-    for path in sorted(arm_dir.glob("tb/version_*/rollouts/val-step*.jsonl"), key=lambda p: int(p.parts[-3].split("_")[1])):
+    for path in (path for folder in log_dirs(arm_dir / "tb") for path in sorted(folder.glob("rollouts/val-step*.jsonl"))):
         points[int(path.stem.split("step")[1])] = path
     return points
 
@@ -157,7 +157,7 @@ def score_rollouts(path: Path) -> tuple[dict, dict[str, bool]]:
 
 def probe_history(arm_dir: Path) -> list[dict]:
     """The reward probe's points (step, mean reward) of an arm, without the per-state figures."""
-    probes = sorted(arm_dir.glob("tb/version_*/probe.json"), key=lambda p: int(p.parent.name.split("_")[1]))
+    probes = [folder / "probe.json" for folder in log_dirs(arm_dir / "tb", "fit") if (folder / "probe.json").exists()]
     if not probes:
         return []
     return [{k: v for k, v in point.items() if k != "state_rewards"} for point in json.loads(probes[-1].read_text())]

@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import Stages, command_line, machine_info, scalar_curves, subplots, write_result  # noqa: E402
+from common import Stages, command_line, log_dirs, machine_info, scalar_curves, subplots, write_result  # noqa: E402
 
 
 def sign_test_p(up: int, down: int) -> float:
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> dict:
            "--trainer.callbacks.init_args.samples", str(args.probe_samples), *args.fit_args.split()]
     stages.run_fit("fit", fit, fit_dir)
     # A resumed fit logs to a new version; the probe's history travels in the checkpoint, so the newest is whole.
-    probes = sorted(fit_dir.glob("tb/version_*/probe.json"), key=lambda p: int(p.parent.name.split("_")[1]))
+    probes = [folder / "probe.json" for folder in log_dirs(fit_dir / "tb", "fit") if (folder / "probe.json").exists()]
     if not probes:
         raise SystemExit(f"no probe.json under {fit_dir}/tb: did the fit run?")
     history = json.loads(probes[-1].read_text())

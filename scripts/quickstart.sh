@@ -45,4 +45,6 @@ echo "== 6. what training did"
 python scripts/quickstart_summary.py "$RUN"
 
 echo "quickstart finished in $((SECONDS - started)) s; outputs in $RUN/"
-echo "TensorBoard logs: $RUN/tb   open them with:  .venv/bin/tensorboard --logdir $RUN"
+echo "TensorBoard logs: $RUN/tb (runs quickstart/validate: the warm start; quickstart/fit: training and its validation)"
+echo "Open them, with the Trajectories dashboard (each rollout step by step; a question before and after training):"
+echo "  .venv/bin/tensorboard --logdir $RUN/tb --port 6006    then open http://localhost:6006/#trajectories"

@@ -4,7 +4,8 @@
 
 Reads the quickstart's TensorBoard folder: the reward probe of the fit (the judged reward of fresh samples at the
 training states, before the first update and after the last) and the validation rollouts before training (the warm
-start, ``version_0``) and after it. It prints the reward at the first and last step, then accuracy and tool errors
+start: the ``swirl validate`` run, ``tb/quickstart/validate``) and after it (the fit's last validation).
+It prints the reward at the first and last step, then accuracy and tool errors
 before and after on the same held-out questions, and says plainly whether validation got worse, and why when it can
 tell: a handful of questions decides a change this small (the exact McNemar p-value says how likely it is by chance),
 and a tool-error rate can move because one rollout repeats a failing call.
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from swirl_lightning.core.trajectory import Trajectory, read_trajectories
+from swirl_lightning.training.cli import log_dirs
 
 
 def mcnemar_exact_p(gained: int, lost: int) -> float:
@@ -39,11 +41,12 @@ def percent(part: int, whole: int) -> str:
 
 def summarize(run: Path) -> list[str]:
     """The summary's lines for a quickstart run folder."""
-    versions = sorted((run / "tb").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    rollouts = [sorted(v.glob("rollouts/val-step*.jsonl")) for v in versions]
-    before = next((files[0] for files in rollouts if files), None)
-    after = next((files[-1] for files in reversed(rollouts) if files and files[-1] != before), None)
-    probes = [v / "probe.json" for v in versions if (v / "probe.json").exists()]
+    validations = [sorted(v.glob("rollouts/val-step*.jsonl")) for v in log_dirs(run / "tb", "validate")]
+    fits = log_dirs(run / "tb", "fit")
+    before = next((files[0] for files in reversed(validations) if files), None)
+    after = next((files[-1] for files in (sorted(v.glob("rollouts/val-step*.jsonl")) for v in reversed(fits))
+                  if files), None)
+    probes = [v / "probe.json" for v in fits if (v / "probe.json").exists()]
     lines = []
     if probes:
         history = json.loads(probes[-1].read_text())

@@ -176,20 +176,15 @@ def data_reference(args: argparse.Namespace) -> int:
 
 
 def data_show(args: argparse.Namespace) -> int:
-    """Print trajectories as a reader would want them: question, then each action and tool result."""
+    """Print trajectories as a reader would want them: the question and gold answer, then each step's thinking,
+    action, tool result and verdicts (the view the TensorBoard dashboard draws, as text)."""
     from swirl_lightning.core.trajectory import Trajectory, read_jsonl
+    from swirl_lightning.rollout.view import trajectory_view, view_text
 
     for i, trajectory in enumerate(read_jsonl(args.path, Trajectory)):
         if i >= args.limit:
             break
-        print(f"== {trajectory.example_id} #{trajectory.sample_index}  outcome={trajectory.outcome}  "
-              f"answer={trajectory.final_answer!r}")
-        print(f"Q: {trajectory.prompt[-1]['content']}")
-        for k, step in enumerate(trajectory.steps):
-            verdicts = " ".join(f"[{j.judge}: {j.verdict} {j.score:.2f}]" for j in step.judgements)
-            print(f"  {k + 1}. {step.text.strip()!r} {verdicts}")
-            if step.observation is not None:
-                print(f"     -> {step.observation!r}")
+        print(view_text(trajectory_view(trajectory)) + "\n")
     return EXIT_OK
 
 

@@ -28,7 +28,10 @@ def test_show_prints_steps_and_reports_bad_lines(tmp_path, capsys):
     capsys.readouterr()
     assert main(["data", "show", str(out), "--limit", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "<math_exp>48/2</math_exp>" in printed and "-> '48/2 -> 24'" in printed
+    # The view the dashboard draws, as text: question, gold answer, each step's thinking, call, result.
+    assert "question:\n   Natalia sold clips" in printed and "gold answer: 72" in printed
+    assert "1. calculator <math_exp>48/2</math_exp>  [not judged]" in printed and "result: 24" in printed
+    assert "thinking: Natalia sold 48/2 =" in printed and "3. answer '72'" in printed
     out.write_text(out.read_text().replace('"sample_index":0', '"sample_index":"zero"', 1))
     assert main(["data", "show", str(out)]) == 2
     assert f"{out}:1: sample_index: expected an integer" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def test_a_throwaway_task_and_judge_run_through_generate_filter_and_fit(tmp_path
                         "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false"])
         assert cli.trainer.global_step == 2
         assert 0.0 <= float(cli.trainer.callback_metrics["train/reward_mean"]) <= 1.0
-        (rollouts,) = (tmp_path / "fit").glob("lightning_logs/version_0/rollouts/val-step000002.jsonl")
+        (rollouts,) = (tmp_path / "fit").glob("lightning_logs/fit/version_0/rollouts/val-step000002.jsonl")
         validated = read_trajectories(rollouts)
         assert len(validated) == 1 and validated[0].example_id in {"cap-0", "cap-1", "cap-2", "cap-3"}
         assert {j.judge for t in validated for s in t.steps for j in s.judgements} == {"constant:1"}

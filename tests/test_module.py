@@ -220,11 +220,17 @@ def test_validation_rolls_out_live_and_logs_rates_and_text(tmp_path):
         assert 0.0 <= metrics[name] <= 1.0
     events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0})
     events.Reload()
-    (text,) = events.Tensors("val/trajectories/text_summary")
+    held_out = sorted(e.id for e in data.val_examples)
+    (table,) = events.Tensors("val/rollouts/text_summary")  # every rollout, one row each
+    rows = [line for line in table.tensor_proto.string_val[0].decode().splitlines() if line.startswith("| gsm8k")]
+    assert sorted(row.split(" | ")[0][2:] for row in rows) == held_out
+    # The first log_trajectories questions step by step, each under its own tag (the same at every validation).
+    detailed = sorted(tag for tag in events.Tags()["tensors"] if tag.startswith("val/trajectory/"))
+    assert detailed == [f"val/trajectory/{example_id}/0/text_summary" for example_id in held_out[:2]]
+    (text,) = events.Tensors(detailed[0])
     markdown = text.tensor_proto.string_val[0].decode()
-    held_out = {e.id for e in data.val_examples}
-    assert markdown.count("*step 1*") == EVALUATION.log_trajectories
-    assert any(example_id in markdown for example_id in held_out) and "judged reference:" in markdown
+    assert "**step 1**" in markdown and "reference " in markdown and "gold answer: `" in markdown
+    assert metrics["step"] == 0  # the optimizer step of the weights validated
 
 
 def test_quantized_lora_with_8bit_adamw_trains_on_cpu():

@@ -28,12 +28,15 @@ def test_quickstart_script_runs_the_whole_loop_with_a_tiny_model(tmp_path):
     assert len(read_trajectories(run / "trajectories.jsonl")) == 4
     assert len(read_trajectories(run / "kept.jsonl")) == 4
     assert json.loads((run / "kept.stats.json").read_text())["mode"] == "none"
-    # Validation before (version_0) and after fit (version_1) print their figures and keep their rollouts.
+    # Validation before (the validate run) and after fit (the fit run) print their figures and keep their rollouts.
     assert result.stdout.count("val at step") == 2
-    assert (run / "checkpoints" / "last.ckpt").exists()
-    assert sorted(p.name for p in (run / "tb").glob("version_*/rollouts/*.jsonl")) == ["val-step000000.jsonl",
-                                                                                       "val-step000002.jsonl"]
-    assert f"tensorboard --logdir {run}" in result.stdout
+    assert (run / "checkpoints" / "last.ckpt").exists() and (run / "export" / "adapter_config.json").exists()
+    rollouts = sorted(p.relative_to(run / "tb") for p in (run / "tb").rglob("rollouts/*.jsonl"))
+    assert [str(p) for p in rollouts] == ["quickstart/fit/version_0/rollouts/val-step000002.jsonl",
+                                          "quickstart/validate/version_0/rollouts/val-step000000.jsonl"]
+    # It ends with the command that opens TensorBoard with the Trajectories dashboard.
+    assert f"tensorboard --logdir {run}/tb --port 6006    then open http://localhost:6006/#trajectories" in \
+        result.stdout.splitlines()[-1]
     # It ends by saying what training did: the probe's reward at the first and last step, validation before/after.
     assert "training reward (fresh samples at the" in result.stdout and "at step 0 ->" in result.stdout
     assert "validation accuracy on the same 2 held-out questions: 0.0% -> 0.0%" in result.stdout

@@ -45,7 +45,7 @@ def scalars(log_dir: Path, tag: str) -> dict[int, float]:
 def test_reduced_warmup_fits_validates_and_predicts(tmp_path):
     root = tmp_path / "run"
     assert swirl_main(["fit", *TINY_WARMUP, "--trainer.default_root_dir", str(root)]) == 0
-    log_dir = root / "tb" / "version_0"
+    log_dir = root / "tb" / "gsm8k_warmup" / "fit" / "version_0"  # the run is named for its config and stage
     losses = scalars(log_dir, "train/loss")
     assert sorted(losses) == [0, 1] and all(v > 0 for v in losses.values())  # 8 questions / batch 4
     assert set(scalars(log_dir, "val/accuracy").values()) == {0.0}
@@ -63,6 +63,10 @@ def test_reduced_warmup_fits_validates_and_predicts(tmp_path):
 
     last = str(root / "checkpoints" / "last.ckpt")
     assert swirl_main(["validate", *TINY_WARMUP, "--trainer.default_root_dir", str(root), "--ckpt_path", last]) == 0
+    # Validating the checkpoint is a run of its own, at the checkpoint's optimizer step.
+    validated = root / "tb" / "gsm8k_warmup" / "validate" / "version_0"
+    assert [p.name for p in (validated / "rollouts").iterdir()] == ["val-step000002.jsonl"]
+    assert sorted(scalars(validated, "val/accuracy")) == [2]
     predictions = tmp_path / "predictions.jsonl"
     assert swirl_main(["predict", *TINY_WARMUP, "--trainer.default_root_dir", str(root), "--ckpt_path", last,
                        "--data.validation.test_limit", "3", "--model.evaluation.predictions", str(predictions)]) == 0
@@ -83,8 +87,9 @@ def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path):
     assert swirl_main(["fit", *common, "--trainer.default_root_dir", str(resumed), "--trainer.max_steps", "4"]) == 0
     assert swirl_main(["fit", *common, "--trainer.default_root_dir", str(resumed), "--trainer.max_steps", "7",
                        "--ckpt_path", "last"]) == 0
-    expected = scalars(straight / "tb" / "version_0", "train/loss")
-    first, second = scalars(resumed / "tb" / "version_0", "train/loss"), scalars(resumed / "tb" / "version_1", "train/loss")
+    runs = [resumed / "tb" / "gsm8k_warmup" / "fit" / f"version_{n}" for n in (0, 1)]  # a resumed fit: a new version
+    expected = scalars(straight / "tb" / "gsm8k_warmup" / "fit" / "version_0", "train/loss")
+    first, second = (scalars(run, "train/loss") for run in runs)
     assert sorted(first) == [0, 1, 2, 3] and sorted(second) == [4, 5, 6]
     for step, loss in {**first, **second}.items():
         assert loss == pytest.approx(expected[step], rel=1e-6), step
@@ -106,7 +111,7 @@ def test_fit_with_ddp_on_two_cpu_processes(tmp_path):
     for rank in (0, 1):
         assert f"[rank {rank}/2] DDPStrategy" in output
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
-    losses = scalars(tmp_path / "tb" / "version_0", "train/loss")
+    losses = scalars(tmp_path / "tb" / "gsm8k_warmup" / "fit" / "version_0", "train/loss")
     assert sorted(losses) == [0, 1]
 
 
@@ -132,4 +137,4 @@ def test_fit_with_fsdp2_on_two_cpu_processes_shards_the_parameters(tmp_path):
     (total,) = full
     assert all(part < total for part in local) and sum(local) == total  # each process holds half
     assert (tmp_path / "checkpoints" / "last.ckpt").is_dir()  # a sharded checkpoint: one file per process
-    assert set(scalars(tmp_path / "tb" / "version_0", "val/accuracy").values()) == {0.0}
+    assert set(scalars(tmp_path / "tb" / "gsm8k_fsdp" / "fit" / "version_0", "val/accuracy").values()) == {0.0}

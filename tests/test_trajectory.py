@@ -25,6 +25,7 @@ def sample() -> Trajectory:
         ],
         final_answer="5",
         outcome=1.0,
+        gold_answer="5",
         prompt_token_ids=[0],
         metadata={"policy": "p", "prompt_version": "v"},
     )
@@ -35,6 +36,28 @@ def test_round_trip(tmp_path):
     write_jsonl(path, [sample(), sample()])
     assert read_trajectories(path) == [sample(), sample()]
     assert json.loads(path.read_text().splitlines()[0])["schema_version"] == SCHEMA_VERSION
+
+
+# A record exactly as version 1 of the format wrote it (before the gold answer was kept).
+VERSION_1_RECORD = (
+    '{"example_id":"gsm8k-train-0","sample_index":0,"prompt":[{"role":"user","content":"Q"}],"steps":[{"text":'
+    '"<answer>5</answer>","action":{"kind":"answer","tool":null,"tag":"answer","query":null,"answer":"5",'
+    '"reason":null},"token_ids":null,"observation":null,"observation_token_ids":null,"tool_error":false,'
+    '"judgements":[],"reward":null}],"final_answer":"5","outcome":1.0,"prompt_token_ids":null,"metadata":{},'
+    '"schema_version":1}'
+)
+
+
+def test_version_1_files_still_read_and_are_written_back_as_the_current_version(tmp_path):
+    old = tmp_path / "v1.jsonl"
+    old.write_text(VERSION_1_RECORD + "\n")
+    (trajectory,) = read_trajectories(old)
+    assert trajectory.gold_answer is None and trajectory.final_answer == "5" and trajectory.outcome == 1.0
+    assert trajectory.schema_version == SCHEMA_VERSION == 2
+    new = tmp_path / "v2.jsonl"
+    write_jsonl(new, [trajectory])
+    record = json.loads(new.read_text())
+    assert record["schema_version"] == 2 and record["gold_answer"] is None
 
 
 @pytest.mark.parametrize("mutate, message", [

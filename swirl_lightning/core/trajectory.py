@@ -7,9 +7,10 @@ tool's result, which goes back to the model as the next user turn ``QUERY -> RES
 :func:`decompose` turns a trajectory with K actions into K pairs: the :class:`State` before action k
 (every message before it) and step k as target. Tool results are never targets.
 
-JSONL files hold one record per line with a ``schema_version``. Writing is append-safe: each record is
-one ``write()`` of a whole line followed by flush and fsync, so a crash can at worst leave a *torn last
-line* (no trailing newline). Only in a file a writer owns (``generate``'s shards) is such a line skipped
+JSONL files hold one record per line with a ``schema_version``: 2 since the gold answer is kept
+(``Trajectory.gold_answer``); a version-1 record reads as version 2 with no gold answer. Writing is append-safe:
+each record is one ``write()`` of a whole line followed by flush and fsync, so a crash can at worst leave a *torn
+last line* (no trailing newline). Only in a file a writer owns (``generate``'s shards) is such a line skipped
 (``torn_tail="skip"``), and :class:`JsonlWriter` cuts it off before it appends; in a file a user gave, a bad
 last line is an error like any other. Every bad line is an error naming ``file:line`` and the field: numbers
 must be finite (JSON's ``NaN`` and ``Infinity`` are refused), the ``schema_version`` known, and a trajectory's
@@ -32,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``Trajectory.gold_answer`` (the example's answer, kept for reading a rollout later). 1: the first format."""
 ANSWER_TAG = "answer"
 
 ActionKind = Literal["tool", "answer", "invalid"]
@@ -122,6 +124,8 @@ class Trajectory:
     final_answer: str | None = None
     outcome: float | None = None
     """1.0 when the final answer matches the gold answer, 0.0 when not, ``None`` if not judged."""
+    gold_answer: str | None = None
+    """The example's gold answer, when the trajectory was rolled out on an example (``None`` in version-1 files)."""
     prompt_token_ids: list[int] | None = None
     """Token ids of the rendered prompt including the first assistant header, when known."""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -318,7 +322,8 @@ def read_jsonl(path: str | os.PathLike, cls: type[T], *, torn_tail: Literal["err
 
     Blank lines are skipped. Any bad line raises :class:`FormatError` naming ``file:line`` and the field, except,
     with ``torn_tail="skip"`` (a file this library writes and owns), a torn last line: a crash mid-write leaves one
-    without a trailing newline, and it is skipped with a warning. ``schema_version`` must be one this library knows.
+    without a trailing newline, and it is skipped with a warning. ``schema_version`` must be one this library knows;
+    an older one is read as the current version (every field added since has a default).
     """
     path = Path(path)
     with path.open("rb") as fh:
@@ -346,6 +351,8 @@ def read_jsonl(path: str | os.PathLike, cls: type[T], *, torn_tail: Literal["err
             if not isinstance(version, int) or isinstance(version, bool) or version < 1:
                 raise FormatError(f"{where}: schema_version: expected a version this library knows (1..{SCHEMA_VERSION}), "
                                   f"got {version!r:.40}")
+            if version < SCHEMA_VERSION:
+                data = {**data, "schema_version": SCHEMA_VERSION}
         try:
             record = from_dict(cls, data)
         except FormatError as err:

@@ -107,6 +107,7 @@ class RolloutConversation:
             example_id=example.id,
             sample_index=sample_index,
             prompt=settings.prompt(example.question),
+            gold_answer=example.answer,
             metadata={
                 "policy": settings.policy_name,
                 "prompt_version": prompts.PROMPT_VERSION,

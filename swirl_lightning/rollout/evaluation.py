@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from textwrap import indent
 from typing import TYPE_CHECKING, Any
 
 from swirl_lightning.core.trajectory import Example, Trajectory
@@ -71,24 +70,3 @@ def evaluate(
         judge_trajectories(finished, step_judge, {e.id: e for e in examples}, cache=None, progress=False)
         judge_id = step_judge.judge_id
     return summarize(finished, judge_id), finished
-
-
-def trajectory_markdown(trajectory: Trajectory) -> str:
-    """One trajectory as Markdown for TensorBoard's text tab: the question, then every step's action, tool
-    result and verdicts."""
-    question = next((m["content"] for m in reversed(trajectory.prompt) if m["role"] == "user"), "")
-    outcome = "not scored" if trajectory.outcome is None else f"{trajectory.outcome:g}"
-    header = (f"**{trajectory.example_id}** (sample {trajectory.sample_index}): outcome {outcome}, "
-              f"finish `{trajectory.metadata.get('finish_reason', '?')}`, answer `{trajectory.final_answer}`")
-    lines = [header, ""]
-    if question:
-        lines += [indent(question, "    "), ""]
-    for k, step in enumerate(trajectory.steps, start=1):
-        verdicts = ", ".join(f"{j.judge}: {j.verdict} ({j.score:.2f})" for j in step.judgements) or "not judged"
-        kind = step.action.kind + (f": {step.action.reason}" if step.action.reason else "")
-        text = step.text if step.text.strip() else repr(step.text)
-        lines += [f"*step {k}* ({kind}) judged {verdicts}", "", indent(text, "    "), ""]
-        if step.observation is not None:
-            label = "tool error" if step.tool_error else "result"
-            lines += [f"{label}:", "", indent(step.observation, "    "), ""]
-    return "\n".join(lines)

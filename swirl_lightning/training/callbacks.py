@@ -3,8 +3,14 @@
 :class:`LiveEvaluation` (the module adds it itself) collects the rollouts of validation, test and predict, and at
 the end of each logs ``<stage>/accuracy``, ``steps_mean``, ``tool_error_rate``, ``invalid_action_rate``,
 ``step_good_rate`` and ``answered_rate``, prints them, writes the rollouts to
-``<log_dir>/rollouts/<stage>-step<N>.jsonl`` and shows a few as text in TensorBoard (predict writes its
-trajectories to one file instead).
+``<log_dir>/rollouts/<stage>-step<N>.jsonl`` (what the Trajectories dashboard of the ``swirl-tensorboard`` plugin
+reads) and shows them as text in TensorBoard: ``<stage>/rollouts``, a table of every rollout, and
+``<stage>/trajectory/<question>/<sample>``, the first ``evaluation.log_trajectories`` step by step (the same
+questions at every evaluation, so TensorBoard's text tab shows each one before and after training). Predict writes
+its trajectories to one file instead.
+
+Every record of one evaluation (scalars, text, rollout file) has one step: the optimizer step of the weights
+evaluated (during ``fit``, the steps taken so far; in ``swirl validate --ckpt_path``, the checkpoint's).
 
 :class:`RewardProbe` shows the first thing an RL trainer must show: the judged reward of *fresh* samples at a
 fixed set of training states rises as training goes on. Before the first update, every ``every_n_steps`` optimizer steps
@@ -33,6 +39,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from swirl_lightning.core.trajectory import Trajectory
 from swirl_lightning.training.objectives import SwirlObjective
+
+
+EVALUATION_FIGURES = ("accuracy", "steps_mean", "tool_error_rate", "invalid_action_rate", "step_good_rate",
+                      "answered_rate")
+"""The figures of one evaluation, logged as ``<stage>/<name>``."""
 
 
 class LiveEvaluation(L.Callback):
@@ -64,34 +75,41 @@ class LiveEvaluation(L.Callback):
     def finish(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> dict[str, Any]:
         """Summarise, log, print and save one evaluation; returns the summary."""
         from swirl_lightning.core.trajectory import write_jsonl
-        from swirl_lightning.rollout.evaluation import summarize, trajectory_markdown
+        from swirl_lightning.rollout.evaluation import summarize
 
         trajectories = self.gathered(trainer)
         judge_id = module.step_judge().judge_id if module.evaluation.judge_steps else None
         summary = summarize(trajectories, judge_id)
         metrics = {f"{stage}/accuracy": summary["accuracy"] or 0.0}
-        for name in ("steps_mean", "tool_error_rate", "invalid_action_rate", "step_good_rate", "answered_rate"):
+        for name in EVALUATION_FIGURES[1:]:
             if summary[name] is not None:
                 metrics[f"{stage}/{name}"] = float(summary[name])
         if not trainer.sanity_checking:
+            step = evaluation_step(trainer, module)
             # Every rank holds the same gathered figures; syncing averages equal values and keeps Lightning quiet.
-            module.log_dict(metrics, batch_size=max(len(trajectories), 1), sync_dist=True)
+            # `step` is Lightning's way to give the loggers the step (it would use its count of training batches).
+            module.log_dict({**metrics, "step": float(step)}, batch_size=max(len(trajectories), 1), sync_dist=True)
             log_dir = trainer.log_dir  # a collective call: every rank asks, once
             if trainer.is_global_zero:
                 figures = ", ".join(f"{name.split('/')[1]} {value:.3f}" for name, value in metrics.items())
-                print(f"{stage} at step {trainer.global_step} ({len(trajectories)} rollouts): {figures}", flush=True)
+                print(f"{stage} at step {step} ({len(trajectories)} rollouts): {figures}", flush=True)
+                link = None
                 if log_dir:
-                    # The rollouts themselves, for reading or re-scoring later (TensorBoard shows a few).
-                    rollouts = Path(log_dir) / "rollouts"
-                    rollouts.mkdir(parents=True, exist_ok=True)
-                    write_jsonl(rollouts / f"{stage}-step{trainer.global_step:06d}.jsonl", trajectories)
+                    # The rollouts themselves, for reading or re-scoring later (and for the Trajectories dashboard).
+                    rollouts = Path(log_dir) / "rollouts" / rollouts_file_name(stage, step)
+                    rollouts.parent.mkdir(parents=True, exist_ok=True)
+                    write_jsonl(rollouts, trajectories)
+                    link = dashboard_link(rollouts, trainer.default_root_dir)
                 writer = module.tensorboard()
-                if writer is not None and module.evaluation.log_trajectories > 0:
-                    shown = trajectories[: module.evaluation.log_trajectories]
-                    writer.add_text(f"{stage}/trajectories", "\n\n---\n\n".join(map(trajectory_markdown, shown)),
-                                    trainer.global_step)
+                if writer is not None:
+                    log_trajectory_text(writer, stage, step, trajectories, module.evaluation.log_trajectories, link)
         self.trajectories = []
         return summary
+
+    def on_train_batch_start(self, trainer: L.Trainer, *_: Any) -> None:
+        # The `step` an evaluation logged stays in Lightning's callback metrics, where ModelCheckpoint would read it
+        # as the step of later checkpoints' file names: training's own step is the trainer's.
+        trainer.callback_metrics.pop("step", None)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.finish(trainer, module, "val")
@@ -110,6 +128,55 @@ class LiveEvaluation(L.Callback):
             write_jsonl(path, trajectories)
             print(f"wrote {len(trajectories)} trajectories to {path}", flush=True)
         self.trajectories = []
+
+
+def evaluation_step(trainer: L.Trainer, module: L.LightningModule) -> int:
+    """The optimizer step of the weights being evaluated: the trainer's while fitting, else the step of the checkpoint
+    they were loaded from (0 without one)."""
+    if trainer.state.fn == "fit":
+        return trainer.global_step
+    return max(trainer.global_step, getattr(module, "loaded_step", 0))
+
+
+def rollouts_file_name(stage: str, step: int) -> str:
+    """``<stage>-step<N>.jsonl``: the rollouts of one evaluation, in ``<log_dir>/rollouts/``."""
+    return f"{stage}-step{step:06d}.jsonl"
+
+
+MAX_TABLE_ROWS = 200
+DASHBOARD_PAGE = "data/plugin/trajectories/index.html"
+"""The Trajectories dashboard as a page of its own, relative to TensorBoard's address (``swirl-tensorboard``)."""
+
+
+def dashboard_link(rollouts: Path, root: str | Path) -> str:
+    """A link from TensorBoard's text tab to these rollouts in the Trajectories dashboard. It names the file by its
+    path below ``root`` (the trainer's root folder): the dashboard finds the file whose path ends so, whatever log
+    folder TensorBoard was started on."""
+    from urllib.parse import quote
+
+    try:
+        suffix = rollouts.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        suffix = "/".join(rollouts.parts[-4:])
+    return f"{DASHBOARD_PAGE}?find={quote(suffix)}"
+
+
+def log_trajectory_text(writer: Any, stage: str, step: int, trajectories: list[Trajectory], detailed: int,
+                        link: str | None = None) -> None:
+    """TensorBoard text of one evaluation: a table of every rollout (with ``link``, to the dashboard), and the
+    first ``detailed`` step by step."""
+    from swirl_lightning.rollout.view import summary_table_markdown, trajectory_summary, trajectory_view, view_markdown
+
+    table = summary_table_markdown([trajectory_summary(t) for t in trajectories[:MAX_TABLE_ROWS]])
+    if link:
+        table = (f"[Open these {len(trajectories)} rollouts in the Trajectories dashboard]({link}) "
+                 "(the swirl-tensorboard plugin)\n\n" + table)
+    if len(trajectories) > MAX_TABLE_ROWS:
+        table += f"\n\n{len(trajectories) - MAX_TABLE_ROWS} more in rollouts/{rollouts_file_name(stage, step)}"
+    writer.add_text(f"{stage}/rollouts", table, step)
+    for trajectory in trajectories[:detailed]:
+        tag = f"{stage}/trajectory/{trajectory.example_id}/{trajectory.sample_index}"
+        writer.add_text(tag, view_markdown(trajectory_view(trajectory)), step)
 
 
 class RewardProbe(L.Callback):

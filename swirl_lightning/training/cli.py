@@ -7,6 +7,12 @@ Configs are YAML files (``conf/*.yaml``) with OmegaConf ``${...}`` interpolation
 ``swirl generate`` and ``swirl filter``, and are linked into ``model`` and ``data``; ``model.objective`` feeds the
 data module too.
 
+Runs are named for what they are: a logger's ``name`` (``tb`` in the shipped configs) gets the config file's name and
+the stage appended, so ``swirl fit --config conf/quickstart.yaml`` logs to ``<root>/tb/quickstart/fit/version_N``
+and ``swirl validate`` with it to ``tb/quickstart/validate/version_N`` (:func:`run_name`; :func:`log_dirs` finds
+them). The resolved config, trainer included, is each run's HPARAMS in TensorBoard, with the evaluation figures
+(``val/*``, or ``test/*``) as its metrics (:class:`SwirlConfigCallback`).
+
 Resuming: ``swirl fit --config X.yaml --ckpt_path last`` restores weights, optimizer, schedule, loop
 counters and the data position (see :mod:`swirl_lightning.training.data`); the config's ModelCheckpoint needs
 ``save_last: true`` and a fixed ``dirpath``.
@@ -14,19 +20,98 @@ counters and the data position (see :mod:`swirl_lightning.training.data`); the c
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
-from lightning.pytorch.cli import LightningCLI
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from swirl_lightning.core.config import SHARED_GROUPS
+from swirl_lightning.training.callbacks import EVALUATION_FIGURES
 from swirl_lightning.training.data import SwirlDataModule
 from swirl_lightning.training.module import SwirlModule
 
 # Which shared group feeds which init argument of the module and the data module.
 LINKED_GROUPS = {"policy": ("model.policy",), "task": ("model.task", "data.task"), "sampling": ("model.sampling",),
                  "tools": ("model.tools", "data.tools"), "judge": ("model.judge", "data.judge")}
+
+
+NAMED_LOGGERS = ("TensorBoardLogger", "CSVLogger")
+"""Loggers whose ``name`` gets the run name appended (their log folder is ``save_dir/name/version_N``)."""
+
+
+def config_files(argv: Sequence[str]) -> list[Path]:
+    """The files given with ``--config`` (not YAML strings given inline)."""
+    found = []
+    for i, token in enumerate(argv):
+        value = token.split("=", 1)[1] if token.startswith("--config=") else (
+            argv[i + 1] if token == "--config" and i + 1 < len(argv) else None)
+        if value is not None and Path(value).suffix in (".yaml", ".yml", ".json") and Path(value).is_file():
+            found.append(Path(value))
+    return found
+
+
+def run_name(configs: Sequence[Path], stage: str | None) -> str:
+    """``<config name>/<stage>``, e.g. ``quickstart/fit``: the config files' names (joined by ``+``), then the stage;
+    just the stage without a config file (``run`` when neither is known)."""
+    return "/".join(filter(None, ["+".join(path.stem for path in configs), stage])) or "run"
+
+
+def log_dirs(root: str | Path, stage: str | None = None) -> list[Path]:
+    """The log folders (``.../<stage>/version_N``) under ``root``, of one stage or all, oldest first (by the time
+    in their event files' names, then the version number)."""
+    def started(folder: Path) -> tuple[int, int]:
+        times = [int(p.name.split(".")[3]) for p in folder.glob("events.out.tfevents.*")
+                 if len(p.name.split(".")) > 3 and p.name.split(".")[3].isdigit()]
+        return min(times, default=0), int(folder.name.split("_")[1])
+
+    folders = [p for p in Path(root).rglob("version_*") if p.is_dir() and re.fullmatch(r"version_\d+", p.name)
+               and (stage is None or p.parent.name == stage)]
+    return sorted(folders, key=started)
+
+
+def flat_config(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"a.b.c": value}``, each value a number, bool or string (lists and empty values as
+    JSON), as TensorBoard's HPARAMS takes them."""
+    items = config.as_dict() if isinstance(config, Namespace) else config
+    flat: dict[str, Any] = {}
+    for key, value in items.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Namespace):
+            value = value.as_dict()
+        if isinstance(value, dict) and value:
+            flat.update(flat_config(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = json.dumps(value, default=str)
+    return flat
+
+
+class SwirlConfigCallback(SaveConfigCallback):
+    """Saves the resolved config to the log folder (``config.yaml``, as LightningCLI does) and logs it as the run's
+    hyperparameters in TensorBoard, with the evaluation figures of the stage (``val/*``; ``test/*`` for ``test``)
+    as the HPARAMS metrics: TensorBoard shows their last values. No placeholder ``hp_metric`` is written."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+        from torch.utils.tensorboard.summary import hparams
+
+        prefix = {"fit": "val", "validate": "val", "test": "test"}.get(stage)
+        metrics = {f"{prefix}/{name}": 0.0 for name in EVALUATION_FIGURES} if prefix else {}
+        params = flat_config(self.config)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # As TensorBoardLogger.log_hyperparams writes them, without its scalar for each metric.
+                writer = logger.experiment._get_file_writer()
+                for summary in hparams(params, metrics):
+                    writer.add_summary(summary)
 
 
 class SwirlCLI(LightningCLI):
@@ -43,6 +128,29 @@ class SwirlCLI(LightningCLI):
         parser.link_arguments("model.objective", "data.objective")
         parser.link_arguments("policy.name", "data.tokenizer")
         parser.link_arguments("model.evaluation.sampling.batch_size", "data.validation_batch_size")
+
+    def parse_arguments(self, parser, args) -> None:
+        # The config files' names make the run's name; with `${...}` in them jsonargparse keeps no `config` key.
+        argv = sys.argv[1:] if args is None else args
+        self.config_files = config_files(argv) if isinstance(argv, (list, tuple)) else []
+        super().parse_arguments(parser, args)
+
+    def before_instantiate_classes(self) -> None:
+        """Append the run name (config name and stage) to each named logger's ``name``; the default logger (none
+        configured) becomes a TensorBoard one in ``lightning_logs/<run name>``."""
+        # Without a subcommand (`run=False`: the caller picks the stage), the config name alone.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        name = run_name(self.config_files, self.subcommand)
+        if config.trainer.logger in (None, True):
+            config.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=config.trainer.default_root_dir or ".", name=f"lightning_logs/{name}"))
+            return
+        loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
+        for logger in loggers:
+            if isinstance(logger, Namespace) and str(logger.get("class_path", "")).rsplit(".", 1)[-1] in NAMED_LOGGERS:
+                base = logger.init_args.get("name")
+                logger.init_args.name = f"{base}/{name}" if base else name
 
     def before_fit(self) -> None:
         """Checks that need the built trainer and module, before any weights load."""
@@ -85,6 +193,7 @@ def make_cli(args: list[str] | None, run: bool = True) -> SwirlCLI:
             run=run,
             parser_kwargs={"parser_mode": "omegaconf+"},
             auto_configure_optimizers=False,  # the optimizer is model.optimizer (8-bit AdamW, LoRA-only parameters)
+            save_config_callback=SwirlConfigCallback,
             save_config_kwargs={"overwrite": True},
         )
 

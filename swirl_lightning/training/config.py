@@ -49,7 +49,7 @@ class ExportConfig:
     enabled: bool = True
     """Save the LoRA adapter, or the whole model (also when a warm-start adapter was merged in), with the tokenizer."""
     dir: str | None = None
-    """Where the export goes; default ``<log_dir>/export``."""
+    """Where the export goes; default ``<trainer.default_root_dir>/export`` (beside the logs, not in them)."""
     dtype: str | None = None
     """Cast the exported LoRA adapter's weights to this dtype (``bfloat16`` halves a file meant to be shipped)."""
     overwrite: bool = False
@@ -118,7 +118,8 @@ class EvaluationConfig:
     judge_steps: bool = True
     """Judge every step with ``judge`` for ``step_good_rate`` (off: no judge runs in evaluation)."""
     log_trajectories: int = 4
-    """Trajectories shown as text in TensorBoard after each evaluation."""
+    """Trajectories shown step by step as text in TensorBoard after each evaluation (a table lists every rollout;
+    the Trajectories dashboard of ``swirl-tensorboard`` shows them all)."""
     predictions: str | None = None
     """Where ``swirl predict`` writes trajectories (JSONL); default ``<log_dir>/predictions.jsonl``."""
 

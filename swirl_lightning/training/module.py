@@ -4,6 +4,8 @@
   :mod:`.objectives` for each one's algorithm.
 - Validation, test and predict roll the policy out live with tools on held-out questions; the
   :class:`~.callbacks.LiveEvaluation` callback (added by :meth:`configure_callbacks`) summarises and logs them.
+- Training figures are written at the optimizer step the batch started from (:mod:`.scalars` says why not through
+  Lightning's ``self.log``); the hyperparameters are logged by the CLI (the whole resolved config).
 - The policy (:mod:`.policy`) is loaded in :meth:`configure_model`; only the logits of positions that predict an
   action token are computed. Under ``ModelParallelStrategy`` each decoder layer and the whole policy are sharded
   with FSDP2. With LoRA, checkpoints hold the trained weights only; the frozen base is reloaded from ``policy.name``.
@@ -27,7 +29,10 @@ from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfi
 from swirl_lightning.core.trajectory import Example, Trajectory
 from swirl_lightning.training.config import EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig, SwirlConfig
 from swirl_lightning.training.objectives import make_objective
-from swirl_lightning.training.policy import ActionScorer, export_policy, load_trainable_policy, shard_with_fsdp2
+from swirl_lightning.training.policy import (
+    ActionScorer, describe_parameters, export_policy, load_trainable_policy, shard_with_fsdp2,
+)
+from swirl_lightning.training.scalars import BatchScalars, gradient_norm, reward_figures
 from swirl_lightning.training.sequences import TrainingBatch
 
 
@@ -70,7 +75,8 @@ class SwirlModule(L.LightningModule):
         if lora.quantize != "none" and policy.adapter:
             raise ValueError("policy.adapter with lora.quantize: export the merged model first, then quantize it")
         self.objective = make_objective(objective)
-        self.save_hyperparameters()
+        # Not to the loggers: the CLI logs the whole resolved config (trainer included) with the val/* figures.
+        self.save_hyperparameters(logger=False)
         self.policy, self.task, self.sampling, self.tools, self.judge = policy, task, sampling, tools, judge
         self.lora, self.gradient_checkpointing, self.optimizer_config = lora, gradient_checkpointing, optimizer
         self.swirl, self.evaluation, self.export_config = swirl, evaluation, export
@@ -89,6 +95,8 @@ class SwirlModule(L.LightningModule):
         self.reference: ActionScorer | None = None
         self.batch_tokens = 0
         self._batch_started = 0.0
+        self.scalars = BatchScalars()
+        self.loaded_step = 0  # the optimizer step of the checkpoint the weights came from
 
     # -- the policy -----------------------------------------------------------------------------
 
@@ -156,6 +164,9 @@ class SwirlModule(L.LightningModule):
         return build_optimizer(self.optimizer_config, (p for p in self.scorer.parameters() if p.requires_grad), total)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        norm = gradient_norm(self.scorer.parameters())
+        if norm is not None:
+            self.scalars.add({"train/grad_norm": norm})  # before clipping; the mean over the batch's updates
         clip = gradient_clip_val or self.optimizer_config.max_grad_norm
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
@@ -166,18 +177,8 @@ class SwirlModule(L.LightningModule):
         return [LiveEvaluation()]
 
     def on_fit_start(self) -> None:
-        from torch.distributed.tensor import DTensor
-
-        params = list(self.scorer.parameters())
-        trainable = sum(p.numel() for p in params if p.requires_grad)
-        sharded = [p for p in params if isinstance(p, DTensor) and any(pl.is_shard() for pl in p.placements)]
-        line = (f"[rank {self.global_rank}/{self.trainer.world_size}] {type(self.trainer.strategy).__name__}: "
-                f"{trainable:,} of {sum(p.numel() for p in params):,} parameters trainable")
-        if sharded:
-            local = sum(p.to_local().numel() for p in sharded)
-            line += (f"; {len(sharded)} of {len(params)} parameter tensors sharded ({sharded[0].placements[0]}), "
-                     f"local shards hold {local:,} of {sum(p.numel() for p in sharded):,} elements")
-        print(line, flush=True)
+        print(f"[rank {self.global_rank}/{self.trainer.world_size}] {type(self.trainer.strategy).__name__}: "
+              f"{describe_parameters(self.scorer)}", flush=True)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self.objective.training_step(self, batch)
@@ -188,32 +189,38 @@ class SwirlModule(L.LightningModule):
             raise ValueError(f"the training loss is {loss.item()} at step {self.global_step}: the batch's rewards or "
                              "weights are out of range; the weights were not updated")
 
+    def log_scalars(self, values: dict[str, float | Tensor], batch_size: int, prog_bar: tuple[str, ...] = ()) -> None:
+        """Figures of this batch: to the loggers at the batch's starting step (see :mod:`.scalars`), and to
+        Lightning's progress bar and callback metrics."""
+        for name, value in values.items():
+            self.log(name, value, logger=False, prog_bar=name in prog_bar, batch_size=batch_size)
+        self.scalars.add(values)
+
     def log_row_batch(self, batch: TrainingBatch, loss: Tensor, entropy: Tensor) -> None:
         """The training scalars of a batch of trajectory rows."""
         self.batch_tokens = batch.num_tokens
-        size = len(batch.example_ids)
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.log("train/entropy", entropy, batch_size=size)
-        self.log("train/action_tokens", float((batch.segment_ids > 0).sum()), batch_size=size)
+        self.log_scalars({"train/loss": loss, "train/entropy": entropy,
+                          "train/action_tokens": float((batch.segment_ids > 0).sum())},
+                         len(batch.example_ids), prog_bar=("train/loss",))
 
-    def log_rewards(self, rewards: Tensor, step_index: Tensor) -> None:
-        """Reward mean, spread and mean by step index, and a histogram."""
-        rewards = rewards.detach().float().cpu()
-        self.log("train/reward_mean", rewards.mean(), batch_size=len(rewards))
-        self.log("train/reward_std", rewards.std(correction=0), batch_size=len(rewards))
-        for k in sorted(set(step_index.tolist())):
-            self.log(f"train/reward_by_step/{k}", rewards[step_index.cpu() == k].mean(), batch_size=len(rewards))
-        writer = self.tensorboard()
-        if writer is not None and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
-            writer.add_histogram("train/reward", rewards, self.global_step)
+    def log_rewards(self, rewards: Tensor, step_index: Tensor, good: Tensor | None = None) -> None:
+        """Reward mean and spread, the GOOD rate (with ``good``: the judge's verdicts), a histogram, and the mean
+        reward at each step index this batch holds (to the loggers only: the indices differ from batch to batch)."""
+        figures = reward_figures(rewards, step_index, good)
+        by_step = {name: value for name, value in figures.items() if "/reward_by_step/" in name}
+        self.log_scalars({name: value for name, value in figures.items() if name not in by_step}, rewards.numel())
+        self.scalars.add(by_step)
+        self.scalars.add_histogram("train/reward", rewards)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_started = time.perf_counter()
+        self.scalars.start(self.global_step)
+        self.log_scalars({"train/lr": self.optimizers().param_groups[0]["lr"]}, batch_size=1)  # the rate it trains at
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         elapsed = time.perf_counter() - self._batch_started
-        self.log("train/tokens_per_s", self.batch_tokens / max(elapsed, 1e-9))
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        self.log_scalars({"train/tokens_per_s": self.batch_tokens / max(elapsed, 1e-9)}, batch_size=1)
+        self.scalars.write(self.loggers, self.trainer.log_every_n_steps, stepped=self.global_step > self.scalars.step)
 
     # -- live evaluation (summarised by the LiveEvaluation callback) ----------------------------
 
@@ -248,6 +255,7 @@ class SwirlModule(L.LightningModule):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.loaded_step = int(checkpoint.get("global_step", 0))
         saved = checkpoint.get("state_dict")
         unknown = set(saved) - set(self.state_dict()) if isinstance(saved, dict) else set()
         if unknown:
@@ -259,11 +267,10 @@ class SwirlModule(L.LightningModule):
 
         if not self.export_config.enabled:
             return
-        log_dir = self.trainer.log_dir  # a collective call: every rank asks, once
         if isinstance(self.scorer, FSDPModule):
             print("export skipped under FSDP2: convert the sharded checkpoint instead", flush=True)
-        elif self.global_rank == 0 and (self.export_config.dir or log_dir):
-            self.export(self.export_config.dir or Path(log_dir) / "export")
+        elif self.global_rank == 0:  # beside the logs, not in them (TensorBoard would scan the weights' folder)
+            self.export(self.export_config.dir or Path(self.trainer.default_root_dir) / "export")
 
     def export(self, directory: str | Path) -> Path:
         """Save the policy in Hugging Face format (see :func:`~.policy.export_policy`)."""

@@ -10,6 +10,8 @@ registered in :data:`OBJECTIVES`; the losses themselves are pure torch in :mod:`
   no tool runs) and scored by the step ``judge``: the reward of an action is the judge's score.
 - Advantage = reward - the group's mean reward (or the leave-one-out mean), optionally divided by the group's
   standard deviation; a group whose G rewards are equal teaches nothing and gets zero advantages.
+- Logged per batch (at the optimizer step it started from): the reward (mean, spread, by step index), the GOOD
+  rate of the sampled actions (the judge's verdicts), the advantages, the loss and its parts, the gradient norm.
 - Loss: token-level policy gradient, summed over action tokens and divided by the batch's action tokens, plus an
   optional k3 KL penalty to the initial policy (the warm start: the LoRA adapter disabled, or a frozen copy).
 - On-policy by default (one update per sampled batch); with ``ppo_epochs > 1`` the batch gives several updates
@@ -95,6 +97,8 @@ class SwirlBatch:
     """G (token ids, text) actions per state."""
     rewards: Tensor
     """[N, G] the judge's scores."""
+    good: Tensor
+    """[N, G] whether the judge's verdict is GOOD (its score against its threshold)."""
     advantages: Tensor
     """[N, G] rewards minus the group baseline (column g-1 = action g, as ``loss.swirl_loss`` reads them)."""
     step_index: Tensor
@@ -125,6 +129,13 @@ class SwirlObjective(Objective):
                  for state, group in zip(states, samples) for _, text in group]
         return torch.tensor(action_rewards(module.step_judge(), items), dtype=torch.float32).view(len(states), -1)
 
+    def good(self, module: SwirlModule, rewards: Tensor) -> Tensor:
+        """The judge's verdict on each scored action: GOOD when its score reaches the judge's threshold."""
+        from swirl_lightning.judging.base import GOOD, verdict_for
+
+        threshold = module.step_judge().threshold
+        return torch.tensor([verdict_for(r, threshold) == GOOD for r in rewards.flatten().tolist()]).view_as(rewards)
+
     def sample(self, module: SwirlModule, states: Sequence[State], group_size: int, seed: int) -> list[list[tuple[list[int], str]]]:
         """``group_size`` fresh actions per state, drawn with run seed ``seed``."""
         sampling = dataclasses.replace(module.sampling, seed=seed)
@@ -138,6 +149,7 @@ class SwirlObjective(Objective):
         samples = self.sample(module, states, config.group_size, module.global_step * 7919 + module.global_rank)
         sampling_seconds = time.perf_counter() - started
         rewards = self.rewards(module, states, samples)
+        good = self.good(module, rewards)
         advantages = group_advantages(rewards, config.advantage, config.normalize_std)
         groups = [pack_group(s.token_ids, [ids for ids, _ in group], dtype=module.mask_dtype())
                   for s, group in zip(states, samples)]
@@ -149,7 +161,7 @@ class SwirlObjective(Objective):
             with torch.no_grad(), module.reference_policy() as reference:
                 reference_logprobs, _ = reference(**inputs)
         step_index = torch.tensor([s.step_index for s in states]).unsqueeze(1).expand_as(rewards)
-        return SwirlBatch(samples, rewards, advantages.to(module.device), step_index, inputs, reference_logprobs,
+        return SwirlBatch(samples, rewards, good, advantages.to(module.device), step_index, inputs, reference_logprobs,
                           tokens=sum(len(group.input_ids) for group in groups),
                           sampled_tokens=sum(len(ids) for group in samples for ids, _ in group),
                           sampling_seconds=sampling_seconds)
@@ -176,15 +188,15 @@ class SwirlObjective(Objective):
             optimizer.step()
             scheduler.step()
         module.batch_tokens = batch.tokens
-        size = len(states)
-        module.log("train/loss", loss, prog_bar=True, batch_size=size)
-        for name in ("entropy", "policy_loss", "kl", "clip_fraction", "ratio_mean"):
-            module.log(f"train/{name}", stats[name], batch_size=size)
-        module.log("train/action_tokens", float(stats["action_tokens"]), batch_size=size)
-        module.log("train/sampled_tokens_per_s", batch.sampled_tokens / max(batch.sampling_seconds, 1e-9), batch_size=size)
-        module.log("train/advantage_std", batch.advantages.std(correction=0), batch_size=size)
-        module.log("train/advantage_abs_mean", batch.advantages.abs().mean(), batch_size=size)
-        module.log_rewards(batch.rewards.flatten(), batch.step_index.flatten())
+        module.log_scalars({
+            "train/loss": loss, **{f"train/{name}": stats[name] for name in
+                                   ("entropy", "policy_loss", "kl", "clip_fraction", "ratio_mean")},
+            "train/action_tokens": float(stats["action_tokens"]),
+            "train/sampled_tokens_per_s": batch.sampled_tokens / max(batch.sampling_seconds, 1e-9),
+            "train/advantage_std": batch.advantages.std(correction=0),
+            "train/advantage_abs_mean": batch.advantages.abs().mean(),
+        }, batch_size=len(states), prog_bar=("train/loss",))
+        module.log_rewards(batch.rewards.flatten(), batch.step_index.flatten(), batch.good.flatten())
         return loss.detach()
 
     @torch.no_grad()

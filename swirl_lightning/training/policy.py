@@ -166,6 +166,21 @@ def load_trainable_policy(policy: PolicyConfig, lora: LoraConfig, device: torch.
     return lm
 
 
+def describe_parameters(scorer: nn.Module) -> str:
+    """How many parameters train, and under FSDP2 how they are sharded: what a run prints as it starts."""
+    from torch.distributed.tensor import DTensor
+
+    params = list(scorer.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    line = f"{trainable:,} of {sum(p.numel() for p in params):,} parameters trainable"
+    sharded = [p for p in params if isinstance(p, DTensor) and any(pl.is_shard() for pl in p.placements)]
+    if sharded:
+        local = sum(p.to_local().numel() for p in sharded)
+        line += (f"; {len(sharded)} of {len(params)} parameter tensors sharded ({sharded[0].placements[0]}), "
+                 f"local shards hold {local:,} of {sum(p.numel() for p in sharded):,} elements")
+    return line
+
+
 def shard_with_fsdp2(scorers: list[nn.Module | None], device_mesh) -> None:
     """FSDP2: shard every decoder layer, then the rest of each policy, over the data-parallel mesh."""
     from torch.distributed.fsdp import fully_shard

@@ -195,6 +195,7 @@ def gsm8k_reference_trajectory(
         steps=steps,
         final_answer=example.answer,
         outcome=1.0,
+        gold_answer=example.answer,
         metadata={"source": "gsm8k-reference", "annotations": len(steps) - 1, "skipped_annotations": skipped},
     )
 
