@@ -185,7 +185,8 @@ def data_show(args: argparse.Namespace) -> int:
                   f"answer={trajectory.final_answer!r}")
             print(f"Q: {trajectory.prompt[-1]['content']}")
             for k, step in enumerate(trajectory.steps):
-                verdicts = " ".join(f"[{j.judge}: {j.verdict} {j.score:.2f}]" for j in step.judgements)
+                verdicts = " ".join(f"[{j.judge}: {j.verdict}" + ("]" if j.failed else f" {j.score:.2f}]")
+                                    for j in step.judgements)
                 print(f"  {k + 1}. {step.text.strip()!r} {verdicts}")
                 if step.observation is not None:
                     print(f"     -> {step.observation!r}")
