@@ -258,3 +258,57 @@ class StubChatServer:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def transformers_serve(model: str, *, startup_timeout_s: float = 180.0, log_path: str | None = None,
+                       extra_args: Sequence[str] = ()):
+    """``transformers serve`` (transformers' own OpenAI-compatible server, the ``transformers[serving]`` extra) on
+    127.0.0.1 and a free port, serving ``model`` (a local folder) on the CPU, for the ``with`` block; yields its
+    ``base_url``. The server process is stopped at the end (terminated, then killed if it lingers)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    command = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve", model,
+               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *extra_args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"transformers serve exited with code {process.returncode} before answering"
+                                   + (f"; see {log_path}" if log_path else ""))
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"transformers serve did not answer on port {port} within {startup_timeout_s:g} s")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log_path:
+            log.close()
