@@ -91,6 +91,7 @@ def score_outcomes(trajectories: Sequence[Trajectory], examples: dict[str, Examp
     if cache is not None:
         cache.put_many({keys[i]: j for i, j in zip(todo, graded) if keys[i]})
     if failures is not None:
+        failures.judged += len(trajectories) - len(todo)  # the cached grades
         failures.add(graded)
     for trajectory, judgement in zip(trajectories, judgements):
         trajectory.outcome = judgement.score

@@ -113,7 +113,8 @@ class FailureBudget:
         return self.failed / self.judged if self.judged else 0.0
 
     def add(self, judgements: Iterable[Judgement], final: bool = False) -> None:
-        """Count ``judgements`` (fresh ones, not cache hits), then check the rate."""
+        """Count ``judgements`` (cache hits too: a rerun that asks only for earlier failures is measured over all its
+        steps), then check the rate."""
         for judgement in judgements:
             self.judged += 1
             if judgement.failed:
@@ -165,13 +166,15 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
             key = judgement_key(judge.judge_id, judge.prompt_version, state.messages, step.text) if use_cache else None
             pending.append((state, step, key))
     cached = cache.get_many(k for _, _, k in pending if k) if use_cache else {}
-    todo = []
+    todo, hits = [], []
     for state, step, key in pending:
         if key in cached:
             hit = cached[key]
-            _set_judgement(step, Judgement(hit.judge, verdict_for(hit.score, judge.threshold), hit.score, hit.prompt_version))
+            hits.append(Judgement(hit.judge, verdict_for(hit.score, judge.threshold), hit.score, hit.prompt_version))
+            _set_judgement(step, hits[-1])
         else:
             todo.append((state, step, key))
+    failures.judged += len(hits)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc=f"judging ({judge.judge_id})", unit="step", disable=not (progress and todo))
