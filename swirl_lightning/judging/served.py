@@ -210,18 +210,19 @@ class ServedJudge(_Served, StepJudgeBase):
     """The paper's gold-free process judge on an OpenAI-compatible server (module docstring).
 
     Options (``judge.options``): ``base_url`` and ``model`` (required); ``api_key_env`` (the NAME of the variable
-    holding the key); ``prompt`` (``math``, ``search`` or a prompt file); ``name`` (the judge id is
-    ``served:<name or model>``); ``temperature``, ``max_tokens``, ``seed``, ``extra_body`` (sent as they are);
-    ``group`` (one request for all sampled actions of a state); ``concurrency``, ``requests_per_minute``,
-    ``tokens_per_minute``, ``timeout_s``, ``max_retries``, ``backoff_s``, ``max_backoff_s``; ``price_input_per_mtok``
-    and ``price_output_per_mtok`` (for the cost estimate); ``max_message_chars`` (longer messages are shortened).
+    holding the key); ``prompt`` (``math``, ``search`` or a prompt file); ``model_name`` (the judge id is
+    ``served:<model_name or model>``: name the model when ``model`` is a path, or when its weights change);
+    ``temperature``, ``max_tokens``, ``seed``, ``extra_body`` (sent as they are); ``group`` (one request for all
+    sampled actions of a state); ``concurrency``, ``requests_per_minute``, ``tokens_per_minute``, ``timeout_s``,
+    ``max_retries``, ``backoff_s``, ``max_backoff_s``; ``price_input_per_mtok`` and ``price_output_per_mtok`` (for
+    the cost estimate); ``max_message_chars`` (longer messages are shortened).
     """
 
     cacheable = True
     needs_example = False
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, prompt: str = "math",
-                 name: str | None = None, temperature: float = 0.0, max_tokens: int = 256, seed: int | None = None,
+                 model_name: str | None = None, temperature: float = 0.0, max_tokens: int = 256, seed: int | None = None,
                  group: bool = False, concurrency: int = 4, requests_per_minute: float | None = None,
                  tokens_per_minute: float | None = None, timeout_s: float = 60.0, max_retries: int = 4,
                  backoff_s: float = 1.0, max_backoff_s: float = 30.0, price_input_per_mtok: float | None = None,
@@ -235,7 +236,7 @@ class ServedJudge(_Served, StepJudgeBase):
         self.prompt = JudgePrompt.load(prompt, "process")
         if group and "user_group" not in self.prompt.sections:
             raise ValueError(f"group: the prompt {self.prompt.path} has no '=== user_group' section")
-        self.judge_id = f"served:{name or model}"
+        self.judge_id = f"served:{model_name or model}"
         self.prompt_version = self.prompt.prompt_version(temperature, max_tokens, seed, extra_body, group)
         self.group, self.threshold, self.max_message_chars = group, threshold, max_message_chars
 
@@ -311,7 +312,7 @@ class ServedGrader(_Served):
     cacheable = True
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, prompt: str = "math",
-                 name: str | None = None, temperature: float = 0.0, max_tokens: int = 128, seed: int | None = None,
+                 model_name: str | None = None, temperature: float = 0.0, max_tokens: int = 128, seed: int | None = None,
                  concurrency: int = 4, requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                  timeout_s: float = 60.0, max_retries: int = 4, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
                  price_input_per_mtok: float | None = None, price_output_per_mtok: float | None = None,
@@ -322,7 +323,7 @@ class ServedGrader(_Served):
                     backoff_s=backoff_s, max_backoff_s=max_backoff_s, price_input_per_mtok=price_input_per_mtok,
                     price_output_per_mtok=price_output_per_mtok, extra_body=extra_body)
         self.prompt = JudgePrompt.load(prompt, "grader")
-        self.judge_id = f"served_grader:{name or model}"
+        self.judge_id = f"served_grader:{model_name or model}"
         self.prompt_version = self.prompt.prompt_version(temperature, max_tokens, seed, extra_body)
 
     def messages(self, prediction: str, gold: str, question: str | None) -> list[dict[str, str]]:
