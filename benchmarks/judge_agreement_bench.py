@@ -122,11 +122,16 @@ def plot_served(result: dict):
     verdicts.set_title(f"verdicts on {result['verdict_rate']:.0%} of {result['steps']} steps; agreement "
                        + ("n/a" if accuracy is None else f"{accuracy:.2f}"), fontsize=9)
     runs = result["throughput"]
+    if not runs:
+        speed.text(0.5, 0.5, "speed not measured in this run", ha="center", va="center")
+        speed.set_axis_off()
+        return fig
     speed.plot([r["concurrency"] for r in runs], [r["steps_per_s"] for r in runs], marker="o")
     speed.set_xscale("log", base=2)
     speed.set_xticks([r["concurrency"] for r in runs], [str(r["concurrency"]) for r in runs])
     speed.set_xlabel("concurrent requests")
     speed.set_ylabel("steps judged per second")
+    speed.set_ylim(bottom=0)
     speed.set_title(f"{result['judge_model_label']}, max_tokens {result['throughput_max_tokens']}", fontsize=9)
     return fig
 
@@ -198,7 +203,7 @@ def measure_served(args: argparse.Namespace, drawn: list, base_url: str, model: 
     good = [score for score, label in with_verdict if label == 1]
     bad = [score for score, label in with_verdict if label == 0]
     throughput = []
-    for concurrency in args.concurrency:
+    for concurrency in args.concurrency if args.throughput_steps > 0 else []:
         timed = served_judge(args, base_url, model, args.throughput_max_tokens, concurrency)
         steps = pairs[: args.throughput_steps]
         begun = time.perf_counter()
@@ -216,8 +221,9 @@ def measure_served(args: argparse.Namespace, drawn: list, base_url: str, model: 
         "failure_examples": sorted({j.error for j in judgements if j.failed})[:5],
         "steps_with_verdict": len(with_verdict),
         "accuracy_on_verdicts": agree / len(with_verdict) if with_verdict else None,
-        "accuracy_ci95": wilson(agree, len(with_verdict)),
-        "auc_on_verdicts": roc_auc(good, bad), "auc_ci95": bootstrap_auc(good, bad) if good and bad else None,
+        "accuracy_ci95": wilson(agree, len(with_verdict)) if with_verdict else None,
+        "auc_on_verdicts": roc_auc(good, bad) if good and bad else None,
+        "auc_ci95": bootstrap_auc(good, bad) if good and bad else None,
         "agreement_seconds": round(agreement_seconds, 3), "agreement_usage": judge.usage.as_dict(),
         "throughput_max_tokens": args.throughput_max_tokens, "throughput": throughput,
     }
@@ -267,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=128, help="served: reply tokens for the agreement run")
     parser.add_argument("--timeout-s", type=float, default=120.0, help="served: time-out per request")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="served: concurrencies timed")
-    parser.add_argument("--throughput-steps", type=int, default=24, help="served: steps judged at each concurrency")
+    parser.add_argument("--throughput-steps", type=int, default=24,
+                        help="served: steps judged at each concurrency (0: no speed runs)")
     parser.add_argument("--throughput-max-tokens", type=int, default=32, help="served: reply tokens when timing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="result JSON (default results/judge_agreement.json, or "
