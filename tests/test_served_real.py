@@ -84,5 +84,6 @@ def test_swirl_fit_with_the_served_reward_on_a_real_transformers_serve(server, t
     events = EventAccumulator(str(root / "tb" / "version_0"))
     events.Reload()
     requests = [e.value for e in events.Scalars("judge/requests")]
-    assert len(requests) == 2 and requests[-1] > 0 and events.Scalars("judge/prompt_tokens")[-1].value > 0
-    assert {e.step for e in events.Scalars("judge/failures")} == {0, 1}
+    # A batch whose samples all got no verdict makes no update, so it may take more than 2 batches to make 2 steps.
+    assert len(requests) >= 2 and requests[-1] > 0 and events.Scalars("judge/prompt_tokens")[-1].value > 0
+    assert len(events.Scalars("judge/failures")) == len(requests)

@@ -145,7 +145,8 @@ class RewardProbe(L.Callback):
                                    for r, ok in zip(rewards.nanmean(dim=1), judged)]}
         self.history.append(point)
         if trainer.is_global_zero:
-            print(f"probe at step {step}: reward {point['reward_mean']:.3f} of {self.samples} fresh samples at "
+            reward = "no verdict" if not judged.any() else f"{point['reward_mean']:.3f}"
+            print(f"probe at step {step}: reward {reward} of {self.samples} fresh samples at "
                   f"{len(self._pool)} training states ({point['seconds']:.0f} s)", flush=True)
         for logger in trainer.loggers:
             logger.log_metrics({"probe/reward_mean": point["reward_mean"], "probe/good_rate": point["good_rate"]}, step)
