@@ -301,6 +301,19 @@ def test_swirl_fit_logs_the_judges_usage_and_failures_apart_from_the_policy(tmp_
 
 
 @pytest.mark.usefixtures("one_torch_thread", "scripted_actions")
+def test_a_batch_without_a_judged_sample_makes_no_update() -> None:
+    with StubChatServer(lambda body, seen: "no idea") as server:
+        module = swirl_module(server)
+        trainer = L.Trainer(accelerator="cpu", max_steps=2, limit_train_batches=2, max_epochs=1, limit_val_batches=0,
+                            enable_checkpointing=False, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False)
+        trainer.fit(module, swirl_data())
+        assert len(server.requests) > 0 and trainer.global_step == 0  # two batches judged, no update made
+        assert not any(p.abs().sum() for n, p in module.scorer.named_parameters() if "lora_B" in n)
+        assert module.objective.failures.failed == module.objective.failures.judged == len(server.requests)
+
+
+@pytest.mark.usefixtures("one_torch_thread", "scripted_actions")
 def test_swirl_fit_stops_above_the_failure_rate(tmp_path) -> None:
     with StubChatServer(lambda body, seen: StubResponse(status=500, raw_body="down")) as server:
         judge = JudgeConfig("served", served(server, max_retries=0), max_failure_rate=0.2, failure_rate_after=4)

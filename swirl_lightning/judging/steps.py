@@ -192,7 +192,8 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
                     arrived.append(judgement)
                     failures.add([judgement])
                     bar.update(1)
-                judgements = arrived
+                if len(arrived) != len(chunk):
+                    raise RuntimeError(f"judge {judge.judge_id} returned {len(arrived)} judgements for {len(chunk)} steps")
             else:
                 judgements = judge.judge_steps(items)
                 if len(judgements) != len(chunk):
@@ -204,8 +205,6 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
                     cache.put_many({key: j for (_, _, key), j in zip(chunk, judgements) if key})
                 failures.add(judgements)
                 bar.update(len(chunk))
-            if len(judgements) != len(chunk):
-                raise RuntimeError(f"judge {judge.judge_id} returned {len(judgements)} judgements for {len(chunk)} steps")
     finally:
         bar.close()
     return {"steps": len(pending), "from_cache": len(pending) - len(todo), "judged": len(todo),

@@ -10,7 +10,8 @@ registered in :data:`OBJECTIVES`; the losses themselves are pure torch in :mod:`
   no tool runs) and scored by the step ``judge``: the reward of an action is the judge's score.
 - A judge failure (a served judge with no verdict) is no reward, never a 0: the sample is left out of the batch
   (not packed, no advantage, not in its group's baseline), counted (``judge/failures``), and the run stops above
-  ``judge.max_failure_rate``. A state with no judged sample is left out; a batch with none makes no update.
+  ``judge.max_failure_rate``. A state with no judged sample is left out; a batch with none makes no update (with
+  several processes, a zero-loss one, so that every process takes part in each gradient exchange).
 - Advantage = reward - the group's mean reward (or the leave-one-out mean), optionally divided by the group's
   standard deviation; a group whose G rewards are equal teaches nothing and gets zero advantages.
 - Loss: token-level policy gradient, summed over action tokens and divided by the batch's action tokens, plus an
@@ -108,6 +109,8 @@ class SwirlBatch:
     """The packed groups: ``input_ids``, ``attention_mask`` (4D), ``segment_ids``, ``position_ids``, ``logit_index``;
     ``None`` when the judge failed on every sample (no update)."""
     reference_logprobs: Tensor | None
+    nothing_judged: bool
+    """The judge failed on every sample: no update (with several processes, a zero-loss one over all samples)."""
     tokens: int
     """Real (non-padding) tokens of the packed rows."""
     sampled_tokens: int
@@ -155,6 +158,11 @@ class SwirlObjective(Objective):
         advantages = group_advantages(rewards, config.advantage, config.normalize_std, valid=valid)
         # Judge failures are left out of the batch: only judged samples are packed, each row's advantages in order.
         rows = [n for n in range(len(states)) if valid[n].any()]
+        nothing_judged = not rows
+        distributed = module._trainer is not None and module.trainer.world_size > 1
+        if nothing_judged and distributed:  # every rank takes part in the backward pass: all samples, zero advantages
+            rows, valid = list(range(len(states))), torch.ones_like(valid)
+            advantages = torch.zeros_like(rewards)
         groups = [pack_group(states[n].token_ids, [ids for (ids, _), ok in zip(samples[n], valid[n]) if ok],
                              dtype=module.mask_dtype()) for n in rows]
         row_advantages = torch.zeros(len(rows), rewards.shape[1])
@@ -169,8 +177,8 @@ class SwirlObjective(Objective):
                 with torch.no_grad(), module.reference_policy() as reference:
                     reference_logprobs, _ = reference(**inputs)
         step_index = torch.tensor([s.step_index for s in states]).unsqueeze(1).expand_as(rewards)
-        return SwirlBatch(samples, rewards, valid, row_advantages.to(module.device), step_index, inputs,
-                          reference_logprobs, tokens=sum(len(group.input_ids) for group in groups),
+        return SwirlBatch(samples, rewards, ~torch.isnan(rewards), row_advantages.to(module.device), step_index, inputs,
+                          reference_logprobs, nothing_judged, tokens=sum(len(group.input_ids) for group in groups),
                           sampled_tokens=sum(len(ids) for group in samples for ids, _ in group),
                           sampling_seconds=sampling_seconds)
 
@@ -192,6 +200,7 @@ class SwirlObjective(Objective):
         old_logprobs = None  # the sampling policy's: with it the ratio is 1 on the first update
         for _ in range(module.swirl.ppo_epochs):
             loss, stats = self.loss(module, batch, old_logprobs)
+            loss = loss * 0 if batch.nothing_judged else loss
             old_logprobs = stats["logprobs"] if old_logprobs is None else old_logprobs
             optimizer.zero_grad()
             module.manual_backward(loss)
@@ -205,6 +214,8 @@ class SwirlObjective(Objective):
             module.log(f"train/{name}", stats[name], batch_size=size)
         module.log("train/action_tokens", float(stats["action_tokens"]), batch_size=size)
         module.log("train/sampled_tokens_per_s", batch.sampled_tokens / max(batch.sampling_seconds, 1e-9), batch_size=size)
+        if batch.nothing_judged:
+            return loss.detach()
         judged = batch.valid[batch.valid.any(dim=1)].sum(dim=1, keepdim=True).to(batch.advantages.device)
         advantages = batch.advantages[torch.arange(batch.advantages.shape[1], device=judged.device) < judged]
         module.log("train/advantage_std", advantages.std(correction=0), batch_size=size)
