@@ -1,15 +1,27 @@
-"""Does the gold-free LLM step judge carry signal? The ``process`` judge's P(GOOD) against the reference-guided
-judge's verdicts on the same steps of policy rollouts.
+"""Does a gold-free LLM step judge carry signal? A judge's verdicts against the reference-guided judge's on the same
+steps of policy rollouts: the local ``process`` judge (P(GOOD) from a local LM) or the ``served`` judge (any
+OpenAI-compatible server), for which its speed at several concurrencies is measured too.
 
     python benchmarks/judge_agreement_bench.py --trajectories runs/learning/trajectories.jsonl   # ~5 min on 2 cores
-    python benchmarks/judge_agreement_bench.py --smoke       # tiny random model (run by the test suite)
+    python benchmarks/judge_agreement_bench.py --judge served --trajectories runs/judge/trajectories.jsonl
+    python benchmarks/judge_agreement_bench.py --judge served --base-url http://127.0.0.1:8000/v1 --judge-model M
+    python benchmarks/judge_agreement_bench.py --smoke [--judge served]   # tiny judge / stub server (the test suite)
 
-The steps are drawn from a GSM8K trajectory file (e.g. the learning benchmark's warm-start samples): every step is
-judged by the ``reference`` judge (a calculator result equal to a value of the worked solution, or the right final
-answer), then ``--steps`` valid steps are drawn, half GOOD and half BAD by that judge (invalid actions are left out:
-the process judge scores them 0 without asking its model). The ``process`` judge (``--judge-model``, default the
-SmolLM2-135M-Instruct it uses by default) scores each. Reported: ROC AUC of P(GOOD) for the reference verdict
-(0.5 = no signal) with a bootstrap 95% interval, the agreement at the judge's threshold, and P(GOOD) by class.
+The steps are drawn from a GSM8K trajectory file (e.g. the learning benchmark's warm-start samples, or
+``swirl generate --config conf/generate/gsm8k_warm.yaml --task.limit 32 --output runs/judge/trajectories.jsonl``):
+every step is judged by the ``reference`` judge (a calculator result equal to a value of the worked solution, or the
+right final answer), then ``--steps`` valid steps are drawn, half GOOD and half BAD by that judge (invalid actions
+are left out: both judges call them BAD without asking a model).
+
+``process`` (``--judge-model``, default SmolLM2-135M-Instruct): ROC AUC of P(GOOD) for the reference verdict (0.5 =
+no signal) with a bootstrap 95% interval, the agreement at the judge's threshold, and P(GOOD) by class.
+
+``served``: the judge's prompt (``--prompt``, the shipped ``math`` one by default: reason, then ``Verdict: GOOD``)
+on every drawn step, at concurrency 4; reported: the share of steps with a verdict (the rest are judge failures),
+and on those the agreement with the reference judge (accuracy with a Wilson 95% interval; ROC AUC of the GOOD/BAD
+verdict, which for a 0/1 score is the balanced accuracy, with a bootstrap interval). Then the speed: the first
+``--throughput-steps`` steps judged afresh (no cache) at each ``--concurrency``, with ``--throughput-max-tokens``.
+Without ``--base-url`` it starts ``transformers serve`` on 127.0.0.1 with the local folder of ``--judge-model``.
 """
 
 from __future__ import annotations
@@ -69,7 +81,19 @@ def draw_steps(path: Path, count: int, seed: int) -> tuple[list, dict]:
     return drawn, pool
 
 
+def wilson(successes: int, total: int, z: float = 1.96) -> list[float]:
+    """The Wilson score 95% interval of a proportion (``[nan, nan]`` for no trials)."""
+    if total == 0:
+        return [float("nan"), float("nan")]
+    p = successes / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * ((p * (1 - p) / total + z * z / (4 * total * total)) ** 0.5) / (1 + z * z / total)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 def plot(result: dict):  # the figure write_result saves
+    if result.get("judge") == "served":
+        return plot_served(result)
     fig, axis = subplots(figsize=(6, 4))
     bins = [i / 20 for i in range(21)]
     axis.hist(result["scores"]["GOOD"], bins=bins, alpha=0.6, label="reference GOOD", color="tab:green")
@@ -82,37 +106,54 @@ def plot(result: dict):  # the figure write_result saves
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trajectories", default="runs/learning/trajectories.jsonl", help="GSM8K rollouts to draw from")
-    parser.add_argument("--steps", type=int, default=200, help="steps to score (half GOOD, half BAD)")
-    parser.add_argument("--judge-model", default="smollm2-135m-instruct")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(HERE / "results" / "judge_agreement.json"))
-    parser.add_argument("--smoke", action="store_true", help="tiny random judge on reference trajectories")
-    args = parser.parse_args(argv)
+def plot_served(result: dict):
+    fig, (verdicts, speed) = subplots(1, 2, figsize=(10, 4))
+    classes = ["GOOD", "BAD"]
+    bottom = [0.0, 0.0]
+    for verdict, colour in (("GOOD", "tab:green"), ("BAD", "tab:red"), ("FAILED", "tab:gray")):
+        shares = [result["verdicts_by_reference"][c][verdict] / max(sum(result["verdicts_by_reference"][c].values()), 1)
+                  for c in classes]
+        verdicts.bar([f"reference {c}" for c in classes], shares, bottom=bottom, color=colour,
+                     label=f"served judge: {verdict}")
+        bottom = [b + x for b, x in zip(bottom, shares)]
+    verdicts.set_ylabel("share of steps")
+    verdicts.legend(fontsize=8)
+    accuracy = result["accuracy_on_verdicts"]
+    verdicts.set_title(f"verdicts on {result['verdict_rate']:.0%} of {result['steps']} steps; agreement "
+                       + ("n/a" if accuracy is None else f"{accuracy:.2f}"), fontsize=9)
+    runs = result["throughput"]
+    if not runs:
+        speed.text(0.5, 0.5, "speed not measured in this run", ha="center", va="center")
+        speed.set_axis_off()
+        return fig
+    speed.plot([r["concurrency"] for r in runs], [r["steps_per_s"] for r in runs], marker="o")
+    speed.set_xscale("log", base=2)
+    speed.set_xticks([r["concurrency"] for r in runs], [str(r["concurrency"]) for r in runs])
+    speed.set_xlabel("concurrent requests")
+    speed.set_ylabel("steps judged per second")
+    speed.set_ylim(bottom=0)
+    speed.set_title(f"{result['judge_model_label']}, max_tokens {result['throughput_max_tokens']}", fontsize=9)
+    return fig
+
+
+def smoke_trajectories(out: Path) -> Path:
+    """Reference trajectories (GOOD steps) whose final answer is made wrong (a BAD step each), written beside ``out``."""
+    from swirl_lightning.core.tasks import load_task
+    from swirl_lightning.core.tasks.gsm8k import gsm8k_reference_trajectory
+    from swirl_lightning.core.trajectory import parse_action, write_jsonl
+
+    trajectories = [gsm8k_reference_trajectory(e, tool_tag="math_exp") for e in load_task("gsm8k", "train", limit=3)]
+    for t in trajectories:
+        t.steps[-1].text = "So the answer is <answer>-1</answer>"
+        t.steps[-1].action = parse_action(t.steps[-1].text, {})
+    source = out.with_suffix(".trajectories.jsonl")
+    write_jsonl(source, trajectories)
+    return source
+
+
+def run_process(args: argparse.Namespace, drawn: list, pool: dict, argv: list[str] | None, started: float) -> dict:
     from swirl_lightning.judging.local_lm import ProcessJudge
 
-    started = time.perf_counter()
-    source = Path(args.trajectories)
-    if args.smoke:
-        # Reference trajectories hold GOOD steps; a wrong final answer makes a BAD one per trajectory.
-        from swirl_lightning.core.tasks import load_task
-        from swirl_lightning.core.tasks.gsm8k import gsm8k_reference_trajectory
-        from swirl_lightning.core.trajectory import parse_action, write_jsonl
-
-        args.judge_model, args.steps = "tiny-random", 4
-        trajectories = [gsm8k_reference_trajectory(e, tool_tag="math_exp") for e in load_task("gsm8k", "train", limit=3)]
-        for t in trajectories:
-            t.steps[-1].text = "So the answer is <answer>-1</answer>"
-            t.steps[-1].action = parse_action(t.steps[-1].text, {})
-        source = Path(args.out).with_suffix(".trajectories.jsonl")
-        write_jsonl(source, trajectories)
-    if not source.exists():
-        raise SystemExit(f"{source}: no such trajectory file; run benchmarks/learning_bench.py first (its generate "
-                         f"stage writes it) or name GSM8K rollouts with --trajectories")
-    drawn, pool = draw_steps(source, args.steps, args.seed)
     judge = ProcessJudge(args.judge_model, batch_size=args.batch_size)
     scored = time.perf_counter()
     scores = [j.score for j in judge.judge_steps([pair for pair, _ in drawn])]
@@ -133,11 +174,126 @@ def main(argv: list[str] | None = None) -> int:
         "judge_seconds": judge_seconds, "wall_seconds": time.perf_counter() - started,
         "scores": {"GOOD": good, "BAD": bad},
     }
-    write_result(result, Path(args.out), plot)
     print(f"{len(drawn)} steps: AUC {result['auc']:.3f} (95% CI {result['auc_ci95'][0]:.3f}-{result['auc_ci95'][1]:.3f}), "
           f"agreement at {judge.threshold}: {100 * result['agreement_at_threshold']:.1f}%, mean P(GOOD) "
           f"GOOD {result['mean_p_good']['GOOD']:.3f} / BAD {result['mean_p_good']['BAD']:.3f}; "
           f"{judge_seconds:.0f} s judging")
+    return result
+
+
+def served_judge(args: argparse.Namespace, base_url: str, model: str, max_tokens: int, concurrency: int):
+    from swirl_lightning.judging.served import ServedJudge
+
+    return ServedJudge(base_url, model, api_key_env=args.api_key_env, prompt=args.prompt, max_tokens=max_tokens,
+                       concurrency=concurrency, timeout_s=args.timeout_s, max_retries=2, backoff_s=0.5)
+
+
+def measure_served(args: argparse.Namespace, drawn: list, base_url: str, model: str) -> dict:
+    """Agreement at concurrency 4, then steps per second at each concurrency (judged afresh: no cache)."""
+    pairs = [pair for pair, _ in drawn]
+    judge = served_judge(args, base_url, model, args.max_tokens, 4)
+    begun = time.perf_counter()
+    judgements = judge.judge_steps(pairs)
+    agreement_seconds = time.perf_counter() - begun
+    by_reference = {c: {"GOOD": 0, "BAD": 0, "FAILED": 0} for c in ("GOOD", "BAD")}
+    for judgement, (_, label) in zip(judgements, drawn):
+        by_reference["GOOD" if label else "BAD"][judgement.verdict] += 1
+    with_verdict = [(j.score, label) for j, (_, label) in zip(judgements, drawn) if not j.failed]
+    agree = sum((score >= 0.5) == bool(label) for score, label in with_verdict)
+    good = [score for score, label in with_verdict if label == 1]
+    bad = [score for score, label in with_verdict if label == 0]
+    throughput = []
+    for concurrency in args.concurrency if args.throughput_steps > 0 else []:
+        timed = served_judge(args, base_url, model, args.throughput_max_tokens, concurrency)
+        steps = pairs[: args.throughput_steps]
+        begun = time.perf_counter()
+        results = timed.judge_steps(steps)
+        seconds = time.perf_counter() - begun
+        throughput.append({"concurrency": concurrency, "steps": len(steps), "seconds": round(seconds, 3),
+                           "steps_per_s": len(steps) / seconds, "failures": sum(j.failed for j in results),
+                           "usage": timed.usage.as_dict()})
+        print(f"concurrency {concurrency}: {len(steps)} steps in {seconds:.1f} s = {len(steps) / seconds:.2f} steps/s "
+              f"({throughput[-1]['failures']} without a verdict)", flush=True)
+    return {
+        "judge_id": judge.judge_id, "prompt_version": judge.prompt_version, "max_tokens": args.max_tokens,
+        "steps": len(drawn), "verdicts_by_reference": by_reference,
+        "verdict_rate": len(with_verdict) / max(len(drawn), 1),
+        "failure_examples": sorted({j.error for j in judgements if j.failed})[:5],
+        "steps_with_verdict": len(with_verdict),
+        "accuracy_on_verdicts": agree / len(with_verdict) if with_verdict else None,
+        "accuracy_ci95": wilson(agree, len(with_verdict)) if with_verdict else None,
+        "auc_on_verdicts": roc_auc(good, bad) if good and bad else None,
+        "auc_ci95": bootstrap_auc(good, bad) if good and bad else None,
+        "agreement_seconds": round(agreement_seconds, 3), "agreement_usage": judge.usage.as_dict(),
+        "throughput_max_tokens": args.throughput_max_tokens, "throughput": throughput,
+    }
+
+
+def run_served(args: argparse.Namespace, drawn: list, pool: dict, argv: list[str] | None, started: float) -> dict:
+    import contextlib
+
+    from swirl_lightning.testing import StubChatServer, transformers_serve
+
+    if args.smoke:  # a stub server that calls a step BAD when it holds the made-up wrong answer
+        server = StubChatServer(lambda body, seen: "Verdict: BAD" if "answer>-1" in body["messages"][-1]["content"]
+                                else "Looks right.\nVerdict: GOOD")
+        model, label = "stub", "stub server"
+    elif args.base_url:
+        server, model, label = contextlib.nullcontext(args.base_url), args.judge_model, args.judge_model
+    else:
+        from swirl_lightning.core.models import resolve_model_path
+
+        model = str(resolve_model_path(args.judge_model))
+        server, label = transformers_serve(model), f"{args.judge_model} on transformers serve (CPU)"
+    with server as running:
+        base_url = running.base_url if isinstance(running, StubChatServer) else running
+        measured = measure_served(args, drawn, base_url, model)
+    result = {"benchmark": "judge_agreement", "judge": "served", "command": command_line(argv),
+              "machine": machine_info(), "trajectories": str(args.trajectories), "pool": pool,
+              "judge_model_label": label, **measured, "wall_seconds": time.perf_counter() - started}
+    accuracy = result["accuracy_on_verdicts"]
+    print(f"{result['steps']} steps: a verdict on {result['verdict_rate']:.0%}; agreement with the reference judge on "
+          f"those: " + ("n/a" if accuracy is None else
+                        f"{accuracy:.3f} (95% CI {result['accuracy_ci95'][0]:.3f}-{result['accuracy_ci95'][1]:.3f})"))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--judge", choices=["process", "served"], default="process")
+    parser.add_argument("--trajectories", default="runs/learning/trajectories.jsonl", help="GSM8K rollouts to draw from")
+    parser.add_argument("--steps", type=int, default=200, help="steps to score (half GOOD, half BAD)")
+    parser.add_argument("--judge-model", default="smollm2-135m-instruct",
+                        help="process: the local LM; served: the served model's name (or, without --base-url, the "
+                             "alias or folder transformers serve serves)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--base-url", help="served: the OpenAI-compatible server (default: start transformers serve)")
+    parser.add_argument("--api-key-env", help="served: the environment variable holding the API key")
+    parser.add_argument("--prompt", default="math", help="served: the process prompt (math, search or a file)")
+    parser.add_argument("--max-tokens", type=int, default=128, help="served: reply tokens for the agreement run")
+    parser.add_argument("--timeout-s", type=float, default=120.0, help="served: time-out per request")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="served: concurrencies timed")
+    parser.add_argument("--throughput-steps", type=int, default=24,
+                        help="served: steps judged at each concurrency (0: no speed runs)")
+    parser.add_argument("--throughput-max-tokens", type=int, default=32, help="served: reply tokens when timing")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="result JSON (default results/judge_agreement.json, or "
+                                      "results/judge_agreement_served.json for --judge served)")
+    parser.add_argument("--smoke", action="store_true", help="reference trajectories, a tiny random judge or a stub server")
+    args = parser.parse_args(argv)
+    args.out = args.out or str(HERE / "results" / ("judge_agreement_served.json" if args.judge == "served"
+                                                   else "judge_agreement.json"))
+    started = time.perf_counter()
+    source = Path(args.trajectories)
+    if args.smoke:
+        args.judge_model, args.steps, args.concurrency, args.throughput_steps = "tiny-random", 4, [1, 4], 4
+        source = smoke_trajectories(Path(args.out))
+    if not source.exists():
+        raise SystemExit(f"{source}: no such trajectory file; run benchmarks/learning_bench.py first (its generate "
+                         f"stage writes it) or name GSM8K rollouts with --trajectories")
+    drawn, pool = draw_steps(source, args.steps, args.seed)
+    run = run_served if args.judge == "served" else run_process
+    write_result(run(args, drawn, pool, argv, started), Path(args.out), plot)
     return 0
 
 

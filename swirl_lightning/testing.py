@@ -1,4 +1,5 @@
 """Fakes for tests, here and in plugin authors' own suites: a scripted policy, tools, a task, a judge, a tiny model,
+a stub OpenAI-compatible server for served judges,
 and :func:`registered` to plug them in for one ``with`` block.
 
 Example: run a tool through a full rollout without any model::
@@ -12,6 +13,7 @@ Example: run a tool through a full rollout without any model::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from swirl_lightning.core.tasks import Task
@@ -150,3 +152,167 @@ def registered(*, tasks: Sequence[Task] = (), judges: Mapping[str, Callable] = {
         yield plugin
     finally:
         manager.unregister(plugin)
+
+
+# ----------------------------------------------------------------------------------------------------
+# A stub OpenAI-compatible server, for served judges
+
+
+@dataclasses.dataclass
+class StubResponse:
+    """What :class:`StubChatServer` answers one request with: a reply text (status 200), another status, a delay,
+    a body that is not JSON, or a dropped connection (no answer at all)."""
+
+    text: str = ""
+    status: int = 200
+    delay_s: float = 0.0
+    drop: bool = False
+    raw_body: str | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class StubChatServer:
+    """A chat-completions server on 127.0.0.1 (standard library only) whose answers come from ``respond``:
+    ``respond(request, seen)`` gets the request's JSON body and how many requests with the same messages came
+    before, and returns a reply text or a :class:`StubResponse`. It records every request (``requests``: the body
+    and the ``Authorization`` header), the most requests in flight at once, and with ``api_key`` answers 401 to
+    any other key. Use it as a context manager; ``base_url`` is what a served judge takes.
+    """
+
+    def __init__(self, respond: Callable[[dict, int], str | StubResponse], api_key: str | None = None) -> None:
+        import threading
+
+        self.respond, self.api_key = respond, api_key
+        self.requests: list[dict] = []
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._server = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def count(self, predicate: Callable[[dict], bool] = lambda request: True) -> int:
+        """How many recorded requests match ``predicate`` (which gets the request body)."""
+        with self._lock:
+            return sum(predicate(r["body"]) for r in self.requests)
+
+    def _handle(self, handler) -> None:  # noqa: ANN001 - a BaseHTTPRequestHandler
+        import json
+        import time
+
+        body = json.loads(handler.rfile.read(int(handler.headers.get("Content-Length", 0))) or b"{}")
+        key = json.dumps(body.get("messages"), sort_keys=True)
+        with self._lock:
+            seen = sum(json.dumps(r["body"].get("messages"), sort_keys=True) == key for r in self.requests)
+            self.requests.append({"body": body, "authorization": handler.headers.get("Authorization")})
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.api_key is not None and handler.headers.get("Authorization") != f"Bearer {self.api_key}":
+                answer = StubResponse(status=401, raw_body='{"error": {"message": "bad key"}}')
+            else:
+                answer = self.respond(body, seen)
+                answer = answer if isinstance(answer, StubResponse) else StubResponse(text=answer)
+            time.sleep(answer.delay_s)
+            if answer.drop:
+                handler.close_connection = True
+                return
+            words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+            payload = answer.raw_body if answer.raw_body is not None else json.dumps({
+                "id": "stub", "object": "chat.completion", "created": 0, "model": body.get("model", ""),
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": answer.text}}],
+                "usage": {"prompt_tokens": words, "completion_tokens": len(answer.text.split()),
+                          "total_tokens": words + len(answer.text.split())}})
+            data = payload.encode("utf-8")
+            handler.send_response(answer.status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            for name, value in answer.headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up first (its time-out)
+            handler.close_connection = True
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def __enter__(self) -> StubChatServer:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+                stub._handle(self)
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def transformers_serve(model: str, *, startup_timeout_s: float = 180.0, log_path: str | None = None,
+                       extra_args: Sequence[str] = ()):
+    """``transformers serve`` (transformers' own OpenAI-compatible server, the ``transformers[serving]`` extra) on
+    127.0.0.1 and a free port, serving ``model`` (a local folder) on the CPU, for the ``with`` block; yields its
+    ``base_url``. The server process is stopped at the end (terminated, then killed if it lingers)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    command = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve", model,
+               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *extra_args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"transformers serve exited with code {process.returncode} before answering"
+                                   + (f"; see {log_path}" if log_path else ""))
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"transformers serve did not answer on port {port} within {startup_timeout_s:g} s")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log_path:
+            log.close()

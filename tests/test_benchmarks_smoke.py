@@ -113,6 +113,29 @@ def test_judge_agreement_benchmark_smoke(tmp_path):
     assert result["judge_id"] == "process:tiny-random"
 
 
+def test_judge_agreement_benchmark_smoke_with_a_served_judge(tmp_path):
+    result = run_smoke("judge_agreement_bench.py", tmp_path / "served.json", "--judge", "served")
+    # A stub server that calls the made-up wrong answers BAD and everything else GOOD: full agreement.
+    assert result["judge"] == "served" and result["judge_id"] == "served:stub" and result["steps"] == 4
+    assert result["verdicts_by_reference"] == {"GOOD": {"GOOD": 2, "BAD": 0, "FAILED": 0},
+                                               "BAD": {"GOOD": 0, "BAD": 2, "FAILED": 0}}
+    assert result["verdict_rate"] == 1.0 and result["accuracy_on_verdicts"] == 1.0 and result["auc_on_verdicts"] == 1.0
+    low, high = result["accuracy_ci95"]
+    assert 0 < low < 1 == high
+    assert [run["concurrency"] for run in result["throughput"]] == [1, 4]
+    assert all(run["steps"] == 4 and run["steps_per_s"] > 0 and run["usage"]["requests"] == 4
+               for run in result["throughput"])
+
+
+def test_wilson_interval(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from judge_agreement_bench import wilson
+
+    low, high = wilson(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+
+
 def test_roc_auc(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from judge_agreement_bench import roc_auc

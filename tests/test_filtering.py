@@ -69,11 +69,15 @@ def test_stats_values(trajectories) -> None:
         "steps": 7,
         "kept_steps": 5,
         "steps_judged": 7,
+        "steps_failed": 0,
+        "trajectories_with_failed_steps": 0,
+        "trajectories_undecided": 0,
         "step_good_rate": 6 / 7,
         "steps_judged_by_index": [3, 3, 1],
         "step_good_rate_by_index": [1.0, 2 / 3, 1.0],
         "trajectories_all_steps_good": 2,
         "trajectories_with_outcome": 4,
+        "outcomes_failed": 0,
         "outcome_accuracy": 0.5,
         "outcome_mean": 0.5,
         "kept_outcome_accuracy": 0.5,
@@ -156,7 +160,7 @@ def test_run_filter_with_the_reference_judge(files) -> None:
     assert (stats["trajectories"], stats["kept"], stats["steps"]) == (3, 1, 7)
     assert stats["step_good_rate_by_index"] == [2 / 3, 2 / 3, 1.0]  # 48*2 (step 0) and the answer 70 (step 1) are BAD
     assert stats["step_good_rate"] == 5 / 7 and stats["outcome_accuracy"] == 2 / 3
-    assert stats["judging"] == {"steps": 7, "from_cache": 0, "judged": 7}  # the reference judge is never cached
+    assert stats["judging"] == {"steps": 7, "from_cache": 0, "judged": 7, "failed": 0}  # the reference judge is never cached
     assert stats["outcome_judge"] == "numeric" and stats["step_judge"] == "reference"
 
 
@@ -170,7 +174,8 @@ def test_run_filter_with_the_process_judge_uses_the_cache(files) -> None:
                               cache_path=str(tmp_path / "cache.sqlite"))
         judging.append(run_filter(config)["judging"])
         outputs.append(read_trajectories(config.output))
-    assert judging == [{"steps": 7, "from_cache": 0, "judged": 7}, {"steps": 7, "from_cache": 7, "judged": 0}]
+    assert judging == [{"steps": 7, "from_cache": 0, "judged": 7, "failed": 0},
+                       {"steps": 7, "from_cache": 7, "judged": 0, "failed": 0}]
     assert outputs[0] == outputs[1] and [t.key for t in outputs[0]] == [t.key for t in generated]
     assert all(s.judgements[0].judge == "process:tiny-random" for t in outputs[0] for s in t.steps)
 

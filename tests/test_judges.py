@@ -164,7 +164,8 @@ def test_registry_lists_builtins_and_plugins() -> None:
 
     pm.register(Plugin(), name="my-judges")
     factories = available_judges(pm)
-    assert set(factories) == {"process", "reference", "numeric", "qa_em", "qa_f1", "grader", "constant"}
+    assert set(factories) == {"process", "reference", "numeric", "qa_em", "qa_f1", "grader", "served", "served_grader",
+                              "constant"}
     assert make_judge("constant", pm, value=0.25).judge_id == "constant:0.25"
     assert make_judge("numeric", pm).judge_id == "numeric"
     with pytest.raises(ValueError, match="expected one of .*constant"):
@@ -474,10 +475,10 @@ def test_cache_serves_a_second_run_without_model_calls(tiny, tmp_path) -> None:
     hook = model.register_forward_pre_hook(lambda module, args: calls.append(1))
     try:
         first = judge_trajectories(trajectories, judge, cache=JudgementCache(tmp_path / "j.sqlite"), batch_size=2, progress=False)
-        assert first == {"steps": 5, "from_cache": 0, "judged": 5} and len(calls) == 3  # batches of 2, 2, 1
+        assert first == {"steps": 5, "from_cache": 0, "judged": 5, "failed": 0} and len(calls) == 3  # batches of 2, 2, 1
         calls.clear()
         second = judge_trajectories(again, judge, cache=JudgementCache(tmp_path / "j.sqlite"), progress=False)
-        assert second == {"steps": 5, "from_cache": 5, "judged": 0} and calls == []
+        assert second == {"steps": 5, "from_cache": 5, "judged": 0, "failed": 0} and calls == []
     finally:
         hook.remove()
     assert [s.judgements for t in again for s in t.steps] == [s.judgements for t in trajectories for s in t.steps]

@@ -168,3 +168,21 @@ def test_swirl_gradient_without_old_logprobs_is_reinforce() -> None:
                 softmax = torch.softmax(logits[b, t - 1].detach(), -1)
                 expected[b, t - 1] += -advantages[b, segment - 1] * (onehot - softmax) / n_tokens
     assert_close(logits.grad, expected)
+
+
+def test_group_advantages_leave_failed_samples_out():
+    nan = float("nan")
+    rewards = torch.tensor([[1.0, nan, 0.0, 0.0], [nan, nan, 1.0, nan], [nan, nan, nan, nan], [1.0, 0.0, 1.0, 0.0]])
+    valid = ~rewards.isnan()
+    advantages = group_advantages(rewards, "mean", valid=valid)
+    assert torch.isfinite(advantages).all() and not advantages[~valid].any()  # a failure has no advantage
+    torch.testing.assert_close(advantages[0], torch.tensor([2 / 3, 0.0, -1 / 3, -1 / 3]))  # the mean of the 3 judged
+    assert not advantages[1].any() and not advantages[2].any()  # one judged sample (or none): no baseline
+    torch.testing.assert_close(advantages[3], group_advantages(rewards[3:], "mean")[0])  # all judged: as before
+    loo = group_advantages(rewards, "leave_one_out", valid=valid)
+    torch.testing.assert_close(loo[0], torch.tensor([1.0, 0.0, -0.5, -0.5]))  # 1 - mean(0, 0); 0 - mean(1, 0)
+    normalized = group_advantages(rewards, "mean", normalize_std=True, valid=valid)
+    std = torch.tensor([1.0, 0.0, 0.0]).std(correction=0)
+    torch.testing.assert_close(normalized[0, [0, 2, 3]], advantages[0, [0, 2, 3]] / (std + 1e-6))
+    with pytest.raises(ValueError, match="valid must have the shape"):
+        group_advantages(rewards, valid=valid[:2])

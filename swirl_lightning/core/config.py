@@ -151,17 +151,30 @@ class JudgeConfig:
     """The step judge (filtering, the ``swirl`` reward, the validation GOOD rate) and the outcome judge."""
 
     name: str = "reference"
-    """Registered step judge: ``reference`` (gold worked solutions, GSM8K) or ``process`` (an LM, gold-free)."""
+    """Registered step judge: ``reference`` (gold worked solutions, GSM8K), ``process`` (a local LM, gold-free) or
+    ``served`` (an LLM on an OpenAI-compatible server, gold-free)."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Options of the step judge, e.g. ``{model: smollm2-135m-instruct, threshold: 0.5}`` for ``process``."""
+    """Options of the step judge, e.g. ``{model: smollm2-135m-instruct, threshold: 0.5}`` for ``process`` or
+    ``{base_url: http://127.0.0.1:8000/v1, model: M, api_key_env: OPENAI_API_KEY}`` for ``served``."""
     outcome: str | None = None
-    """Registered outcome judge (``numeric``, ``qa_em``, ``qa_f1``, ``grader``); the task's when null."""
+    """Registered outcome judge (``numeric``, ``qa_em``, ``qa_f1``, ``grader``, ``served_grader``); the task's when
+    null."""
+    outcome_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the outcome judge (``served_grader`` needs ``base_url`` and ``model``)."""
     batch_size: int = 16
-    """Steps per judge call (judgements are cached after each call)."""
+    """Steps per judge call (judgements are cached after each call; a served judge stores each as it arrives)."""
+    max_failure_rate: float = 0.1
+    """Most judge failures (no verdict after the retries) per judged step before the run stops with an error."""
+    failure_rate_after: int = 50
+    """Judged steps before ``max_failure_rate`` is checked (a filter checks it at its end whatever the count)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "judge.name: expected a registered step judge")
         _check(self.batch_size >= 1, f"judge.batch_size: expected a positive integer, got {self.batch_size}")
+        _check(0 <= self.max_failure_rate <= 1,
+               f"judge.max_failure_rate: expected a share between 0 and 1, got {self.max_failure_rate}")
+        _check(self.failure_rate_after >= 1,
+               f"judge.failure_rate_after: expected a positive integer, got {self.failure_rate_after}")
 
 
 SHARED_GROUPS: dict[str, type] = {

@@ -79,6 +79,11 @@ class Action:
             raise ValueError(f"kind: expected 'tool', 'answer' or 'invalid', got {self.kind!r}")
 
 
+FAILED = "FAILED"
+"""The verdict of a judge failure: the judge gave no verdict (a request still failing after its retries, a reply
+with no verdict in it). A failure is never a score: the step is left out of filtering and of the reward batch."""
+
+
 @dataclass
 class Judgement:
     """One judge's verdict on one step (or on a whole trajectory's outcome)."""
@@ -86,10 +91,22 @@ class Judgement:
     judge: str
     """Judge id, e.g. ``process:smollm2-135m-instruct`` or ``reference``."""
     verdict: str
-    """``GOOD`` or ``BAD``."""
-    score: float
-    """P(GOOD) for model judges, 1.0/0.0 for rule-based ones."""
+    """``GOOD`` or ``BAD``, or ``FAILED`` when the judge gave no verdict (see ``error``)."""
+    score: float | None
+    """P(GOOD) for model judges, 1.0/0.0 for rule-based ones; ``None`` for a failure (never a 0)."""
     prompt_version: str | None = None
+    error: str | None = None
+    """Why the judge failed, for a ``FAILED`` verdict."""
+
+    def __post_init__(self) -> None:
+        if (self.score is None) != (self.verdict == FAILED):
+            raise ValueError(f"score: expected a number with a verdict and null with {FAILED}, "
+                             f"got {self.score!r} with {self.verdict!r}")
+
+    @property
+    def failed(self) -> bool:
+        """Whether this is a judge failure rather than a verdict."""
+        return self.verdict == FAILED
 
 
 @dataclass

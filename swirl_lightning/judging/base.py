@@ -8,6 +8,17 @@ GOOD rate. An *outcome judge* scores final answers against gold answers.
 
 Judges register through the ``register_judges`` hook, the built-ins included (this module is their plugin), and
 are built by name with :func:`make_judge` (``judge.name`` and ``judge.options`` in every config).
+
+A judge that can fail (a served LLM: a request that still fails after its retries, a reply with no verdict) returns
+a *failure* for that step, ``Judgement(verdict=FAILED, score=None, error=...)``, never a BAD or a 0: filtering leaves
+the step out (see :mod:`.filter`), the ``swirl`` reward leaves the sample out of its batch, and the run counts the
+failures and stops above ``judge.max_failure_rate`` (:class:`~swirl_lightning.judging.steps.FailureBudget`).
+
+Two optional parts a step judge may have: ``iter_judgements(items)`` yields ``(index, judgement)`` as each one is
+ready (in any order), so that :func:`~swirl_lightning.judging.steps.judge_trajectories` stores each in the cache at
+once (a killed run loses no answered request); ``usage`` is a
+:class:`~swirl_lightning.judging.ratelimit.JudgeUsage` (requests, tokens, cost) that filter stats and training logs
+report.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from swirl_lightning import hookimpl
-from swirl_lightning.core.trajectory import Judgement, State, Step
+from swirl_lightning.core.trajectory import FAILED, Judgement, State, Step  # noqa: F401 - FAILED is re-exported
 
 GOOD, BAD = "GOOD", "BAD"
 
@@ -38,7 +49,8 @@ class StepJudge(Protocol):
     """Whether the judge reads each state's :class:`~swirl_lightning.core.trajectory.Example` (gold data)."""
 
     def judge_steps(self, items: Sequence[tuple[State, Step]]) -> list[Judgement]:
-        """One judgement per (state, step), in order. A step may have no observation (a sampled action)."""
+        """One judgement per (state, step), in order. A step may have no observation (a sampled action).
+        A judge that can fail gives a ``FAILED`` judgement for that step (module docstring)."""
 
 
 @runtime_checkable
@@ -48,8 +60,9 @@ class OutcomeJudge(Protocol):
     judge_id: str
 
     def score_batch(self, predictions: Sequence[str | None], golds: Sequence[str],
-                    questions: Sequence[str | None] | None = None) -> list[float]:
-        """1.0/0.0 per answer (or a partial credit such as token F1); a missing prediction scores 0."""
+                    questions: Sequence[str | None] | None = None) -> list[float | None]:
+        """1.0/0.0 per answer (or a partial credit such as token F1); a missing prediction scores 0. ``None`` is a
+        judge failure (a served grader that got no verdict), never a 0."""
 
     def score(self, prediction: str | None, gold: str) -> float:
         """The score of one answer."""
@@ -66,6 +79,10 @@ class StepJudgeBase:
     def judgement(self, score: float) -> Judgement:
         """The judgement of a score, with this judge's id, threshold and prompt version."""
         return Judgement(self.judge_id, verdict_for(score, self.threshold), float(score), self.prompt_version)
+
+    def failure(self, error: str) -> Judgement:
+        """A judge failure: no verdict, no score, and why."""
+        return Judgement(self.judge_id, FAILED, None, self.prompt_version, error=error)
 
 
 class OutcomeJudgeBase:
@@ -91,6 +108,7 @@ def register_judges(register: Callable[..., None]) -> None:
     from swirl_lightning.judging.local_lm import LLMGrader, ProcessJudge
     from swirl_lightning.judging.outcome import ExactMatchJudge, NumericJudge, TokenF1Judge
     from swirl_lightning.judging.reference import ReferenceJudge
+    from swirl_lightning.judging.served import ServedGrader, ServedJudge
 
     register(ProcessJudge, name="process")
     register(ReferenceJudge, name="reference")
@@ -98,6 +116,8 @@ def register_judges(register: Callable[..., None]) -> None:
     register(ExactMatchJudge, name="qa_em")
     register(TokenF1Judge, name="qa_f1")
     register(LLMGrader, name="grader")
+    register(ServedJudge, name="served")
+    register(ServedGrader, name="served_grader")
 
 
 def available_judges(pm: Any = None) -> dict[str, Callable[..., Any]]:
@@ -136,9 +156,9 @@ def make_step_judge(name: str, options: dict[str, Any] | None = None, pm: Any = 
     return judge
 
 
-def make_outcome_judge(name: str, pm: Any = None) -> OutcomeJudge:
-    """An outcome judge by name, checked against :class:`OutcomeJudge`."""
-    judge = make_judge(name, pm)
+def make_outcome_judge(name: str, pm: Any = None, options: dict[str, Any] | None = None) -> OutcomeJudge:
+    """An outcome judge by name (built with ``options``), checked against :class:`OutcomeJudge`."""
+    judge = make_judge(name, pm, **(options or {}))
     missing = [a for a in ("judge_id", "score_batch", "score") if not hasattr(judge, a)]
     if missing:
         raise TypeError(f"judge {name!r} is not an outcome judge: it lacks {', '.join(missing)} "

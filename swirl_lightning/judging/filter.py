@@ -15,6 +15,19 @@ Judging many steps and the cache are in :mod:`.steps`. Modes:
   before each kept step (so also the state where the first mistake was made); ``sft`` and ``offline`` train on
   the GOOD steps only. The paper's process filter keeps whole trajectories; with a strict judge (one that calls
   a step GOOD only when it is on a gold path) almost none survive, while their good prefixes do.
+
+Judge failures (a served judge that gave no verdict: ``FAILED``, never BAD) are left out, not counted against a
+trajectory, and reported (``steps_failed``, ``trajectories_undecided``):
+
+- ``process`` and ``process+outcome``: a trajectory with a BAD step (or a wrong answer) is rejected as usual; one
+  whose only missing verdicts are failures is *undecided*: not kept, since it cannot be certified all GOOD;
+- ``step``: the trajectory is cut at its first step that is not GOOD; a BAD step stays as the last step (as
+  above), a failed step does not (the prefix before it is kept, ``good_steps`` = its length, all GOOD); a
+  trajectory whose first step failed is left out (undecided);
+- ``outcome``: a trajectory whose answer the grader failed on (``outcome`` null) is undecided, not kept;
+- ``none``: keeps every trajectory.
+
+Judgements are cached and failures are not, so running the same filter again asks only for the failed steps.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,8 +46,8 @@ from swirl_lightning.core.config import JudgeConfig, TaskConfig
 from swirl_lightning.core.trajectory import (
     Example, Judgement, Step, Trajectory, read_trajectories, write_jsonl, write_text_atomic,
 )
-from swirl_lightning.judging.base import OutcomeJudge
-from swirl_lightning.judging.steps import JudgementCache, judge_trajectories
+from swirl_lightning.judging.base import BAD, FAILED, GOOD, OutcomeJudge
+from swirl_lightning.judging.steps import FailureBudget, JudgementCache, JudgementStore, judge_trajectories, judgement_key
 
 FILTER_MODES = ("none", "process", "outcome", "process+outcome", "step")
 
@@ -51,17 +65,53 @@ def final_answer(trajectory: Trajectory) -> str | None:
     return None
 
 
-def score_outcomes(trajectories: Sequence[Trajectory], examples: dict[str, Example], outcome_judge: OutcomeJudge) -> None:
-    """Set ``trajectory.outcome`` to the outcome judge's score and ``metadata["outcome_judge"]`` to its id."""
+def score_outcomes(trajectories: Sequence[Trajectory], examples: dict[str, Example], outcome_judge: OutcomeJudge,
+                   cache: JudgementStore | None = None, failures: FailureBudget | None = None) -> None:
+    """Set ``trajectory.outcome`` to the outcome judge's score and ``metadata["outcome_judge"]`` to its id.
+
+    A judge failure (a ``None`` score) leaves ``outcome`` null with ``metadata["outcome_error"]`` set, counted in
+    ``failures``. A judge with ``cacheable`` and ``prompt_version`` (the served grader) has its grades cached.
+    """
     missing = sorted({t.example_id for t in trajectories if t.example_id not in examples})
     if missing:
         raise ValueError(f"no example for {len(missing)} trajectory example id(s), e.g. {missing[:3]}; wrong task or split?")
     predictions = [final_answer(t) for t in trajectories]
     golds = [examples[t.example_id].answer for t in trajectories]
-    scores = outcome_judge.score_batch(predictions, golds, [examples[t.example_id].question for t in trajectories])
-    for trajectory, score in zip(trajectories, scores):
-        trajectory.outcome = float(score)
+    questions = [examples[t.example_id].question for t in trajectories]
+    version = getattr(outcome_judge, "prompt_version", None)
+    keys: list[str | None] = [None] * len(trajectories)
+    if cache is not None and getattr(outcome_judge, "cacheable", False) and version:
+        keys = [judgement_key(outcome_judge.judge_id, version, [{"role": "user", "content": q}], f"{p}\n=> {g}")
+                for p, g, q in zip(predictions, golds, questions)]
+    cached = cache.get_many(k for k in keys if k) if cache is not None and any(keys) else {}
+    todo = [i for i, key in enumerate(keys) if key not in cached]
+    graded = _grade(outcome_judge, [predictions[i] for i in todo], [golds[i] for i in todo],
+                    [questions[i] for i in todo]) if todo else []
+    judgements: list[Judgement | None] = [cached.get(k) if k else None for k in keys]
+    for i, judgement in zip(todo, graded):
+        judgements[i] = judgement
+    if cache is not None:
+        cache.put_many({keys[i]: j for i, j in zip(todo, graded) if keys[i]})
+    if failures is not None:
+        failures.judged += len(trajectories) - len(todo)  # the cached grades
+        failures.add(graded)
+    for trajectory, judgement in zip(trajectories, judgements):
+        trajectory.outcome = judgement.score
         trajectory.metadata["outcome_judge"] = outcome_judge.judge_id
+        if judgement.failed:
+            trajectory.metadata["outcome_error"] = judgement.error
+
+
+def _grade(outcome_judge: OutcomeJudge, predictions: list[str | None], golds: list[str],
+           questions: list[str]) -> list[Judgement]:
+    """The outcome judge's grades as judgements: its own (``grade_batch``, with the errors of failures) or made from
+    its scores (a ``None`` score is a failure)."""
+    if hasattr(outcome_judge, "grade_batch"):
+        return outcome_judge.grade_batch(predictions, golds, questions)
+    version = getattr(outcome_judge, "prompt_version", None)
+    return [Judgement(outcome_judge.judge_id, FAILED, None, version, error="the outcome judge gave no score")
+            if score is None else Judgement(outcome_judge.judge_id, GOOD if score >= 1 else BAD, float(score), version)
+            for score in outcome_judge.score_batch(predictions, golds, questions)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -81,55 +131,77 @@ def step_judgement(step: Step, judge_id: str) -> Judgement | None:
     return next((j for j in step.judgements if j.judge == judge_id), None)
 
 
+def _verdicts(trajectory: Trajectory, step_judge_id: str) -> list[str]:
+    """The verdict of each step by ``step_judge_id`` (``GOOD``, ``BAD`` or ``FAILED``); a missing one is an error."""
+    verdicts = []
+    for index, step in enumerate(trajectory.steps):
+        judgement = step_judgement(step, step_judge_id)
+        if judgement is None:
+            raise ValueError(f"trajectory {trajectory.key} step {index}: no judgement by {step_judge_id!r}; "
+                             "judge the steps first (judge_trajectories)")
+        verdicts.append(judgement.verdict)
+    return verdicts
+
+
+def _outcome_failed(trajectory: Trajectory) -> bool:
+    return trajectory.outcome is None and "outcome_error" in trajectory.metadata
+
+
 def filter_trajectories(trajectories: Sequence[Trajectory], mode: str, step_judge_id: str | None = None,
                         outcome_threshold: float = 1.0) -> tuple[list[Trajectory], dict[str, Any]]:
     """The trajectories ``mode`` keeps (in input order) and the stats of the input and the kept set.
 
     ``process`` modes need every step judged by ``step_judge_id``; ``outcome`` modes need
     ``trajectory.outcome`` set (see :func:`score_outcomes`). Missing data is an error naming the trajectory.
+    Judge failures leave a trajectory undecided, not kept (module docstring); ``trajectories_undecided`` counts them.
     """
     if mode not in FILTER_MODES:
         raise ValueError(f"mode: expected one of {', '.join(FILTER_MODES)}, got {mode!r}")
     if _uses_process(mode) and not step_judge_id:
         raise ValueError(f"mode {mode!r} needs step_judge_id (the judge whose verdicts decide)")
-    kept = []
+    kept, undecided = [], 0
     for trajectory in trajectories:
-        keep = True
         if mode == "step":
-            kept.append(cut_after_first_bad(trajectory, step_judge_id))
+            cut = cut_after_first_bad(trajectory, step_judge_id)
+            if cut.steps or not trajectory.steps:
+                kept.append(cut)
+            else:  # its first step failed: nothing is known to keep
+                undecided += 1
             continue
+        # rejected: a known BAD step or a wrong answer; failed: a verdict missing through a judge failure
+        rejected = failed = False
         if _uses_process(mode):
-            verdicts = []
-            for index, step in enumerate(trajectory.steps):
-                judgement = step_judgement(step, step_judge_id)
-                if judgement is None:
-                    raise ValueError(f"trajectory {trajectory.key} step {index}: no judgement by {step_judge_id!r}; "
-                                     "judge the steps first (judge_trajectories)")
-                verdicts.append(judgement.verdict)
-            keep = bool(verdicts) and all(v == "GOOD" for v in verdicts)
+            verdicts = _verdicts(trajectory, step_judge_id)
+            rejected = not verdicts or any(v not in (GOOD, FAILED) for v in verdicts)
+            failed = FAILED in verdicts
         if _uses_outcome(mode):
-            if trajectory.outcome is None:
+            if _outcome_failed(trajectory):
+                failed = True
+            elif trajectory.outcome is None:
                 raise ValueError(f"trajectory {trajectory.key}: outcome not scored; run score_outcomes first")
-            keep = keep and trajectory.outcome >= outcome_threshold
-        if keep:
+            else:
+                rejected = rejected or trajectory.outcome < outcome_threshold
+        if not rejected and not failed:
             kept.append(trajectory)
+        elif not rejected:
+            undecided += 1
     stats = filter_stats(trajectories, kept, mode, step_judge_id, outcome_threshold)
+    stats["trajectories_undecided"] = undecided
     return kept, stats
 
 
 def cut_after_first_bad(trajectory: Trajectory, step_judge_id: str) -> Trajectory:
-    """A copy of ``trajectory`` ending with its first step that ``step_judge_id`` did not call GOOD (all of it
-    when every step is GOOD), with ``metadata["good_steps"]`` = the number of steps before that one."""
-    good = 0
-    for index, step in enumerate(trajectory.steps):
-        judgement = step_judgement(step, step_judge_id)
-        if judgement is None:
-            raise ValueError(f"trajectory {trajectory.key} step {index}: no judgement by {step_judge_id!r}; "
-                             "judge the steps first (judge_trajectories)")
-        if judgement.verdict != "GOOD":
-            break
-        good += 1
-    return dataclasses.replace(trajectory, steps=trajectory.steps[: good + 1],
+    """A copy of ``trajectory`` ending with its first step that ``step_judge_id`` called BAD (all of it when every
+    step is GOOD), with ``metadata["good_steps"]`` = the number of steps before that one. A judge failure before
+    any BAD step cuts the trajectory *before* the failed step (possibly to no step at all)."""
+    good, end = 0, len(trajectory.steps)
+    for verdict in _verdicts(trajectory, step_judge_id):
+        if verdict == GOOD:
+            good += 1
+            continue
+        end = good + 1 if verdict == BAD else good
+        break
+    return dataclasses.replace(trajectory, steps=trajectory.steps[:end],
                                metadata={**trajectory.metadata, "good_steps": good})
 
 
@@ -147,27 +219,32 @@ def _share(part: int, whole: int) -> float | None:
 
 def filter_stats(trajectories: Sequence[Trajectory], kept: Sequence[Trajectory], mode: str,
                  step_judge_id: str | None, outcome_threshold: float = 1.0) -> dict[str, Any]:
-    """Counts, kept share, per-step GOOD rate (overall and by step index) and outcome accuracy.
+    """Counts, kept share, per-step GOOD rate (overall and by step index), judge failures and outcome accuracy.
 
-    Step rates count only steps judged by ``step_judge_id``; outcome figures only trajectories with an outcome.
+    Step rates count only steps judged by ``step_judge_id`` with a verdict (a failure is no verdict: it is counted
+    in ``steps_failed``); outcome figures only trajectories with an outcome.
     """
     good_by_index: list[int] = []
     judged_by_index: list[int] = []
-    all_good = 0
+    all_good = failed_steps = with_failures = 0
     for trajectory in trajectories:
         verdicts = []
         for index, step in enumerate(trajectory.steps):
             judgement = step_judgement(step, step_judge_id) if step_judge_id else None
             if judgement is None:
                 continue
+            verdicts.append(judgement.verdict)
+            if judgement.failed:
+                failed_steps += 1
+                continue
             if index >= len(judged_by_index):
                 grow = index + 1 - len(judged_by_index)
                 judged_by_index += [0] * grow
                 good_by_index += [0] * grow
             judged_by_index[index] += 1
-            good_by_index[index] += judgement.verdict == "GOOD"
-            verdicts.append(judgement.verdict)
-        all_good += bool(trajectory.steps) and len(verdicts) == len(trajectory.steps) and all(v == "GOOD" for v in verdicts)
+            good_by_index[index] += judgement.verdict == GOOD
+        all_good += bool(trajectory.steps) and len(verdicts) == len(trajectory.steps) and all(v == GOOD for v in verdicts)
+        with_failures += FAILED in verdicts
     scored = [t for t in trajectories if t.outcome is not None]
     kept_scored = [t for t in kept if t.outcome is not None]
     return {
@@ -180,11 +257,14 @@ def filter_stats(trajectories: Sequence[Trajectory], kept: Sequence[Trajectory],
         "steps": sum(len(t.steps) for t in trajectories),
         "kept_steps": sum(len(t.steps) for t in kept),
         "steps_judged": sum(judged_by_index),
+        "steps_failed": failed_steps,
+        "trajectories_with_failed_steps": with_failures,
         "step_good_rate": _share(sum(good_by_index), sum(judged_by_index)),
         "steps_judged_by_index": judged_by_index,
         "step_good_rate_by_index": [_share(g, n) for g, n in zip(good_by_index, judged_by_index)],
         "trajectories_all_steps_good": all_good if step_judge_id else None,
         "trajectories_with_outcome": len(scored),
+        "outcomes_failed": sum(_outcome_failed(t) for t in trajectories),
         "outcome_accuracy": _share(sum(t.outcome >= outcome_threshold for t in scored), len(scored)),
         "outcome_mean": _share(sum(t.outcome for t in scored), len(scored)),
         "kept_outcome_accuracy": _share(sum(t.outcome >= outcome_threshold for t in kept_scored), len(kept_scored)),
@@ -212,11 +292,13 @@ class FilterConfig:
     """The step judge, and the outcome judge (the task's by default)."""
     mode: str = "process"
     """What to keep: none, process (all steps GOOD), outcome (right final answer), process+outcome, or step
-    (every trajectory, cut after its first BAD step: its good prefix)."""
+    (every trajectory, cut after its first BAD step: its good prefix). A judge failure is never a BAD: a trajectory
+    that only a failure keeps from being kept is left out as undecided (``swirl_lightning.judging.filter``)."""
     outcome_threshold: float = 1.0
     """Least outcome score counted as correct (1.0: exact match)."""
     cache: bool = True
-    """Reuse and store step judgements in the on-disk cache (``--no-cache`` to judge afresh)."""
+    """Reuse and store step judgements (and a served grader's grades) in the on-disk cache (``--no-cache`` to judge
+    afresh); judge failures are never stored."""
     cache_path: str | None = None
     """Judgement cache file; default ``$SWIRL_CACHE_DIR/judgements/judgements.sqlite``."""
     progress: bool = True
@@ -255,27 +337,37 @@ def run_filter(config: FilterConfig) -> dict[str, Any]:
     trajectories = read_trajectories(config.input)
     task = config.task
     examples = None if task is None else {e.id: e for e in load_task(task.name, task.split, path=task.data_path)}
-    step_judge_id, judging = None, None
-    if _uses_process(config.mode):
-        judge = make_step_judge(config.judge.name, config.judge.options)
-        step_judge_id = judge.judge_id
-        cache = JudgementCache(config.cache_path) if config.cache else None
-        try:
-            judging = judge_trajectories(trajectories, judge, examples, cache, config.judge.batch_size, config.progress)
-        finally:
-            if cache is not None:
-                cache.close()
-    outcome_judge_id = None
-    if examples is not None:
-        outcome_judge = make_outcome_judge(config.judge.outcome or get_task(task.name).outcome_judge)
-        outcome_judge_id = outcome_judge.judge_id
-        score_outcomes(trajectories, examples, outcome_judge)
+    step_judge_id, judging, usage = None, None, {}
+    step_failures, outcome_failures = FailureBudget.from_config(config.judge), FailureBudget.from_config(config.judge)
+    cache = JudgementCache(config.cache_path) if config.cache else None
+    try:
+        if _uses_process(config.mode):
+            judge = make_step_judge(config.judge.name, config.judge.options)
+            step_judge_id = judge.judge_id
+            judging = judge_trajectories(trajectories, judge, examples, cache, config.judge.batch_size,
+                                         config.progress, step_failures)
+            step_failures.check(final=True)
+            if getattr(judge, "usage", None) is not None:
+                usage["step_judge"] = judge.usage.as_dict()
+        outcome_judge_id = None
+        if examples is not None:
+            outcome_judge = make_outcome_judge(config.judge.outcome or get_task(task.name).outcome_judge,
+                                               options=config.judge.outcome_options)
+            outcome_judge_id = outcome_judge.judge_id
+            score_outcomes(trajectories, examples, outcome_judge, cache, outcome_failures)
+            outcome_failures.check(final=True)
+            if getattr(outcome_judge, "usage", None) is not None:
+                usage["outcome_judge"] = outcome_judge.usage.as_dict()
+    finally:
+        if cache is not None:
+            cache.close()
     kept, stats = filter_trajectories(trajectories, config.mode, step_judge_id, config.outcome_threshold)
     Path(config.output).parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(config.output, kept)
     stats.update(input=str(config.input), output=str(config.output), task=None if task is None else task.name,
                  split=None if task is None else task.split, outcome_judge=outcome_judge_id, judging=judging,
-                 seconds=round(time.perf_counter() - started, 3))
+                 judge_failures={"steps": step_failures.as_dict(), "outcomes": outcome_failures.as_dict()},
+                 judge_usage=usage or None, seconds=round(time.perf_counter() - started, 3))
     write_text_atomic(config.stats_path, json.dumps(stats, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return stats
 
@@ -284,11 +376,23 @@ def cli_main(argv: list[str]) -> int:
     """``swirl filter --config FILE | --input F --output F [--group.field value ...]``; prints a one-line summary."""
     from swirl_lightning.core.config import parse_config
 
+    from swirl_lightning.judging.served import JudgeConfigurationError
+    from swirl_lightning.judging.steps import JudgeFailureError
+
     config = parse_config(FilterConfig, argv, "swirl filter")
-    stats = run_filter(config)
+    try:
+        stats = run_filter(config)
+    except (JudgeFailureError, JudgeConfigurationError) as error:
+        print(f"swirl filter: error: {error}", file=sys.stderr)
+        return 1
     rate, accuracy = stats["step_good_rate"], stats["outcome_accuracy"]
+    failed = stats["steps_failed"] + stats["outcomes_failed"]
+    tokens = sum(u["total_tokens"] for u in (stats["judge_usage"] or {}).values())
     print(f"kept {stats['kept']}/{stats['trajectories']} trajectories ({(stats['kept_share'] or 0):.1%})"
           + (f", step GOOD rate {rate:.3f}" if rate is not None else "")
           + (f", outcome accuracy {accuracy:.3f}" if accuracy is not None else "")
+          + (f", {failed} judge failures ({stats['trajectories_undecided']} trajectories undecided: rerun to ask "
+             "again)" if failed else "")
+          + (f", {tokens} judge tokens" if tokens else "")
           + f" -> {config.output} (stats: {config.stats_path})")
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 from swirl_lightning.core.models import SMOLLM2_ALIAS, load_model, load_tokenizer
 from swirl_lightning.core.trajectory import Judgement, State, Step
 from swirl_lightning.judging.base import BAD, GOOD, StepJudgeBase
+from swirl_lightning.judging.judge_prompts import shorten as _shorten
 
 PROCESS_PROMPT_VERSION = "process-v1"
 GRADER_PROMPT_VERSION = "grader-v1"
@@ -124,14 +125,6 @@ class _ModelVerdicts:
                 model = load_model(model, dtype=dtype, device=device)
             self._scorer = VerdictScorer(model, tokenizer, positive, negative, batch_size=batch_size)
         return self._scorer
-
-
-def _shorten(text: str, limit: int) -> str:
-    """At most ``limit`` characters: the head and tail of a long text with the cut marked."""
-    if len(text) <= limit:
-        return text
-    half = max(limit // 2 - 10, 1)
-    return f"{text[:half]} [... {len(text) - 2 * half} characters cut ...] {text[-half:]}"
 
 
 PROCESS_SYSTEM = (

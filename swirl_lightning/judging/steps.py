@@ -1,5 +1,8 @@
 """Judging many steps: every step of many trajectories (filtering, validation), or freshly sampled actions (the
 ``swirl`` reward), with judgements cached on disk by content hash so a step is never judged twice.
+
+Judge failures (``FAILED`` judgements: see :mod:`.base`) are never cached, so the next run asks again, and are
+counted by a :class:`FailureBudget` that stops the run above ``judge.max_failure_rate``.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from swirl_lightning.core.models import cache_dir
 from swirl_lightning.core.trajectory import Example, Judgement, State, Step, Trajectory, decompose, from_dict, to_dict
@@ -54,8 +58,10 @@ class JudgementCache:
         return found
 
     def put_many(self, judgements: dict[str, Judgement]) -> None:
-        """Store judgements by key, in one transaction."""
-        rows = [(key, json.dumps(to_dict(j))) for key, j in judgements.items()]
+        """Store judgements by key, in one transaction; judge failures are not stored (the next run asks again)."""
+        rows = [(key, json.dumps(to_dict(j))) for key, j in judgements.items() if not j.failed]
+        if not rows:
+            return
         with self._connection() as conn:
             conn.executemany("INSERT OR REPLACE INTO judgements (key, value) VALUES (?, ?)", rows)
 
@@ -82,22 +88,74 @@ class JudgementStore(Protocol):
         """Store judgements by key."""
 
 
+class JudgeFailureError(RuntimeError):
+    """Too many judge failures: the run stops (the message says how many, the limit and the last error)."""
+
+
+@dataclass
+class FailureBudget:
+    """Counts judged steps and judge failures over a run; :meth:`add` raises :class:`JudgeFailureError` once the
+    failure rate is above ``max_rate`` after at least ``after`` steps (or at any count with ``final=True``)."""
+
+    max_rate: float = 0.1
+    after: int = 50
+    judged: int = 0
+    failed: int = 0
+    last_error: str | None = None
+
+    @classmethod
+    def from_config(cls, judge: Any) -> FailureBudget:
+        """The budget of a :class:`~swirl_lightning.core.config.JudgeConfig`."""
+        return cls(judge.max_failure_rate, judge.failure_rate_after)
+
+    @property
+    def rate(self) -> float:
+        return self.failed / self.judged if self.judged else 0.0
+
+    def add(self, judgements: Iterable[Judgement], final: bool = False) -> None:
+        """Count ``judgements`` (cache hits too: a rerun that asks only for earlier failures is measured over all its
+        steps), then check the rate."""
+        for judgement in judgements:
+            self.judged += 1
+            if judgement.failed:
+                self.failed += 1
+                self.last_error = judgement.error
+        self.check(final)
+
+    def check(self, final: bool = False) -> None:
+        """Raise :class:`JudgeFailureError` when the rate is over the limit (and the count is large enough)."""
+        if self.failed and self.rate > self.max_rate and (final or self.judged >= self.after):
+            raise JudgeFailureError(
+                f"the judge failed on {self.failed} of {self.judged} steps ({self.rate:.1%}), above "
+                f"judge.max_failure_rate {self.max_rate:.1%}; last error: {self.last_error}. Check the judge server "
+                "and its limits; judged steps are cached and failures are not, so a rerun asks only for the rest")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"judged": self.judged, "failed": self.failed, "failure_rate": self.rate,
+                "max_failure_rate": self.max_rate, "last_error": self.last_error}
+
+
 def _set_judgement(step: Step, judgement: Judgement) -> None:
     step.judgements = [j for j in step.judgements if j.judge != judgement.judge] + [judgement]
 
 
 def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, examples: dict[str, Example] | None = None,
-                       cache: JudgementStore | None = None, batch_size: int = 16, progress: bool = True) -> dict[str, int]:
+                       cache: JudgementStore | None = None, batch_size: int = 16, progress: bool = True,
+                       failures: FailureBudget | None = None) -> dict[str, int]:
     """Judge every step of every trajectory, adding each judgement to ``step.judgements`` (replacing an
     earlier one by the same judge id). States come from :func:`~swirl_lightning.core.trajectory.decompose`.
 
     Each state carries its example (``examples`` by example id). Cached judgements are reused (their verdict
-    re-derived with the judge's current ``threshold``); new
-    ones are stored after each batch, so an interrupted run keeps its work. Returns the counts
-    ``steps``, ``from_cache`` and ``judged``.
+    re-derived with the judge's current ``threshold``); new ones are stored after each batch, or each as it
+    arrives from a judge with ``iter_judgements``, so an interrupted (even killed) run keeps its work. Judge
+    failures are set on their steps but never cached, and counted in ``failures`` (which raises
+    :class:`JudgeFailureError` above its rate; a budget of ``max_rate=1`` is made when none is given). Returns the
+    counts ``steps``, ``from_cache``, ``judged`` (fresh judgements, failures included) and ``failed``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    failures = failures if failures is not None else FailureBudget(max_rate=1.0)
+    failed_before = failures.failed
     use_cache = cache is not None and judge.cacheable
     pending: list[tuple[State, Step, str | None]] = []
     for trajectory in trajectories:
@@ -108,37 +166,62 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
             key = judgement_key(judge.judge_id, judge.prompt_version, state.messages, step.text) if use_cache else None
             pending.append((state, step, key))
     cached = cache.get_many(k for _, _, k in pending if k) if use_cache else {}
-    todo = []
+    todo, hits = [], []
     for state, step, key in pending:
         if key in cached:
             hit = cached[key]
-            _set_judgement(step, Judgement(hit.judge, verdict_for(hit.score, judge.threshold), hit.score, hit.prompt_version))
+            hits.append(Judgement(hit.judge, verdict_for(hit.score, judge.threshold), hit.score, hit.prompt_version))
+            _set_judgement(step, hits[-1])
         else:
             todo.append((state, step, key))
+    failures.judged += len(hits)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc=f"judging ({judge.judge_id})", unit="step", disable=not (progress and todo))
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        judgements = judge.judge_steps([(state, step) for state, step, _ in chunk])
-        if len(judgements) != len(chunk):
-            raise RuntimeError(f"judge {judge.judge_id} returned {len(judgements)} judgements for {len(chunk)} steps")
-        for (_, step, _), judgement in zip(chunk, judgements):
-            _set_judgement(step, judgement)
-        if use_cache:
-            cache.put_many({key: j for (_, _, key), j in zip(chunk, judgements) if key})
-        bar.update(len(chunk))
-    bar.close()
-    return {"steps": len(pending), "from_cache": len(pending) - len(todo), "judged": len(todo)}
+    streaming = getattr(judge, "iter_judgements", None)
+    try:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            items = [(state, step) for state, step, _ in chunk]
+            if streaming is not None:  # store each judgement as it arrives: a killed run loses no answered request
+                arrived = []
+                for index, judgement in streaming(items):
+                    _set_judgement(chunk[index][1], judgement)
+                    if use_cache and chunk[index][2]:
+                        cache.put_many({chunk[index][2]: judgement})
+                    arrived.append(judgement)
+                    failures.add([judgement])
+                    bar.update(1)
+                if len(arrived) != len(chunk):
+                    raise RuntimeError(f"judge {judge.judge_id} returned {len(arrived)} judgements for {len(chunk)} steps")
+            else:
+                judgements = judge.judge_steps(items)
+                if len(judgements) != len(chunk):
+                    raise RuntimeError(f"judge {judge.judge_id} returned {len(judgements)} judgements for "
+                                       f"{len(chunk)} steps")
+                for (_, step, _), judgement in zip(chunk, judgements):
+                    _set_judgement(step, judgement)
+                if use_cache:
+                    cache.put_many({key: j for (_, _, key), j in zip(chunk, judgements) if key})
+                failures.add(judgements)
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+    return {"steps": len(pending), "from_cache": len(pending) - len(todo), "judged": len(todo),
+            "failed": failures.failed - failed_before}
 
 
-def action_rewards(judge: StepJudge, items: Sequence[tuple[State, Step]]) -> list[float]:
+def action_rewards(judge: StepJudge, items: Sequence[tuple[State, Step]],
+                   failures: FailureBudget | None = None) -> list[float | None]:
     """The judge's score of each freshly sampled action at its state (a step with no observation): the ``swirl``
-    reward. No cache: a sampled action is judged once."""
+    reward; ``None`` for a judge failure (never a 0: the sample is left out of the batch), counted in ``failures``.
+    No cache: a sampled action is judged once."""
     if judge.needs_example and any(state.example is None for state, _ in items):
         raise ValueError(f"judge {judge.judge_id} needs each state's question; set task to the task the "
                          "trajectories answer")
     judgements = judge.judge_steps(items)
     if len(judgements) != len(items):
         raise RuntimeError(f"judge {judge.judge_id} returned {len(judgements)} judgements for {len(items)} actions")
-    return [j.score for j in judgements]
+    if failures is not None:
+        failures.add(judgements)
+    return [None if j.failed else j.score for j in judgements]

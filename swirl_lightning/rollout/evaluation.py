@@ -17,12 +17,12 @@ def summarize(trajectories: Sequence[Trajectory], step_judge_id: str | None = No
     """Figures over finished trajectories: accuracy, steps, invalid actions, tool errors, GOOD rate.
 
     ``step_judge_id`` picks whose judgements count for ``step_good_rate`` (any judge when ``None``);
-    the rate is ``None`` when no step was judged.
+    the rate is ``None`` when no step was judged. A judge failure is no verdict: it is left out of the rate.
     """
     steps = [step for t in trajectories for step in t.steps]
     tool_steps = [s for s in steps if s.action.kind == "tool"]
     judged = [
-        j for s in steps for j in s.judgements if step_judge_id is None or j.judge == step_judge_id
+        j for s in steps for j in s.judgements if (step_judge_id is None or j.judge == step_judge_id) and not j.failed
     ]
     scored = [t.outcome for t in trajectories if t.outcome is not None]
     n = len(trajectories)

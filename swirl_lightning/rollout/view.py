@@ -120,7 +120,9 @@ def trajectory_view(trajectory: Trajectory) -> dict[str, Any]:
 
 
 def _verdicts_text(step: dict[str, Any]) -> str:
-    return ", ".join(f"{v['judge']} {v['verdict']} {v['score']:.2f}" for v in step["verdicts"]) or "not judged"
+    # A failed judgement (a served judge that gave no verdict) has no score.
+    return ", ".join(f"{v['judge']} {v['verdict']}" + ("" if v["score"] is None else f" {v['score']:.2f}")
+                     for v in step["verdicts"]) or "not judged"
 
 
 def _action_text(step: dict[str, Any]) -> str:

@@ -207,12 +207,16 @@ class RewardProbe(L.Callback):
             self._pool = [pool[i] for i in sorted(order[: self.states])]
         started = time.perf_counter()
         rewards = SwirlObjective().probe_rewards(module, self._pool, self.samples, self.seed)
-        point = {"step": step, "reward_mean": float(rewards.mean()), "good_rate": float((rewards >= 1).float().mean()),
+        judged = ~rewards.isnan()  # a judge failure is no reward: left out of the means
+        point = {"step": step, "reward_mean": float(rewards[judged].mean()),
+                 "good_rate": float((rewards[judged] >= 1).float().mean()), "judge_failures": int((~judged).sum()),
                  "states": len(self._pool), "samples": self.samples, "seconds": time.perf_counter() - started,
-                 "state_rewards": [round(float(r), 6) for r in rewards.mean(dim=1)]}
+                 "state_rewards": [round(float(r), 6) if ok.any() else None
+                                   for r, ok in zip(rewards.nanmean(dim=1), judged)]}
         self.history.append(point)
         if trainer.is_global_zero:
-            print(f"probe at step {step}: reward {point['reward_mean']:.3f} of {self.samples} fresh samples at "
+            reward = "no verdict" if not judged.any() else f"{point['reward_mean']:.3f}"
+            print(f"probe at step {step}: reward {reward} of {self.samples} fresh samples at "
                   f"{len(self._pool)} training states ({point['seconds']:.0f} s)", flush=True)
         for logger in trainer.loggers:
             logger.log_metrics({"probe/reward_mean": point["reward_mean"], "probe/good_rate": point["good_rate"]}, step)

@@ -147,6 +147,7 @@ def group_advantages(
     mode: Literal["mean", "leave_one_out"] = "mean",
     normalize_std: bool = False,
     eps: float = 1e-6,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Advantages of the G actions sampled for each of N states, from ``rewards [N, G]``.
 
@@ -154,22 +155,33 @@ def group_advantages(
     (= ``G / (G-1) * (r_g - mean(r))``, needs G >= 2). With ``normalize_std`` the result is divided by
     ``std(r) + eps``, the population standard deviation of the group (defined for every G, 0 when all
     rewards are equal, so a uniform group gets zero advantages, not NaN).
+
+    ``valid [N, G]`` (bool) leaves samples out: a judge failure has no reward (its entry may be NaN), so the
+    group's statistics are those of its valid samples (G becomes their count) and an invalid sample's advantage
+    is 0. A group with one valid sample (two for ``leave_one_out``) has no baseline and gets zero advantages.
     """
     if rewards.ndim != 2:
         raise ValueError(f"rewards must be [N states, G actions], got shape {tuple(rewards.shape)}")
+    if valid is not None and valid.shape != rewards.shape:
+        raise ValueError(f"valid must have the shape of rewards {tuple(rewards.shape)}, got {tuple(valid.shape)}")
+    if mode not in ("mean", "leave_one_out"):
+        raise ValueError(f"unknown advantage mode {mode!r}; expected 'mean' or 'leave_one_out'")
     rewards = rewards.float()
     group_size = rewards.shape[1]
-    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    if mode == "leave_one_out" and group_size < 2:
+        raise ValueError("leave_one_out advantages need at least 2 actions per state")
+    valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid.bool()
+    count = valid.sum(dim=1, keepdim=True).float()
+    present = torch.where(valid, rewards, torch.zeros_like(rewards))
+    mean = present.sum(dim=1, keepdim=True) / count.clamp(min=1)
+    centred = torch.where(valid, rewards - mean, torch.zeros_like(rewards))
     if mode == "mean":
-        advantages = centred
-    elif mode == "leave_one_out":
-        if group_size < 2:
-            raise ValueError("leave_one_out advantages need at least 2 actions per state")
-        advantages = centred * group_size / (group_size - 1)
+        advantages = torch.where(count >= 2, centred, torch.zeros_like(centred))
     else:
-        raise ValueError(f"unknown advantage mode {mode!r}; expected 'mean' or 'leave_one_out'")
+        advantages = torch.where(count >= 2, centred * count / (count - 1).clamp(min=1), torch.zeros_like(centred))
     if normalize_std:
-        advantages = advantages / (rewards.std(dim=1, correction=0, keepdim=True) + eps)
+        std = ((centred ** 2).sum(dim=1, keepdim=True) / count.clamp(min=1)).sqrt()
+        advantages = advantages / (std + eps)
     return advantages
 
 

@@ -8,6 +8,10 @@ registered in :data:`OBJECTIVES`; the losses themselves are pure torch in :mod:`
 
 - For each state of the batch, G actions are sampled with the current policy (``sampling``: one model turn each,
   no tool runs) and scored by the step ``judge``: the reward of an action is the judge's score.
+- A judge failure (a served judge with no verdict) is no reward, never a 0: the sample is left out of the batch
+  (not packed, no advantage, not in its group's baseline), counted (``judge/failures``), and the run stops above
+  ``judge.max_failure_rate``. A state with no judged sample is left out; a batch with none makes no update (with
+  several processes, a zero-loss one, so that every process takes part in each gradient exchange).
 - Advantage = reward - the group's mean reward (or the leave-one-out mean), optionally divided by the group's
   standard deviation; a group whose G rewards are equal teaches nothing and gets zero advantages.
 - Logged per batch (at the optimizer step it started from): the reward (mean, spread, by step index), the GOOD
@@ -32,6 +36,7 @@ import torch
 from torch import Tensor
 
 from swirl_lightning.core.trajectory import State, Step, Trajectory, parse_action
+from swirl_lightning.judging.steps import FailureBudget
 from swirl_lightning.training.loss import group_advantages, offline_loss, sft_loss, swirl_loss
 from swirl_lightning.training.packing import batch_groups, pack_group
 from swirl_lightning.training.sequences import TrainingBatch, action_weights
@@ -96,16 +101,22 @@ class SwirlBatch:
     samples: list[list[tuple[list[int], str]]]
     """G (token ids, text) actions per state."""
     rewards: Tensor
-    """[N, G] the judge's scores."""
+    """[N, G] the judge's scores, NaN where the judge failed."""
+    valid: Tensor
+    """[N, G] whether the judge scored the sample (the packed rows hold only these)."""
     good: Tensor
-    """[N, G] whether the judge's verdict is GOOD (its score against its threshold)."""
+    """[N, G] whether the judge's verdict is GOOD (its score against its threshold; False where it failed)."""
     advantages: Tensor
-    """[N, G] rewards minus the group baseline (column g-1 = action g, as ``loss.swirl_loss`` reads them)."""
+    """[N', G] per packed row (the N' states with a judged sample): the advantages of its judged samples in order
+    (column g-1 = the g-th judged action, as ``loss.swirl_loss`` reads them), then zeros."""
     step_index: Tensor
     """[N, G] the step index of each state."""
-    inputs: dict[str, Tensor]
-    """The packed groups: ``input_ids``, ``attention_mask`` (4D), ``segment_ids``, ``position_ids``, ``logit_index``."""
+    inputs: dict[str, Tensor] | None
+    """The packed groups: ``input_ids``, ``attention_mask`` (4D), ``segment_ids``, ``position_ids``, ``logit_index``;
+    ``None`` when the judge failed on every sample (no update)."""
     reference_logprobs: Tensor | None
+    nothing_judged: bool
+    """The judge failed on every sample: no update (with several processes, a zero-loss one over all samples)."""
     tokens: int
     """Real (non-padding) tokens of the packed rows."""
     sampled_tokens: int
@@ -119,15 +130,22 @@ class SwirlObjective(Objective):
     trains_on = "states"
     automatic_optimization = False  # it samples, then may update several times per batch
 
+    def __init__(self) -> None:
+        self.failures: FailureBudget | None = None
+
     def rewards(self, module: SwirlModule, states: Sequence[State], samples: list[list[tuple[list[int], str]]]) -> Tensor:
-        """Rewards ``[N states, G]``: the step judge's score of each sampled action at its state."""
+        """Rewards ``[N states, G]``: the step judge's score of each sampled action at its state, NaN for a judge
+        failure (counted in :attr:`failures`, which stops the run above ``judge.max_failure_rate``)."""
         from swirl_lightning.core.tools import tool_tags
         from swirl_lightning.judging.steps import action_rewards
 
+        if self.failures is None:
+            self.failures = FailureBudget.from_config(module.judge)
         tags = tool_tags(module.rollout_settings().tools)
         items = [(state, Step(text=text, action=parse_action(text, tags)))
                  for state, group in zip(states, samples) for _, text in group]
-        return torch.tensor(action_rewards(module.step_judge(), items), dtype=torch.float32).view(len(states), -1)
+        scores = action_rewards(module.step_judge(), items, self.failures)
+        return torch.tensor([float("nan") if r is None else r for r in scores], dtype=torch.float32).view(len(states), -1)
 
     def good(self, module: SwirlModule, rewards: Tensor) -> Tensor:
         """The judge's verdict on each scored action: GOOD when its score reaches the judge's threshold."""
@@ -149,20 +167,32 @@ class SwirlObjective(Objective):
         samples = self.sample(module, states, config.group_size, module.global_step * 7919 + module.global_rank)
         sampling_seconds = time.perf_counter() - started
         rewards = self.rewards(module, states, samples)
+        valid = ~torch.isnan(rewards)
         good = self.good(module, rewards)
-        advantages = group_advantages(rewards, config.advantage, config.normalize_std)
-        groups = [pack_group(s.token_ids, [ids for ids, _ in group], dtype=module.mask_dtype())
-                  for s, group in zip(states, samples)]
-        packed = batch_groups(groups, module.tokenizer.pad_token_id)
-        inputs = {name: getattr(packed, name).to(module.device)
-                  for name in ("input_ids", "attention_mask", "segment_ids", "position_ids", "logit_index")}
-        reference_logprobs = None
-        if config.kl_beta > 0:
-            with torch.no_grad(), module.reference_policy() as reference:
-                reference_logprobs, _ = reference(**inputs)
+        advantages = group_advantages(rewards, config.advantage, config.normalize_std, valid=valid)
+        # Judge failures are left out of the batch: only judged samples are packed, each row's advantages in order.
+        rows = [n for n in range(len(states)) if valid[n].any()]
+        nothing_judged = not rows
+        distributed = module._trainer is not None and module.trainer.world_size > 1
+        if nothing_judged and distributed:  # every rank takes part in the backward pass: all samples, zero advantages
+            rows, valid = list(range(len(states))), torch.ones_like(valid)
+            advantages = torch.zeros_like(rewards)
+        groups = [pack_group(states[n].token_ids, [ids for (ids, _), ok in zip(samples[n], valid[n]) if ok],
+                             dtype=module.mask_dtype()) for n in rows]
+        row_advantages = torch.zeros(len(rows), rewards.shape[1])
+        for row, n in enumerate(rows):
+            row_advantages[row, : int(valid[n].sum())] = advantages[n][valid[n]]
+        inputs, reference_logprobs = None, None
+        if groups:
+            packed = batch_groups(groups, module.tokenizer.pad_token_id)
+            inputs = {name: getattr(packed, name).to(module.device)
+                      for name in ("input_ids", "attention_mask", "segment_ids", "position_ids", "logit_index")}
+            if config.kl_beta > 0:
+                with torch.no_grad(), module.reference_policy() as reference:
+                    reference_logprobs, _ = reference(**inputs)
         step_index = torch.tensor([s.step_index for s in states]).unsqueeze(1).expand_as(rewards)
-        return SwirlBatch(samples, rewards, good, advantages.to(module.device), step_index, inputs, reference_logprobs,
-                          tokens=sum(len(group.input_ids) for group in groups),
+        return SwirlBatch(samples, rewards, ~torch.isnan(rewards), good, row_advantages.to(module.device), step_index,
+                          inputs, reference_logprobs, nothing_judged, tokens=sum(len(group.input_ids) for group in groups),
                           sampled_tokens=sum(len(ids) for group in samples for ids, _ in group),
                           sampling_seconds=sampling_seconds)
 
@@ -176,10 +206,15 @@ class SwirlObjective(Objective):
 
     def training_step(self, module: SwirlModule, states: list[State]) -> Tensor:
         batch = self.prepare(module, states)
+        self.log_judge(module, batch, len(states))
+        if batch.inputs is None:  # the judge failed on every sample: nothing to learn from
+            module.batch_tokens = 0
+            return torch.zeros((), device=module.device)
         optimizer, scheduler = module.optimizers(), module.lr_schedulers()
         old_logprobs = None  # the sampling policy's: with it the ratio is 1 on the first update
         for _ in range(module.swirl.ppo_epochs):
             loss, stats = self.loss(module, batch, old_logprobs)
+            loss = loss * 0 if batch.nothing_judged else loss
             module.check_finite(loss)
             old_logprobs = stats["logprobs"] if old_logprobs is None else old_logprobs
             optimizer.zero_grad()
@@ -188,16 +223,32 @@ class SwirlObjective(Objective):
             optimizer.step()
             scheduler.step()
         module.batch_tokens = batch.tokens
-        module.log_scalars({
-            "train/loss": loss, **{f"train/{name}": stats[name] for name in
-                                   ("entropy", "policy_loss", "kl", "clip_fraction", "ratio_mean")},
-            "train/action_tokens": float(stats["action_tokens"]),
-            "train/sampled_tokens_per_s": batch.sampled_tokens / max(batch.sampling_seconds, 1e-9),
-            "train/advantage_std": batch.advantages.std(correction=0),
-            "train/advantage_abs_mean": batch.advantages.abs().mean(),
-        }, batch_size=len(states), prog_bar=("train/loss",))
-        module.log_rewards(batch.rewards.flatten(), batch.step_index.flatten(), batch.good.flatten())
+        size = len(states)
+        figures = {"train/loss": loss, **{f"train/{name}": stats[name] for name in
+                                          ("entropy", "policy_loss", "kl", "clip_fraction", "ratio_mean")},
+                   "train/action_tokens": float(stats["action_tokens"]),
+                   "train/sampled_tokens_per_s": batch.sampled_tokens / max(batch.sampling_seconds, 1e-9)}
+        if not batch.nothing_judged:
+            judged = batch.valid[batch.valid.any(dim=1)].sum(dim=1, keepdim=True).to(batch.advantages.device)
+            advantages = batch.advantages[torch.arange(batch.advantages.shape[1], device=judged.device) < judged]
+            figures.update({"train/advantage_std": advantages.std(correction=0),
+                            "train/advantage_abs_mean": advantages.abs().mean()})
+        module.log_scalars(figures, batch_size=size, prog_bar=("train/loss",))
+        if not batch.nothing_judged:
+            module.log_rewards(batch.rewards[batch.valid], batch.step_index[batch.valid], batch.good[batch.valid])
         return loss.detach()
+
+    def log_judge(self, module: SwirlModule, batch: SwirlBatch, size: int) -> None:
+        """The judge's failures in this batch and over the run, and its usage (``judge/``, apart from the policy's
+        ``train/`` figures): requests, retries, tokens and the estimated cost, when the judge counts them."""
+        figures = {"judge/failures": float((~batch.valid).sum())}
+        if self.failures is not None:
+            figures["judge/failure_rate"] = self.failures.rate
+        usage = getattr(module.step_judge(), "usage", None)
+        if usage is not None:
+            figures.update({f"judge/{name}": float(value) for name, value in usage.as_dict().items()
+                            if value is not None and name not in ("judgements", "failures")})
+        module.log_scalars(figures, batch_size=size)
 
     @torch.no_grad()
     def probe_rewards(self, module: SwirlModule, states: Sequence[State], samples: int, seed: int) -> Tensor:

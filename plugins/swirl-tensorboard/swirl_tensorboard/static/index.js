@@ -251,7 +251,7 @@ function field(label, value, className, changed) {
 function drawStep(step, changes) {
   const changed = (name) => changes && changes.fields.includes(name);
   const verdicts = step.verdicts.length
-    ? step.verdicts.map((v) => `${v.judge}: ${v.verdict} (${v.score.toFixed(2)})`).join(", ") : "not judged";
+    ? step.verdicts.map((v) => `${v.judge}: ${v.verdict}` + (v.score === null ? "" : ` (${v.score.toFixed(2)})`)).join(", ") : "not judged";
   let action;
   if (step.kind === "tool") action = field("tool call", `${step.tool} <${step.tag}>${step.query}</${step.tag}>`, "call", changed("query") || changed("tool"));
   else if (step.kind === "answer") action = field("answer", step.answer, "answer", changed("answer"));

@@ -1,0 +1,266 @@
+"""The served judges against a stub OpenAI-compatible server on 127.0.0.1, counting the requests it saw: retries on
+429, 5xx, time-outs and dropped connections; judge failures (never BAD or 0); limits; prompts and verdicts."""
+
+import random
+import time
+
+import pytest
+
+from swirl_lightning.core.trajectory import FAILED, Judgement, State, Step, from_dict, parse_action, to_dict
+from swirl_lightning.judging.judge_prompts import JudgePrompt, parse_group_verdicts, parse_verdict
+from swirl_lightning.judging.ratelimit import RateLimiter, RetryPolicy, TokenBucket
+from swirl_lightning.judging.served import JudgeConfigurationError, ServedGrader, ServedJudge
+from swirl_lightning.testing import StubChatServer, StubResponse
+
+FAST = {"backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 5.0}
+
+
+def item(text: str, state: str = "Question: what is 2+3?") -> tuple[State, Step]:
+    return State("q", 0, [{"role": "user", "content": state}]), Step(text, parse_action(text, {"calc": "calc"}))
+
+
+def step_of(body: dict) -> str:
+    """The judged step's text, as the stub sees it in the request."""
+    return body["messages"][-1]["content"].rpartition("(judge this one only):\n\n")[2]
+
+
+def judge_for(server: StubChatServer, **options) -> ServedJudge:
+    return ServedJudge(server.base_url, "stub-model", **{**FAST, **options})
+
+
+def test_a_good_and_a_bad_verdict_and_an_invalid_step_without_a_request() -> None:
+    replies = {"<answer>5</answer>": "It follows.\nVerdict: GOOD", "<answer>6</answer>": "Wrong sum.\nVerdict: **BAD**"}
+    with StubChatServer(lambda body, seen: replies[step_of(body)]) as server:
+        judge = judge_for(server, price_input_per_mtok=3.0, price_output_per_mtok=15.0)
+        judgements = judge.judge_steps([item("<answer>5</answer>"), item("<answer>6</answer>"), item("no action")])
+        assert [(j.verdict, j.score) for j in judgements] == [("GOOD", 1.0), ("BAD", 0.0), ("BAD", 0.0)]
+        assert len(server.requests) == 2  # the invalid step is BAD without asking
+        assert {j.judge for j in judgements} == {"served:stub-model"}
+        assert {j.prompt_version for j in judgements} == {judge.prompt_version}
+        assert judge.prompt_version.startswith("process-math-v1#")
+        request = server.requests[0]["body"]
+        assert request["model"] == "stub-model" and request["temperature"] == 0.0 and request["max_tokens"] == 256
+        assert "Verdict: GOOD" in request["messages"][0]["content"]  # the system prompt asks for the verdict line
+        usage = judge.usage.as_dict()
+        assert usage["requests"] == 2 and usage["judgements"] == 2 and usage["failures"] == 0
+        assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] == 8  # the stub counts words
+        assert usage["cost_usd"] == pytest.approx((usage["prompt_tokens"] * 3.0 + 8 * 15.0) / 1e6)
+
+
+def test_429_then_200_is_retried_and_succeeds() -> None:
+    def respond(body, seen):
+        if seen == 0:
+            return StubResponse(status=429, raw_body='{"error": {"message": "rate limited"}}')
+        return "Verdict: GOOD"
+
+    with StubChatServer(respond) as server:
+        judge = judge_for(server)
+        assert [j.verdict for j in judge.judge_steps([item("<answer>5</answer>")])] == ["GOOD"]
+        assert len(server.requests) == 2
+        assert judge.usage.as_dict()["retries"] == 1 and judge.usage.as_dict()["failed_requests"] == 1
+
+
+@pytest.mark.parametrize("fault, error", [
+    (StubResponse(status=500, raw_body='{"error": {"message": "boom"}}'), "HTTP 500: boom"),
+    (StubResponse(status=503, raw_body="Service Unavailable"), "HTTP 503"),
+    (StubResponse(raw_body="<html>not json</html>"), "unreadable response"),
+    (StubResponse(drop=True), "connection error"),
+])
+def test_a_fault_every_time_is_retried_then_a_failure_never_bad_or_zero(fault, error) -> None:
+    with StubChatServer(lambda body, seen: fault) as server:
+        judge = judge_for(server, max_retries=2)
+        (judgement,) = judge.judge_steps([item("<answer>5</answer>")])
+        assert judgement.failed and judgement.verdict == FAILED and judgement.score is None
+        assert error in judgement.error and "gave up after 3 attempts" in judgement.error
+        assert len(server.requests) == 3  # the first attempt and 2 retries
+        assert judge.usage.as_dict()["failures"] == 1
+
+
+def test_a_dropped_connection_then_an_answer_is_retried() -> None:
+    with StubChatServer(lambda body, seen: StubResponse(drop=True) if seen == 0 else "Verdict: BAD") as server:
+        judge = judge_for(server)
+        assert [j.verdict for j in judge.judge_steps([item("<answer>5</answer>")])] == ["BAD"]
+        assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("reply", ["I am not sure about this one.", "", "Verdict: maybe", "this step is good"])
+def test_unparseable_verdicts_are_failures_and_not_retried(reply) -> None:
+    with StubChatServer(lambda body, seen: reply) as server:
+        judge = judge_for(server)
+        (judgement,) = judge.judge_steps([item("<answer>5</answer>")])
+        assert judgement.failed and judgement.score is None and "no verdict in the reply" in judgement.error
+        assert len(server.requests) == 1
+
+
+def test_timeouts_are_enforced() -> None:
+    with StubChatServer(lambda body, seen: StubResponse(text="Verdict: GOOD", delay_s=3.0)) as server:
+        judge = judge_for(server, timeout_s=0.3, max_retries=1)
+        started = time.monotonic()
+        (judgement,) = judge.judge_steps([item("<answer>5</answer>")])
+        elapsed = time.monotonic() - started
+        assert judgement.failed and "timed out after 0.3 s" in judgement.error
+        assert len(server.requests) == 2 and elapsed < 2.0  # two attempts of 0.3 s, not two of 3 s
+
+
+def test_a_refused_key_or_model_stops_at_once() -> None:
+    with StubChatServer(lambda body, seen: "Verdict: GOOD", api_key="right-key") as server:
+        judge = judge_for(server)  # no api_key_env: a placeholder key, which this server refuses
+        with pytest.raises(JudgeConfigurationError, match="HTTP 401.*api_key_env"):
+            judge.judge_steps([item("<answer>5</answer>")])
+        assert len(server.requests) == 1
+
+
+def test_the_api_key_comes_from_the_named_variable_only(monkeypatch) -> None:
+    monkeypatch.setenv("STUB_JUDGE_KEY", "sk-test-123")
+    with StubChatServer(lambda body, seen: "Verdict: GOOD", api_key="sk-test-123") as server:
+        judge = judge_for(server, api_key_env="STUB_JUDGE_KEY")
+        assert judge.judge_steps([item("<answer>5</answer>")])[0].verdict == "GOOD"
+        assert server.requests[0]["authorization"] == "Bearer sk-test-123"
+    monkeypatch.delenv("STUB_JUDGE_KEY")
+    with pytest.raises(ValueError, match="environment variable STUB_JUDGE_KEY is not set"):
+        ServedJudge("http://127.0.0.1:9/v1", "m", api_key_env="STUB_JUDGE_KEY")
+    with pytest.raises(ValueError, match="NAME of an environment variable") as error:
+        ServedJudge("http://127.0.0.1:9/v1", "m", api_key_env="sk-live-abc.def")
+    assert "sk-live" not in str(error.value)  # a key put where its variable's name belongs is never echoed
+
+
+def test_concurrency_is_bounded() -> None:
+    with StubChatServer(lambda body, seen: StubResponse(text="Verdict: GOOD", delay_s=0.2)) as server:
+        judge = judge_for(server, concurrency=3)
+        judgements = judge.judge_steps([item(f"<answer>{n}</answer>") for n in range(9)])
+        assert [j.verdict for j in judgements] == ["GOOD"] * 9 and len(server.requests) == 9
+        assert server.max_in_flight == 3
+
+
+def test_requests_per_minute_are_paced() -> None:
+    with StubChatServer(lambda body, seen: "Verdict: GOOD") as server:
+        judge = judge_for(server, concurrency=4, requests_per_minute=120)  # 2 a second, at most 2 at once
+        started = time.monotonic()
+        judge.judge_steps([item(f"<answer>{n}</answer>") for n in range(6)])
+        assert time.monotonic() - started >= 1.8  # 2 at once, then 4 more at 0.5 s each
+        assert judge.usage.as_dict()["wait_seconds"] >= 1.5
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_rate_limiter_holds_requests_and_tokens_per_minute() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(requests_per_minute=60, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        limiter.acquire()
+    assert clock.now == pytest.approx(4.0)  # one a second after the first
+    clock = FakeClock()
+    limiter = RateLimiter(tokens_per_minute=6000, clock=clock, sleep=clock.sleep)  # 100 tokens a second
+    limiter.acquire(300)  # larger than the bucket: goes at once, leaving a debt of 200 tokens
+    limiter.acquire(100)
+    assert clock.now == pytest.approx(3.0)
+    limiter.settle(estimated=100, actual=400)  # the server said 400: 300 more are owed
+    limiter.acquire(100)
+    assert clock.now == pytest.approx(7.0)
+    with pytest.raises(ValueError, match="positive number per minute"):
+        TokenBucket(0)
+
+
+def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
+    policy, rng = RetryPolicy(max_retries=5, backoff_s=1.0, max_backoff_s=8.0), random.Random(0)
+    for retry, cap in enumerate([1, 2, 4, 8, 8]):
+        delays = [policy.delay(retry, rng) for _ in range(200)]
+        assert cap / 2 <= min(delays) and max(delays) <= cap and len(set(delays)) > 100
+    assert policy.delay(0, rng, retry_after=5.0) == 5.0
+    assert policy.delay(0, rng, retry_after=100.0) == 8.0  # capped
+
+
+def test_group_mode_judges_all_actions_of_a_state_in_one_request() -> None:
+    def respond(body, seen):
+        assert "Step 3:" in body["messages"][-1]["content"]
+        return "1 is fine, 2 is not, 3 unclear.\nStep 1: GOOD\nStep 2: BAD"
+
+    with StubChatServer(respond) as server:
+        judge = judge_for(server, group=True)
+        items = [item(f"<answer>{n}</answer>", state=f"state {s}") for s in range(2) for n in range(3)]
+        judgements = judge.judge_steps(items)
+        assert len(server.requests) == 2  # one per state
+        assert [j.verdict for j in judgements] == ["GOOD", "BAD", FAILED] * 2
+        assert "no verdict for step 3" in judgements[2].error
+        assert judge.prompt_version != judge_for(server).prompt_version  # group verdicts are cached apart
+
+
+def test_the_served_grader_says_yes_or_no_and_fails_without_a_verdict() -> None:
+    def respond(body, seen):
+        prediction = body["messages"][-1]["content"].rpartition("Predicted answer: ")[2]
+        return {"$10.00": "Same number.\nVerdict: YES", "11": "Verdict: NO"}.get(prediction, "hmm")
+
+    with StubChatServer(respond) as server:
+        grader = ServedGrader(server.base_url, "stub-model", **FAST)
+        assert grader.judge_id == "served_grader:stub-model" and grader.prompt_version.startswith("grader-math-v1#")
+        scores = grader.score_batch(["$10.00", "11", None, "ten-ish"], ["10"] * 4, ["q"] * 4)
+        assert scores == [1.0, 0.0, 0.0, None]  # no prediction: wrong without asking; no verdict: a failure
+        assert len(server.requests) == 3
+        assert "Answer key: 10" in server.requests[0]["body"]["messages"][-1]["content"]
+
+
+def test_shipped_prompts_load_and_say_what_the_paper_says() -> None:
+    math, search = JudgePrompt.load("math", "process"), JudgePrompt.load("search", "process")
+    assert (math.version, search.version) == ("process-math-v1", "process-search-v1")
+    assert "not whether you believe it is true" in search.sections["system"]
+    assert "Missing evidence means BAD" in search.sections["system"]
+    assert "likely to help answer the question" in search.sections["system"]
+    assert "10.00, $10" in JudgePrompt.load("math", "grader").sections["system"]
+    assert JudgePrompt.load("qa", "grader").version == "grader-qa-v1"
+    assert math.prompt_version(0.0, 256) != math.prompt_version(0.0, 128)  # settings are part of the version
+    with pytest.raises(ValueError, match="expected one of math, search or a prompt file"):
+        JudgePrompt.load("physics", "process")
+
+
+def test_a_prompt_file_of_ones_own(tmp_path) -> None:
+    path = tmp_path / "mine.txt"
+    path.write_text("version: mine-v2\n# a comment\n=== system\nJudge {nothing}.\n=== user\n{transcript} | {step}\n")
+    prompt = JudgePrompt.load(str(path), "process")
+    messages = prompt.messages("user", transcript="T", step="S")
+    assert prompt.version == "mine-v2" and messages[1]["content"] == "T | S"
+    assert messages[0]["content"] == "Judge {nothing}."  # unknown braces are left alone
+    path.write_text("=== system\nx\n=== user\ny\n")
+    with pytest.raises(ValueError, match="no 'version: ...' line"):
+        JudgePrompt.load(str(path), "process")
+    path.write_text("version: v\n=== system\nx\n=== users\ny\n")
+    with pytest.raises(ValueError, match=r"mine.txt:4: unknown section 'users'"):
+        JudgePrompt.load(str(path), "process")
+
+
+@pytest.mark.parametrize("reply, verdict", [
+    ("The step is good.\nVerdict: GOOD", "GOOD"),
+    ("verdict - bad", "BAD"),
+    ("**Verdict:** BAD", "BAD"),
+    ("First I thought GOOD, but no.\nVerdict: BAD", "BAD"),
+    ("Verdict: GOOD. Hmm, actually\nVerdict: BAD", "BAD"),
+    ("So this is BAD", "BAD"),
+    ("a good step", None),  # lower-case prose is no verdict
+    ("GOODNESS", None),
+])
+def test_parse_verdict(reply, verdict) -> None:
+    assert parse_verdict(reply, "GOOD", "BAD") == verdict
+
+
+def test_parse_group_verdicts() -> None:
+    reply = "Step 1: GOOD\nstep 2 - bad\nStep 2: GOOD\nStep 7: BAD"
+    assert parse_group_verdicts(reply, 3, "GOOD", "BAD") == {1: "GOOD", 2: "GOOD"}
+
+
+def test_a_failed_judgement_round_trips_and_old_records_still_read() -> None:
+    failed = Judgement("served:m", FAILED, None, "process-math-v1#abc", error="timed out")
+    assert from_dict(Judgement, to_dict(failed)) == failed and failed.failed
+    old = from_dict(Judgement, {"judge": "reference", "verdict": "GOOD", "score": 1.0, "prompt_version": "v1"})
+    assert old.error is None and not old.failed
+    with pytest.raises(ValueError, match="null with FAILED"):
+        Judgement("m", "BAD", None)
+    with pytest.raises(ValueError, match="null with FAILED"):
+        Judgement("m", FAILED, 0.0)
