@@ -1,6 +1,6 @@
 # swirl-lightning: two commands on a fresh machine.
 #   make quickstart   set up .venv, then run the main job on the embedded default (shipped data, SmolLM2-135M)
-#   make test         set up .venv, then run the test suite
+#   make test         set up .venv, then run the test suite (make test-fast: the unit tests only, under a minute)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +13,7 @@ TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4"
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup quickstart test test-slow clean
+.PHONY: setup quickstart test test-fast test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,9 @@ quickstart: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not integration"
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

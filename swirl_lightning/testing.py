@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from swirl_lightning.core.tasks import Task
@@ -264,6 +265,16 @@ class StubChatServer:
         self._server.server_close()
 
 
+def stop_process(process: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """Terminate a server a test started, and kill it if it has not left after ``grace_s`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     import socket
@@ -308,11 +319,6 @@ def transformers_serve(model: str, *, startup_timeout_s: float = 180.0, log_path
             time.sleep(0.5)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         if log_path:
             log.close()

@@ -1,4 +1,5 @@
-"""The `swirl` console entry leaves at once, with exit code 1, when a tool call timed out and still runs."""
+"""The `swirl` console entry: a tool call that times out is stopped (its worker killed) and the command leaves at
+once with exit code 1; `python -m swirl_lightning` is the same command."""
 
 import os
 import subprocess
@@ -7,7 +8,7 @@ import textwrap
 import time
 
 
-def test_timed_out_tool_call_exits_1_without_waiting_for_the_abandoned_thread(tmp_path):
+def test_a_timed_out_tool_call_is_stopped_and_exits_1_at_once(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent('''
         import time, swirl_lightning
         from swirl_lightning.core.plugins import get_plugin_manager
@@ -25,7 +26,7 @@ def test_timed_out_tool_call_exits_1_without_waiting_for_the_abandoned_thread(tm
     '''))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "swirl_lightning.cli", "tools", "call", "stall", "x", "--timeout", "0.3"],
+    result = subprocess.run([sys.executable, "-m", "swirl_lightning", "tools", "call", "stall", "x", "--timeout", "0.3"],
                             env=env, capture_output=True, text=True, timeout=50)
     assert result.returncode == 1, result.stderr
     assert "tool 'stall' timed out after 0.3 s" in result.stderr

@@ -21,7 +21,8 @@ from swirl_lightning.core.plugins import (
     normalize_distribution_name,
     reset_plugin_manager,
 )
-from swirl_lightning.core.tools import ToolConflictError, ToolExecutor, collect_tools
+from swirl_lightning.core.tool_executor import ToolExecutor
+from swirl_lightning.core.tools import ToolConflictError, collect_tools
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

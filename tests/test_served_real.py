@@ -60,7 +60,7 @@ def test_swirl_filter_with_a_real_transformers_serve(server, tmp_path) -> None:
     for trajectory in read_trajectories(tmp_path / "kept.jsonl"):
         assert all(s.judgements[0].verdict == "GOOD" for s in trajectory.steps)
 
-    assert swirl_main(argv) == 0  # again: verdicts come from the cache, only failures are asked again
+    assert swirl_main([*argv, "--overwrite", "true"]) == 0  # again: verdicts come from the cache, failures asked again
     again = json.loads((tmp_path / "kept.stats.json").read_text())
     assert again["judging"]["from_cache"] == 3 - failed
     assert again["judge_usage"]["step_judge"]["requests"] == failed

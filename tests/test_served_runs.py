@@ -69,7 +69,7 @@ def filter_config(tmp_path: Path, server: StubChatServer, mode: str = "process",
                   **judge) -> FilterConfig:
     return FilterConfig(input=str(tmp_path / "in.jsonl"), output=str(tmp_path / "kept.jsonl"), mode=mode,
                         judge=JudgeConfig("served", served(server, **(options or {})), **judge), progress=False,
-                        cache_path=str(tmp_path / "cache.sqlite"))
+                        cache_path=str(tmp_path / "cache.sqlite"), overwrite=True)  # each test filters again
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def test_the_served_grader_in_a_filter_with_failures_cached_apart(tmp_path) -> N
                               task=TaskConfig("jsonl", data_path=str(examples)), progress=False,
                               judge=JudgeConfig(outcome="served_grader", outcome_options=served(server),
                                                 max_failure_rate=0.5),
-                              cache_path=str(tmp_path / "cache.sqlite"))
+                              cache_path=str(tmp_path / "cache.sqlite"), overwrite=True)
         stats = run_filter(config)
         assert [t.key for t in read_trajectories(config.output)] == [("e0", 0), ("e1", 0)]
         assert stats["outcomes_failed"] == 1 and stats["trajectories_undecided"] == 1
@@ -355,5 +355,5 @@ def test_the_api_key_is_in_no_file_and_no_log(tmp_path, monkeypatch, capfd) -> N
     leaked = [str(p) for p in written if key.encode() in p.read_bytes()]
     assert leaked == []  # ...and is in no file the runs wrote
     output = capfd.readouterr()
-    assert key not in output.out and key not in output.err and "SWIRL_TEST_JUDGE_KEY" in (tmp_path / "fit" / "tb"
-                                                                                          / "version_0" / "config.yaml").read_text()
+    assert key not in output.out and key not in output.err and "SWIRL_TEST_JUDGE_KEY" in next(
+        (tmp_path / "fit" / "tb").glob("**/version_0/config.yaml")).read_text()

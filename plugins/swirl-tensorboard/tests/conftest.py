@@ -8,7 +8,6 @@ it must hold a ``validate`` run and a ``fit`` run with validation rollouts.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from swirl_lightning.testing import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -51,12 +52,6 @@ def logdir(tmp_path_factory) -> Path:
     return Path(given) if given else short_run(tmp_path_factory.mktemp("run"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def tensorboard(logdir: Path):
     """The base address of a `tensorboard` process on ``logdir`` (the plugin found through its entry point)."""
@@ -79,10 +74,5 @@ def tensorboard(logdir: Path):
                 time.sleep(0.5)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
