@@ -235,8 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
 # Messages from dependencies that ask the user to do nothing: a deprecation one library hits inside another, a tip to
 # install a cloud product, a progress bar for loading a small model's tensors. Everything else still shows.
 DEPENDENCY_NOISE = (
-    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),  # Lightning's pytree helper on torch 2.1x
-    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),  # PEFT asks transformers by its old name
+    # (category, message, module the warning is attributed to)
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated", ""),  # Lightning's pytree helper on torch 2.1x
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated", ""),  # PEFT asks transformers by its old name
+    (DeprecationWarning, r"`torch.jit.script_method` is deprecated", ""),  # bitsandbytes, imported by PEFT
+    (DeprecationWarning, r"", r"lightning\."),  # Lightning's own use of deprecated APIs (jsonargparse's, torch's)
 )
 
 
@@ -247,8 +250,8 @@ class _DropTips(logging.Filter):
 
 def quiet_dependencies() -> None:
     """Silence :data:`DEPENDENCY_NOISE`, Lightning's install tips and transformers' weight-loading bar."""
-    for category, message in DEPENDENCY_NOISE:
-        warnings.filterwarnings("ignore", message=message, category=category)
+    for category, message, module in DEPENDENCY_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DropTips())
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -21,7 +21,6 @@ Attribute docstrings are the ``--help`` text (jsonargparse reads them); YAML may
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -198,17 +197,8 @@ def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
     parser.add_class_arguments(cls, as_group=False)
     namespace = parser.parse_args(argv)
     try:
-        instance = parser.instantiate_classes(namespace)
+        # jsonargparse 4.49 renamed instantiate_classes to instantiate (the old name warns, and goes in 5.0).
+        instance = (parser.instantiate if hasattr(parser, "instantiate") else parser.instantiate_classes)(namespace)
         return cls(**{f.name: instance[f.name] for f in dataclasses.fields(cls) if f.name in instance})
     except ValueError as error:  # a dataclass's own validation: report it like any bad flag
         parser.error(str(error))
-
-
-def config_command(cls: type[T], run: Callable[[T], Any], prog: str) -> Callable[[list[str]], int]:
-    """A ``main(argv) -> exit code`` that parses a ``cls`` config and calls ``run`` with it."""
-
-    def main(argv: list[str]) -> int:
-        run(parse_config(cls, argv, prog))
-        return 0
-
-    return main
