@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,3 +1,4 @@
+import pytest
 """The `swirl` console entry: a tool call that times out is stopped (its worker killed) and the command leaves at
 once with exit code 1; `python -m swirl_lightning` is the same command."""
 
@@ -6,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 import time
+
+pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
 
 
 def test_a_timed_out_tool_call_is_stopped_and_exits_1_at_once(tmp_path):

@@ -9,6 +9,8 @@ from swirl_lightning.training.data import SwirlDataModule
 from swirl_lightning.training.module import SwirlModule
 from swirl_lightning.training.cli import make_cli
 
+pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CONFIGS = sorted(CONF.glob("*.yaml"))
 # Configs written for GPUs are built on the CPU with these overrides (the parse itself is unchanged).

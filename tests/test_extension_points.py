@@ -12,7 +12,7 @@ from swirl_lightning.rollout.generate import GenerateConfig, run_generate
 from swirl_lightning.testing import ConstantJudge, ListTask, registered
 from swirl_lightning.training.cli import make_cli
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 CAPITALS = ListTask("capitals", [Example(f"cap-{i}", f"Capital of country {i}?", f"City {i}", "capitals")
                                  for i in range(6)], tools=("calculator",), max_steps=2)

@@ -22,7 +22,7 @@ from swirl_lightning.core.trajectory import FormatError, Judgement, to_dict
 from swirl_lightning.training.config import ExportConfig, LoraConfig, TrainDataConfig, ValidationDataConfig
 
 # Training steps run without a Trainer here; their self.log calls are then no-ops.
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")]
 
 # Values that broke runs before: non-finite and huge numbers, wrong types, missing parts.

@@ -43,6 +43,7 @@ def test_generate_end_to_end_with_tiny_model(tmp_path):
     assert not shard_dir(out).exists()
 
 
+@pytest.mark.integration
 def test_generate_resumes_after_sigkill(tmp_path):
     out = tmp_path / "t.jsonl"
     args = ["generate", *TINY, "--task.limit", "4", "--samples", "3", "--sampling.batch_size", "2", "--output", str(out)]
@@ -67,6 +68,7 @@ def test_generate_resumes_after_sigkill(tmp_path):
     assert f"({12 - killed_with} new)" in output
 
 
+@pytest.mark.integration
 def test_generate_two_processes_shards_and_merge(tmp_path):
     out = tmp_path / "t.jsonl"
     process = swirl("generate", *TINY, "--task.limit", "3", "--samples", "2", "--processes", "2", "--output", str(out))

@@ -504,6 +504,7 @@ def _write_judgements(path: str, prefix: str) -> None:
         cache.put_many({f"{prefix}{i}": Judgement("process:m", "GOOD", i / 50, "process-v1")})
 
 
+@pytest.mark.integration
 def test_cache_takes_writes_from_concurrent_processes(tmp_path) -> None:
     import multiprocessing
 

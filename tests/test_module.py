@@ -29,7 +29,7 @@ from swirl_lightning.training.sequences import trajectory_segments
 
 
 # Unit tests call training_step without a Trainer; its self.log calls are then no-ops.
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")]
 
 

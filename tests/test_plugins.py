@@ -236,6 +236,7 @@ def test_load_plugins_variable_limits_loading(isolated_plugins, make_distributio
         assert list(collect_tools()) == ["echo"]
 
 
+@pytest.mark.integration
 def test_pip_installed_plugin_is_listed_by_the_cli(tmp_path):
     """A real ``pip install`` of a plugin package, then ``swirl tools list --json`` in a new process."""
     source = tmp_path / "src"

@@ -1,3 +1,4 @@
+import pytest
 """scripts/quickstart.sh (what `make quickstart` runs) end to end with a tiny random model: every stage of the
 loop (tools, generate, filter, validate, fit swirl) runs as the README says and leaves its outputs."""
 
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 from swirl_lightning.core.trajectory import read_trajectories
+
+pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
 
 ROOT = Path(__file__).resolve().parents[1]
 

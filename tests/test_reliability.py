@@ -113,6 +113,7 @@ def tiny_generate(output: Path, *extra: str) -> list[str]:
             "--sampling.max_new_tokens", "4", "--samples", "2", "--progress", "false", "--output", str(output), *extra]
 
 
+@pytest.mark.integration
 def test_generate_refuses_to_mix_two_runs_in_one_output_and_never_writes_through_a_symlink(tmp_path, capsys):
     out = tmp_path / "t.jsonl"
     target = tmp_path / "elsewhere.json"
@@ -133,6 +134,7 @@ def test_generate_refuses_to_mix_two_runs_in_one_output_and_never_writes_through
     assert len(read_trajectories(out)) == 6
 
 
+@pytest.mark.integration
 def test_fit_refuses_to_overwrite_an_export(tmp_path, capsys):
     export = tmp_path / "export"
     export.mkdir()
@@ -158,6 +160,7 @@ def test_fit_refuses_to_overwrite_an_export(tmp_path, capsys):
     (["--policy.name", "./no/such/model"], "model './no/such/model': no such folder"),
     (["--trainer.accelerator", "cuda"], "CUDAAccelerator"),
 ])
+@pytest.mark.integration
 def test_bad_fit_settings_are_one_line_errors_before_any_model_loads(tmp_path, capsys, monkeypatch, flags, message):
     import swirl_lightning.training.policy as policy
 
@@ -167,10 +170,12 @@ def test_bad_fit_settings_are_one_line_errors_before_any_model_loads(tmp_path, c
     assert message in one_line_error(capsys, *base, *flags)
 
 
+@pytest.mark.integration
 def test_generate_on_a_missing_device_is_a_one_line_error(tmp_path, capsys):
     assert "no CUDA device" in one_line_error(capsys, *tiny_generate(tmp_path / "t.jsonl", "--device", "cuda"))
 
 
+@pytest.mark.integration
 def test_debug_shows_the_traceback(tmp_path):
     path = tmp_path / "missing.jsonl"
     result = subprocess.run([sys.executable, "-m", "swirl_lightning", "--debug", "data", "stats", str(path)],
@@ -232,6 +237,7 @@ def _parent(proc: Path) -> int | None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads and children through /proc")
+@pytest.mark.integration
 def test_generate_with_hostile_tools_finishes_every_trajectory_and_leaves_nothing_behind(tmp_path, monkeypatch):
     """A throwaway plugin registers tools that hang, busy-loop, exit, flood, return a lone surrogate, change folder and
     never warm up; `swirl generate` (its engine replaced by a script that calls each of them, so a tiny model need not
@@ -307,6 +313,7 @@ def test_a_misconfigured_tool_makes_generate_warn_loudly_or_fail(tmp_path, capsy
 # Bounded input, failed rollouts, no leftovers
 
 
+@pytest.mark.integration
 def test_a_prompt_over_the_context_budget_ends_before_any_tensor_is_made(tmp_path):
     from swirl_lightning.core.models import load_model, load_tokenizer
     from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings
@@ -345,6 +352,7 @@ def test_a_rollout_that_raises_is_recorded_as_failed_and_the_others_go_on():
 
 
 @pytest.mark.skipif(not Path("/proc").exists(), reason="finds the workers through /proc")
+@pytest.mark.integration
 def test_killing_generate_kills_its_workers(tmp_path):
     out = tmp_path / "t.jsonl"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

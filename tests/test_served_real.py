@@ -18,7 +18,7 @@ from swirl_lightning.core.trajectory import Step, Trajectory, parse_action, read
 from swirl_lightning.testing import transformers_serve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

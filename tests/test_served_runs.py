@@ -34,6 +34,8 @@ from swirl_lightning.training.loss import group_advantages
 from swirl_lightning.training.module import SwirlModule
 from swirl_lightning.training.objectives import SwirlObjective
 
+pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
+
 ROOT = Path(__file__).resolve().parents[1]
 TAGS = {"calc": "calculator"}
 FAST = {"model": "stub-model", "backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 5.0}

@@ -324,6 +324,7 @@ def test_verify_reference_steps_stand_in_on_gsm8k(gsm8k):
     assert report["rate"] >= 0.99, report["failure_counts"]
 
 
+@pytest.mark.integration
 def test_gsm8k_steps_reproduce_with_the_calculator_plugin(gsm8k):
     plugin = pytest.importorskip("swirl_calculator", reason="swirl_calculator plugin not installed (plugins/swirl-calculator)")
     report = verify_reference_steps([gsm8k_reference_trajectory(e) for e in gsm8k], plugin.calculator)

@@ -18,7 +18,7 @@ from swirl_lightning.testing import registered
 from swirl_lightning.training.cli import log_dirs, make_cli
 from swirl_lightning.training.objectives import SwirlObjective
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from swirl_lightning.cli import main as swirl_main
 from swirl_lightning.core.trajectory import read_trajectories
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
+
 BENCH = Path(__file__).resolve().parents[3] / "benchmarks" / "search_bench.py"
 
 

@@ -11,6 +11,8 @@ import pytest
 from swirl_search.cli import main
 from swirl_search.corpus import Document, write_corpus
 
+pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

@@ -20,6 +20,8 @@ import pytest
 
 from swirl_lightning.core.trajectory import read_trajectories
 
+pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
+
 CHROMIUM = os.environ.get("SWIRL_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]

@@ -14,6 +14,8 @@ import pytest
 from swirl_lightning.core.trajectory import read_trajectories
 from swirl_lightning.rollout.view import trajectory_view
 
+pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
+
 PREFIX = "/data/plugin/trajectories"
 
 
