@@ -4,6 +4,7 @@ loop (tools, generate, filter, validate, fit swirl) runs as the README says and 
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ def test_quickstart_script_runs_the_whole_loop_with_a_tiny_model(tmp_path):
     result = subprocess.run(["bash", str(ROOT / "scripts" / "quickstart.sh")], env=env, cwd=tmp_path, timeout=600,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     assert result.returncode == 0, result.stdout[-4000:]
+    warned = [line for line in result.stdout.splitlines() if re.search(r"\b\w*Warning\b|^\s*warnings\.warn\(", line)]
+    assert warned == [], "the quickstart printed Python warnings"
     assert "calculator" in result.stdout and "3590" in result.stdout  # $1,200 x 3 - 20% of 50
     assert len(read_trajectories(run / "trajectories.jsonl")) == 4
     assert len(read_trajectories(run / "kept.jsonl")) == 4

@@ -1,0 +1,55 @@
+"""One config vocabulary: a shared concept is defined in one dataclass, and every command spells it the same way."""
+
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import swirl_lightning
+from swirl_lightning.core.config import SHARED_GROUPS, JudgeConfig, PolicyConfig, SamplingConfig, parse_config
+from swirl_lightning.judging.filter import FilterConfig
+from swirl_lightning.rollout.generate import GenerateConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+GENERIC = {"name", "seed", "batch_size", "dtype", "options", "split", "enabled", "dir", "overwrite"}
+
+
+def config_dataclasses() -> list[type]:
+    """Every dataclass named ``*Config`` in the library."""
+    found = {}
+    for module in pkgutil.walk_packages(swirl_lightning.__path__, "swirl_lightning."):
+        if module.name.endswith(("__main__", "testing")):
+            continue
+        for name, obj in inspect.getmembers(importlib.import_module(module.name), dataclasses.is_dataclass):
+            if name.endswith("Config") and obj.__module__ == module.name:
+                found[f"{obj.__module__}.{name}"] = obj
+    return list(found.values())
+
+
+def test_each_shared_setting_is_defined_in_one_config_class():
+    owners: dict[str, list[str]] = {}
+    for cls in config_dataclasses():
+        for field in dataclasses.fields(cls):
+            owners.setdefault(field.name, []).append(cls.__name__)
+    shared = {f.name for cls in SHARED_GROUPS.values() for f in dataclasses.fields(cls)} - GENERIC
+    repeated = {name: classes for name, classes in owners.items() if name in shared and len(classes) > 1}
+    assert repeated == {}, "a shared setting is spelled in more than one config class"
+    assert owners["temperature"] == ["SamplingConfig"] and owners["adapter"] == ["PolicyConfig"]
+
+
+def test_generate_filter_and_fit_spell_the_shared_groups_alike(tmp_path):
+    from swirl_lightning.training.cli import make_cli
+
+    policy = ["--policy.name", "tiny-random", "--policy.adapter", "null"]
+    sampling = ["--sampling.temperature", "0.5", "--sampling.max_new_tokens", "7"]
+    judge = ["--judge.name", "reference", "--judge.batch_size", "3"]
+    generate = parse_config(GenerateConfig, [*policy, *sampling, "--task.limit", "2"], "swirl generate")
+    filtering = parse_config(FilterConfig, ["--input", "a", "--output", "b", *judge], "swirl filter")
+    fit = make_cli(["--config", str(ROOT / "conf" / "quickstart.yaml"), *policy, *sampling, *judge,
+                    "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert generate.policy == fit.model.policy == PolicyConfig("tiny-random", None)
+    assert generate.sampling.temperature == fit.model.sampling.temperature == 0.5
+    assert generate.sampling.max_new_tokens == fit.model.sampling.max_new_tokens == 7
+    assert filtering.judge == fit.model.judge == fit.datamodule.judge == JudgeConfig("reference", batch_size=3)
+    assert isinstance(fit.model.sampling, SamplingConfig)
