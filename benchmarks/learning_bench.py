@@ -106,7 +106,7 @@ class Benchmark:
         probe = ["--trainer.callbacks+=swirl_lightning.training.callbacks.RewardProbe",
                  "--trainer.callbacks.init_args.states", str(a.probe_states),
                  "--trainer.callbacks.init_args.samples", str(a.probe_samples),
-                 "--trainer.callbacks.init_args.every_n_steps", str(a.val_every)]
+                 "--trainer.callbacks.init_args.every_n_steps", str(a.probe_every)]
         # A step-filtered file holds each trajectory up to its first BAD step, marked: swirl takes its states,
         # sft its GOOD steps (swirl_lightning.judging.filter), with no filter in the data module.
         return common + ["--model.objective", objective, "--data.train.path", str(self.kept(mode)), *extra, *probe]
@@ -271,7 +271,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="generation slots")
     parser.add_argument("--val-questions", type=int, default=500, help="held-out questions (at most 500)")
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per arm (the equal budget)")
-    parser.add_argument("--val-every", type=int, default=30, help="validate and probe every N steps (the curves)")
+    parser.add_argument("--val-every", type=int, default=30, help="validate every N steps (the validation curve)")
+    parser.add_argument("--probe-every", type=int, default=10, help="probe the training reward every N steps")
     parser.add_argument("--examples-per-step", type=int, default=8, help="trajectories (sft) or states (swirl)")
     parser.add_argument("--group-size", type=int, default=4, help="swirl: actions sampled per state")
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -291,6 +292,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         # A random model's steps are never GOOD: every filter keeps all so that every arm has data to fit.
         args.model, args.adapter, args.questions, args.samples = "tiny-random", "", 2, 2
         args.max_steps, args.max_new_tokens, args.val_questions, args.steps, args.val_every = 2, 8, 2, 2, 1
+        args.probe_every = 1
         args.examples_per_step, args.group_size, args.probe_states, args.probe_samples = 2, 2, 2, 2
         args.fit_args = ("--sampling.max_new_tokens 4 --model.evaluation.sampling.max_new_tokens 4 --task.max_steps 2 "
                          + args.fit_args)
@@ -307,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "learning", "command": command_line(argv), "machine": info, "ran_on": args.ran_on or "this machine",
         "note": args.note, "model": args.model, "adapter": args.adapter or None, "judge": "reference (gold-guided)",
-        "budget": {"steps": args.steps, "val_every": args.val_every, "val_questions": args.val_questions, "lr": args.lr,
+        "budget": {"steps": args.steps, "val_every": args.val_every, "probe_every": args.probe_every,
+                   "val_questions": args.val_questions, "lr": args.lr,
                    "examples_per_step": args.examples_per_step, "group_size": args.group_size},
         "data": data_figures(bench), **collect(bench),
         "stage_commands": bench.stages.commands, "stage_seconds": bench.stages.seconds,
