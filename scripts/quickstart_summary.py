@@ -51,10 +51,17 @@ def summarize(run: Path) -> list[str]:
     if probes:
         history = json.loads(probes[-1].read_text())
         first, last = history[0], history[-1]
-        moved = last["reward_mean"] - first["reward_mean"]
+        if first["reward_mean"] is None or last["reward_mean"] is None:  # every judgement of a probe failed
+            moved, shown = "no verdict to compare", ["no verdict" if p["reward_mean"] is None else
+                                                     f"{p['reward_mean']:.3f}" for p in (first, last)]
+        else:
+            moved, shown = f"{last['reward_mean'] - first['reward_mean']:+.3f}", [f"{first['reward_mean']:.3f}",
+                                                                                f"{last['reward_mean']:.3f}"]
         lines.append(f"training reward (fresh samples at the {first['states']} training states, judged): "
-                     f"{first['reward_mean']:.3f} at step {first['step']} -> {last['reward_mean']:.3f} at step "
-                     f"{last['step']} ({moved:+.3f})")
+                     f"{shown[0]} at step {first['step']} -> {shown[1]} at step {last['step']} ({moved})")
+        if not moved.startswith("+") or moved == "+0.000":
+            lines.append(f"  it did not rise in {last['step'] - first['step']} steps: too few for a measurable change "
+                         "with this model (benchmarks/README.md, RL sanity: the same measure over 40 steps)")
     if before is None or after is None:
         return lines + ["no validation before and after training to compare"]
     warm, trained = read_trajectories(before), read_trajectories(after)

@@ -316,6 +316,25 @@ def test_a_batch_without_a_judged_sample_makes_no_update() -> None:
 
 
 @pytest.mark.usefixtures("one_torch_thread", "scripted_actions")
+def test_a_probe_without_a_verdict_writes_valid_json_and_no_nan(tmp_path) -> None:
+    from swirl_lightning.training.callbacks import RewardProbe
+
+    with StubChatServer(lambda body, seen: "no idea") as server:
+        probe = RewardProbe(states=2, samples=2, every_n_steps=1)
+        trainer = L.Trainer(accelerator="cpu", max_steps=1, limit_train_batches=1, max_epochs=1, limit_val_batches=0,
+                            enable_checkpointing=False, logger=TensorBoardLogger(tmp_path, name="tb"),
+                            callbacks=[probe], enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(swirl_module(server), swirl_data())
+    history = json.loads((tmp_path / "tb" / "version_0" / "probe.json").read_text())  # strict JSON: no NaN
+    assert history and all(p["reward_mean"] is None and p["judge_failures"] == 4 for p in history)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"))
+    events.Reload()
+    assert "probe/reward_mean" not in events.Tags()["scalars"]
+
+
+@pytest.mark.usefixtures("one_torch_thread", "scripted_actions")
 def test_swirl_fit_stops_above_the_failure_rate(tmp_path) -> None:
     with StubChatServer(lambda body, seen: StubResponse(status=500, raw_body="down")) as server:
         judge = JudgeConfig("served", served(server, max_retries=0), max_failure_rate=0.2, failure_rate_after=4)

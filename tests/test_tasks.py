@@ -182,6 +182,18 @@ def test_gsm8k_split_is_deterministic_and_disjoint(gsm8k):
     assert [order[e.id] for e in val] == sorted(order[e.id] for e in val), "validation keeps the input order"
 
 
+def test_no_held_out_question_was_in_the_shipped_warm_starts_training_data(gsm8k):
+    """The learning comparison validates on the held-out split; the warm start it starts from must not have seen any
+    of those questions (its export lists them), and the benchmark's arms train from --task.offset 1000 on."""
+    from pathlib import Path
+
+    listed = Path(__file__).resolve().parents[1] / "adapters" / "gsm8k_warmup" / "training_questions.txt"
+    trained_on = set(listed.read_text().split())
+    train, val = gsm8k_split(gsm8k)
+    assert len(trained_on) == 1000 and trained_on == {e.id for e in train[:1000]}
+    assert not trained_on & {e.id for e in val}
+
+
 def test_gsm8k_split_rejects_bad_input(gsm8k):
     with pytest.raises(ValueError, match="val_size"):
         gsm8k_split(gsm8k[:10], val_size=11)

@@ -84,6 +84,44 @@ def test_tools_run_in_a_worker_process_that_keeps_the_working_folder(tmp_path):
     assert os.getcwd() != str(tmp_path)
 
 
+def test_the_worker_drops_the_callers_signal_handlers():
+    """A fork inherits handlers: Lightning's SIGTERM handler printed "[rank: 0] Received SIGTERM" in the quickstart when
+    multiprocessing terminated the worker at exit. The worker ignores Ctrl-C (the caller's) and dies on SIGTERM."""
+    import signal
+
+    def dispositions(text: str) -> str:
+        return f"{signal.getsignal(signal.SIGINT) == signal.SIG_IGN} {signal.getsignal(signal.SIGTERM) == signal.SIG_DFL}"
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: print("Received SIGTERM"))
+    try:
+        with ToolExecutor({"dispositions": make_tool(dispositions)}) as executor:
+            assert executor.run("dispositions", "").output == "True True"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.integration
+def test_a_caller_that_keeps_running_on_sigterm_still_exits_with_a_worker_left_open():
+    """The hang the real quickstart hit: Lightning's SIGTERM handler logs and carries on. A worker that inherited it
+    ignored multiprocessing's terminate() at the caller's exit, and the caller waited for it forever."""
+    import subprocess
+    import sys
+
+    script = "\n".join([
+        "import signal",
+        "from swirl_lightning.core.tool_executor import ToolExecutor",
+        "from swirl_lightning.testing import make_tool",
+        "signal.signal(signal.SIGTERM, lambda *_: print('Received SIGTERM', flush=True))",
+        "def echo(text: str) -> str:",
+        "    'Echo.'",
+        "    return text",
+        "executor = ToolExecutor({'echo': make_tool(echo)})",
+        "print(executor.run('echo', 'hi').output, flush=True)",  # the worker is left open: atexit must end it
+    ])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == ["hi"], done.stdout + done.stderr
+
+
 @pytest.mark.parametrize("ending, expected", [
     ("sys.exit", "SystemExit: 3"),
     ("os._exit", "tool 'leave' exited during the call (exit code 7)"),

@@ -138,3 +138,20 @@ def test_fit_with_fsdp2_on_two_cpu_processes_shards_the_parameters(tmp_path):
     assert all(part < total for part in local) and sum(local) == total  # each process holds half
     assert (tmp_path / "checkpoints" / "last.ckpt").is_dir()  # a sharded checkpoint: one file per process
     assert set(scalars(tmp_path / "tb" / "gsm8k_fsdp" / "fit" / "version_0", "val/accuracy").values()) == {0.0}
+
+
+def test_validate_reads_no_training_data(tmp_path):
+    """`swirl validate` on a held-out split rolls out the policy only: the training file need not exist yet (the
+    quickstart validates the warm start before its filter has kept anything), and an empty one is no error."""
+    root = tmp_path / "run"
+    quickstart = ["--config", str(CONF / "quickstart.yaml"), "--policy.name", "tiny-random", "--policy.adapter", "null",
+                  "--model.evaluation.sampling.max_new_tokens", "4", "--task.max_steps", "2",
+                  "--data.validation.questions", "2", "--trainer.enable_progress_bar", "false",
+                  "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root)]
+    empty = tmp_path / "kept.jsonl"
+    empty.write_text("")
+    assert swirl_main(["validate", *quickstart, "--data.train.path", str(empty)]) == 0
+    validated = root / "tb" / "quickstart" / "validate" / "version_0"
+    assert len(read_trajectories(next((validated / "rollouts").iterdir()))) == 2
+    # fit still needs something to train on, and says so.
+    assert swirl_main(["fit", *quickstart, "--data.train.path", str(empty)]) == 2

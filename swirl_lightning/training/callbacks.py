@@ -208,8 +208,10 @@ class RewardProbe(L.Callback):
         started = time.perf_counter()
         rewards = SwirlObjective().probe_rewards(module, self._pool, self.samples, self.seed)
         judged = ~rewards.isnan()  # a judge failure is no reward: left out of the means
-        point = {"step": step, "reward_mean": float(rewards[judged].mean()),
-                 "good_rate": float((rewards[judged] >= 1).float().mean()), "judge_failures": int((~judged).sum()),
+        # With no verdict at all there is no mean: None in probe.json (valid JSON), nothing on the scalar charts.
+        point = {"step": step, "reward_mean": float(rewards[judged].mean()) if judged.any() else None,
+                 "good_rate": float((rewards[judged] >= 1).float().mean()) if judged.any() else None,
+                 "judge_failures": int((~judged).sum()),
                  "states": len(self._pool), "samples": self.samples, "seconds": time.perf_counter() - started,
                  "state_rewards": [round(float(r), 6) if ok.any() else None
                                    for r, ok in zip(rewards.nanmean(dim=1), judged)]}
@@ -218,7 +220,7 @@ class RewardProbe(L.Callback):
             reward = "no verdict" if not judged.any() else f"{point['reward_mean']:.3f}"
             print(f"probe at step {step}: reward {reward} of {self.samples} fresh samples at "
                   f"{len(self._pool)} training states ({point['seconds']:.0f} s)", flush=True)
-        for logger in trainer.loggers:
+        for logger in trainer.loggers if judged.any() else ():
             logger.log_metrics({"probe/reward_mean": point["reward_mean"], "probe/good_rate": point["good_rate"]}, step)
         log_dir = trainer.log_dir
         if trainer.is_global_zero and log_dir:

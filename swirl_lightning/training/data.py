@@ -254,15 +254,21 @@ class SwirlDataModule(L.LightningDataModule):
         return [t for t in pool if t.example_id not in held_out], val_examples
 
     def setup(self, stage: str | None = None) -> None:
-        if self.tokenizer is not None:
+        if self.train_items:
             return
         from swirl_lightning.core.models import load_tokenizer
         from swirl_lightning.rollout.conversation import ChatRenderer
 
-        self.tokenizer = load_tokenizer(self.tokenizer_name)
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.tokenizer_name)
         renderer = ChatRenderer(self.tokenizer)
         config = self.train_config
         self.examples = {e.id: e for e in self._questions()}
+        if stage in ("validate", "test") and self.validation_config.split is not None:
+            # Held-out questions of their own split: validating (the warm start, say) needs no training data, which
+            # may not exist yet. Without a split, the held-out questions come from the training pool, read below.
+            self.val_examples = self._questions(self.validation_config.split, self.validation_config.questions)
+            return
         pool = self._load_pool()
         if not pool:
             raise ValueError(f"no training trajectories (path {config.path!r}, filter {config.filter!r})")
