@@ -68,6 +68,7 @@ def _forbid_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --- retrieval -------------------------------------------------------------------------------
 
+@pytest.mark.integration  # the real MiniLM encoder: not in make test-fast
 @pytest.mark.parametrize(
     ("query", "expected_id"),
     [
@@ -85,6 +86,7 @@ def test_obvious_query_ranks_the_right_document_first(
     assert -1.0 <= score <= 1.0 + 1e-5
 
 
+@pytest.mark.integration  # the real MiniLM encoder: not in make test-fast
 def test_k_results_are_distinct_and_sorted_by_score(index: SearchIndex) -> None:
     hits = index.search("a famous tower in Paris", k=3)
     assert len(hits) == 3
@@ -94,17 +96,20 @@ def test_k_results_are_distinct_and_sorted_by_score(index: SearchIndex) -> None:
     assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.integration  # the real MiniLM encoder: not in make test-fast
 def test_k_beyond_corpus_size_returns_every_document(index: SearchIndex) -> None:
     hits = index.search("anything at all", k=50)
     assert sorted(doc.id for doc, _ in hits) == sorted(doc.id for doc in TINY_DOCS)
 
 
+@pytest.mark.integration  # the real MiniLM encoder: not in make test-fast
 @pytest.mark.parametrize("query", ["", "   \n"])
 def test_empty_query_is_rejected(index: SearchIndex, query: str) -> None:
     with pytest.raises(ValueError, match="empty"):
         index.search(query)
 
 
+@pytest.mark.integration  # the real MiniLM encoder: not in make test-fast
 def test_k_below_one_is_rejected(index: SearchIndex) -> None:
     with pytest.raises(ValueError, match="k must be at least 1"):
         index.search("mars", k=0)
@@ -112,6 +117,7 @@ def test_k_below_one_is_rejected(index: SearchIndex) -> None:
 
 # --- the embedding cache -----------------------------------------------------------------------
 
+@pytest.mark.integration  # the real MiniLM encoder: not in make test-fast
 def test_second_build_loads_embeddings_without_encoding(
     index: SearchIndex, tiny_corpus: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,6 +133,7 @@ def test_second_build_loads_embeddings_without_encoding(
     ]
 
 
+@pytest.mark.integration  # the real MiniLM encoder: not in make test-fast
 def test_changed_corpus_or_normalisation_misses_the_cache(
     index: SearchIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,6 +146,7 @@ def test_changed_corpus_or_normalisation_misses_the_cache(
         SearchIndex(index.corpus_path, cache_dir=index.cache_dir, normalize=False).build()
 
 
+@pytest.mark.integration  # the real MiniLM encoder: not in make test-fast
 def test_unreadable_cache_file_is_rebuilt_with_a_warning(
     index: SearchIndex, tmp_path: Path
 ) -> None:
@@ -175,6 +183,7 @@ def test_format_hits_caps_length_with_a_visible_marker() -> None:
         plugin.format_hits(TINY_DOCS, max_chars=len(settings.TRUNCATION_MARKER))
 
 
+@pytest.mark.integration  # the real MiniLM encoder: not in make test-fast
 def test_search_tool_uses_environment_settings(
     index: SearchIndex, tiny_corpus: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
