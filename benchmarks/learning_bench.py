@@ -275,7 +275,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--probe-every", type=int, default=10, help="probe the training reward every N steps")
     parser.add_argument("--examples-per-step", type=int, default=8, help="trajectories (sft) or states (swirl)")
     parser.add_argument("--group-size", type=int, default=4, help="swirl: actions sampled per state")
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--probe-states", type=int, default=48, help="states of the reward probe (a fixed draw)")
     parser.add_argument("--probe-samples", type=int, default=4)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))

@@ -126,7 +126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=96, help="tokens per generated turn")
     parser.add_argument("--steps", type=int, default=40, help="swirl optimizer steps")
     parser.add_argument("--states-per-step", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--probe-every", type=int, default=10)
     parser.add_argument("--probe-samples", type=int, default=8)
     parser.add_argument("--fit-args", default="", help="extra options for swirl fit")
