@@ -1,6 +1,6 @@
 # swirl-lightning: two commands on a fresh machine.
 #   make quickstart   set up .venv, then run the main job on the embedded default (shipped data, SmolLM2-135M)
-#   make test         set up .venv, then run the test suite (make test-fast: the unit tests only, under a minute)
+#   make test         set up .venv, then run the test suite (make test-fast: the unit tests only, about a minute)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -41,8 +41,8 @@ quickstart: setup
 test: setup
 	$(PY) -m pytest -q
 
-test-fast: setup
-	$(PY) -m pytest -q -m "not slow and not integration"
+test-fast: setup   # the unit tests, one worker per core (pytest-xdist), one torch thread each: about 50 s here
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto -m "not slow and not integration"
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
