@@ -74,8 +74,8 @@ def _serve(connection: Connection, tools: Mapping[str, Tool], max_output_chars: 
     """The worker's loop: ``(kind, name, query)`` requests in, ``(error, output, total_chars)`` replies out."""
     die_with_parent(multiprocessing.parent_process().pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # A fork inherits the parent's handlers: Lightning's SIGTERM handler would print "[rank: 0] Received SIGTERM"
-    # when multiprocessing terminates this worker at the parent's exit. A worker just ends.
+    # A fork inherits the parent's handlers. Lightning's SIGTERM handler logs and carries on, so multiprocessing's
+    # terminate() at the parent's exit did not end this worker, and the parent waited for it forever.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     home = os.getcwd()
     warm: set[str] = set()

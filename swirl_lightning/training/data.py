@@ -264,9 +264,11 @@ class SwirlDataModule(L.LightningDataModule):
         renderer = ChatRenderer(self.tokenizer)
         config = self.train_config
         self.examples = {e.id: e for e in self._questions()}
-        if stage in ("validate", "test") and self.validation_config.split is not None:
-            # Held-out questions of their own split: validating (the warm start, say) needs no training data, which
-            # may not exist yet. Without a split, the held-out questions come from the training pool, read below.
+        # Rollouts on questions of their own split need no training data, which may not exist yet (validating the
+        # warm start before anything is filtered). Validation without a split holds out questions of the pool, below.
+        if stage in ("test", "predict"):
+            return
+        if stage == "validate" and self.validation_config.split is not None:
             self.val_examples = self._questions(self.validation_config.split, self.validation_config.questions)
             return
         pool = self._load_pool()
