@@ -174,10 +174,10 @@ def test_normalise_keeps_modulo_between_operands_and_argument_lists() -> None:
     ],
 )
 def test_bad_input_fails_fast_with_a_clear_value_error(expression: str, message: str) -> None:
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time: see _calls_within_bounds
     with pytest.raises(CalculatorError) as caught:
         calculator(expression)
-    assert time.perf_counter() - start < MAX_SECONDS_PER_CALL
+    assert time.thread_time() - start < MAX_SECONDS_PER_CALL
     assert message in str(caught.value)
     assert isinstance(caught.value, ValueError)
 
@@ -194,15 +194,17 @@ def test_non_text_input_is_a_value_error() -> None:
 
 
 def _calls_within_bounds(expression: str) -> None:
-    """Only ValueError may escape, and every call must finish within MAX_SECONDS_PER_CALL."""
-    start = time.perf_counter()
+    """Only ValueError may escape, and every call must finish within MAX_SECONDS_PER_CALL of CPU time."""
+    # CPU time of this thread, not wall time: the bound is on the work (no runaway powers), and a loaded CI machine
+    # that deschedules the test for 0.6 s (seen once, on "5x 92") says nothing about the calculator.
+    start = time.thread_time()
     try:
         result = calculator(expression)
     except ValueError:
         pass
     else:
         assert isinstance(result, str) and result
-    assert time.perf_counter() - start < MAX_SECONDS_PER_CALL, expression
+    assert time.thread_time() - start < MAX_SECONDS_PER_CALL, expression
 
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
