@@ -51,15 +51,14 @@ def summarize(run: Path) -> list[str]:
     if probes:
         history = json.loads(probes[-1].read_text())
         first, last = history[0], history[-1]
-        if first["reward_mean"] is None or last["reward_mean"] is None:  # every judgement of a probe failed
-            moved, shown = "no verdict to compare", ["no verdict" if p["reward_mean"] is None else
-                                                     f"{p['reward_mean']:.3f}" for p in (first, last)]
-        else:
-            moved, shown = f"{last['reward_mean'] - first['reward_mean']:+.3f}", [f"{first['reward_mean']:.3f}",
-                                                                                f"{last['reward_mean']:.3f}"]
+        shown = ["no verdict" if p["reward_mean"] is None else f"{p['reward_mean']:.3f}" for p in (first, last)]
+        # None when every judgement of a probe failed: nothing to compare.
+        rewards = (first["reward_mean"], last["reward_mean"])
+        moved = None if None in rewards else rewards[1] - rewards[0]
         lines.append(f"training reward (fresh samples at the {first['states']} training states, judged): "
-                     f"{shown[0]} at step {first['step']} -> {shown[1]} at step {last['step']} ({moved})")
-        if not moved.startswith("+") or moved == "+0.000":
+                     f"{shown[0]} at step {first['step']} -> {shown[1]} at step {last['step']} "
+                     f"({'no verdict to compare' if moved is None else f'{moved:+.3f}'})")
+        if moved is None or round(moved, 3) <= 0:
             lines.append(f"  it did not rise in {last['step'] - first['step']} steps: too few for a measurable change "
                          "with this model (benchmarks/README.md, RL sanity: the same measure over 40 steps)")
     if before is None or after is None:

@@ -209,8 +209,9 @@ class RewardProbe(L.Callback):
         rewards = SwirlObjective().probe_rewards(module, self._pool, self.samples, self.seed)
         judged = ~rewards.isnan()  # a judge failure is no reward: left out of the means
         # With no verdict at all there is no mean: None in probe.json (valid JSON), nothing on the scalar charts.
-        point = {"step": step, "reward_mean": float(rewards[judged].mean()) if judged.any() else None,
-                 "good_rate": float((rewards[judged] >= 1).float().mean()) if judged.any() else None,
+        scored = rewards[judged]
+        point = {"step": step, "reward_mean": float(scored.mean()) if len(scored) else None,
+                 "good_rate": float((scored >= 1).float().mean()) if len(scored) else None,
                  "judge_failures": int((~judged).sum()),
                  "states": len(self._pool), "samples": self.samples, "seconds": time.perf_counter() - started,
                  "state_rewards": [round(float(r), 6) if ok.any() else None
