@@ -111,23 +111,31 @@ class Benchmark:
         # sft its GOOD steps (swirl_lightning.judging.filter), with no filter in the data module.
         return common + ["--model.objective", objective, "--data.train.path", str(self.kept(mode)), *extra, *probe]
 
+    def wanted(self, stage: str) -> bool:
+        return not self.args.only or stage in self.args.only
+
     def run(self) -> None:
         a, run = self.args, self.run_dir
         trajectories = run / "trajectories.jsonl"
-        self.stages.run("generate", ["generate", "--config", "conf/generate/gsm8k_warm.yaml", *self.policy,
-                                     "--task.offset", str(a.offset), "--task.limit", str(a.questions),
-                                     "--task.max_steps", str(a.max_steps), "--sampling.max_new_tokens", str(a.max_new_tokens),
-                                     "--sampling.batch_size", str(a.batch_size), "--samples", str(a.samples),
-                                     "--progress", "false", "--output", str(trajectories)],
-                        done=run / "generate.done", marker=True)
+        if self.wanted("generate"):
+            self.stages.run("generate", [
+                "generate", "--config", "conf/generate/gsm8k_warm.yaml", *self.policy,
+                "--task.offset", str(a.offset), "--task.limit", str(a.questions), "--task.max_steps", str(a.max_steps),
+                "--sampling.max_new_tokens", str(a.max_new_tokens), "--sampling.batch_size", str(a.batch_size),
+                "--samples", str(a.samples), "--progress", "false", "--output", str(trajectories)],
+                done=run / "generate.done", marker=True)
         for mode in dict.fromkeys(ARMS[arm][1] for arm in a.arms):
-            self.stages.run(f"filter_{filter_name(mode)}", ["filter", "--config", "conf/filter/gsm8k_reference.yaml",
-                                                            "--mode", "none" if a.smoke else mode, "--progress", "false",
-                                                            "--input", str(trajectories), "--output", str(self.kept(mode))],
-                            done=self.kept(mode))
-        self.stages.run("validate_warm", ["validate", *self.fit_args("warm")], run / "warm.done", marker=True)
+            name = f"filter_{filter_name(mode)}"
+            if self.wanted(name):
+                self.stages.run(name, ["filter", "--config", "conf/filter/gsm8k_reference.yaml",
+                                       "--mode", "none" if a.smoke else mode, "--progress", "false",
+                                       "--input", str(trajectories), "--output", str(self.kept(mode))],
+                                done=self.kept(mode))
+        if self.wanted("validate_warm"):
+            self.stages.run("validate_warm", ["validate", *self.fit_args("warm")], run / "warm.done", marker=True)
         for arm in a.arms:
-            self.stages.run_fit(f"fit_{arm}", ["fit", *self.fit_args(arm)], run / arm)
+            if self.wanted(f"fit_{arm}"):
+                self.stages.run_fit(f"fit_{arm}", ["fit", *self.fit_args(arm)], run / arm)
 
 
 def validation_points(arm_dir: Path) -> dict[int, Path]:
@@ -283,6 +291,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run", default="runs/learning", help="working folder (stages found there are not rerun)")
     parser.add_argument("--out", default=str(HERE / "results" / "learning.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny random model, a few steps, no filtering")
+    parser.add_argument("--only", nargs="+", metavar="STAGE",
+                        help="run only these stages and write no result (e.g. two lanes on two cores: "
+                             "--only validate_warm fit_sft, --only fit_swirl_step); then rerun without it")
     parser.add_argument("--report-only", action="store_true",
                         help="run no stage: write the result from what --run holds (e.g. a run copied from a GPU machine)")
     parser.add_argument("--ran-on", help="the machine the stages ran on, when not this one (with --report-only)")
@@ -306,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     bench = Benchmark(args)
     bench.run()
+    if args.only:
+        print(f"ran {' '.join(args.only)}; rerun without --only for the result", flush=True)
+        return 0
     result = {
         "benchmark": "learning", "command": command_line(argv), "machine": info, "ran_on": args.ran_on or "this machine",
         "note": args.note, "model": args.model, "adapter": args.adapter or None, "judge": "reference (gold-guided)",
