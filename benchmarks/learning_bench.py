@@ -299,6 +299,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ran-on", help="the machine the stages ran on, when not this one (with --report-only)")
     parser.add_argument("--note", default="", help="a remark kept in the result (e.g. how a run differed)")
     args = parser.parse_args(argv)
+    stages = ["generate", *(f"filter_{filter_name(mode)}" for mode in dict.fromkeys(m for _, m in ARMS.values())),
+              "validate_warm", *(f"fit_{arm}" for arm in ARMS)]
+    if unknown := [stage for stage in args.only or [] if stage not in stages]:
+        parser.error(f"--only: no stage {', '.join(unknown)} (the stages: {', '.join(stages)})")
     if args.smoke:
         # A random model's steps are never GOOD: every filter keeps all so that every arm has data to fit.
         args.model, args.adapter, args.questions, args.samples = "tiny-random", "", 2, 2

@@ -106,6 +106,26 @@ def test_learning_benchmark_statistics(monkeypatch):
     assert mcnemar_exact_p(0, 0) == 1.0 and mcnemar_exact_p(10, 0) < 0.002
 
 
+def test_learning_benchmark_runs_only_the_named_stages(monkeypatch, tmp_path):
+    """``--only`` splits the comparison into lanes (one per core): each runs its stages, in the order given by --arms."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning_bench
+
+    ran: list[str] = []
+    monkeypatch.setattr(learning_bench.Stages, "run", lambda self, name, argv, done, marker=False: ran.append(name))
+    monkeypatch.setattr(learning_bench.Stages, "run_fit", lambda self, name, argv, root: ran.append(name))
+    args = learning_bench.parse_args(["--run", str(tmp_path), "--arms", "swirl_step", "swirl",
+                                      "--only", "fit_swirl", "fit_swirl_step"])
+    learning_bench.Benchmark(args).run()
+    assert ran == ["fit_swirl_step", "fit_swirl"]
+    ran.clear()
+    learning_bench.Benchmark(learning_bench.parse_args(["--run", str(tmp_path)])).run()
+    assert ran == ["generate", "filter_process_outcome", "filter_process", "filter_step", "validate_warm",
+                   "fit_sft", "fit_swirl", "fit_swirl_step"]
+    with pytest.raises(SystemExit):  # a misspelt stage would otherwise run nothing, silently
+        learning_bench.parse_args(["--only", "fit_swirlstep"])
+
+
 def test_judge_agreement_benchmark_smoke(tmp_path):
     result = run_smoke("judge_agreement_bench.py", tmp_path / "judge.json")
     # Reference trajectories with a wrong final answer: GOOD calculator steps and BAD answers, two of each.
