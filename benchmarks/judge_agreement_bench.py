@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import command_line, machine_info, subplots, write_result  # noqa: E402
+from significance import wilson_interval  # noqa: E402
 
 
 def roc_auc(positive: list[float], negative: list[float]) -> float:
@@ -79,16 +80,6 @@ def draw_steps(path: Path, count: int, seed: int) -> tuple[list, dict]:
     pool = {"trajectories": len(trajectories), "valid_steps_good": len(by_verdict["GOOD"]),
             "valid_steps_bad": len(by_verdict["BAD"])}
     return drawn, pool
-
-
-def wilson(successes: int, total: int, z: float = 1.96) -> list[float]:
-    """The Wilson score 95% interval of a proportion (``[nan, nan]`` for no trials)."""
-    if total == 0:
-        return [float("nan"), float("nan")]
-    p = successes / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * ((p * (1 - p) / total + z * z / (4 * total * total)) ** 0.5) / (1 + z * z / total)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def plot(result: dict):  # the figure write_result saves
@@ -221,7 +212,7 @@ def measure_served(args: argparse.Namespace, drawn: list, base_url: str, model: 
         "failure_examples": sorted({j.error for j in judgements if j.failed})[:5],
         "steps_with_verdict": len(with_verdict),
         "accuracy_on_verdicts": agree / len(with_verdict) if with_verdict else None,
-        "accuracy_ci95": wilson(agree, len(with_verdict)) if with_verdict else None,
+        "accuracy_ci95": list(wilson_interval(agree, len(with_verdict))) if with_verdict else None,
         "auc_on_verdicts": roc_auc(good, bad) if good and bad else None,
         "auc_ci95": bootstrap_auc(good, bad) if good and bad else None,
         "agreement_seconds": round(agreement_seconds, 3), "agreement_usage": judge.usage.as_dict(),

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from common import Stages, command_line, log_dirs, machine_info, scalar_curves, subplots, write_result  # noqa: E402
+from significance import exact_sign_test_p, wilson_interval  # noqa: E402
 
 # arm -> (objective, the filter its data comes from)
 ARMS = {"sft": ("sft", "process+outcome"), "swirl": ("swirl", "process"), "swirl_step": ("swirl", "step")}
@@ -50,30 +50,11 @@ LABELS = {"warm": "warm start", "sft": "+ sft (process+outcome)", "swirl": "+ sw
 TRAIN_CONFIG = "conf/gsm8k_calculator.yaml"
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (sensible at 0 and at small n, unlike the normal one)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def mcnemar_exact_p(gained: int, lost: int) -> float:
-    """Two-sided exact McNemar test on the discordant pairs: under no change, gained ~ Binomial(gained+lost, 1/2)."""
-    n = gained + lost
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(gained, lost) + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
 def paired(outcomes: dict[str, bool], baseline: dict[str, bool]) -> dict:
     """Questions gained and lost against ``baseline`` (the same questions), and the exact McNemar p-value."""
     gained = sum(1 for q, ok in outcomes.items() if ok and not baseline.get(q, False))
     lost = sum(1 for q, ok in outcomes.items() if not ok and baseline.get(q, False))
-    return {"gained": gained, "lost": lost, "mcnemar_exact_p": mcnemar_exact_p(gained, lost)}
+    return {"gained": gained, "lost": lost, "mcnemar_exact_p": exact_sign_test_p(gained, lost)}
 
 
 def filter_name(mode: str) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
@@ -36,14 +35,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from common import Stages, command_line, log_dirs, machine_info, scalar_curves, subplots, write_result  # noqa: E402
-
-
-def sign_test_p(up: int, down: int) -> float:
-    """Two-sided exact sign test: under no change, ``up`` ~ Binomial(up + down, 1/2)."""
-    n = up + down
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(up, down) + 1)) / 2**n)
+from significance import exact_sign_test_p  # noqa: E402
 
 
 def paired_rise(first: list[float], last: list[float], rounds: int = 2000, seed: int = 0) -> dict:
@@ -55,7 +47,7 @@ def paired_rise(first: list[float], last: list[float], rounds: int = 2000, seed:
     up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     return {"rise": sum(diffs) / len(diffs), "rise_ci95": [means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]],
             "states_up": up, "states_down": down, "states_same": len(diffs) - up - down,
-            "sign_test_p": sign_test_p(up, down)}
+            "sign_test_p": exact_sign_test_p(up, down)}
 
 
 def run(args: argparse.Namespace) -> dict:

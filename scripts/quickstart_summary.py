@@ -14,18 +14,14 @@ and a tool-error rate can move because one rollout repeats a failing call.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 from swirl_lightning.core.trajectory import Trajectory, read_trajectories
 from swirl_lightning.training.cli import log_dirs
 
-
-def mcnemar_exact_p(gained: int, lost: int) -> float:
-    """Two-sided exact McNemar test on the discordant pairs."""
-    n = gained + lost
-    return 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, k) for k in range(min(gained, lost) + 1)) / 2**n)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from significance import exact_sign_test_p  # noqa: E402  (the benchmarks' statistics)
 
 
 def tool_errors(trajectories: list[Trajectory]) -> tuple[int, int, int]:
@@ -70,14 +66,14 @@ def summarize(run: Path) -> list[str]:
     n = len(trained)
     lines.append(f"validation accuracy on the same {n} held-out questions: {percent(len(warm_right), n)} -> "
                  f"{percent(len(trained_right), n)} ({gained} gained, {lost} lost; exact McNemar p = "
-                 f"{mcnemar_exact_p(gained, lost):.2f})")
+                 f"{exact_sign_test_p(gained, lost):.2f})")
     (warm_errors, warm_calls, _), (errors, calls, worst) = tool_errors(warm), tool_errors(trained)
     lines.append(f"tool errors: {percent(warm_errors, warm_calls)} of {warm_calls} calls -> "
                  f"{percent(errors, calls)} of {calls} calls")
     worse = []
     if lost > gained:
         worse.append(f"accuracy is lower by {lost - gained} question(s) of {n}"
-                     + (", within chance at this size" if mcnemar_exact_p(gained, lost) >= 0.05 else ""))
+                     + (", within chance at this size" if exact_sign_test_p(gained, lost) >= 0.05 else ""))
     if calls and errors / calls > (warm_errors / warm_calls if warm_calls else 0):
         why = (f"; {worst} of the {errors} come from one rollout repeating a failing call" if errors and
                worst >= errors / 2 else "")

@@ -87,23 +87,23 @@ def test_rl_sanity_benchmark_smoke(tmp_path):
 
 def test_rl_sanity_statistics(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from rl_sanity_bench import paired_rise, sign_test_p
-
-    assert sign_test_p(5, 0) == 0.0625 and sign_test_p(0, 0) == 1.0
+    from rl_sanity_bench import paired_rise
     rise = paired_rise([0.0, 0.5, 0.25], [0.5, 0.5, 0.75])
     assert rise["rise"] == pytest.approx(1 / 3) and (rise["states_up"], rise["states_down"], rise["states_same"]) == (2, 0, 1)
     assert rise["rise_ci95"][0] <= rise["rise"] <= rise["rise_ci95"][1]
 
 
-def test_learning_benchmark_statistics(monkeypatch):
+def test_significance(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from learning_bench import mcnemar_exact_p, wilson_interval
+    from significance import exact_sign_test_p, wilson_interval
 
     low, high = wilson_interval(3, 200)  # 1.5%: the normal interval would go below 0
     assert 0.004 < low < 0.006 and 0.042 < high < 0.044
     assert wilson_interval(0, 16)[0] == 0.0 and 0.19 < wilson_interval(0, 16)[1] < 0.2
-    assert mcnemar_exact_p(4, 1) == 0.375  # 2 * P(X <= 1), X ~ Bin(5, 1/2) = 2 * 6/32
-    assert mcnemar_exact_p(0, 0) == 1.0 and mcnemar_exact_p(10, 0) < 0.002
+    assert wilson_interval(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-3)
+    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(0, 0) == (0.0, 1.0)
+    assert exact_sign_test_p(4, 1) == 0.375  # 2 * P(X <= 1), X ~ Bin(5, 1/2) = 2 * 6/32
+    assert exact_sign_test_p(5, 0) == 0.0625 and exact_sign_test_p(0, 0) == 1.0 and exact_sign_test_p(10, 0) < 0.002
 
 
 def test_learning_benchmark_runs_only_the_named_stages(monkeypatch, tmp_path):
@@ -147,15 +147,6 @@ def test_judge_agreement_benchmark_smoke_with_a_served_judge(tmp_path):
     assert [run["concurrency"] for run in result["throughput"]] == [1, 4]
     assert all(run["steps"] == 4 and run["steps_per_s"] > 0 and run["usage"]["requests"] == 4
                for run in result["throughput"])
-
-
-def test_wilson_interval(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from judge_agreement_bench import wilson
-
-    low, high = wilson(50, 100)
-    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
-    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
 
 
 def test_roc_auc(monkeypatch):
