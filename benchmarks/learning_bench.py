@@ -40,7 +40,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from common import Stages, command_line, log_dirs, machine_info, scalar_curves, subplots, write_result  # noqa: E402
-from significance import exact_sign_test_p, wilson_interval  # noqa: E402
+from significance import exact_sign_test_p, paired_rise, wilson_interval  # noqa: E402
 
 # arm -> (objective, the filter its data comes from)
 ARMS = {"sft": ("sft", "process+outcome"), "swirl": ("swirl", "process"), "swirl_step": ("swirl", "step")}
@@ -144,12 +144,17 @@ def score_rollouts(path: Path) -> tuple[dict, dict[str, bool]]:
         {t.example_id: bool(t.outcome) for t in trajectories}
 
 
-def probe_history(arm_dir: Path) -> list[dict]:
-    """The reward probe's points (step, mean reward) of an arm, without the per-state figures."""
+def probe_history(arm_dir: Path) -> tuple[list[dict], dict | None]:
+    """The reward probe's points (step, mean reward) of an arm, without the per-state figures, and the paired change
+    of the per-state rewards from its first point to its last (None before two points)."""
     probes = [folder / "probe.json" for folder in log_dirs(arm_dir / "tb", "fit") if (folder / "probe.json").exists()]
     if not probes:
-        return []
-    return [{k: v for k, v in point.items() if k != "state_rewards"} for point in json.loads(probes[-1].read_text())]
+        return [], None
+    history = json.loads(probes[-1].read_text())
+    first, last = history[0], history[-1]
+    rise = {"first_step": first["step"], "last_step": last["step"],
+            **paired_rise(first["state_rewards"], last["state_rewards"])} if len(history) > 1 else None
+    return [{k: v for k, v in point.items() if k != "state_rewards"} for point in history], rise
 
 
 def data_figures(bench: Benchmark) -> dict:
@@ -206,11 +211,12 @@ def collect(bench: Benchmark) -> dict:
                 validations.append({"step": step, **figures})
         last_outcomes[arm] = outcomes
         last_step = validations[-1]["step"]
+        probe, probe_rise = probe_history(run / arm)
         # A run cut short says so instead of passing for a finished one.
         arms[arm] = {"label": LABELS[arm], "objective": ARMS[arm][0], "data_filter": ARMS[arm][1],
                      "validations": validations, "complete": last_step == bench.args.steps,
                      "final_vs_warm": {"at_step": last_step, **paired(outcomes, warm_outcomes)},
-                     "probe": probe_history(run / arm),
+                     "probe": probe, "probe_first_vs_last": probe_rise,
                      "training_curves": scalar_curves(run / arm, ("train/loss", "train/reward_mean", "train/kl")),
                      "wall_seconds": bench.stages.seconds.get(f"fit_{arm}")}
     if "sft" in last_outcomes:
@@ -322,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{arm['label']:>26}: accuracy {100 * last['accuracy']:.1f}% (95% CI {100 * last['accuracy_ci95'][0]:.1f}-"
               f"{100 * last['accuracy_ci95'][1]:.1f}), GOOD {100 * (last['step_good_rate'] or 0):.1f}%, "
               f"steps {last['steps_mean']:.2f} {versus}")
+        if rise := arm.get("probe_first_vs_last"):
+            print(f"{'':>26}  probe reward at its training states: {rise['rise']:+.3f} from step {rise['first_step']} "
+                  f"to {rise['last_step']} ({rise['states_up']} up, {rise['states_down']} down, "
+                  f"sign test p = {rise['sign_test_p']:.3g})")
     print(f"held-out check: {result['held_out']}")
     return 0
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -35,19 +34,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from common import Stages, command_line, log_dirs, machine_info, scalar_curves, subplots, write_result  # noqa: E402
-from significance import exact_sign_test_p  # noqa: E402
-
-
-def paired_rise(first: list[float], last: list[float], rounds: int = 2000, seed: int = 0) -> dict:
-    """The mean per-state change from ``first`` to ``last`` with a bootstrap 95% interval over states, and the sign
-    test over the states whose mean reward moved."""
-    diffs = [b - a for a, b in zip(first, last)]
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(rounds))
-    up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-    return {"rise": sum(diffs) / len(diffs), "rise_ci95": [means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]],
-            "states_up": up, "states_down": down, "states_same": len(diffs) - up - down,
-            "sign_test_p": exact_sign_test_p(up, down)}
+from significance import paired_rise  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -62,6 +62,7 @@ def test_learning_benchmark_smoke(tmp_path):
         assert all(v["questions"] == 2 and 0 <= v["accuracy_ci95"][0] <= v["accuracy_ci95"][1] <= 1
                    for v in arm["validations"])
         assert arm["training_curves"]["train/loss"] and [p["step"] for p in arm["probe"]] == [0, 1, 2]
+        assert (arm["probe_first_vs_last"]["first_step"], arm["probe_first_vs_last"]["last_step"]) == (0, 2)
         assert set(arm["final_vs_warm"]) == {"at_step", "gained", "lost", "mcnemar_exact_p"}
     assert set(result["arms"]["swirl"]["final_vs_sft"]) == {"gained", "lost", "mcnemar_exact_p"}
     assert result["arms"]["swirl"]["training_curves"]["train/reward_mean"]
@@ -85,17 +86,9 @@ def test_rl_sanity_benchmark_smoke(tmp_path):
     assert [c.split()[1] for c in result["stage_commands"]] == ["generate", "filter", "fit"]
 
 
-def test_rl_sanity_statistics(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from rl_sanity_bench import paired_rise
-    rise = paired_rise([0.0, 0.5, 0.25], [0.5, 0.5, 0.75])
-    assert rise["rise"] == pytest.approx(1 / 3) and (rise["states_up"], rise["states_down"], rise["states_same"]) == (2, 0, 1)
-    assert rise["rise_ci95"][0] <= rise["rise"] <= rise["rise_ci95"][1]
-
-
 def test_significance(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from significance import exact_sign_test_p, wilson_interval
+    from significance import exact_sign_test_p, paired_rise, wilson_interval
 
     low, high = wilson_interval(3, 200)  # 1.5%: the normal interval would go below 0
     assert 0.004 < low < 0.006 and 0.042 < high < 0.044
@@ -104,6 +97,13 @@ def test_significance(monkeypatch):
     assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(0, 0) == (0.0, 1.0)
     assert exact_sign_test_p(4, 1) == 0.375  # 2 * P(X <= 1), X ~ Bin(5, 1/2) = 2 * 6/32
     assert exact_sign_test_p(5, 0) == 0.0625 and exact_sign_test_p(0, 0) == 1.0 and exact_sign_test_p(10, 0) < 0.002
+    rise = paired_rise([0.0, 0.5, 0.25], [0.5, 0.5, 0.75])
+    assert rise["rise"] == pytest.approx(1 / 3) and (rise["states_up"], rise["states_down"], rise["states_same"]) == (2, 0, 1)
+    assert rise["rise_ci95"][0] <= rise["rise"] <= rise["rise_ci95"][1] and rise["states_left_out"] == 0
+    # A state the judge gave no verdict at (the probe writes null) is left out, not read as 0.
+    rise = paired_rise([None, 0.5, 0.25], [1.0, None, 0.75])
+    assert rise["rise"] == 0.5 and rise["states_left_out"] == 2
+    assert paired_rise([None], [0.5])["rise"] is None
 
 
 def test_learning_benchmark_runs_only_the_named_stages(monkeypatch, tmp_path):
