@@ -219,9 +219,10 @@ def collect(bench: Benchmark) -> dict:
                      "probe": probe, "probe_first_vs_last": probe_rise,
                      "training_curves": scalar_curves(run / arm, ("train/loss", "train/reward_mean", "train/kl")),
                      "wall_seconds": bench.stages.seconds.get(f"fit_{arm}")}
-    if "sft" in last_outcomes:
+    # Against + sft only once both have a validation after training (step 0 is the warm start for every arm).
+    if "sft" in last_outcomes and arms["sft"]["final_vs_warm"]["at_step"]:
         for arm in last_outcomes:
-            if arm != "sft":
+            if arm != "sft" and arms[arm]["final_vs_warm"]["at_step"]:
                 arms[arm]["final_vs_sft"] = paired(last_outcomes[arm], last_outcomes["sft"])
     return {"arms": arms, "held_out": held_out_check(bench, set(warm_outcomes))}
 
