@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{arm['label']:>26}: accuracy {100 * last['accuracy']:.1f}% (95% CI {100 * last['accuracy_ci95'][0]:.1f}-"
               f"{100 * last['accuracy_ci95'][1]:.1f}), GOOD {100 * (last['step_good_rate'] or 0):.1f}%, "
               f"steps {last['steps_mean']:.2f} {versus}")
-        if rise := arm.get("probe_first_vs_last"):
+        if (rise := arm.get("probe_first_vs_last")) and rise["rise"] is not None:
             print(f"{'':>26}  probe reward at its training states: {rise['rise']:+.3f} from step {rise['first_step']} "
                   f"to {rise['last_step']} ({rise['states_up']} up, {rise['states_down']} down, "
                   f"sign test p = {rise['sign_test_p']:.3g})")

@@ -62,10 +62,13 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"no probe.json under {fit_dir}/tb: did the fit run?")
     history = json.loads(probes[-1].read_text())
     first, last = history[0], history[-1]
+    rise = paired_rise(first["state_rewards"], last["state_rewards"])
+    if rise["rise"] is None:
+        raise SystemExit(f"no state has a judge verdict at both step {first['step']} and {last['step']}: no rise to measure")
     return {
         "probe": [{k: v for k, v in point.items() if k != "state_rewards"} for point in history],
         "first_vs_last": {"first_step": first["step"], "last_step": last["step"],
-                          **paired_rise(first["state_rewards"], last["state_rewards"])},
+                          **rise},
         "pool": {"states": first["states"], "questions": args.questions, "samples_per_question": args.samples},
         "training_curves": scalar_curves(fit_dir, ("train/reward_mean", "train/loss", "train/kl", "train/entropy")),
         "stage_commands": stages.commands, "stage_seconds": stages.seconds,
