@@ -39,8 +39,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import Stages, command_line, log_dirs, machine_info, scalar_curves, subplots, write_result  # noqa: E402
-from significance import exact_sign_test_p, paired_rise, wilson_interval  # noqa: E402
+from common import Stages, command_line, log_dirs, machine_info, read_probe, scalar_curves, subplots, write_result  # noqa: E402
+from significance import exact_sign_test_p, wilson_interval  # noqa: E402
 
 # arm -> (objective, the filter its data comes from)
 ARMS = {"sft": ("sft", "process+outcome"), "swirl": ("swirl", "process"), "swirl_step": ("swirl", "step")}
@@ -144,19 +144,6 @@ def score_rollouts(path: Path) -> tuple[dict, dict[str, bool]]:
         {t.example_id: bool(t.outcome) for t in trajectories}
 
 
-def probe_history(arm_dir: Path) -> tuple[list[dict], dict | None]:
-    """The reward probe's points (step, mean reward) of an arm, without the per-state figures, and the paired change
-    of the per-state rewards from its first point to its last (None before two points)."""
-    probes = [folder / "probe.json" for folder in log_dirs(arm_dir / "tb", "fit") if (folder / "probe.json").exists()]
-    if not probes:
-        return [], None
-    history = json.loads(probes[-1].read_text())
-    first, last = history[0], history[-1]
-    rise = {"first_step": first["step"], "last_step": last["step"],
-            **paired_rise(first["state_rewards"], last["state_rewards"])} if len(history) > 1 else None
-    return [{k: v for k, v in point.items() if k != "state_rewards"} for point in history], rise
-
-
 def data_figures(bench: Benchmark) -> dict:
     """What the generation and each filter produced."""
     from swirl_lightning.core.trajectory import read_trajectories
@@ -211,7 +198,8 @@ def collect(bench: Benchmark) -> dict:
                 validations.append({"step": step, **figures})
         last_outcomes[arm] = outcomes
         last_step = validations[-1]["step"]
-        probe, probe_rise = probe_history(run / arm)
+        probe, probe_rise = read_probe(run / arm) or ([], None)
+        probe_rise = probe_rise if len(probe) > 1 else None  # a rise needs two points
         # A run cut short says so instead of passing for a finished one.
         arms[arm] = {"label": LABELS[arm], "objective": ARMS[arm][0], "data_filter": ARMS[arm][1],
                      "validations": validations, "complete": last_step == bench.args.steps,

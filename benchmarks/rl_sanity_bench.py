@@ -24,7 +24,6 @@ interrupted fit resumes from its last checkpoint, so running the command again g
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,8 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import Stages, command_line, log_dirs, machine_info, scalar_curves, subplots, write_result  # noqa: E402
-from significance import paired_rise  # noqa: E402
+from common import Stages, command_line, machine_info, read_probe, scalar_curves, subplots, write_result  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -56,20 +54,17 @@ def run(args: argparse.Namespace) -> dict:
            "--trainer.callbacks.init_args.every_n_steps", str(args.probe_every),
            "--trainer.callbacks.init_args.samples", str(args.probe_samples), *args.fit_args.split()]
     stages.run_fit("fit", fit, fit_dir)
-    # A resumed fit logs to a new version; the probe's history travels in the checkpoint, so the newest is whole.
-    probes = [folder / "probe.json" for folder in log_dirs(fit_dir / "tb", "fit") if (folder / "probe.json").exists()]
-    if not probes:
+    probe = read_probe(fit_dir)
+    if probe is None:
         raise SystemExit(f"no probe.json under {fit_dir}/tb: did the fit run?")
-    history = json.loads(probes[-1].read_text())
-    first, last = history[0], history[-1]
-    rise = paired_rise(first["state_rewards"], last["state_rewards"])
+    points, rise = probe
     if rise["rise"] is None:
-        raise SystemExit(f"no state has a judge verdict at both step {first['step']} and {last['step']}: no rise to measure")
+        raise SystemExit(f"no state has a judge verdict at both step {rise['first_step']} and {rise['last_step']}: "
+                         "no rise to measure")
     return {
-        "probe": [{k: v for k, v in point.items() if k != "state_rewards"} for point in history],
-        "first_vs_last": {"first_step": first["step"], "last_step": last["step"],
-                          **rise},
-        "pool": {"states": first["states"], "questions": args.questions, "samples_per_question": args.samples},
+        "probe": points,
+        "first_vs_last": rise,
+        "pool": {"states": points[0]["states"], "questions": args.questions, "samples_per_question": args.samples},
         "training_curves": scalar_curves(fit_dir, ("train/reward_mean", "train/loss", "train/kl", "train/entropy")),
         "stage_commands": stages.commands, "stage_seconds": stages.seconds,
     }

@@ -1,7 +1,7 @@
 """The statistics the benchmarks report: a proportion's interval, a paired before/after test on right/wrong
 outcomes, and the paired change of per-state mean rewards.
 
-Both are exact or well-behaved at the sizes we have (a few hundred questions, accuracies near 0), where the normal
+All three are exact or well-behaved at the sizes we have (a few hundred questions, accuracies near 0), where the normal
 approximations are not.
 """
 
