@@ -61,6 +61,20 @@ def filter_name(mode: str) -> str:
     return mode.replace("+", "_")
 
 
+def filter_stage(mode: str) -> str:
+    return f"filter_{filter_name(mode)}"
+
+
+def fit_stage(arm: str) -> str:
+    return f"fit_{arm}"
+
+
+def stage_names(arms: list[str]) -> list[str]:
+    """The stages of a comparison of these arms, in the order they run (the names ``--only`` takes)."""
+    return ["generate", *(filter_stage(mode) for mode in dict.fromkeys(ARMS[arm][1] for arm in arms)),
+            "validate_warm", *(fit_stage(arm) for arm in arms)]
+
+
 class Benchmark:
     """The stages of one learning comparison in ``--run`` (see the module docstring)."""
 
@@ -106,7 +120,7 @@ class Benchmark:
                 "--samples", str(a.samples), "--progress", "false", "--output", str(trajectories)],
                 done=run / "generate.done", marker=True)
         for mode in dict.fromkeys(ARMS[arm][1] for arm in a.arms):
-            name = f"filter_{filter_name(mode)}"
+            name = filter_stage(mode)
             if self.wanted(name):
                 self.stages.run(name, ["filter", "--config", "conf/filter/gsm8k_reference.yaml",
                                        "--mode", "none" if a.smoke else mode, "--progress", "false",
@@ -115,8 +129,8 @@ class Benchmark:
         if self.wanted("validate_warm"):
             self.stages.run("validate_warm", ["validate", *self.fit_args("warm")], run / "warm.done", marker=True)
         for arm in a.arms:
-            if self.wanted(f"fit_{arm}"):
-                self.stages.run_fit(f"fit_{arm}", ["fit", *self.fit_args(arm)], run / arm)
+            if self.wanted(fit_stage(arm)):
+                self.stages.run_fit(fit_stage(arm), ["fit", *self.fit_args(arm)], run / arm)
 
 
 def validation_points(arm_dir: Path) -> dict[int, Path]:
@@ -206,7 +220,7 @@ def collect(bench: Benchmark) -> dict:
                      "final_vs_warm": {"at_step": last_step, **paired(outcomes, warm_outcomes)},
                      "probe": probe, "probe_first_vs_last": probe_rise,
                      "training_curves": scalar_curves(run / arm, ("train/loss", "train/reward_mean", "train/kl")),
-                     "wall_seconds": bench.stages.seconds.get(f"fit_{arm}")}
+                     "wall_seconds": bench.stages.seconds.get(fit_stage(arm))}
     # Against + sft only once both have a validation after training (step 0 is the warm start for every arm).
     if "sft" in last_outcomes and arms["sft"]["final_vs_warm"]["at_step"]:
         for arm in last_outcomes:
@@ -275,8 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ran-on", help="the machine the stages ran on, when not this one (with --report-only)")
     parser.add_argument("--note", default="", help="a remark kept in the result (e.g. how a run differed)")
     args = parser.parse_args(argv)
-    stages = ["generate", *(f"filter_{filter_name(mode)}" for mode in dict.fromkeys(m for _, m in ARMS.values())),
-              "validate_warm", *(f"fit_{arm}" for arm in ARMS)]
+    stages = stage_names(list(ARMS))
     if unknown := [stage for stage in args.only or [] if stage not in stages]:
         parser.error(f"--only: no stage {', '.join(unknown)} (the stages: {', '.join(stages)})")
     if args.smoke:

@@ -1,14 +1,14 @@
 """SwirlModule with a tiny random Llama: the objectives against hand computations, swirl sampling and
 judging, manual optimization, live validation, quantized loading."""
 
+import dataclasses
+import re
 import zlib
 
 import lightning.pytorch as L
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-
-import dataclasses
 
 from swirl_lightning import hookimpl
 from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig, greedy
@@ -205,7 +205,7 @@ def test_swirl_fit_updates_ppo_epochs_times_per_batch(hash_judge, tmp_path):
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
 
 
-def test_validation_rolls_out_live_and_logs_rates_and_text(tmp_path):
+def test_validation_rolls_out_live_and_logs_rates_and_text(tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     data = SwirlDataModule(task=TASK, train=TrainDataConfig(reference=True), validation=ValidationDataConfig(questions=3),
@@ -231,6 +231,10 @@ def test_validation_rolls_out_live_and_logs_rates_and_text(tmp_path):
     markdown = text.tensor_proto.string_val[0].decode()
     assert "**step 1**" in markdown and "reference " in markdown and "gold answer: `" in markdown
     assert metrics["step"] == 0  # the optimizer step of the weights validated
+    # Without a progress bar, the batches done so far are printed (the last one is the summary line instead).
+    printed = capsys.readouterr().out
+    assert re.search(r"^val: 1/2 batches, 2 rollouts \(0 correct so far\) in \d+\.\d min$", printed, re.M), printed
+    assert "val: 2/2" not in printed
 
 
 def test_quantized_lora_with_8bit_adamw_trains_on_cpu():

@@ -7,7 +7,8 @@ the end of each logs ``<stage>/accuracy``, ``steps_mean``, ``tool_error_rate``, 
 reads) and shows them as text in TensorBoard: ``<stage>/rollouts``, a table of every rollout, and
 ``<stage>/trajectory/<question>/<sample>``, the first ``evaluation.log_trajectories`` step by step (the same
 questions at every evaluation, so TensorBoard's text tab shows each one before and after training). Predict writes
-its trajectories to one file instead.
+its trajectories to one file instead. Without a progress bar (``--trainer.enable_progress_bar false``, e.g. output to a
+log file) it prints a line every tenth of an evaluation: batches done, rollouts, correct so far, minutes.
 
 Every record of one evaluation (scalars, text, rollout file) has one step: the optimizer step of the weights
 evaluated (during ``fit``, the steps taken so far; in ``swirl validate --ckpt_path``, the checkpoint's).
@@ -49,18 +50,41 @@ EVALUATION_FIGURES = ("accuracy", "steps_mean", "tool_error_rate", "invalid_acti
 class LiveEvaluation(L.Callback):
     """Summarises, logs and saves the live rollouts of validation, test and predict (see the module docstring)."""
 
+    PROGRESS_LINES = 10
+    """Without a progress bar (e.g. output to a log file), a long evaluation prints about this many progress lines."""
+
     def __init__(self) -> None:
         self.trajectories: list[Trajectory] = []
+        self.started = time.monotonic()
 
     def _start(self, *_: Any) -> None:
-        self.trajectories = []
+        self.trajectories, self.started = [], time.monotonic()
 
     on_validation_epoch_start = on_test_epoch_start = on_predict_epoch_start = _start
 
-    def _collect(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *_: Any) -> None:
+    def _collect(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+                 dataloader_idx: int = 0) -> None:
         self.trajectories.extend(outputs or [])
+        self.print_progress(trainer, batch_idx + 1)
 
     on_validation_batch_end = on_test_batch_end = on_predict_batch_end = _collect
+
+    def print_progress(self, trainer: L.Trainer, batches_done: int) -> None:
+        """A line every tenth of an evaluation when no progress bar shows how far it is (an hour-long validation
+        would otherwise be silent until its end)."""
+        if trainer.progress_bar_callback is not None or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        stage, totals = (("val", trainer.num_val_batches) if trainer.validating else
+                         ("test", trainer.num_test_batches) if trainer.testing else
+                         ("predict", trainer.num_predict_batches))
+        total = int(sum(totals)) if all(t != float("inf") for t in totals) else 0  # inf: a loader of unknown length
+        every = max(1, round(total / self.PROGRESS_LINES))
+        if total <= 1 or batches_done >= total or batches_done % every:
+            return
+        correct = sum(1 for t in self.trajectories if t.outcome)
+        minutes = (time.monotonic() - self.started) / 60
+        print(f"{stage}: {batches_done}/{total} batches, {len(self.trajectories)} rollouts ({correct} correct so far) "
+              f"in {minutes:.1f} min", flush=True)
 
     def gathered(self, trainer: L.Trainer) -> list[Trajectory]:
         """This epoch's trajectories of every process, once each (distributed samplers repeat questions)."""
