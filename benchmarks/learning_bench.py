@@ -17,7 +17,9 @@ Every stage is a plain ``swirl`` command (recorded in the result), from the warm
 4. ``swirl fit`` per arm from ``conf/gsm8k_calculator.yaml``: the same ``--steps`` optimizer steps, learning rate, LoRA
    and ``--examples-per-step`` (``sft``: trajectories; ``swirl``: states x G sampled actions, reference-judge reward),
    validated every ``--val-every`` steps; a reward probe measures the judged reward of fresh samples at a fixed draw
-   of the arm's own training states (the training-reward curve).
+   of the arm's own training states (the training-reward curve). When the fit did not validate its final weights
+   (``--steps`` not a multiple of ``--val-every``, or the process killed in that validation), ``swirl validate
+   --ckpt_path .../last.ckpt`` does (stage ``validate_<arm>``, part of ``fit_<arm>``).
 
 Reported per arm and validation: accuracy with a Wilson 95% interval, the step GOOD rate (reference judge), mean
 steps, tool errors, answered share; at the last step, questions gained and lost and the exact McNemar p-value against
@@ -131,6 +133,17 @@ class Benchmark:
         for arm in a.arms:
             if self.wanted(fit_stage(arm)):
                 self.stages.run_fit(fit_stage(arm), ["fit", *self.fit_args(arm)], run / arm)
+                self.validate_final_weights(arm)
+
+    def validate_final_weights(self, arm: str) -> None:
+        """Validate an arm's final weights (``last.ckpt``) when its fit did not: a fit killed in its last validation
+        (out of memory, say) has finished training, and resuming it would stop at once (``max_steps`` reached)."""
+        last, name = self.run_dir / arm / "checkpoints" / "last.ckpt", f"validate_{arm}"
+        ran_before = (self.run_dir / f"{name}.log").exists()  # then the report quotes its command
+        missing = last.exists() and self.args.steps not in validation_points(self.run_dir / arm)
+        if ran_before or (missing and not self.args.report_only):
+            self.stages.run(name, ["validate", *self.fit_args(arm), "--ckpt_path", str(last)],
+                            self.run_dir / f"{name}.done", marker=True)
 
 
 def validation_points(arm_dir: Path) -> dict[int, Path]:

@@ -126,6 +126,35 @@ def test_learning_benchmark_runs_only_the_named_stages(monkeypatch, tmp_path):
         learning_bench.parse_args(["--only", "fit_swirlstep"])
 
 
+def test_learning_benchmark_validates_final_weights_the_fit_did_not(monkeypatch, tmp_path):
+    """A fit killed in its last validation has trained to the end (last.ckpt) but resuming it would stop at once:
+    the benchmark validates that checkpoint instead, and only then."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning_bench
+
+    ran: dict[str, list[str]] = {}
+    monkeypatch.setattr(learning_bench.Stages, "run", lambda self, name, argv, done, marker=False: ran.update({name: argv}))
+    monkeypatch.setattr(learning_bench.Stages, "run_fit", lambda self, name, argv, root: None)
+    args = learning_bench.parse_args(["--run", str(tmp_path), "--arms", "swirl_step", "--steps", "40",
+                                      "--only", "fit_swirl_step"])
+    learning_bench.Benchmark(args).run()
+    assert ran == {}  # no checkpoint: the fit has not trained, nothing to validate
+    last = tmp_path / "swirl_step" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.touch()
+    rollouts = tmp_path / "swirl_step" / "tb" / "gsm8k_calculator" / "fit" / "version_0" / "rollouts"
+    rollouts.mkdir(parents=True)
+    (rollouts / "val-step000020.jsonl").touch()
+    learning_bench.Benchmark(args).run()
+    argv = ran["validate_swirl_step"]
+    assert argv[0] == "validate" and argv[argv.index("--ckpt_path") + 1] == str(last)
+    assert argv[argv.index("--data.train.path") + 1].endswith("kept_step.jsonl")  # the arm's own options
+    ran.clear()
+    (rollouts / "val-step000040.jsonl").touch()  # the fit validated its final weights itself
+    learning_bench.Benchmark(args).run()
+    assert ran == {}
+
+
 def test_judge_agreement_benchmark_smoke(tmp_path):
     result = run_smoke("judge_agreement_bench.py", tmp_path / "judge.json")
     # Reference trajectories with a wrong final answer: GOOD calculator steps and BAD answers, two of each.
