@@ -81,7 +81,7 @@ class LiveEvaluation(L.Callback):
         every = max(1, round(total / self.PROGRESS_LINES))
         if total <= 1 or batches_done >= total or batches_done % every:
             return
-        correct = sum(1 for t in self.trajectories if t.outcome)
+        correct = sum(1 for t in self.trajectories if t.outcome)  # rank 0's share under several processes
         minutes = (time.monotonic() - self.started) / 60
         print(f"{stage}: {batches_done}/{total} batches, {len(self.trajectories)} rollouts ({correct} correct so far) "
               f"in {minutes:.1f} min", flush=True)
