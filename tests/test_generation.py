@@ -100,6 +100,29 @@ def test_first_turn_matches_transformers_greedy_generate(tiny):
     assert reason in ("length", "eos")
 
 
+@torch.no_grad()
+def test_every_turn_samples_from_the_logits_of_one_full_forward_over_the_record(tiny, monkeypatch):
+    """Turn after turn, the cache holds the conversation exactly as recorded (prompt, each turn's tokens, each user
+    turn): the logits every token is sampled from equal one plain forward's over that record. The turn's last token
+    must go into the cache before the next user turn; without it, later turns saw every earlier action cut short (a
+    `</math_exp>` without its `>`) and a real model drifted from its third step on."""
+    model, tokenizer = tiny
+    sampled_from: list[torch.Tensor] = []
+    forward = GenerationEngine._forward
+    monkeypatch.setattr(GenerationEngine, "_forward",
+                        lambda self, *args: sampled_from.append(forward(self, *args)) or sampled_from[-1])
+    prompt = tokenizer.encode("What is 2+3?", add_special_tokens=False)
+    (conversation,), _, _ = run(model, tokenizer, 1, 0.0, [prompt])
+    user_turn = tokenizer.encode("\nuser: go on\nassistant:", add_special_tokens=False)
+    record, generated = list(prompt), []
+    for k, (turn, _) in enumerate(conversation.turns):
+        generated += range(len(record), len(record) + len(turn))
+        record += turn + (user_turn if k < len(conversation.turns) - 1 else [])
+    assert len(conversation.turns) == 3 and len(sampled_from) == len(generated)
+    full = model(input_ids=torch.tensor([record])).logits[0]
+    torch.testing.assert_close(torch.cat(sampled_from), full[[i - 1 for i in generated]].float(), atol=1e-4, rtol=1e-4)
+
+
 def test_context_budget_ends_a_conversation(tiny):
     model, tokenizer = tiny
     conversations, finished, _ = run(model, tokenizer, 2, 1.0, [[11] * 20], max_context_tokens=30)

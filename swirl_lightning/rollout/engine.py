@@ -405,6 +405,10 @@ class GenerationEngine:
                 slot.conversation.on_failure(f"{type(error).__name__}: {error}")
                 next_feed = None
             slot.turn_ids, slot.turn_index = [], slot.turn_index + 1
+            # The turn's last token (a stop string's end, or EOS) is not in the cache yet: it goes in ahead of the
+            # next user turn, so the next turn sees the conversation as recorded (and as training scores it).
+            if next_feed is not None:
+                next_feed = [token, *next_feed]
             if next_feed is not None and int(cache.lengths[i]) + len(next_feed) + 1 > self.config.max_context_tokens:
                 slot.conversation.on_context_full()
                 next_feed = None
@@ -412,7 +416,7 @@ class GenerationEngine:
                 on_finished(slot.conversation)
                 slots[i] = None
             else:
-                slot.feed = list(next_feed)
+                slot.feed = next_feed
 
     def _shared_prompts(self, rows: list[int], slots: list[_Slot | None], cache: SlotKVCache) -> dict[int, int]:
         """Rows whose whole feed is a prompt identical to an earlier row's in this step: row -> that row."""
