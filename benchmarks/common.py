@@ -154,11 +154,11 @@ def scalar_curves(root: Path, tags: tuple[str, ...]) -> dict[str, list[list[floa
     return {tag: sorted([step, value] for step, value in points.items()) for tag, points in curves.items()}
 
 
-def read_probe(fit_root: Path) -> tuple[list[dict], dict] | None:
+def read_probe(fit_root: Path) -> tuple[list[dict], dict | None] | None:
     """The ``RewardProbe`` history of the fit under ``fit_root`` (None when it wrote none): its points without the
     per-state figures, and the paired change of the per-state rewards from the first point to the last
-    (:func:`significance.paired_rise`). A resumed fit logs to a new version; the history travels in the checkpoint,
-    so the newest file is whole."""
+    (:func:`significance.paired_rise`; None before two points: a rise needs two). A resumed fit logs to a new
+    version; the history travels in the checkpoint, so the newest file is whole."""
     from significance import paired_rise
 
     probes = [folder / "probe.json" for folder in log_dirs(fit_root / "tb", "fit") if (folder / "probe.json").exists()]
@@ -167,5 +167,5 @@ def read_probe(fit_root: Path) -> tuple[list[dict], dict] | None:
     history = json.loads(probes[-1].read_text())
     first, last = history[0], history[-1]
     rise = {"first_step": first["step"], "last_step": last["step"],
-            **paired_rise(first["state_rewards"], last["state_rewards"])}
+            **paired_rise(first["state_rewards"], last["state_rewards"])} if len(history) > 1 else None
     return [{k: v for k, v in point.items() if k != "state_rewards"} for point in history], rise

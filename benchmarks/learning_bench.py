@@ -226,7 +226,6 @@ def collect(bench: Benchmark) -> dict:
         last_outcomes[arm] = outcomes
         last_step = validations[-1]["step"]
         probe, probe_rise = read_probe(run / arm) or ([], None)
-        probe_rise = probe_rise if len(probe) > 1 else None  # a rise needs two points
         # A run cut short says so instead of passing for a finished one.
         arms[arm] = {"label": LABELS[arm], "objective": ARMS[arm][0], "data_filter": ARMS[arm][1],
                      "validations": validations, "complete": last_step == bench.args.steps,

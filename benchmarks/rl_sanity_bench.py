@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> dict:
     if probe is None:
         raise SystemExit(f"no probe.json under {fit_dir}/tb: did the fit run?")
     points, rise = probe
+    if rise is None:
+        raise SystemExit(f"the probe under {fit_dir}/tb has one point (step {points[0]['step']}): no rise to measure")
     if rise["rise"] is None:
         raise SystemExit(f"no state has a judge verdict at both step {rise['first_step']} and {rise['last_step']}: "
                          "no rise to measure")
