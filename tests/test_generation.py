@@ -9,7 +9,11 @@ from swirl_lightning.testing import tiny_model_and_tokenizer
 
 @pytest.fixture(scope="module")
 def tiny():
-    return tiny_model_and_tokenizer(seed=0)
+    # float64: these tests compare sampled tokens across batch layouts. In float32 a different batch shape or
+    # thread count rounds the logits differently (~1e-7), and at temperature 1 on a near-uniform random model
+    # that moves a draw across a neighbouring token's edge of the CDF often enough to fail a test now and then.
+    model, tokenizer = tiny_model_and_tokenizer(seed=0)
+    return model.double(), tokenizer
 
 
 def feed(model, cache, rows, feeds):
