@@ -24,7 +24,7 @@ def swirl(*args: str, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
-def test_generate_end_to_end_with_tiny_model(tmp_path):
+def test_generate_end_to_end_with_tiny_model(tmp_path, capsys):
     out = tmp_path / "t.jsonl"
     cfg = GenerateConfig(output=str(out), policy=PolicyConfig("tiny-random"), task=TaskConfig(limit=2, max_steps=3),
                          sampling=SamplingConfig(max_new_tokens=12, batch_size=3), samples=2, progress=False)
@@ -41,6 +41,10 @@ def test_generate_end_to_end_with_tiny_model(tmp_path):
         assert all(s.observation_token_ids for s in t.steps[:-1])
     assert json.loads(out.with_name("t.jsonl.summary.json").read_text())["trajectories"] == 4
     assert not shard_dir(out).exists()
+    # No progress bar: a line every tenth of the work instead (here each of the first 3 of 4), never at the end.
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("generate: ")]
+    assert [line.split(" trajectories")[0] for line in lines] == ["generate: 1/4", "generate: 2/4", "generate: 3/4"]
+    assert all("tool calls failed) in" in line and line.endswith("tokens/s") for line in lines)
 
 
 @pytest.mark.integration

@@ -194,17 +194,26 @@ def run_rank(cfg: GenerateConfig, rank: int = 0, world: int = 1) -> dict[str, An
     engine = GenerationEngine(policy, tokenizer, cfg.sampling, stop_strings=settings.stop_strings)
     errors = ToolErrorWatch(cfg.tools)
     started = time.perf_counter()
-    bar = tqdm(total=todo, desc=f"generate[rank {rank}]" if world > 1 else "generate", unit="traj",
-               disable=not cfg.progress, position=rank)
+    label = f"generate[rank {rank}]" if world > 1 else "generate"
+    bar = tqdm(total=todo, desc=label, unit="traj", disable=not cfg.progress, position=rank)
+    every = max(1, round(todo / 10))  # without a bar, a line every tenth: an hour-long run is not silent until its end
+    correct = 0
     with JsonlWriter(shard) as writer, settings.executor:
         def on_finished(conversation) -> None:
+            nonlocal correct
             writer.write(conversation.trajectory)
             stats["trajectories"] += 1
+            correct += bool(conversation.trajectory.outcome)
             bar.update(1)
             elapsed = time.perf_counter() - started
-            bar.set_postfix(tok_s=f"{engine.stats.generated_tokens / max(elapsed, 1e-9):.1f}", refresh=False)
+            tokens_per_second = engine.stats.generated_tokens / max(elapsed, 1e-9)
+            bar.set_postfix(tok_s=f"{tokens_per_second:.1f}", refresh=False)
             errors.add(conversation.trajectory)
             errors.check()
+            done_now = stats["trajectories"]
+            if not cfg.progress and done_now % every == 0 and done_now < todo:
+                print(f"{label}: {done_now}/{todo} trajectories ({correct} correct, {errors.errors} of {errors.calls} "
+                      f"tool calls failed) in {elapsed / 60:.1f} min, {tokens_per_second:.0f} tokens/s", flush=True)
 
         engine.run(conversations(mine, cfg.samples, settings, skip=done), on_finished)
     bar.close()
