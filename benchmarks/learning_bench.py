@@ -98,8 +98,10 @@ class Benchmark:
         if arm == "warm":
             return common + ["--data.train.path", str(self.kept("step"))]
         objective, mode = ARMS[arm]
-        # Whole trajectories in fp32 need gradient checkpointing to fit a 24 GB machine at 8 per step.
-        extra = ["--model.gradient_checkpointing", "true"] if objective == "sft" else []
+        # Gradient checkpointing in every arm: without it a swirl fit (8 states x G actions, fp32) peaked at 13.7 GB
+        # and an sft fit on whole trajectories would not fit at all; with it, a fit and a 500-question validation
+        # (~8 GB: the engine's KV cache) share a 24 GB machine, two lanes at a time.
+        extra = ["--model.gradient_checkpointing", "true"]
         probe = ["--trainer.callbacks+=swirl_lightning.training.callbacks.RewardProbe",
                  "--trainer.callbacks.init_args.states", str(a.probe_states),
                  "--trainer.callbacks.init_args.samples", str(a.probe_samples),

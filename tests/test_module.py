@@ -134,6 +134,27 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
         torch.testing.assert_close(plain, checkpointed, rtol=1e-4, atol=1e-6)
 
 
+def test_swirl_with_gradient_checkpointing_samples_the_same_and_gives_the_same_loss_and_gradients(hash_judge):
+    # The swirl step samples with the engine's own KV cache while the policy trains: checkpointing must not turn
+    # that cache off or change the samples, the loss or the gradients.
+    data = make_data("swirl")
+    states = data.train_items[:2]
+    results = []
+    for checkpointing in (False, True):
+        module = make_module("swirl", swirl=SwirlConfig(group_size=3), judge=JudgeConfig(hash_judge),
+                             sampling=SamplingConfig(max_new_tokens=6), gradient_checkpointing=checkpointing)
+        module.scorer.train()
+        batch = module.objective.prepare(module, states)
+        loss, _ = module.objective.loss(module, batch)
+        loss.backward()
+        results.append((batch.samples, loss.detach(),
+                        [p.grad.clone() for p in module.scorer.parameters() if p.requires_grad]))
+    assert results[0][0] == results[1][0]
+    torch.testing.assert_close(results[0][1], results[1][1])
+    for plain, checkpointed in zip(results[0][2], results[1][2]):
+        torch.testing.assert_close(plain, checkpointed, rtol=1e-4, atol=1e-6)
+
+
 class HashJudge(StepJudgeBase):
     """A step judge with varied, deterministic rewards: a hash of the sampled text."""
 
