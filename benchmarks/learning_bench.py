@@ -182,7 +182,9 @@ def data_figures(bench: Benchmark) -> dict:
     summary = summarize(generated)
     figures = {"trajectories": len(generated), "questions": len({t.example_id for t in generated}),
                "outcome_accuracy": summary["accuracy"], "steps_mean": summary["steps_mean"],
-               "valid_action_rate": summary["valid_action_rate"]}
+               "valid_action_rate": summary["valid_action_rate"],
+               # The headroom RL can sharpen: questions the warm start solves at least once in K samples (pass@K).
+               "questions_solved_by_a_sample": len({t.example_id for t in generated if t.outcome})}
     for mode in dict.fromkeys(ARMS[arm][1] for arm in bench.args.arms):
         kept = read_trajectories(bench.kept(mode))
         stats_path = bench.kept(mode).with_suffix(".stats.json")

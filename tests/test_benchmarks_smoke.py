@@ -54,6 +54,7 @@ def test_learning_benchmark_smoke(tmp_path):
     result = run_smoke("learning_bench.py", tmp_path / "learning.json", "--run", str(tmp_path / "run"))
     assert list(result["arms"]) == ["warm", "sft", "swirl", "swirl_step"]
     assert result["data"]["trajectories"] == 4 and result["data"]["kept_process"]["trajectories"] == 4  # filter none
+    assert 0 <= result["data"]["questions_solved_by_a_sample"] <= result["data"]["questions"]
     for name in ("sft", "swirl", "swirl_step"):
         arm = result["arms"][name]
         # Every arm validates at the same optimizer steps and starts from the warm start's validation.
