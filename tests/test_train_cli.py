@@ -42,7 +42,13 @@ def scalars(log_dir: Path, tag: str) -> dict[int, float]:
     return {e.step: e.value for e in events.Scalars(tag)}
 
 
-def test_reduced_warmup_fits_validates_and_predicts(tmp_path):
+def test_reduced_warmup_fits_validates_and_predicts(tmp_path, monkeypatch, capsys):
+    from swirl_lightning.rollout.journal import EvaluationJournal
+
+    # Keep every evaluation's journal, as if each had been killed before its end: `validate --ckpt_path` below must
+    # find the fit's last validation's (same weights, same settings) and roll nothing out again.
+    close = EvaluationJournal.close
+    monkeypatch.setattr(EvaluationJournal, "close", lambda journal, finished: close(journal, finished=False))
     root = tmp_path / "run"
     assert swirl_main(["fit", *TINY_WARMUP, "--trainer.default_root_dir", str(root)]) == 0
     log_dir = root / "tb" / "gsm8k_warmup" / "fit" / "version_0"  # the run is named for its config and stage
@@ -62,7 +68,9 @@ def test_reduced_warmup_fits_validates_and_predicts(tmp_path):
     assert saved and all("lora_" in name for name in saved)
 
     last = str(root / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
     assert swirl_main(["validate", *TINY_WARMUP, "--trainer.default_root_dir", str(root), "--ckpt_path", last]) == 0
+    assert "val: resuming from" in capsys.readouterr().out  # the fit's weights and settings, from the checkpoint
     # Validating the checkpoint is a run of its own, at the checkpoint's optimizer step.
     validated = root / "tb" / "gsm8k_warmup" / "validate" / "version_0"
     assert [p.name for p in (validated / "rollouts").iterdir()] == ["val-step000002.jsonl"]

@@ -8,7 +8,10 @@ reads) and shows them as text in TensorBoard: ``<stage>/rollouts``, a table of e
 ``<stage>/trajectory/<question>/<sample>``, the first ``evaluation.log_trajectories`` step by step (the same
 questions at every evaluation, so TensorBoard's text tab shows each one before and after training). Predict writes
 its trajectories to one file instead. Without a progress bar (``--trainer.enable_progress_bar false``, e.g. output to a
-log file) it prints a line every tenth of an evaluation: batches done, rollouts, correct so far, minutes.
+log file) it prints a line every tenth of an evaluation: batches done, rollouts, correct so far, minutes. Each
+evaluation keeps a journal of its finished rollouts in ``<default_root_dir>/evaluation_journal/`` while it runs, so
+that a killed one, run again on the same weights and settings, rolls out only the questions it lacked
+(:mod:`swirl_lightning.rollout.journal`); a finished evaluation deletes its journal.
 
 Every record of one evaluation (scalars, text, rollout file) has one step: the optimizer step of the weights
 evaluated (during ``fit``, the steps taken so far; in ``swirl validate --ckpt_path``, the checkpoint's).
@@ -39,7 +42,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from swirl_lightning.core.trajectory import Trajectory
+from swirl_lightning.rollout.journal import EvaluationJournal, fingerprint
 from swirl_lightning.training.objectives import SwirlObjective
+
+JOURNAL_DIR = "evaluation_journal"
+"""Below the trainer's root folder: the journals of unfinished evaluations (:mod:`swirl_lightning.rollout.journal`)."""
 
 
 EVALUATION_FIGURES = ("accuracy", "steps_mean", "tool_error_rate", "invalid_action_rate", "step_good_rate",
@@ -56,9 +63,26 @@ class LiveEvaluation(L.Callback):
     def __init__(self) -> None:
         self.trajectories: list[Trajectory] = []
         self.started = time.monotonic()
+        self.journal: EvaluationJournal | None = None
 
-    def _start(self, *_: Any) -> None:
+    def _start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.trajectories, self.started = [], time.monotonic()
+        self.journal = None
+        if trainer.sanity_checking or not hasattr(module, "evaluation_step"):
+            return
+        stage = "val" if trainer.validating else "test" if trainer.testing else "predict"
+        rank = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+        name = f"{stage}-step{evaluation_step(trainer, module):06d}-{evaluation_fingerprint(module)}{rank}.jsonl"
+        self.journal = EvaluationJournal(Path(trainer.default_root_dir) / JOURNAL_DIR / name,
+                                         module.evaluation.num_samples)
+        if self.journal.resumed:
+            print(f"{stage}: resuming from {self.journal.path}: {self.journal.resumed} questions already rolled out",
+                  flush=True)
+
+    def _close_journal(self, finished: bool) -> None:
+        if self.journal is not None:
+            self.journal.close(finished)
+            self.journal = None
 
     on_validation_epoch_start = on_test_epoch_start = on_predict_epoch_start = _start
 
@@ -127,6 +151,7 @@ class LiveEvaluation(L.Callback):
                 writer = module.tensorboard()
                 if writer is not None:
                     log_trajectory_text(writer, stage, step, trajectories, module.evaluation.log_trajectories, link)
+        self._close_journal(finished=True)
         self.trajectories = []
         return summary
 
@@ -151,6 +176,7 @@ class LiveEvaluation(L.Callback):
             path.parent.mkdir(parents=True, exist_ok=True)
             write_jsonl(path, trajectories)
             print(f"wrote {len(trajectories)} trajectories to {path}", flush=True)
+        self._close_journal(finished=True)
         self.trajectories = []
 
 
@@ -160,6 +186,14 @@ def evaluation_step(trainer: L.Trainer, module: L.LightningModule) -> int:
     if trainer.state.fn == "fit":
         return trainer.global_step
     return max(trainer.global_step, getattr(module, "loaded_step", 0))
+
+
+def evaluation_fingerprint(module: L.LightningModule) -> str:
+    """What decides a :class:`SwirlModule`'s rollouts, as a digest (:func:`swirl_lightning.rollout.journal.fingerprint`):
+    the policy, task, tools, judge, LoRA and evaluation settings, and the weights."""
+    e = module.evaluation
+    return fingerprint((module.policy, module.task, module.tools, module.judge, module.lora, e.sampling, e.num_samples,
+                        e.judge_steps), module.policy.adapter, module.scorer.named_parameters())
 
 
 def rollouts_file_name(stage: str, step: int) -> str:

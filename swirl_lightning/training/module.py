@@ -174,7 +174,8 @@ class SwirlModule(L.LightningModule):
     def configure_callbacks(self):
         from swirl_lightning.training.callbacks import LiveEvaluation
 
-        return [LiveEvaluation()]
+        self.live_evaluation = LiveEvaluation()
+        return [self.live_evaluation]
 
     def on_fit_start(self) -> None:
         print(f"[rank {self.global_rank}/{self.trainer.world_size}] {type(self.trainer.strategy).__name__}: "
@@ -236,14 +237,13 @@ class SwirlModule(L.LightningModule):
                                        step_judge=self.step_judge() if self.evaluation.judge_steps else None)
         return trajectories
 
-    def validation_step(self, batch: list[Example], batch_idx: int) -> list[Trajectory]:
-        return self.rollout(batch)
+    def evaluation_step(self, batch: list[Example], batch_idx: int = 0) -> list[Trajectory]:
+        """The rollouts of one evaluation batch: from the evaluation's journal (:mod:`swirl_lightning.rollout.journal`)
+        for the questions a killed run of the same evaluation finished, live for the others."""
+        journal = getattr(getattr(self, "live_evaluation", None), "journal", None)
+        return journal.roll_out(batch, self.rollout) if journal is not None else self.rollout(batch)
 
-    def test_step(self, batch: list[Example], batch_idx: int) -> list[Trajectory]:
-        return self.rollout(batch)
-
-    def predict_step(self, batch: list[Example], batch_idx: int) -> list[Trajectory]:
-        return self.rollout(batch)
+    validation_step = test_step = predict_step = evaluation_step
 
     # -- checkpoints and export -----------------------------------------------------------------
 
