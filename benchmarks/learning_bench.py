@@ -122,7 +122,8 @@ class Benchmark:
                 "generate", "--config", "conf/generate/gsm8k_warm.yaml", *self.policy,
                 "--task.offset", str(a.offset), "--task.limit", str(a.questions), "--task.max_steps", str(a.max_steps),
                 "--sampling.max_new_tokens", str(a.max_new_tokens), "--sampling.batch_size", str(a.batch_size),
-                "--samples", str(a.samples), "--progress", "false", "--output", str(trajectories)],
+                "--samples", str(a.samples), "--processes", str(a.generate_processes), "--progress", "false",
+                "--output", str(trajectories)],
                 done=run / "generate.done", marker=True)
         for mode in dict.fromkeys(ARMS[arm][1] for arm in a.arms):
             name = filter_stage(mode)
@@ -284,6 +285,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=10, help="steps per trajectory (GSM8K: 10)")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="tokens per generated turn")
     parser.add_argument("--batch-size", type=int, default=32, help="generation slots")
+    parser.add_argument("--generate-processes", type=int, default=1,
+                        help="data-parallel generation processes (one thread each on a CPU: one per free core)")
     parser.add_argument("--val-questions", type=int, default=500, help="held-out questions (at most 500)")
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per arm (the equal budget)")
     parser.add_argument("--val-every", type=int, default=30, help="validate every N steps (the validation curve)")
