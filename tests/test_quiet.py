@@ -1,6 +1,6 @@
 """Quiet, future-proof output: the stages run with every warning turned into an error (``python -W error``), so no
 deprecated API of a dependency and no warning of our own can reach a user; only the dependency noise the CLI
-silences on purpose (swirl_lightning.cli.DEPENDENCY_NOISE: warnings that ask the user to do nothing) is let through."""
+silences on purpose (swirl_lightning.core.quiet.DEPENDENCY_NOISE: warnings that ask the user to do nothing) is let through."""
 
 import os
 import re
@@ -24,10 +24,11 @@ def swirl_strict(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_generate_filter_fit_and_validate_run_with_warnings_as_errors(tmp_path):
     trajectories, kept = tmp_path / "t.jsonl", tmp_path / "kept.jsonl"
+    generate = ("generate", "--config", str(ROOT / "conf/generate/gsm8k_warm.yaml"), "--policy.name", "tiny-random",
+                "--task.limit", "2", "--task.max_steps", "2", "--sampling.max_new_tokens", "4", "--samples", "2",
+                "--progress", "false")
     steps = [
-        ("generate", "--config", str(ROOT / "conf/generate/gsm8k_warm.yaml"), "--policy.name", "tiny-random",
-         "--policy.adapter", "null", "--task.limit", "2", "--task.max_steps", "2", "--sampling.max_new_tokens", "4",
-         "--samples", "2", "--progress", "false", "--output", str(trajectories)),
+        (*generate, "--policy.adapter", "null", "--output", str(trajectories)),
         ("filter", "--config", str(ROOT / "conf/filter/gsm8k_reference.yaml"), "--mode", "none", "--progress", "false",
          "--input", str(trajectories), "--output", str(kept)),
     ]
@@ -36,7 +37,10 @@ def test_generate_filter_fit_and_validate_run_with_warnings_as_errors(tmp_path):
            "--sampling.max_new_tokens", "4", "--model.evaluation.sampling.max_new_tokens", "4", "--task.max_steps", "2",
            "--data.validation.questions", "2", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
            "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false")
-    steps += [("validate", *fit), ("fit", *fit)]
+    # Last, the fit's exported adapter (PEFT loading it warns in a dependency) in 2 worker processes: each spawned
+    # worker must be as quiet as the command itself.
+    steps += [("validate", *fit), ("fit", *fit), (*generate, "--policy.adapter", str(tmp_path / "run" / "export"),
+                                                 "--processes", "2", "--output", str(tmp_path / "t2.jsonl"))]
     for argv in steps:
         result = swirl_strict(*argv, cwd=tmp_path)
         assert result.returncode == 0, f"swirl {argv[0]}:\n{result.stderr[-4000:]}"

@@ -266,9 +266,11 @@ class ToolErrorWatch:
 def _worker(cfg: GenerateConfig, rank: int, world: int) -> None:
     parent = multiprocessing.parent_process()
     if parent is not None:  # spawned by `--processes N` (not torchrun): a worker of a killed parent must not go on
+        from swirl_lightning.core.quiet import quiet_dependencies
         from swirl_lightning.core.tool_executor import die_with_parent
 
         die_with_parent(parent.pid)
+        quiet_dependencies()  # a fresh interpreter: the parent's warning filters are not inherited
     stats = run_rank(cfg, rank, world)
     done_marker = shard_dir(Path(cfg.output)) / f"rank{rank}-of-{world}.done.json"
     done_marker.parent.mkdir(parents=True, exist_ok=True)
