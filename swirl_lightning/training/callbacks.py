@@ -68,7 +68,7 @@ class LiveEvaluation(L.Callback):
     def _start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.trajectories, self.started = [], time.monotonic()
         self.journal = None
-        if trainer.sanity_checking or not hasattr(module, "evaluation_step"):
+        if trainer.sanity_checking or not hasattr(module, "evaluate_batch"):  # a SwirlModule
             return
         stage = "val" if trainer.validating else "test" if trainer.testing else "predict"
         rank = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""

@@ -237,13 +237,13 @@ class SwirlModule(L.LightningModule):
                                        step_judge=self.step_judge() if self.evaluation.judge_steps else None)
         return trajectories
 
-    def evaluation_step(self, batch: list[Example], batch_idx: int = 0) -> list[Trajectory]:
+    def evaluate_batch(self, batch: list[Example], batch_idx: int = 0) -> list[Trajectory]:
         """The rollouts of one evaluation batch: from the evaluation's journal (:mod:`swirl_lightning.rollout.journal`)
         for the questions a killed run of the same evaluation finished, live for the others."""
         journal = getattr(getattr(self, "live_evaluation", None), "journal", None)
         return journal.roll_out(batch, self.rollout) if journal is not None else self.rollout(batch)
 
-    validation_step = test_step = predict_step = evaluation_step
+    validation_step = test_step = predict_step = evaluate_batch
 
     # -- checkpoints and export -----------------------------------------------------------------
 
