@@ -71,7 +71,8 @@ def mutated_file(draw) -> str:
     for kind in (k for k in kinds if k in ("truncate", "junk")):
         row = draw(st.integers(0, len(lines) - 1))
         if kind == "truncate":
-            lines[row] = lines[row][: draw(st.integers(0, len(lines[row]) - 1))]
+            # max(): a line the first of two truncations already emptied
+            lines[row] = lines[row][: draw(st.integers(0, max(len(lines[row]) - 1, 0)))]
         else:
             lines[row] = lines[row] + draw(st.sampled_from(["x", ",", "}", " NaN", "\x00"]))
     return "\n".join(lines) + "\n"
