@@ -89,3 +89,33 @@ def test_other_settings_or_weights_never_reuse_a_journal(tmp_path, change):
         rolled_out, result = validate(root, seed=1)
     assert len(rolled_out) == 4 and len(result) == 4
     assert len(journals(root)) == 1  # the killed evaluation's, untouched
+
+
+def test_a_question_with_only_some_samples_journaled_is_rolled_out_again_once(tmp_path):
+    from swirl_lightning.core.trajectory import Example, JsonlWriter, Trajectory
+    from swirl_lightning.rollout.journal import EvaluationJournal
+
+    def traj(question, k, answer):
+        return Trajectory(question, k, [{"role": "user", "content": question}], final_answer=answer)
+
+    examples = [Example(q, q, "1", "test") for q in ("a", "b")]
+    calls = []
+
+    def rollout(todo):
+        calls.append([e.id for e in todo])
+        return [traj(e.id, k, "new") for e in todo for k in range(2)]
+
+    path = tmp_path / "journal.jsonl"
+    with JsonlWriter(path) as writer:  # "a" whole, "b" cut short by a crash after its first sample
+        for record in (traj("a", 0, "old"), traj("a", 1, "old"), traj("b", 0, "old")):
+            writer.write(record)
+    journal = EvaluationJournal(path, samples_per_question=2)
+    assert journal.resumed == 1
+    got = journal.roll_out(examples, rollout)
+    journal.close(finished=False)
+    assert calls == [["b"]] and [(t.example_id, t.sample_index, t.final_answer) for t in got] == [
+        ("a", 0, "old"), ("a", 1, "old"), ("b", 0, "new"), ("b", 1, "new")]
+    again = EvaluationJournal(path, samples_per_question=2)  # b's old sample 0 and its new one: the new one wins
+    assert again.roll_out(examples, rollout) == got and calls == [["b"]]
+    again.close(finished=True)
+    assert not path.exists()

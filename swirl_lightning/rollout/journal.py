@@ -28,13 +28,13 @@ class EvaluationJournal:
 
     def __init__(self, path: str | Path, samples_per_question: int) -> None:
         self.path, self.samples_per_question = Path(path), samples_per_question
-        found: dict[str, list[Trajectory]] = defaultdict(list)
+        found: dict[str, dict[int, Trajectory]] = defaultdict(dict)
         if self.path.exists():
             for trajectory in read_trajectories(self.path, torn_tail="skip"):
-                found[trajectory.example_id].append(trajectory)
-        # A question counts as done with all its samples (a batch's rollouts are written together).
-        self.done = {q: sorted(ts, key=lambda t: t.sample_index) for q, ts in found.items()
-                     if len({t.sample_index for t in ts}) >= samples_per_question}
+                found[trajectory.example_id][trajectory.sample_index] = trajectory  # a later rollout of it wins
+        # A question counts as done with all its samples (a crash can leave some of a batch's written).
+        self.done = {q: [samples[k] for k in sorted(samples)] for q, samples in found.items()
+                     if len(samples) >= samples_per_question}
         self.resumed = len(self.done)
         self._writer: JsonlWriter | None = None
 
