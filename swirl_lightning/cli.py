@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Callable
 
-from swirl_lightning.core.quiet import DEPENDENCY_NOISE, quiet_dependencies  # noqa: F401 (DEPENDENCY_NOISE: its home before)
+from swirl_lightning.core.quiet import quiet_dependencies
 
 SubParsers = argparse._SubParsersAction  # what add_subparsers() returns; argparse has no public name
 

@@ -3,7 +3,7 @@
 A 500-question validation takes an hour on a CPU. Killed at minute 50 (out of memory, a lease running out, Ctrl-C),
 it should not start over. While an evaluation runs, every batch's rollouts are appended to a journal named for that
 evaluation: its stage, the optimizer step of the weights, and a fingerprint of the weights and the settings
-(:meth:`SwirlModule.evaluation_fingerprint`). The next run of the *same* evaluation (``swirl validate --ckpt_path``
+(:func:`fingerprint`). The next run of the *same* evaluation (``swirl validate --ckpt_path``
 on the same checkpoint, say) reads the journal and rolls out only the questions it lacks; any other weights or
 settings give another fingerprint, so another journal. A finished evaluation deletes its journal: the rollouts file
 of the evaluation holds them all.
