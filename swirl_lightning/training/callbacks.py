@@ -67,7 +67,7 @@ class LiveEvaluation(L.Callback):
 
     def _start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.trajectories, self.started = [], time.monotonic()
-        self.journal = None
+        self._close_journal(finished=False)  # one an exception left open (e.g. a run interrupted in this process)
         if trainer.sanity_checking or not hasattr(module, "evaluate_batch"):  # a SwirlModule
             return
         stage = "val" if trainer.validating else "test" if trainer.testing else "predict"
