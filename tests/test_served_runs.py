@@ -323,7 +323,8 @@ def test_a_probe_without_a_verdict_writes_valid_json_and_no_nan(tmp_path) -> Non
         probe = RewardProbe(states=2, samples=2, every_n_steps=1)
         trainer = L.Trainer(accelerator="cpu", max_steps=1, limit_train_batches=1, max_epochs=1, limit_val_batches=0,
                             enable_checkpointing=False, logger=TensorBoardLogger(tmp_path, name="tb"),
-                            callbacks=[probe], enable_progress_bar=False, enable_model_summary=False)
+                            log_every_n_steps=1, callbacks=[probe], enable_progress_bar=False,
+                            enable_model_summary=False)
         trainer.fit(swirl_module(server), swirl_data())
     history = json.loads((tmp_path / "tb" / "version_0" / "probe.json").read_text())  # strict JSON: no NaN
     assert history and all(p["reward_mean"] is None and p["judge_failures"] == 4 for p in history)
@@ -332,6 +333,25 @@ def test_a_probe_without_a_verdict_writes_valid_json_and_no_nan(tmp_path) -> Non
     events = EventAccumulator(str(tmp_path / "tb" / "version_0"))
     events.Reload()
     assert "probe/reward_mean" not in events.Tags()["scalars"]
+
+
+def test_a_resumed_probe_keeps_its_schedule() -> None:
+    from types import SimpleNamespace
+
+    from swirl_lightning.training.callbacks import RewardProbe
+
+    probed: list[int] = []
+    probe = RewardProbe(every_n_steps=10)
+    probe._probe = lambda trainer, module: probed.append(trainer.global_step)  # the probe's bookkeeping only
+    probe.on_train_start(SimpleNamespace(global_step=0), None)
+    assert probed == [0]  # a fresh run: the baseline before training
+    resumed = RewardProbe(every_n_steps=10)
+    resumed.load_state_dict({"history": [{"step": 0}, {"step": 10}]})
+    resumed._probe = lambda trainer, module: probed.append(trainer.global_step)
+    resumed.on_train_start(SimpleNamespace(global_step=12), None)  # resumed from a checkpoint at step 12
+    assert probed == [0]
+    resumed.on_train_batch_end(SimpleNamespace(global_step=20), None, None, None, 0)
+    assert probed == [0, 20]
 
 
 @pytest.mark.usefixtures("one_torch_thread", "scripted_actions")

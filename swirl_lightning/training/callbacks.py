@@ -70,7 +70,7 @@ class LiveEvaluation(L.Callback):
         self._close_journal(finished=False)  # one an exception left open (e.g. a run interrupted in this process)
         if trainer.sanity_checking or not hasattr(module, "evaluate_batch"):  # a SwirlModule
             return
-        stage = "val" if trainer.validating else "test" if trainer.testing else "predict"
+        stage = evaluation_stage(trainer)
         rank = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         name = f"{stage}-step{evaluation_step(trainer, module):06d}-{evaluation_fingerprint(module)}{rank}.jsonl"
         self.journal = EvaluationJournal(Path(trainer.default_root_dir) / JOURNAL_DIR / name,
@@ -98,9 +98,8 @@ class LiveEvaluation(L.Callback):
         would otherwise be silent until its end)."""
         if trainer.progress_bar_callback is not None or not trainer.is_global_zero or trainer.sanity_checking:
             return
-        stage, totals = (("val", trainer.num_val_batches) if trainer.validating else
-                         ("test", trainer.num_test_batches) if trainer.testing else
-                         ("predict", trainer.num_predict_batches))
+        stage = evaluation_stage(trainer)
+        totals = getattr(trainer, f"num_{stage}_batches")  # num_val_batches, num_test_batches, num_predict_batches
         total = int(sum(totals)) if all(t != float("inf") for t in totals) else 0  # inf: a loader of unknown length
         every = max(1, round(total / self.PROGRESS_LINES))
         if total <= 1 or batches_done >= total or batches_done % every:
@@ -180,6 +179,11 @@ class LiveEvaluation(L.Callback):
         self.trajectories = []
 
 
+def evaluation_stage(trainer: L.Trainer) -> str:
+    """``val``, ``test`` or ``predict``: the evaluation the trainer is running (the prefix of its metrics and files)."""
+    return "val" if trainer.validating else "test" if trainer.testing else "predict"
+
+
 def evaluation_step(trainer: L.Trainer, module: L.LightningModule) -> int:
     """The optimizer step of the weights being evaluated: the trainer's while fitting, else the step of the checkpoint
     they were loaded from (0 without one)."""
@@ -245,7 +249,8 @@ class RewardProbe(L.Callback):
         Args:
             states: Training states in the pool (drawn once with ``seed``; all of them when fewer).
             samples: Fresh actions sampled at each state per probe.
-            every_n_steps: Probe every this many optimizer steps (and before the first and after the last).
+            every_n_steps: Probe every this many optimizer steps (and before the first and after the last; a resumed
+                run keeps the points it restored and probes on at the schedule).
             seed: Seed of the pool draw and of the sampling (the same at every probe).
         """
         if states < 1 or samples < 1 or every_n_steps < 1:
@@ -288,7 +293,10 @@ class RewardProbe(L.Callback):
             path.write_text(json.dumps(self.history, indent=1) + "\n")
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._probe(trainer, module)
+        # A resumed run has its baseline in the restored history: probing again at the resumed step would cost a probe
+        # (minutes on a CPU) for a point off the schedule.
+        if not self.history:
+            self._probe(trainer, module)
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
