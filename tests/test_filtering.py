@@ -153,7 +153,7 @@ def test_run_filter_with_the_reference_judge(files) -> None:
     stats = run_filter(config)
     expected = copy.deepcopy(generated[0])
     for step in expected.steps:
-        step.judgements = [Judgement("reference", "GOOD", 1.0, "reference-v1")]
+        step.judgements = [Judgement("reference", "GOOD", 1.0, "reference-v2")]
     expected.outcome, expected.metadata = 1.0, {"outcome_judge": "numeric"}
     assert read_trajectories(tmp_path / "out" / "kept.jsonl") == [expected]
     assert json.loads((tmp_path / "out" / "kept.stats.json").read_text()) == stats

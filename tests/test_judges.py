@@ -406,8 +406,23 @@ def test_reference_judge_on_a_converted_gsm8k_trajectory() -> None:
     judge = ReferenceJudge()
     judgements = judge.judge_steps([at([], s, EXAMPLE) for s in steps])
     assert [j.verdict for j in judgements] == ["GOOD", "BAD", "BAD", "BAD", "GOOD", "GOOD", "BAD", "GOOD"]
-    assert all(j.judge == "reference" and j.prompt_version == "reference-v1" for j in judgements)
+    assert all(j.judge == "reference" and j.prompt_version == "reference-v2" for j in judgements)
     assert [j.score for j in judgements] == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+
+
+def test_reference_judge_calls_a_value_the_state_already_had_no_progress() -> None:
+    """Repeating a right calculation (or reaching its value again another way) earns nothing: RL on the reward
+    learned to repeat one otherwise."""
+    first = calc_step("48/2", "24")
+    after = [{"role": "user", "content": "How many clips?"}, {"role": "assistant", "content": first.text},
+             {"role": "user", "content": first.observation}]
+    items = [at(after[:1], first, EXAMPLE), at(after, calc_step("48/2", "24"), EXAMPLE),
+             at(after, calc_step("96/4", "24"), EXAMPLE), at(after, calc_step("48+24", "72"), EXAMPLE),
+             at(after, answer_step("72"), EXAMPLE)]
+    assert [j.verdict for j in ReferenceJudge().judge_steps(items)] == ["GOOD", "BAD", "BAD", "GOOD", "GOOD"]
+    sampled_repeat = at(after, sampled("<math_exp>48/2</math_exp>"), EXAMPLE)  # a swirl sample: the judge runs it
+    judge = ReferenceJudge(tools={"calculator": make_tool(lambda expr: "24", name="calculator", tag="math_exp")})
+    assert action_rewards(judge, [sampled_repeat]) == [0.0]
 
 
 def test_reference_judge_needs_the_solution() -> None:

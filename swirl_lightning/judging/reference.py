@@ -3,7 +3,10 @@
 A departure from the paper for data with worked solutions (GSM8K): a tool step is GOOD when its numeric result
 equals a value the task's gold data says a good step computes (:meth:`~swirl_lightning.core.tasks.Task.
 reference_values`: for GSM8K the result of any ``<<expr=result>>`` annotation, or the final ``#### N``); an answer
-step is GOOD when it equals the gold answer; an invalid step is BAD. The paper's judge is gold-free; this one reads
+step is GOOD when it equals the gold answer; an invalid step is BAD. A tool step whose value an earlier tool result
+of the same state already gave is BAD: it adds nothing (without this rule, RL on this reward learns to repeat a right
+calculation: in the 500-question benchmark, 133 of the step-pool arm's 369 GOOD held-out steps repeated an earlier
+action, against 16 of 269 for the warm start). The paper's judge is gold-free; this one reads
 the gold solution, which makes it cheap and strong on a CPU, where a 135M-parameter judge is no judge.
 
 A freshly sampled action (the ``swirl`` reward: no tool ran during training) has no observation: the judge runs the
@@ -14,6 +17,7 @@ example (``needs_example``) and finds the task by the example's ``source``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 
 from swirl_lightning.core.answers import matches_reference, parse_number
 from swirl_lightning.core.tool_executor import ToolExecutor
@@ -22,7 +26,7 @@ from swirl_lightning.core.trajectory import Example, Judgement, State, Step
 from swirl_lightning.judging.base import StepJudgeBase
 from swirl_lightning.judging.outcome import NumericJudge
 
-REFERENCE_VERSION = "reference-v1"
+REFERENCE_VERSION = "reference-v2"  # v2: a value the state already had is no progress
 
 
 class ReferenceJudge(StepJudgeBase):
@@ -81,7 +85,21 @@ class ReferenceJudge(StepJudgeBase):
         else:
             result = self._run(action.tool or "", action.query or "")
         value = parse_number(result)
-        return float(value is not None and any(matches_reference(value, r) for r in self._values(state.example)))
+        if value is None or value in earlier_results(state):
+            return 0.0
+        return float(any(matches_reference(value, r) for r in self._values(state.example)))
 
     def judge_steps(self, items: Sequence[tuple[State, Step]]) -> list[Judgement]:
         return [self.judgement(self.score_step(state, step)) for state, step in items]
+
+
+def earlier_results(state: State) -> set[Fraction]:
+    """The numeric values of the tool results already in a state (its user turns after the first action)."""
+    values, acted = set(), False
+    for message in state.messages:
+        acted = acted or message["role"] == "assistant"
+        if acted and message["role"] == "user":
+            value = parse_number(message["content"].rpartition(" -> ")[2])
+            if value is not None:
+                values.add(value)
+    return values
