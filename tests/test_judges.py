@@ -414,13 +414,16 @@ def test_reference_judge_calls_a_value_the_state_already_had_no_progress() -> No
     """Repeating a right calculation (or reaching its value again another way) earns nothing: RL on the reward
     learned to repeat one otherwise."""
     first = calc_step("48/2", "24")
-    after = [{"role": "user", "content": "How many clips?"}, {"role": "assistant", "content": first.text},
-             {"role": "user", "content": first.observation}]
-    items = [at(after[:1], first, EXAMPLE), at(after, calc_step("48/2", "24"), EXAMPLE),
-             at(after, calc_step("96/4", "24"), EXAMPLE), at(after, calc_step("48+24", "72"), EXAMPLE),
-             at(after, answer_step("72"), EXAMPLE)]
+    # A few-shot example turn whose tool result is 72 comes before the question: the prompt, not this state's work.
+    prompt = [{"role": "user", "content": "Example"}, {"role": "assistant", "content": "<math_exp>70+2</math_exp>"},
+              {"role": "user", "content": "70+2 -> 72"}, {"role": "user", "content": "How many clips? 24 or 72?"}]
+    before = State(EXAMPLE.id, 0, prompt, example=EXAMPLE)
+    after = State(EXAMPLE.id, 1, [*prompt, {"role": "assistant", "content": first.text},
+                                  {"role": "user", "content": first.observation}], example=EXAMPLE)
+    items = [(before, first), (after, calc_step("48/2", "24")), (after, calc_step("96/4", "24")),
+             (after, calc_step("48+24", "72")), (after, answer_step("72"))]
     assert [j.verdict for j in ReferenceJudge().judge_steps(items)] == ["GOOD", "BAD", "BAD", "GOOD", "GOOD"]
-    sampled_repeat = at(after, sampled("<math_exp>48/2</math_exp>"), EXAMPLE)  # a swirl sample: the judge runs it
+    sampled_repeat = (after, sampled("<math_exp>48/2</math_exp>"))  # a swirl sample: the judge runs the call
     judge = ReferenceJudge(tools={"calculator": make_tool(lambda expr: "24", name="calculator", tag="math_exp")})
     assert action_rewards(judge, [sampled_repeat]) == [0.0]
 

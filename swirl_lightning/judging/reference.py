@@ -94,11 +94,15 @@ class ReferenceJudge(StepJudgeBase):
 
 
 def earlier_results(state: State) -> set[Fraction]:
-    """The numeric values of the tool results already in a state (its user turns after the first action)."""
-    values, acted = set(), False
-    for message in state.messages:
-        acted = acted or message["role"] == "assistant"
-        if acted and message["role"] == "user":
+    """The numeric values of the tool results already in a state: the ``QUERY -> RESULT`` turns after its first
+    action (the last ``step_index`` assistant turns; a few-shot prompt's example turns come before them)."""
+    if state.step_index == 0:
+        return set()
+    assistant_turns = [i for i, message in enumerate(state.messages) if message["role"] == "assistant"]
+    first_action = assistant_turns[-state.step_index] if len(assistant_turns) >= state.step_index else 0
+    values = set()
+    for message in state.messages[first_action:]:
+        if message["role"] == "user" and " -> " in message["content"]:
             value = parse_number(message["content"].rpartition(" -> ")[2])
             if value is not None:
                 values.add(value)
