@@ -37,9 +37,18 @@ def build_prompt(question: str, tools: Iterable[Tool], max_steps: int,
     return messages
 
 
+OBSERVATION_SEPARATOR = " -> "
+"""Between the query and the result in the user turn that carries a tool result back (``QUERY -> RESULT``)."""
+
+
 def observation(query: str, result: str) -> str:
     """The user turn that carries a tool result back to the model."""
-    return f"{query} -> {result}"
+    return f"{query}{OBSERVATION_SEPARATOR}{result}"
+
+
+def observation_result(text: str | None) -> str:
+    """The RESULT of a ``QUERY -> RESULT`` turn (the whole text when it has no separator; ``""`` for ``None``)."""
+    return (text or "").rpartition(OBSERVATION_SEPARATOR)[2]
 
 
 def corrective_note(reason: str, tags: Iterable[str]) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
 from swirl_lightning.core.answers import matches_reference, parse_number
+from swirl_lightning.core.prompts import OBSERVATION_SEPARATOR, observation_result
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import Tool
 from swirl_lightning.core.trajectory import Example, Judgement, State, Step
@@ -81,7 +82,7 @@ class ReferenceJudge(StepJudgeBase):
         if action.kind == "invalid" or step.tool_error:
             return 0.0
         if step.observation is not None:
-            result = step.observation.rpartition(" -> ")[2]
+            result = observation_result(step.observation)
         else:
             result = self._run(action.tool or "", action.query or "")
         value = parse_number(result)
@@ -102,8 +103,8 @@ def earlier_results(state: State) -> set[Fraction]:
     first_action = assistant_turns[-state.step_index] if len(assistant_turns) >= state.step_index else 0
     values = set()
     for message in state.messages[first_action:]:
-        if message["role"] == "user" and " -> " in message["content"]:
-            value = parse_number(message["content"].rpartition(" -> ")[2])
+        if message["role"] == "user" and OBSERVATION_SEPARATOR in message["content"]:
+            value = parse_number(observation_result(message["content"]))
             if value is not None:
                 values.add(value)
     return values

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
+from swirl_lightning.core.prompts import observation_result
 from swirl_lightning.core.trajectory import (
     Example, JsonlWriter, Trajectory, read_trajectories, write_jsonl, write_text_atomic,
 )
@@ -247,7 +248,7 @@ class ToolErrorWatch:
                 self.calls += 1
                 if step.tool_error:
                     self.errors += 1
-                    self.example = self.example or (step.observation or "").rpartition(" -> ")[2]
+                    self.example = self.example or observation_result(step.observation)
 
     def check(self, final: bool = False) -> None:
         """With ``on_error_rate: fail``, raise once the rate is over the limit (after ``min_calls``, or at the end)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from swirl_lightning.core.prompts import OBSERVATION_SEPARATOR
 from swirl_lightning.core.trajectory import Step, Trajectory
 
 GOOD, BAD = "GOOD", "BAD"
@@ -66,7 +67,7 @@ def _result(step: Step) -> str | None:
     """What came back: the tool's result without the ``QUERY -> `` echo, or the note after an invalid turn."""
     if step.observation is None:
         return None
-    echo = f"{step.action.query} -> "
+    echo = f"{step.action.query}{OBSERVATION_SEPARATOR}"
     if step.action.kind == "tool" and step.action.query is not None and step.observation.startswith(echo):
         return step.observation[len(echo):]
     return step.observation

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from swirl_lightning.core.answers import decimal_places, exact_number, normalise_number, parse_number, round_half_up
+from swirl_lightning.core.prompts import observation_result
 from swirl_lightning.core.tasks import DataPath, Task, data_dir, read_records, text_field
 from swirl_lightning.core.trajectory import Action, Example, FormatError, Step, Trajectory
 
@@ -231,7 +232,7 @@ def verify_reference_steps(
                 continue
             counts["steps"] += 1
             expr = step.action.query
-            annotated = (step.observation or "").rpartition(" -> ")[2]
+            annotated = observation_result(step.observation)
             try:
                 calculated = str(calculate(expr))
             except Exception as err:  # a broken tool is one of the causes being measured
