@@ -21,8 +21,8 @@ Every stage is a plain ``swirl`` command (recorded in the result), from the warm
    (``--steps`` not a multiple of ``--val-every``, or the process killed in that validation), ``swirl validate
    --ckpt_path .../last.ckpt`` does (stage ``validate_<arm>``, part of ``fit_<arm>``).
 
-Reported per arm and validation: accuracy with a Wilson 95% interval, the step GOOD rate (reference judge), mean
-steps, tool errors, answered share; at the last step, questions gained and lost and the exact McNemar p-value against
+Reported per arm and validation: accuracy with a Wilson 95% interval, the step GOOD rate (every step judged again by
+this checkout's reference judge), mean steps, tool errors, answered share; at the last step, questions gained and lost and the exact McNemar p-value against
 the warm start and against ``+ sft``; the probe and training curves; wall time. The result also proves the held-out
 questions are unseen: none is among the warm start's training questions (``adapters/.../training_questions.txt``) or
 any arm's data. A stage whose output exists is not run again, an interrupted fit resumes from its last checkpoint and
@@ -33,6 +33,7 @@ it stopped.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -160,12 +161,19 @@ def validation_points(arm_dir: Path) -> dict[int, Path]:
 
 def score_rollouts(path: Path) -> tuple[dict, dict[str, bool]]:
     """Accuracy with its Wilson interval and the other figures of one validation's rollouts, and each question's
-    outcome (for the paired comparisons)."""
+    outcome (for the paired comparisons).
+
+    Every step is judged again by this checkout's reference judge (rule-based: seconds), so that the step GOOD rates
+    of one result all come from one judge version (``step_good_judge``), also where an arm was validated by an
+    earlier one (a run linked from an older run folder)."""
     from swirl_lightning.core.trajectory import read_trajectories
+    from swirl_lightning.judging.reference import ReferenceJudge
+    from swirl_lightning.judging.steps import judge_trajectories
     from swirl_lightning.rollout.evaluation import summarize
 
     trajectories = read_trajectories(path)
-    summary = summarize(trajectories, "reference")
+    judge_trajectories(trajectories, ReferenceJudge(), held_out_examples(), progress=False)
+    summary = summarize(trajectories, ReferenceJudge.judge_id)
     correct = sum(1 for t in trajectories if t.outcome)
     low, high = wilson_interval(correct, len(trajectories))
     return {"questions": len(trajectories), "correct": correct, "accuracy": correct / max(len(trajectories), 1),
@@ -173,6 +181,14 @@ def score_rollouts(path: Path) -> tuple[dict, dict[str, bool]]:
             "steps_mean": summary["steps_mean"], "tool_error_rate": summary["tool_error_rate"],
             "invalid_action_rate": summary["invalid_action_rate"], "answered_rate": summary["answered_rate"]}, \
         {t.example_id: bool(t.outcome) for t in trajectories}
+
+
+@functools.cache
+def held_out_examples() -> dict:
+    """The GSM8K validation split by example id: the gold solutions the reference judge reads."""
+    from swirl_lightning.core.tasks import load_task
+
+    return {example.id: example for example in load_task("gsm8k", "validation")}
 
 
 def data_figures(bench: Benchmark) -> dict:
@@ -324,6 +340,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from swirl_lightning.judging.reference import REFERENCE_VERSION
+
     args = parse_args(argv)
     Stages.work_from_repository(args, ROOT, ("run", "out"))
     started = time.perf_counter()
@@ -336,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "learning", "command": command_line(argv), "machine": info, "ran_on": args.ran_on or "this machine",
         "note": args.note, "model": args.model, "adapter": args.adapter or None, "judge": "reference (gold-guided)",
+        "step_good_judge": REFERENCE_VERSION,  # the judge that scored every step GOOD rate (score_rollouts)
         "budget": {"steps": args.steps, "val_every": args.val_every, "probe_every": args.probe_every,
                    "val_questions": args.val_questions, "lr": args.lr,
                    "examples_per_step": args.examples_per_step, "group_size": args.group_size},

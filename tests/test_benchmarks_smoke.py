@@ -68,6 +68,7 @@ def test_learning_benchmark_smoke(tmp_path):
     assert set(result["arms"]["swirl"]["final_vs_sft"]) == {"gained", "lost", "mcnemar_exact_p"}
     assert result["arms"]["swirl"]["training_curves"]["train/reward_mean"]
     assert result["held_out"] == {"held_out_questions": 2, "overlap_generated": 0}
+    assert result["step_good_judge"].startswith("reference-v")
     assert [c.split()[1] for c in result["stage_commands"]] == ["generate", "filter", "filter", "filter", "validate",
                                                                  "fit", "fit", "fit"]
     # A second call finds every stage done and only writes the report again.
@@ -186,3 +187,26 @@ def test_roc_auc(monkeypatch):
     assert roc_auc([0.9, 0.8], [0.1, 0.2]) == 1.0 and roc_auc([0.1], [0.9]) == 0.0
     assert roc_auc([0.5, 0.5], [0.5, 0.5]) == 0.5  # ties count half
     assert roc_auc([0.9, 0.3], [0.5, 0.1]) == 0.75
+
+
+def test_learning_benchmark_judges_stored_rollouts_again(monkeypatch, tmp_path):
+    """One result's step GOOD rates come from one judge version: rollouts an older judge scored (here: v1 called a
+    repeated right calculation GOOD) are judged again by this checkout's reference judge."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import learning_bench
+    from swirl_lightning.core.tasks.gsm8k import reference_values
+    from swirl_lightning.core.trajectory import Action, Judgement, Step, Trajectory, write_jsonl
+
+    example = next(iter(learning_bench.held_out_examples().values()))
+    value = reference_values(example.metadata["solution"])[0]
+
+    def calculation() -> Step:
+        stored = Judgement("reference", "GOOD", 1.0, prompt_version="reference-v1")
+        return Step(f"<math_exp>{value}</math_exp>", Action("tool", tool="calculator", tag="math_exp", query=value),
+                    observation=f"{value} -> {value}", judgements=[stored])
+
+    rollout = Trajectory(example.id, 0, [{"role": "user", "content": example.question}],
+                         steps=[calculation(), calculation()], outcome=0.0, gold_answer=example.answer)
+    write_jsonl(tmp_path / "val-step000000.jsonl", [rollout])
+    figures, outcomes = learning_bench.score_rollouts(tmp_path / "val-step000000.jsonl")
+    assert figures["step_good_rate"] == 0.5 and outcomes == {example.id: False}  # the repeat is no progress now
