@@ -12,7 +12,8 @@ Every stage is a plain ``swirl`` command (recorded in the result), from the warm
    not trained on (``--offset``), temperature 1.
 2. ``swirl filter`` with the reference-guided step judge, three ways: ``process+outcome`` (every step GOOD and the
    answer right: the sft data), ``process`` (every step GOOD: the paper's RL states) and ``step`` (every trajectory
-   cut after its first BAD step: the states before every GOOD step and before each first mistake).
+   cut after its first BAD step: the states before every GOOD step and before each first mistake); with ``--arms
+   ... swirl_none``, also ``none`` (every state of every trajectory: the paper's no-filter variant).
 3. ``swirl validate``: the warm start on the ``--val-questions`` held-out questions (greedy); step 0 of every arm.
 4. ``swirl fit`` per arm from ``conf/gsm8k_calculator.yaml``: the same ``--steps`` optimizer steps, learning rate, LoRA
    and ``--examples-per-step`` (``sft``: trajectories; ``swirl``: states x G sampled actions, reference-judge reward),
@@ -47,8 +48,12 @@ from common import Stages, command_line, log_dirs, machine_info, read_probe, sca
 from significance import exact_sign_test_p, wilson_interval  # noqa: E402
 
 # arm -> (objective, the filter its data comes from)
-ARMS = {"sft": ("sft", "process+outcome"), "swirl": ("swirl", "process"), "swirl_step": ("swirl", "step")}
+ARMS = {"sft": ("sft", "process+outcome"), "swirl": ("swirl", "process"), "swirl_step": ("swirl", "step"),
+        "swirl_none": ("swirl", "none")}
+# The comparison the issue asks for; the paper's no-filter variant (every state of every trajectory) on request.
+DEFAULT_ARMS = ["sft", "swirl", "swirl_step"]
 LABELS = {"warm": "warm start", "sft": "+ sft (process+outcome)", "swirl": "+ swirl (process)",
+          "swirl_none": "+ swirl (no filter)",
           "swirl_step": "+ swirl (step pool)"}
 # The training config every arm starts from; the objective and the data are what differs.
 TRAIN_CONFIG = "conf/gsm8k_calculator.yaml"
@@ -263,7 +268,7 @@ def collect(bench: Benchmark) -> dict:
     return {"arms": arms, "held_out": held_out_check(bench, set(warm_outcomes))}
 
 
-COLORS = {"warm": "gray", "sft": "tab:blue", "swirl": "tab:red", "swirl_step": "tab:purple"}
+COLORS = {"warm": "gray", "sft": "tab:blue", "swirl": "tab:red", "swirl_step": "tab:purple", "swirl_none": "tab:green"}
 
 
 def plot(result: dict):  # the figure write_result saves
@@ -312,7 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--probe-states", type=int, default=48, help="states of the reward probe (a fixed draw)")
     parser.add_argument("--probe-samples", type=int, default=4)
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, choices=list(ARMS),
+                        help="swirl_none (every state, the paper's no-filter variant) runs only when named")
     parser.add_argument("--fit-args", default="", help="extra options for every swirl validate/fit")
     parser.add_argument("--run", default="runs/learning", help="working folder (stages found there are not rerun)")
     parser.add_argument("--out", default=str(HERE / "results" / "learning.json"))

@@ -124,6 +124,9 @@ def test_learning_benchmark_runs_only_the_named_stages(monkeypatch, tmp_path):
     learning_bench.Benchmark(learning_bench.parse_args(["--run", str(tmp_path)])).run()
     assert ran == ["generate", "filter_process_outcome", "filter_process", "filter_step", "validate_warm",
                    "fit_sft", "fit_swirl", "fit_swirl_step"]
+    ran.clear()  # the no-filter arm runs when named: every state of every trajectory
+    learning_bench.Benchmark(learning_bench.parse_args(["--run", str(tmp_path), "--arms", "swirl_none"])).run()
+    assert ran == ["generate", "filter_none", "validate_warm", "fit_swirl_none"]
     with pytest.raises(SystemExit):  # a misspelt stage would otherwise run nothing, silently
         learning_bench.parse_args(["--only", "fit_swirlstep"])
 
