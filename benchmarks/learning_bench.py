@@ -54,8 +54,7 @@ ARMS = {"sft": ("sft", "process+outcome"), "swirl": ("swirl", "process"), "swirl
 # The comparison the issue asks for; the paper's no-filter variant (every state of every trajectory) on request.
 DEFAULT_ARMS = ["sft", "swirl", "swirl_step"]
 LABELS = {"warm": "warm start", "sft": "+ sft (process+outcome)", "swirl": "+ swirl (process)",
-          "swirl_none": "+ swirl (no filter)",
-          "swirl_step": "+ swirl (step pool)"}
+          "swirl_step": "+ swirl (step pool)", "swirl_none": "+ swirl (no filter)"}
 # The training config every arm starts from; the objective and the data are what differs.
 TRAIN_CONFIG = "conf/gsm8k_calculator.yaml"
 

@@ -197,6 +197,7 @@ def test_learning_benchmark_judges_stored_rollouts_again(monkeypatch, tmp_path):
     repeated right calculation GOOD) are judged again by this checkout's reference judge."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import learning_bench
+    from swirl_lightning.core.prompts import observation
     from swirl_lightning.core.tasks.gsm8k import reference_values
     from swirl_lightning.core.trajectory import Action, Judgement, Step, Trajectory, write_jsonl
 
@@ -206,7 +207,7 @@ def test_learning_benchmark_judges_stored_rollouts_again(monkeypatch, tmp_path):
     def calculation() -> Step:
         stored = Judgement("reference", "GOOD", 1.0, prompt_version="reference-v1")
         return Step(f"<math_exp>{value}</math_exp>", Action("tool", tool="calculator", tag="math_exp", query=value),
-                    observation=f"{value} -> {value}", judgements=[stored])
+                    observation=observation(value, value), judgements=[stored])
 
     rollout = Trajectory(example.id, 0, [{"role": "user", "content": example.question}],
                          steps=[calculation(), calculation()], outcome=0.0, gold_answer=example.answer)

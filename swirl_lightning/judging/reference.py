@@ -6,8 +6,8 @@ reference_values`: for GSM8K the result of any ``<<expr=result>>`` annotation, o
 step is GOOD when it equals the gold answer; an invalid step is BAD. A tool step whose value an earlier tool result
 of the same state already gave is BAD: it adds nothing (without this rule, RL on this reward learns to repeat a right
 calculation: in the 500-question benchmark, 133 of the step-pool arm's 369 GOOD held-out steps repeated an earlier
-action, against 16 of 269 for the warm start). The paper's judge is gold-free; this one reads
-the gold solution, which makes it cheap and strong on a CPU, where a 135M-parameter judge is no judge.
+action, against 16 of 269 for the warm start). The paper's judge is gold-free; this one reads the gold solution,
+which makes it cheap and strong on a CPU, where a 135M-parameter judge is no judge.
 
 A freshly sampled action (the ``swirl`` reward: no tool ran during training) has no observation: the judge runs the
 call itself, through the same wrapper a rollout uses, with the tool the action names. It needs each state's
