@@ -105,6 +105,25 @@ def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path):
     assert len({round(v, 4) for v in expected.values()}) == 7
 
 
+def test_a_run_continued_from_another_folders_checkpoint_keeps_its_last_checkpoint_current(tmp_path, recwarn):
+    """A finished run's ``last.ckpt`` copied into a new folder and trained on: the new run's saves overwrite it (no
+    ``last-v1.ckpt`` beside a stale ``last.ckpt``, which ``--ckpt_path last`` would pick), and resuming in its own
+    folder says nothing about that folder not being empty."""
+    common = [*TINY_WARMUP, "--task.limit", "12", "--trainer.max_epochs", "-1", "--trainer.limit_val_batches", "0",
+              "--trainer.callbacks.init_args.every_n_train_steps", "1"]
+    first, continued = tmp_path / "first", tmp_path / "continued"
+    assert swirl_main(["fit", *common, "--trainer.default_root_dir", str(first), "--trainer.max_steps", "2"]) == 0
+    (continued / "checkpoints").mkdir(parents=True)
+    last = continued / "checkpoints" / "last.ckpt"
+    last.write_bytes((first / "checkpoints" / "last.ckpt").read_bytes())
+    recwarn.clear()
+    assert swirl_main(["fit", *common, "--trainer.default_root_dir", str(continued), "--trainer.max_steps", "4",
+                       "--ckpt_path", str(last)]) == 0
+    assert sorted(p.name for p in (continued / "checkpoints").iterdir()) == ["epoch=1-step=4.ckpt", "last.ckpt"]
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    assert not [w for w in recwarn if "exists and is not empty" in str(w.message)]
+
+
 def run_two_processes(args: list[str], timeout: int = 600) -> str:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-m", "swirl_lightning", "fit", *args], env=env, timeout=timeout, check=False,

@@ -320,9 +320,17 @@ class PeriodicCheckpoint(ModelCheckpoint):
     between the two leaves the old file behind, and the resumed run, restored from a state that never saw the new
     one, does not know it: each kill can add a file for good. After every save this one removes files in its own
     folder with Lightning's default name (``epoch=E-step=S.ckpt``) beyond ``save_top_k``, keeping the newest by step.
+
+    Its folder has one ``last.ckpt``, always the newest: Lightning's version counter is off by default. With it on,
+    a run continued from a checkpoint copied in from another folder (a finished run trained for more steps) finds a
+    ``last.ckpt`` it did not write and saves ``last-v1.ckpt`` beside it; ``--ckpt_path last`` and the benchmarks'
+    resume would then start again from the copied step. The periodic names carry their step, so nothing collides.
     """
 
     _NAME = re.compile(r"^epoch=(\d+)-step=(\d+)(?:-v\d+)?\.ckpt$")
+
+    def __init__(self, *args: Any, enable_version_counter: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, enable_version_counter=enable_version_counter, **kwargs)
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)

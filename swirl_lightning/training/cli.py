@@ -158,6 +158,8 @@ class SwirlCLI(LightningCLI):
             raise ValueError("trainer.max_steps: expected a positive number of optimizer steps, or -1 for max_epochs")
         export = self.model.export_config
         resuming = bool(self.config[self.subcommand].get("ckpt_path"))  # the same run goes on: its export is its own
+        if resuming:  # its checkpoint folder holds its own checkpoints: Lightning's warning is for a fresh run there
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         if export.enabled and export.dir and not (export.overwrite or resuming) and Path(export.dir).exists() \
                 and any(Path(export.dir).iterdir()):
             raise FileExistsError(f"model.export.dir {export.dir} holds an export already: pass "
