@@ -107,7 +107,7 @@ def test_resume_from_last_checkpoint_matches_an_uninterrupted_run(tmp_path):
 
 def test_a_run_continued_from_another_folders_checkpoint_keeps_its_last_checkpoint_current(tmp_path, recwarn):
     """A finished run's ``last.ckpt`` copied into a new folder and trained on: the new run's saves overwrite it (no
-    ``last-v1.ckpt`` beside a stale ``last.ckpt``, which ``--ckpt_path last`` would pick), and resuming in its own
+    ``last-v1.ckpt`` beside a stale ``last.ckpt``, which the benchmarks' resume would read), and resuming in its own
     folder says nothing about that folder not being empty."""
     common = [*TINY_WARMUP, "--task.limit", "12", "--trainer.max_epochs", "-1", "--trainer.limit_val_batches", "0",
               "--trainer.callbacks.init_args.every_n_train_steps", "1"]

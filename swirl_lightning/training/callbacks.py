@@ -323,8 +323,9 @@ class PeriodicCheckpoint(ModelCheckpoint):
 
     Its folder has one ``last.ckpt``, always the newest: Lightning's version counter is off by default. With it on,
     a run continued from a checkpoint copied in from another folder (a finished run trained for more steps) finds a
-    ``last.ckpt`` it did not write and saves ``last-v1.ckpt`` beside it; ``--ckpt_path last`` and the benchmarks'
-    resume would then start again from the copied step. The periodic names carry their step, so nothing collides.
+    ``last.ckpt`` it did not write and saves ``last-v1.ckpt`` beside it; whatever then reads ``last.ckpt`` by name
+    (the benchmarks' resume, ``swirl validate --ckpt_path .../last.ckpt``) gets the copied step. (``--ckpt_path last``
+    picks the newest ``last*.ckpt``.) The periodic names carry their step, so nothing collides.
     """
 
     _NAME = re.compile(r"^epoch=(\d+)-step=(\d+)(?:-v\d+)?\.ckpt$")
