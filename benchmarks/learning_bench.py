@@ -25,11 +25,10 @@ Every stage is a plain ``swirl`` command (recorded in the result), from the warm
 Reported per arm and validation: accuracy with a Wilson 95% interval, the step GOOD rate (every step judged again by
 this checkout's reference judge), mean steps, tool errors, answered share; at the last step, questions gained and
 lost and the exact McNemar p-value against the warm start and against ``+ sft``; the probe and training curves; wall
-time. The result also proves the held-out
-questions are unseen: none is among the warm start's training questions (``adapters/.../training_questions.txt``) or
-any arm's data. A stage whose output exists is not run again, an interrupted fit resumes from its last checkpoint and
-an interrupted validation from its journal (the questions it finished), so running the command again goes on where
-it stopped.
+time. The result also proves the held-out questions are unseen: none is among the warm start's training questions
+(``adapters/.../training_questions.txt``) or any arm's data. A stage whose output exists is not run again, an
+interrupted fit resumes from its last checkpoint and an interrupted validation from its journal (the questions it
+finished), so running the command again goes on where it stopped.
 """
 
 from __future__ import annotations
