@@ -16,8 +16,12 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from swirl_lightning.core.quiet import quiet_dependencies
+
+if TYPE_CHECKING:
+    from swirl_lightning.core.tools import Episode
 
 SubParsers = argparse._SubParsersAction  # what add_subparsers() returns; argparse has no public name
 
@@ -45,7 +49,7 @@ def positive_int(text: str) -> int:
 
 
 def add_tools_commands(subparsers: SubParsers) -> None:
-    """``swirl tools list [--json]`` and ``swirl tools call NAME INPUT``."""
+    """``swirl tools list [--json]`` and ``swirl tools call NAME INPUT [--episode JSON]``."""
     tools = subparsers.add_parser("tools", help="list the registered tools, or call one")
     commands = tools.add_subparsers(dest="tools_command", metavar="COMMAND", required=True)
 
@@ -60,6 +64,10 @@ def add_tools_commands(subparsers: SubParsers) -> None:
                       help="seconds before the call is stopped as a timeout (default: 10)")
     call.add_argument("--max-chars", type=positive_int, default=2000, metavar="N",
                       help="cap on the output length; longer output is cut with a marker (default: 2000)")
+    call.add_argument("--episode", default=None, metavar="JSON",
+                      help='the episode a tool that takes its episode gets: a JSON object {"example_id": ..., '
+                           '"source": ..., "metadata": {...}}, each key optional (example_id and source '
+                           'default to "cli"); without it such a tool gets None')
     call.set_defaults(handler=tools_call)
 
 
@@ -89,10 +97,15 @@ def tools_list(args: argparse.Namespace) -> int:
 
 
 def tools_call(args: argparse.Namespace) -> int:
-    """Run one tool as a rollout would; exit 1 on a tool error, 2 for an unknown tool name."""
+    """Run one tool as a rollout would; exit 1 on a tool error, 2 for an unknown tool name or a bad ``--episode``."""
     from swirl_lightning.core.tool_executor import ToolExecutor
     from swirl_lightning.core.tools import ToolRegistrationError, UnknownToolError, collect_tools, select_tools
 
+    try:
+        episode = parse_episode(args.episode) if args.episode is not None else None
+    except ValueError as error:
+        print(f"swirl tools call: --episode: {error}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         tools = select_tools(collect_tools(), [args.name])
     except UnknownToolError as error:
@@ -102,12 +115,40 @@ def tools_call(args: argparse.Namespace) -> int:
         print(f"swirl tools call: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_ERROR
     with ToolExecutor(tools, timeout_s=args.timeout, max_output_chars=args.max_chars) as executor:
-        result = executor.run(args.name, args.input)
+        result = executor.run(args.name, args.input, episode)
     if result.error is not None:
         print(f"swirl tools call: {args.name}: {result.error}", file=sys.stderr)
         return EXIT_ERROR
     print(result.output)
     return EXIT_OK
+
+
+EPISODE_KEYS = {"example_id": str, "source": str, "metadata": dict}
+"""The keys ``swirl tools call --episode`` accepts, with the JSON type each must have."""
+
+
+def parse_episode(text: str) -> Episode:
+    """The :class:`~swirl_lightning.core.tools.Episode` of a ``--episode`` JSON object; ``example_id`` and ``source``
+    default to ``"cli"``, ``metadata`` to ``{}``. Raises :class:`ValueError` with a one-line reason."""
+    from swirl_lightning.core.tools import Episode
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON: {error.msg} at position {error.pos}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f'expected a JSON object like {{"metadata": {{...}}}}, got {type(value).__name__}')
+    unknown = sorted(set(value) - set(EPISODE_KEYS))
+    if unknown:
+        label = "unknown key" if len(unknown) == 1 else "unknown keys"
+        raise ValueError(f"{label} {', '.join(map(repr, unknown))}; expected some of "
+                         f"{', '.join(EPISODE_KEYS)}")
+    for key, kind in EPISODE_KEYS.items():
+        if key in value and not isinstance(value[key], kind):
+            raise ValueError(f"{key!r} must be a JSON {'object' if kind is dict else 'string'}, "
+                             f"got {type(value[key]).__name__}")
+    return Episode(example_id=value.get("example_id", "cli"), source=value.get("source", "cli"),
+                   metadata=value.get("metadata", {}))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -124,11 +165,36 @@ def add_data_commands(subparsers: SubParsers) -> None:
     reference.add_argument("--task", default="gsm8k", help="a task with reference trajectories (default: gsm8k)")
     reference.add_argument("--split", default="train", help="split: for gsm8k train, validation or full (default: train)")
     reference.add_argument("--limit", type=positive_int, default=None, help="first N examples of the split")
+    reference.add_argument("--data-path", default=None,
+                           help="the task's data instead of its packaged or default data (task.data_path)")
     reference.add_argument("--out", required=True, help="output trajectory JSONL")
     reference.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     reference.add_argument("--no-few-shot", dest="few_shot", action="store_false",
                            help="leave the few-shot example out of the prompt")
     reference.set_defaults(handler=data_reference)
+
+    worlds = commands.add_parser(
+        "worlds", help="write generated worlds to a folder: questions.jsonl, corpus.jsonl, world.json (task worlds)")
+    worlds.add_argument("--split", default="validation", choices=("train", "validation", "test"),
+                        help="the split whose seed range the worlds come from (default: validation)")
+    worlds.add_argument("--worlds", type=positive_int, default=50, help="how many worlds (default: 50)")
+    worlds.add_argument("--first", type=int, default=0, help="index of the first world in the split's range (default: 0)")
+    worlds.add_argument("--output", required=True, help="the folder to write")
+    worlds.add_argument("--overwrite", action="store_true", help="replace the files of an existing world folder")
+    from swirl_lightning.core.tasks.worlds.generator import WorldSettings
+
+    defaults = WorldSettings()
+    for name, kind, help_text in (("people", positive_int, "people per world"),
+                                  ("organisations", positive_int, "organisations per world"),
+                                  ("places", positive_int, "places per world"),
+                                  ("questions", positive_int, "questions per world"),
+                                  ("distractors", int, "distractor sentences per article"),
+                                  ("similar-names", float, "chance that a person shares another's family name")):
+        worlds.add_argument(f"--{name}", type=kind, default=getattr(defaults, name.replace("-", "_")),
+                            help=f"{help_text} (default: %(default)s)")
+    worlds.add_argument("--hops", type=positive_int, nargs="+", default=list(defaults.hops),
+                        help="hop counts, drawn evenly (default: %(default)s)")
+    worlds.set_defaults(handler=data_worlds)
 
     show = commands.add_parser("show", help="print trajectories from a JSONL file, step by step")
     show.add_argument("path", help="trajectory JSONL")
@@ -156,7 +222,7 @@ def data_reference(args: argparse.Namespace) -> int:
     settings = RolloutSettings.for_task(TaskConfig(name=args.task, few_shot=args.few_shot), ToolsConfig())
     tags = {tool.name: tool.tag for tool in settings.tools.values()}
     trajectories = []
-    for example in load_task(args.task, args.split, args.limit):
+    for example in load_task(args.task, args.split, args.limit, path=args.data_path):
         trajectory = task.reference_trajectory(example, settings.prompt(example.question), tags)
         if trajectory is None:
             print(f"swirl data reference: task {args.task!r} has no reference trajectories", file=sys.stderr)
@@ -173,6 +239,24 @@ def data_reference(args: argparse.Namespace) -> int:
         check = verify_reference_steps(trajectories, calculate)
         print(f"calculator reproduces {check['reproduced']} of {check['steps']} annotated results "
               f"({100 * check['rate']:.2f}%)")
+    return EXIT_OK
+
+
+def data_worlds(args: argparse.Namespace) -> int:
+    """Write generated worlds of one split to a folder that ``--task.name worlds --task.data_path`` reads."""
+    from swirl_lightning.core.tasks.worlds import CORPUS_FILE, QUESTIONS_FILE, SETTINGS_FILE, write_worlds
+    from swirl_lightning.core.tasks.worlds.generator import WorldSettings
+
+    existing = [name for name in (QUESTIONS_FILE, CORPUS_FILE, SETTINGS_FILE) if os.path.lexists(os.path.join(args.output, name))]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{args.output} holds {', '.join(existing)}: pass --overwrite to replace them, or choose "
+                              "another --output")
+    settings = WorldSettings(people=args.people, organisations=args.organisations, places=args.places,
+                             questions=args.questions, hops=tuple(args.hops), distractors=args.distractors,
+                             similar_names=args.similar_names)
+    record = write_worlds(args.output, args.split, args.worlds, settings, first=args.first)
+    print(f"wrote {record['worlds']} {args.split} worlds (seeds {record['seeds'][0]}..{record['seeds'][1] - 1}): "
+          f"{record['questions']} questions, {record['articles']} articles in {args.output}")
     return EXIT_OK
 
 

@@ -8,6 +8,14 @@ Example: run a tool through a full rollout without any model::
     tools = {"calculator": make_tool(lambda q: str(eval(q)), name="calculator", tag="math_exp")}
     trajectory = rollout_once("What is 2+3?", ["<math_exp>2+3</math_exp>", "<answer>5</answer>"], tools)
     assert trajectory.steps[0].observation == "2+3 -> 5"
+
+A tool that takes its episode (``register(fn, takes_episode=True)``) can be called directly with
+:func:`episode`, or through a rollout whose example carries ``metadata``::
+
+    lookup = make_tool(lambda q, e: e.metadata["facts"][q], name="lookup", takes_episode=True)
+    assert lookup.fn("sky", episode({"facts": {"sky": "blue"}})) == "blue"
+    rollout_once("Sky?", ["<lookup>sky</lookup>", "<answer>blue</answer>"], {"lookup": lookup},
+                 metadata={"facts": {"sky": "blue"}})
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from swirl_lightning.core.tasks import Task
 from swirl_lightning.core.tool_executor import ToolExecutor
-from swirl_lightning.core.tools import Tool, describe
+from swirl_lightning.core.tools import Episode, Tool, describe
 from swirl_lightning.core.trajectory import Example, Judgement, State, Step, Trajectory
 from swirl_lightning.judging.base import StepJudgeBase
 
@@ -60,12 +68,18 @@ class ScriptedPolicy:
             on_finished(conversation)
 
 
-def make_tool(fn: Callable[[str], str], name: str | None = None, tag: str | None = None,
-              warm_up: Callable[[], object] | None = None) -> Tool:
+def make_tool(fn: Callable[..., str], name: str | None = None, tag: str | None = None,
+              warm_up: Callable[[], object] | None = None, takes_episode: bool = False) -> Tool:
     """A :class:`Tool` from a function, as if a plugin had registered it (distribution ``None``)."""
     name = name or fn.__name__
     return Tool(name=name, tag=tag or name, description=describe(fn), fn=fn, distribution=None, version="",
-                warm_up=warm_up)
+                warm_up=warm_up, takes_episode=takes_episode)
+
+
+def episode(metadata: Mapping[str, object] | None = None, example_id: str = "test-0", source: str = "test") -> Episode:
+    """An :class:`~swirl_lightning.core.tools.Episode` to call a tool that takes its episode with, outside a
+    rollout (``tool.fn(query, episode(...))`` or ``ToolExecutor.run(name, query, episode(...))``)."""
+    return Episode(example_id=example_id, source=source, metadata=dict(metadata or {}))
 
 
 def rollout_once(
@@ -76,13 +90,16 @@ def rollout_once(
     max_steps: int = 5,
     gold: str = "",
     timeout_s: float = 5.0,
+    metadata: Mapping[str, object] | None = None,
 ) -> Trajectory:
-    """Roll out one scripted conversation and return its trajectory."""
+    """Roll out one scripted conversation and return its trajectory; ``metadata`` is the example's (what a tool
+    that takes its episode sees in ``episode.metadata``)."""
     from swirl_lightning.rollout.conversation import RolloutConversation, RolloutSettings
 
     settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, timeout_s=timeout_s), max_steps=max_steps,
                                policy_name="scripted")
-    conversation = RolloutConversation(Example("q0", question, gold, "test"), 0, settings, seed=0)
+    conversation = RolloutConversation(Example("q0", question, gold, "test", dict(metadata or {})), 0, settings,
+                                       seed=0)
     ScriptedPolicy(script).run([conversation], lambda c: None)
     return conversation.trajectory
 
@@ -145,7 +162,8 @@ def registered(*, tasks: Sequence[Task] = (), judges: Mapping[str, Callable] = {
         @swirl_lightning.hookimpl
         def register_tools(self, register):
             for tool in tools:
-                register(tool.fn, name=tool.name, tag=tool.tag, warm_up=tool.warm_up)
+                register(tool.fn, name=tool.name, tag=tool.tag, warm_up=tool.warm_up,
+                         takes_episode=tool.takes_episode)
 
     manager, plugin = get_plugin_manager(), Plugin()
     manager.register(plugin, name=f"swirl-testing-{id(plugin)}")

@@ -165,7 +165,7 @@ def test_registry_lists_builtins_and_plugins() -> None:
     pm.register(Plugin(), name="my-judges")
     factories = available_judges(pm)
     assert set(factories) == {"process", "reference", "numeric", "qa_em", "qa_f1", "grader", "served", "served_grader",
-                              "constant"}
+                              "random", "format", "constant"}
     assert make_judge("constant", pm, value=0.25).judge_id == "constant:0.25"
     assert make_judge("numeric", pm).judge_id == "numeric"
     with pytest.raises(ValueError, match="expected one of .*constant"):
@@ -551,3 +551,22 @@ def test_score_outcomes_sets_outcome_and_judge() -> None:
     assert all(t.metadata["outcome_judge"] == "numeric" for t in trajectories)
     with pytest.raises(ValueError, match="gsm8k-train-0"):
         score_outcomes(trajectories, {}, NumericJudge())
+
+
+def test_the_control_judges_know_nothing_of_the_task():
+    """``random``: GOOD with probability p, the same verdict for the same action at the same state; ``format``: GOOD
+    for any well-formed action. Neither reads gold data."""
+    from swirl_lightning.judging.base import make_step_judge
+
+    tags = {"math_exp": "calculator"}
+    states = [State(f"q{i}", 0, [{"role": "user", "content": f"question {i}"}]) for i in range(400)]
+    steps = [Step(text=text, action=parse_action(text, tags)) for text in ("<math_exp>1+1</math_exp>", "<answer>3</answer>", "no action")]
+    random_judge = make_step_judge("random", {"p": 0.25, "seed": 1})
+    scores = [j.score for j in random_judge.judge_steps([(s, steps[0]) for s in states])]
+    assert 0.18 < sum(scores) / len(scores) < 0.32
+    assert scores == [j.score for j in random_judge.judge_steps([(s, steps[0]) for s in states])]
+    assert scores != [j.score for j in make_step_judge("random", {"p": 0.25, "seed": 2}).judge_steps([(s, steps[0]) for s in states])]
+    with pytest.raises(ValueError, match="probability"):
+        make_step_judge("random", {"p": 1.0})
+    verdicts = [j.verdict for j in make_step_judge("format").judge_steps([(states[0], step) for step in steps])]
+    assert verdicts == ["GOOD", "GOOD", "BAD"]

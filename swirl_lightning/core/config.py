@@ -97,11 +97,12 @@ class TaskConfig:
     """The questions: which task and which of its questions, and how a rollout on them is framed."""
 
     name: str = "gsm8k"
-    """Registered task: ``gsm8k``, ``hotpotqa``, ``jsonl`` (with ``data_path``), or one a plugin adds."""
+    """Registered task: ``gsm8k``, ``hotpotqa``, ``worlds``, ``jsonl`` (with ``data_path``), or one a plugin adds."""
     split: str = "train"
     """Split of the questions (for training: the split the trajectories answer)."""
     data_path: str | None = None
-    """A JSONL file of questions replacing the task's packaged one (required by ``jsonl``)."""
+    """A JSONL file of questions replacing the task's packaged one (required by ``jsonl``); for ``worlds``, a world
+    folder or a folder of one world folder per split."""
     limit: int | None = None
     """Use the first N questions of the split (after ``offset``); null for all."""
     offset: int = 0
@@ -150,8 +151,9 @@ class JudgeConfig:
     """The step judge (filtering, the ``swirl`` reward, the validation GOOD rate) and the outcome judge."""
 
     name: str = "reference"
-    """Registered step judge: ``reference`` (gold worked solutions, GSM8K), ``process`` (a local LM, gold-free) or
-    ``served`` (an LLM on an OpenAI-compatible server, gold-free)."""
+    """Registered step judge: ``reference`` (the task's gold data: worked solutions, gold paths), ``process`` (a local
+    LM, gold-free), ``served`` (an LLM on an OpenAI-compatible server, gold-free), or the controls ``random`` and
+    ``format`` (no knowledge of the task: learning experiments)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Options of the step judge, e.g. ``{model: smollm2-135m-instruct, threshold: 0.5}`` for ``process`` or
     ``{base_url: http://127.0.0.1:8000/v1, model: M, api_key_env: OPENAI_API_KEY}`` for ``served``."""

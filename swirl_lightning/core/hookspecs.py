@@ -25,7 +25,11 @@ def register_tools(register: Callable[..., None]) -> None:
     to ``fn.__name__``, the description to ``fn``'s docstring, and the tag to the name: the model
     calls the tool by writing ``<TAG>input</TAG>``. ``register(fn, warm_up=setup)`` also passes a
     no-argument ``setup`` that the executor calls once, without the call timeout, before the tool's first
-    call (load an index or a model there, not inside a timed call).
+    call (load an index or a model there, not inside a timed call). ``register(fn, takes_episode=True)`` makes the
+    executor call ``fn(query, episode)`` instead, with the :class:`swirl_lightning.core.tools.Episode` the call
+    belongs to (the example's ``example_id``, ``source`` and ``metadata``), or ``None`` for a call outside any
+    episode (``swirl tools call`` without ``--episode``); its ``warm_up`` then gets the first call's episode
+    (``setup(episode)``), so that it prepares what that call needs.
     """
 
 

@@ -2,7 +2,8 @@
 
 Each :class:`ToolExecutor` keeps one worker process, forked from the caller the first time a tool is called (so it
 holds the very tool objects the caller registered, and the calculator stays fast: a call is one round trip through a
-pipe). A tool's ``warm_up`` runs there once, before its first call, under its own (long) timeout. Whatever a tool
+pipe). A tool's ``warm_up`` runs there once, before its first call, under its own (long) timeout. A call's
+:class:`~swirl_lightning.core.tools.Episode` travels with it (pickled) to a tool that takes its episode. Whatever a tool
 does happens in that process: an exception, ``sys.exit``, ``os._exit`` or a crash, a hang or a busy loop (the worker
 is killed at the timeout), a change of the working folder, text that cannot be encoded, or a 10 MB answer (cut at
 ``max_output_chars``) all come back as an error observation the model sees, and the next call gets a fresh worker
@@ -25,7 +26,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from swirl_lightning.core.tools import Tool
+    from swirl_lightning.core.tools import Episode, Tool
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def die_with_parent(parent_pid: int | None = None) -> None:
 
 
 def _serve(connection: Connection, tools: Mapping[str, Tool], max_output_chars: int) -> None:
-    """The worker's loop: ``(kind, name, query)`` requests in, ``(error, output, total_chars)`` replies out."""
+    """The worker's loop: ``(kind, name, query, episode)`` requests in, ``(error, output, total_chars)`` replies
+    out."""
     die_with_parent(multiprocessing.parent_process().pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # A fork inherits the parent's handlers. Lightning's SIGTERM handler logs and carries on, so multiprocessing's
@@ -81,7 +83,7 @@ def _serve(connection: Connection, tools: Mapping[str, Tool], max_output_chars: 
     warm: set[str] = set()
     while True:
         try:
-            kind, name, query = connection.recv()
+            kind, name, query, episode = connection.recv()
         except (EOFError, OSError):
             return
         reply: tuple[str | None, str, int]
@@ -89,11 +91,11 @@ def _serve(connection: Connection, tools: Mapping[str, Tool], max_output_chars: 
             tool = tools[name]
             if kind == "warm":
                 if name not in warm and tool.warm_up is not None:
-                    tool.warm_up()
+                    tool.warm_up(episode) if tool.takes_episode else tool.warm_up()
                 warm.add(name)
                 reply = (None, "", 0)
             else:
-                value = tool.fn(query)
+                value = tool.fn(query, episode) if tool.takes_episode else tool.fn(query)
                 if not isinstance(value, str):
                     reply = (f"tool {name!r} returned {type(value).__name__}, expected str", "", 0)
                 else:
@@ -128,10 +130,11 @@ class _Worker:
         child.close()
         self.warm: set[str] = set()
 
-    def ask(self, kind: str, name: str, query: str, timeout_s: float | None) -> tuple[str | None, str, int] | str:
+    def ask(self, kind: str, name: str, query: str, timeout_s: float | None,
+            episode: Episode | None = None) -> tuple[str | None, str, int] | str:
         """The worker's reply, or a string saying why there is none (``timeout`` or ``exited``)."""
         try:
-            self.connection.send((kind, name, query))
+            self.connection.send((kind, name, query, episode))
             if not self.connection.poll(timeout_s):
                 return "timeout"
             return self.connection.recv()
@@ -169,10 +172,12 @@ class ToolExecutor:
         self.timeout_s, self.max_output_chars, self.warm_up_timeout_s = timeout_s, max_output_chars, warm_up_timeout_s
         self._worker: _Worker | None = None
 
-    def run(self, name: str, query: str) -> ToolResult:
+    def run(self, name: str, query: str, episode: Episode | None = None) -> ToolResult:
         """Call tool ``name`` on ``query``; raises :class:`~swirl_lightning.core.tools.UnknownToolError` for an
-        unregistered name. Every failure of the tool itself comes back as a :class:`ToolResult` with ``error`` set
-        and ``output`` ``Error: <message>``, so the rollout can show it to the model and go on."""
+        unregistered name. A tool registered with ``takes_episode=True`` gets ``episode`` as its second argument
+        (``None`` when none is given); any other tool ignores it. Every failure of the tool itself comes back as a
+        :class:`ToolResult` with ``error`` set and ``output`` ``Error: <message>``, so the rollout can show it to the
+        model and go on."""
         from swirl_lightning.core.tools import UnknownToolError
 
         if name not in self.tools:
@@ -180,14 +185,16 @@ class ToolExecutor:
         if self._worker is None:
             self._worker = _Worker(self.tools, self.max_output_chars)
         worker = self._worker
-        if name not in worker.warm:
-            reply = worker.ask("warm", name, "", self.warm_up_timeout_s)
+        # Only a tool that reads its episode pays for pickling it (a task's metadata may be large).
+        sent = episode if self.tools[name].takes_episode else None
+        if name not in worker.warm:  # a tool that takes its episode warms up for the first call's episode
+            reply = worker.ask("warm", name, "", self.warm_up_timeout_s, sent)
             problem = self._problem(reply, name, self.warm_up_timeout_s, "its warm-up")
             if problem is not None:
                 return self._error(f"tool {name!r} failed to start: {problem}", 0.0)
             worker.warm.add(name)
         started = time.perf_counter()
-        reply = worker.ask("call", name, query, self.timeout_s)
+        reply = worker.ask("call", name, query, self.timeout_s, sent)
         elapsed = time.perf_counter() - started
         problem = self._problem(reply, name, self.timeout_s, "the call")
         if problem is not None:

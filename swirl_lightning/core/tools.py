@@ -2,7 +2,8 @@
 
 :func:`collect_tools` asks every plugin's ``register_tools`` hook for its tools, one plugin at a time,
 so that each tool is attributed to its distribution and a clash names both sides. Calls run through
-:class:`~swirl_lightning.core.tool_executor.ToolExecutor` (a worker process that can be stopped).
+:class:`~swirl_lightning.core.tool_executor.ToolExecutor` (a worker process that can be stopped). A tool registered
+with ``takes_episode=True`` also gets the :class:`Episode` (example id, task, metadata) its call belongs to.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pluggy
 
 from swirl_lightning.core.plugins import PluginLoadWarning, PluginOrigin, get_plugin_manager, plugin_origin
-from swirl_lightning.core.trajectory import ANSWER_TAG, THINKING_TAGS
+from swirl_lightning.core.trajectory import ANSWER_TAG, THINKING_TAGS, Example
 
 TAG_PATTERN = re.compile(r"[A-Za-z_][\w-]*")
 """What a tool name or tag must match in full: the model writes ``<TAG>..</TAG>``."""
@@ -47,19 +48,43 @@ class UnknownToolError(LookupError):
 
 
 @dataclass(frozen=True)
+class Episode:
+    """The rollout a tool call belongs to, as a tool that takes its episode sees it."""
+
+    example_id: str
+    """The example's id (``Example.id``)."""
+    source: str
+    """The task the question comes from (``Example.source``)."""
+    metadata: Mapping[str, Any]
+    """The example's metadata, e.g. ``{"corpus": "/abs/path/corpus.jsonl"}``. A shallow ``dict`` copy, not a
+    read-only view: the episode is pickled to the tool's worker process, and ``types.MappingProxyType`` does not
+    pickle. Changing it changes neither the example nor another call's episode."""
+
+    @classmethod
+    def of(cls, example: Example) -> Episode:
+        """The episode of a rollout on ``example``."""
+        return cls(example_id=example.id, source=example.source, metadata=dict(example.metadata))
+
+
+@dataclass(frozen=True)
 class Tool:
     """One registered tool: the model calls it by writing ``<tag>input</tag>``."""
 
     name: str
     tag: str
     description: str
-    fn: Callable[[str], str]
+    fn: Callable[..., str]
+    """``fn(query)``, or ``fn(query, episode)`` when :attr:`takes_episode`; returns the text the model sees."""
     distribution: str | None
     """The distribution that registered the tool; ``None`` for a plugin registered by hand."""
     version: str
     """The distribution's version; ``""`` for a plugin registered by hand."""
-    warm_up: Callable[[], Any] | None = None
-    """Called once, without the call timeout, before the first call (e.g. to load an index)."""
+    warm_up: Callable[..., Any] | None = None
+    """Called once, without the call timeout, before the first call (e.g. to load an index); with the first call's
+    episode when :attr:`takes_episode`."""
+    takes_episode: bool = False
+    """Whether the executor calls ``fn(query, episode)`` with the call's :class:`Episode`, instead of ``fn(query)``.
+    The episode is ``None`` when a call has none (e.g. ``swirl tools call`` without ``--episode``)."""
 
     @property
     def source(self) -> str:
@@ -116,19 +141,22 @@ def collect_tools(pm: pluggy.PluginManager | None = None) -> dict[str, Tool]:
 def _registrar(registered: list[Tool], source: str, origin: PluginOrigin) -> Callable[..., None]:
     """The ``register`` callback handed to one plugin: it validates and collects that plugin's tools."""
 
-    def register(fn: Callable[[str], str], name: str | None = None, tag: str | None = None,
-                 warm_up: Callable[[], Any] | None = None) -> None:
-        registered.append(_make_tool(fn, name, tag, source, origin, warm_up))
+    def register(fn: Callable[..., str], name: str | None = None, tag: str | None = None,
+                 warm_up: Callable[..., Any] | None = None, takes_episode: bool = False) -> None:
+        registered.append(_make_tool(fn, name, tag, source, origin, warm_up, takes_episode))
 
     return register
 
 
 def _make_tool(fn: Any, name: str | None, tag: str | None, source: str, origin: PluginOrigin,
-               warm_up: Any = None) -> Tool:
+               warm_up: Any = None, takes_episode: Any = False) -> Tool:
     if not callable(fn):
         raise ToolRegistrationError(f"{source}: register() expects a callable, got {type(fn).__name__}")
     if warm_up is not None and not callable(warm_up):
         raise ToolRegistrationError(f"{source}: register(warm_up=...) expects a callable, got {type(warm_up).__name__}")
+    if not isinstance(takes_episode, bool):  # a truthy string or 1 would be a silent guess at the call signature
+        raise ToolRegistrationError(
+            f"{source}: register(takes_episode=...) expects a bool, got {type(takes_episode).__name__}")
     name = getattr(fn, "__name__", None) if name is None else name
     if not isinstance(name, str) or not TAG_PATTERN.fullmatch(name):
         raise ToolRegistrationError(
@@ -147,7 +175,8 @@ def _make_tool(fn: Any, name: str | None, tag: str | None, source: str, origin: 
             f"(reserved: {', '.join(sorted(RESERVED_TAGS))})"
         )
     return Tool(name=name, tag=tag, description=describe(fn), fn=fn,
-                distribution=origin.distribution, version=origin.version, warm_up=warm_up)
+                distribution=origin.distribution, version=origin.version, warm_up=warm_up,
+                takes_episode=takes_episode)
 
 
 def _conflict_message(what: str, key: str, first: tuple[Tool, str], second: tuple[Tool, str]) -> str:

@@ -105,6 +105,7 @@ def verdict_for(score: float, threshold: float) -> str:
 @hookimpl
 def register_judges(register: Callable[..., None]) -> None:
     """Register the built-in judges."""
+    from swirl_lightning.judging.controls import FormatJudge, RandomJudge
     from swirl_lightning.judging.local_lm import LLMGrader, ProcessJudge
     from swirl_lightning.judging.outcome import ExactMatchJudge, NumericJudge, TokenF1Judge
     from swirl_lightning.judging.reference import ReferenceJudge
@@ -118,6 +119,8 @@ def register_judges(register: Callable[..., None]) -> None:
     register(LLMGrader, name="grader")
     register(ServedJudge, name="served")
     register(ServedGrader, name="served_grader")
+    register(RandomJudge, name="random")
+    register(FormatJudge, name="format")
 
 
 def available_judges(pm: Any = None) -> dict[str, Callable[..., Any]]:

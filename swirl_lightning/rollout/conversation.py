@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from swirl_lightning.core import prompts
 from swirl_lightning.core.config import TaskConfig, ToolsConfig
 from swirl_lightning.core.tool_executor import ToolExecutor
-from swirl_lightning.core.tools import Tool, tool_tags
+from swirl_lightning.core.tools import Episode, Tool, tool_tags
 from swirl_lightning.core.trajectory import Example, Step, Trajectory, parse_action
 
 
@@ -135,7 +135,7 @@ class RolloutConversation:
         if action.kind == "answer":
             return self._finish("answer", action.answer)
         if action.kind == "tool":
-            result = self.settings.executor.run(action.tool, action.query)
+            result = self.settings.executor.run(action.tool, action.query, Episode.of(self.example))
             step.tool_error = result.error is not None
             step.observation = prompts.observation(action.query, result.output)
         else:

@@ -30,6 +30,8 @@ class Document:
     id: str
     title: str
     text: str
+    world: str | None = None
+    """The world the document belongs to, in a corpus of several generated worlds (an episode searches its own)."""
 
     def render(self) -> str:
         """The paragraph as the tool shows it (and as it is embedded): ``title: text``."""
@@ -41,7 +43,7 @@ class CorpusFormatError(ValueError):
 
 
 def read_corpus(path: Path) -> list[Document]:
-    """Read a corpus JSONL of ``{"id", "title", "text"}`` objects; blank lines are skipped.
+    """Read a corpus JSONL of ``{"id", "title", "text", "world"?}`` objects; blank lines are skipped.
 
     Raises :class:`CorpusFormatError` naming ``file:line`` for malformed JSON, missing or non-string
     fields, and duplicate ids; ``FileNotFoundError`` when the file is missing.
@@ -59,6 +61,11 @@ def read_corpus(path: Path) -> list[Document]:
                     f'{{"id", "title", "text"}}, got {type(value).__name__}'
                 )
             fields[key] = value
+        world = record.get("world")
+        if world is not None and not isinstance(world, str):
+            raise CorpusFormatError(f"{path}:{lineno}: expected the optional field 'world' to be a string, "
+                                    f"got {type(world).__name__}")
+        fields["world"] = world
         if fields["id"] in first_line_of_id:
             raise CorpusFormatError(
                 f"{path}:{lineno}: duplicate document id {fields['id']!r} "
@@ -74,6 +81,8 @@ def write_corpus(documents: list[Document], out: Path) -> None:
     with atomic_output(Path(out)) as tmp, tmp.open("w", encoding="utf-8") as stream:
         for doc in documents:
             record = {"id": doc.id, "title": doc.title, "text": doc.text}
+            if doc.world is not None:
+                record["world"] = doc.world
             stream.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

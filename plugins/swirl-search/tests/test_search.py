@@ -317,7 +317,7 @@ def test_default_corpus_pools_the_packaged_hotpotqa_data(tmp_path: Path) -> None
 
 # --- the plugin hook -------------------------------------------------------------------------------
 
-def test_hookimpl_registers_search_with_its_tag_and_index_warm_up() -> None:
+def test_hookimpl_registers_search_with_its_tag_warm_up_and_episode() -> None:
     from swirl_lightning.core import hookspecs
 
     manager = pluggy.PluginManager("swirl_lightning")
@@ -325,8 +325,8 @@ def test_hookimpl_registers_search_with_its_tag_and_index_warm_up() -> None:
     manager.register(plugin)
     registered: list[tuple] = []
     manager.hook.register_tools(register=lambda fn, **options: registered.append((fn, options)))
-    # The index loads (or is built) in warm_up, outside the executor's per-call timeout.
-    assert registered == [(plugin.search, {"tag": "search_query", "warm_up": plugin.default_index})]
+    # The index loads (or is built) in warm_up, outside the executor's per-call timeout; the tool sees its episode.
+    assert registered == [(plugin.search, {"tag": "search_query", "warm_up": plugin.warm_up, "takes_episode": True})]
     assert plugin.search.__name__ == "search"
     description = plugin.search.__doc__.strip()
     assert description and "\n" not in description

@@ -4,8 +4,8 @@ A :class:`Task` bundles everything one data set needs: loading its splits, its d
 outcome judge that scores a final answer, its hand-written example turns for the prompt, and (optionally) gold
 reference data for judges: the values a good step may compute, and whole reference trajectories for a warm
 start. Adding a task is one file: subclass :class:`Task` and register an instance through the
-``register_tasks`` hook, as the built-in ``gsm8k``, ``hotpotqa`` and ``jsonl`` do (:mod:`.gsm8k`,
-:mod:`.hotpotqa`, :mod:`.jsonl`).
+``register_tasks`` hook, as the built-in ``gsm8k``, ``hotpotqa``, ``jsonl`` and ``worlds`` do (:mod:`.gsm8k`,
+:mod:`.hotpotqa`, :mod:`.jsonl`, :mod:`.worlds`).
 
 Data ships inside the package (``swirl_lightning/data/<task>/``, each with its licence). Loaders report a bad
 line as a :class:`~swirl_lightning.core.trajectory.FormatError` naming ``file:line`` and what was expected.
@@ -60,6 +60,20 @@ class Task:
         task has no such gold data. The ``reference`` judge needs them."""
         return None
 
+    def reference_progress(self, example: Example, result: str) -> frozenset[Any]:
+        """The pieces of gold data a tool result reaches (the ``reference`` judge calls a tool step GOOD when it
+        reaches one that no earlier result of its state reached). By default the one gold value the result's number
+        equals (:meth:`reference_values`); a task whose gold data are not numbers overrides it. Raises
+        ``ValueError`` when the task has no gold data."""
+        from swirl_lightning.core.answers import matches_reference, parse_number
+
+        values = self.reference_values(example)
+        if values is None:
+            raise ValueError(f"example {example.id}: task {self.name!r} has no reference values for the reference "
+                             "judge (it has no worked solutions); use another step judge")
+        value = parse_number(result)
+        return frozenset({value}) if value is not None and any(matches_reference(value, v) for v in values) else frozenset()
+
     def reference_trajectory(self, example: Example, prompt: list[dict[str, str]],
                              tool_tags: Mapping[str, str]) -> Trajectory | None:
         """A gold trajectory for ``example`` (for an ``sft`` warm start), or ``None`` when the task has none.
@@ -90,8 +104,9 @@ def register_tasks(register: Callable[..., None]) -> None:
     from swirl_lightning.core.tasks.gsm8k import Gsm8kTask
     from swirl_lightning.core.tasks.hotpotqa import HotpotQATask
     from swirl_lightning.core.tasks.jsonl import JsonlTask
+    from swirl_lightning.core.tasks.worlds import WorldsTask
 
-    for task in (Gsm8kTask(), HotpotQATask(), JsonlTask()):
+    for task in (Gsm8kTask(), HotpotQATask(), JsonlTask(), WorldsTask()):
         register(task)
 
 
