@@ -216,7 +216,7 @@ def test_task_registry(gsm8k, tmp_path):
     assert [e.id for e in load_task("jsonl", path=path)] == ["u-0"]
     with pytest.raises(ValueError, match="expected task.data_path="):
         load_task("jsonl")
-    with pytest.raises(ValueError, match="task: expected one of gsm8k, hotpotqa, jsonl, got 'math'"):
+    with pytest.raises(ValueError, match="task: expected one of gsm8k, hotpotqa, jsonl, worlds, got 'math'"):
         load_task("math")
     with pytest.raises(ValueError, match="split for task 'gsm8k'"):
         load_task("gsm8k", "dev")
