@@ -1,14 +1,19 @@
 """Learning: does step-wise RL improve a small model? The warm start alone vs + ``sft`` on process+outcome-filtered
 samples (the paper's baseline) vs + ``swirl`` on process-filtered states (the paper's method) vs + ``swirl`` on a
-larger pool (the good prefixes of every trajectory), at an equal training budget, on the held-out GSM8K questions.
+larger pool (the good prefixes of every trajectory), at an equal training budget, on held-out questions; with
+``--arms ... random format``, two controls: ``swirl`` on the pool with a random reward and with a format-only reward
+(if a control gains as much, the gain does not come from the judge).
 
-    python benchmarks/learning_bench.py                 # the CPU budget (benchmarks/README.md)
+    python benchmarks/learning_bench.py                 # GSM8K + calculator, the CPU budget (benchmarks/README.md)
+    python benchmarks/learning_bench.py --task worlds   # generated worlds + search, all five arms
     python benchmarks/learning_bench.py --smoke         # tiny random model, a few steps (run by the test suite)
 
-Every stage is a plain ``swirl`` command (recorded in the result), from the warm-start policy (SmolLM2-135M-Instruct
-+ ``adapters/gsm8k_warmup``), zero-shot prompt, live calculator:
+``--task`` picks the configs, the warm start and the defaults (:data:`TASKS`): ``gsm8k`` (SmolLM2-135M-Instruct +
+``adapters/gsm8k_warmup``, live calculator, 500 held-out GSM8K questions) or ``worlds`` (+ ``adapters/worlds_warmup``,
+live search in each question's own world, 1000 held-out questions of validation worlds, reported by hop count).
+Every stage is a plain ``swirl`` command (recorded in the result), from the warm-start policy, zero-shot prompt:
 
-1. ``swirl generate``: ``--samples`` trajectories for each of ``--questions`` GSM8K train questions the warm start was
+1. ``swirl generate``: ``--samples`` trajectories for each of ``--questions`` train questions the warm start was
    not trained on (``--offset``), temperature 1.
 2. ``swirl filter`` with the reference-guided step judge, three ways: ``process+outcome`` (every step GOOD and the
    answer right: the sft data), ``process`` (every step GOOD: the paper's RL states) and ``step`` (every trajectory
@@ -22,11 +27,13 @@ Every stage is a plain ``swirl`` command (recorded in the result), from the warm
    (``--steps`` not a multiple of ``--val-every``, or the process killed in that validation), ``swirl validate
    --ckpt_path .../last.ckpt`` does (stage ``validate_<arm>``, part of ``fit_<arm>``).
 
-Reported per arm and validation: accuracy with a Wilson 95% interval, the step GOOD rate (every step judged again by
-this checkout's reference judge), mean steps, tool errors, answered share; at the last step, questions gained and
-lost and the exact McNemar p-value against the warm start and against ``+ sft``; the probe and training curves; wall
-time. The result also proves the held-out questions are unseen: none is among the warm start's training questions
-(``adapters/.../training_questions.txt``) or any arm's data. A stage whose output exists is not run again, an
+Reported per arm and validation: accuracy with a Wilson 95% interval (and by hop count where the task has hops), the
+step GOOD rate (every step judged again by this checkout's reference judge), mean steps, tool errors, repeated
+queries, answered share; at the last step, questions gained and lost and the exact McNemar p-value against the warm
+start and against ``+ sft``; the probe and training curves; wall time. A control arm's probe measures its own
+(uninformative) reward. The result also proves the held-out questions are unseen: none is among the warm start's
+training questions (``adapters/.../training_questions.txt``) or any arm's data, and for worlds no held-out world seed
+is a training world's. A stage whose output exists is not run again, an
 interrupted fit resumes from its last checkpoint and an interrupted validation from its journal (the questions it
 finished), so running the command again goes on where it stopped.
 """
@@ -47,15 +54,29 @@ sys.path.insert(0, str(HERE))
 from common import Stages, command_line, log_dirs, machine_info, read_probe, scalar_curves, subplots, write_result  # noqa: E402
 from significance import exact_sign_test_p, wilson_interval  # noqa: E402
 
-# arm -> (objective, the filter its data comes from)
-ARMS = {"sft": ("sft", "process+outcome"), "swirl": ("swirl", "process"), "swirl_step": ("swirl", "step"),
-        "swirl_none": ("swirl", "none")}
-# The comparison the issue asks for; the paper's no-filter variant (every state of every trajectory) on request.
-DEFAULT_ARMS = ["sft", "swirl", "swirl_step"]
+# arm -> (objective, the filter its data comes from, the step judge that rewards it)
+ARMS = {"sft": ("sft", "process+outcome", "reference"), "swirl": ("swirl", "process", "reference"),
+        "swirl_step": ("swirl", "step", "reference"), "swirl_none": ("swirl", "none", "reference"),
+        "random": ("swirl", "step", "random"), "format": ("swirl", "step", "format")}
 LABELS = {"warm": "warm start", "sft": "+ sft (process+outcome)", "swirl": "+ swirl (process)",
-          "swirl_step": "+ swirl (step pool)", "swirl_none": "+ swirl (no filter)"}
-# The training config every arm starts from; the objective and the data are what differs.
-TRAIN_CONFIG = "conf/gsm8k_calculator.yaml"
+          "swirl_step": "+ swirl (step pool)", "swirl_none": "+ swirl (no filter)",
+          "random": "+ swirl, random reward (control)", "format": "+ swirl, format-only reward (control)"}
+
+# Per task: the configs every stage starts from (the objective, data and judge are what differs between arms), the
+# warm start, and the defaults of the options left unset. The paper's no-filter variant runs only when named.
+TASKS = {
+    "gsm8k": {"generate": "conf/generate/gsm8k_warm.yaml", "filter": "conf/filter/gsm8k_reference.yaml",
+              "train": "conf/gsm8k_calculator.yaml", "adapter": "adapters/gsm8k_warmup", "arms": ["sft", "swirl", "swirl_step"],
+              "questions": 512, "offset": 1000, "max_steps": 10, "max_new_tokens": 96, "val_questions": 500,
+              "steps": 60, "val_every": 30, "title": "GSM8K + calculator", "run": "runs/learning",
+              "out": str(HERE / "results" / "learning.json")},
+    "worlds": {"generate": "conf/generate/worlds_warm.yaml", "filter": "conf/filter/worlds_reference.yaml",
+               "train": "conf/worlds_search.yaml", "adapter": "adapters/worlds_warmup",
+               "arms": ["sft", "swirl", "swirl_step", "random", "format"],
+               "questions": 256, "offset": 640, "max_steps": 5, "max_new_tokens": 64, "val_questions": 1000,
+               "steps": 60, "val_every": 30, "title": "generated worlds + search", "run": "runs/learning_worlds",
+               "out": str(HERE / "results" / "learning_worlds.json")},
+}
 
 
 def paired(outcomes: dict[str, bool], baseline: dict[str, bool]) -> dict:
@@ -90,20 +111,22 @@ class Benchmark:
         self.args, self.run_dir = args, Path(args.run)
         self.stages = Stages(self.run_dir, report_only=args.report_only)
         self.policy = ["--policy.name", args.model, "--policy.adapter", args.adapter or "null"]
+        self.data_path = ["--task.data_path", args.data_path] if args.data_path else []
 
     def kept(self, mode: str) -> Path:
         return self.run_dir / f"kept_{filter_name(mode)}.jsonl"
 
     def fit_args(self, arm: str) -> list[str]:
         a = self.args
-        common = ["--config", TRAIN_CONFIG, "--trainer.default_root_dir", str(self.run_dir / arm), *self.policy,
+        common = ["--config", TASKS[a.task]["train"], "--trainer.default_root_dir", str(self.run_dir / arm), *self.policy,
+                  *self.data_path,
                   "--data.validation.questions", str(a.val_questions), "--trainer.max_steps", str(a.steps),
                   "--trainer.val_check_interval", str(a.val_every), "--model.optimizer.lr", str(a.lr),
                   "--data.train.batch_size", str(a.examples_per_step), "--model.swirl.group_size", str(a.group_size),
                   "--trainer.enable_progress_bar", "false", *a.fit_args.split()]
         if arm == "warm":
             return common + ["--data.train.path", str(self.kept("step"))]
-        objective, mode = ARMS[arm]
+        objective, mode, judge = ARMS[arm]
         # Gradient checkpointing in every arm: without it a swirl fit (8 states x G actions, fp32) peaked at 13.7 GB
         # and an sft fit on whole trajectories would not fit at all; with it, a fit and a 500-question validation
         # (~8 GB: the engine's KV cache) share a 24 GB machine, two lanes at a time.
@@ -114,7 +137,8 @@ class Benchmark:
                  "--trainer.callbacks.init_args.every_n_steps", str(a.probe_every)]
         # A step-filtered file holds each trajectory up to its first BAD step, marked: swirl takes its states,
         # sft its GOOD steps (swirl_lightning.judging.filter), with no filter in the data module.
-        return common + ["--model.objective", objective, "--data.train.path", str(self.kept(mode)), *extra, *probe]
+        return common + ["--model.objective", objective, "--data.train.path", str(self.kept(mode)), "--judge.name", judge,
+                         *extra, *probe]
 
     def wanted(self, stage: str) -> bool:
         return not self.args.only or stage in self.args.only
@@ -124,7 +148,7 @@ class Benchmark:
         trajectories = run / "trajectories.jsonl"
         if self.wanted("generate"):
             self.stages.run("generate", [
-                "generate", "--config", "conf/generate/gsm8k_warm.yaml", *self.policy,
+                "generate", "--config", TASKS[a.task]["generate"], *self.policy, *self.data_path,
                 "--task.offset", str(a.offset), "--task.limit", str(a.questions), "--task.max_steps", str(a.max_steps),
                 "--sampling.max_new_tokens", str(a.max_new_tokens), "--sampling.batch_size", str(a.batch_size),
                 "--samples", str(a.samples), "--processes", str(a.generate_processes), "--progress", "false",
@@ -133,7 +157,7 @@ class Benchmark:
         for mode in dict.fromkeys(ARMS[arm][1] for arm in a.arms):
             name = filter_stage(mode)
             if self.wanted(name):
-                self.stages.run(name, ["filter", "--config", "conf/filter/gsm8k_reference.yaml",
+                self.stages.run(name, ["filter", "--config", TASKS[a.task]["filter"], *self.data_path,
                                        "--mode", "none" if a.smoke else mode, "--progress", "false",
                                        "--input", str(trajectories), "--output", str(self.kept(mode))],
                                 done=self.kept(mode))
@@ -163,9 +187,9 @@ def validation_points(arm_dir: Path) -> dict[int, Path]:
     return points
 
 
-def score_rollouts(path: Path) -> tuple[dict, dict[str, bool]]:
-    """Accuracy with its Wilson interval and the other figures of one validation's rollouts, and each question's
-    outcome (for the paired comparisons).
+def score_rollouts(path: Path, examples: dict) -> tuple[dict, dict[str, bool]]:
+    """Accuracy with its Wilson interval (and by hop count when the questions have one) and the other figures of one
+    validation's rollouts, and each question's outcome (for the paired comparisons).
 
     Every step is judged again by this checkout's reference judge (rule-based: seconds), so that the step GOOD rates
     of one result all come from one judge version (``step_good_judge``), also where an arm was validated by an
@@ -176,23 +200,45 @@ def score_rollouts(path: Path) -> tuple[dict, dict[str, bool]]:
     from swirl_lightning.rollout.evaluation import summarize
 
     trajectories = read_trajectories(path)
-    judge_trajectories(trajectories, ReferenceJudge(), held_out_examples(), progress=False)
+    judge_trajectories(trajectories, ReferenceJudge(), examples, progress=False)
     summary = summarize(trajectories, ReferenceJudge.judge_id)
+    figures = {"questions": len(trajectories), **accuracy_figures(trajectories),
+               "step_good_rate": summary["step_good_rate"], "steps_mean": summary["steps_mean"],
+               "tool_error_rate": summary["tool_error_rate"], "repeated_query_rate": repeated_query_rate(trajectories),
+               "invalid_action_rate": summary["invalid_action_rate"], "answered_rate": summary["answered_rate"]}
+    hops = {t.example_id: examples[t.example_id].metadata.get("hops") for t in trajectories}
+    if all(isinstance(h, int) for h in hops.values()):
+        figures["by_hops"] = {str(h): accuracy_figures([t for t in trajectories if hops[t.example_id] == h])
+                              for h in sorted(set(hops.values()))}
+    return figures, {t.example_id: bool(t.outcome) for t in trajectories}
+
+
+def accuracy_figures(trajectories: list) -> dict:
+    """Questions, right answers, accuracy and its Wilson 95% interval."""
     correct = sum(1 for t in trajectories if t.outcome)
     low, high = wilson_interval(correct, len(trajectories))
     return {"questions": len(trajectories), "correct": correct, "accuracy": correct / max(len(trajectories), 1),
-            "accuracy_ci95": [low, high], "step_good_rate": summary["step_good_rate"],
-            "steps_mean": summary["steps_mean"], "tool_error_rate": summary["tool_error_rate"],
-            "invalid_action_rate": summary["invalid_action_rate"], "answered_rate": summary["answered_rate"]}, \
-        {t.example_id: bool(t.outcome) for t in trajectories}
+            "accuracy_ci95": [low, high]}
 
 
-@functools.cache
-def held_out_examples() -> dict:
-    """The GSM8K validation split by example id: the gold solutions the reference judge reads."""
+def repeated_query_rate(trajectories: list) -> float:
+    """The share of tool calls that repeat a call (same tool, same query) made earlier in their trajectory."""
+    calls = repeated = 0
+    for trajectory in trajectories:
+        seen = set()
+        for step in trajectory.steps:
+            if step.action.kind == "tool":
+                key = (step.action.tool, " ".join((step.action.query or "").split()).lower())
+                calls, repeated = calls + 1, repeated + (key in seen)
+                seen.add(key)
+    return repeated / max(calls, 1)
+
+
+def held_out_examples(task: str, data_path: str | None) -> dict:
+    """The held-out split by example id, with the gold data the reference judge reads."""
     from swirl_lightning.core.tasks import load_task
 
-    return {example.id: example for example in load_task("gsm8k", "validation")}
+    return {example.id: example for example in load_task(task, "validation", path=data_path)}
 
 
 def data_figures(bench: Benchmark) -> dict:
@@ -220,16 +266,24 @@ def data_figures(bench: Benchmark) -> dict:
 
 
 def held_out_check(bench: Benchmark, held_out: set[str]) -> dict:
-    """No held-out question in the warm start's training questions or in any arm's data (must all be 0)."""
+    """No held-out question in the warm start's training questions or in any arm's data (must all be 0); for generated
+    worlds, no held-out world among the training data's worlds and no training question from a held-out seed."""
     from swirl_lightning.core.trajectory import read_trajectories
 
     check = {"held_out_questions": len(held_out)}
+    training: set[str] = {t.example_id for t in read_trajectories(bench.run_dir / "trajectories.jsonl")}
     adapter = Path(bench.args.adapter) / "training_questions.txt" if bench.args.adapter else None
     if adapter is not None:
         warm = set(adapter.read_text().split()) if adapter.exists() else None
         check["warm_start_training_questions"] = None if warm is None else len(warm)
         check["overlap_warm_start"] = None if warm is None else len(held_out & warm)
+        training |= warm or set()
     check["overlap_generated"] = len(held_out & {t.example_id for t in read_trajectories(bench.run_dir / "trajectories.jsonl")})
+    if bench.args.task == "worlds":
+        from swirl_lightning.core.tasks.worlds import held_out_seeds_in, world_seed_of
+
+        check["overlap_worlds"] = len({world_seed_of(i) for i in held_out} & {world_seed_of(i) for i in training})
+        check["training_questions_from_held_out_seeds"] = len(held_out_seeds_in(sorted(training)))
     return check
 
 
@@ -240,20 +294,21 @@ def collect(bench: Benchmark) -> dict:
     warm_points = validation_points(run / "warm")
     if not warm_points:
         raise SystemExit(f"no validation rollouts under {run / 'warm'}")
-    warm, warm_outcomes = score_rollouts(warm_points[min(warm_points)])
+    examples = held_out_examples(bench.args.task, bench.args.data_path)
+    warm, warm_outcomes = score_rollouts(warm_points[min(warm_points)], examples)
     arms: dict[str, dict] = {"warm": {"label": LABELS["warm"], "validations": [{"step": 0, **warm}]}}
     last_outcomes: dict[str, dict[str, bool]] = {}
     for arm in bench.args.arms:
         validations, outcomes = [{"step": 0, **warm}], warm_outcomes
         for step, path in sorted(validation_points(run / arm).items()):
             if step:
-                figures, outcomes = score_rollouts(path)
+                figures, outcomes = score_rollouts(path, examples)
                 validations.append({"step": step, **figures})
         last_outcomes[arm] = outcomes
         last_step = validations[-1]["step"]
         probe, probe_rise = read_probe(run / arm) or ([], None)
         # A run cut short says so instead of passing for a finished one.
-        arms[arm] = {"label": LABELS[arm], "objective": ARMS[arm][0], "data_filter": ARMS[arm][1],
+        arms[arm] = {"label": LABELS[arm], "objective": ARMS[arm][0], "data_filter": ARMS[arm][1], "reward": ARMS[arm][2],
                      "validations": validations, "complete": last_step == bench.args.steps,
                      "final_vs_warm": {"at_step": last_step, **paired(outcomes, warm_outcomes)},
                      "probe": probe, "probe_first_vs_last": probe_rise,
@@ -267,7 +322,8 @@ def collect(bench: Benchmark) -> dict:
     return {"arms": arms, "held_out": held_out_check(bench, set(warm_outcomes))}
 
 
-COLORS = {"warm": "gray", "sft": "tab:blue", "swirl": "tab:red", "swirl_step": "tab:purple", "swirl_none": "tab:green"}
+COLORS = {"warm": "gray", "sft": "tab:blue", "swirl": "tab:red", "swirl_step": "tab:purple", "swirl_none": "tab:green",
+          "random": "tab:olive", "format": "tab:brown"}
 
 
 def plot(result: dict):  # the figure write_result saves
@@ -291,36 +347,40 @@ def plot(result: dict):  # the figure write_result saves
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("optimizer step")
         axis.legend(fontsize=7)
-    fig.suptitle(f"GSM8K + calculator, {result['model']} from the warm start; {steps_budget} steps per arm", fontsize=11)
+    fig.suptitle(f"{TASKS[result['task']]['title']}, {result['model']} from the warm start; {steps_budget} steps per arm",
+                 fontsize=11)
     return fig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=list(TASKS), default="gsm8k", help="the task, its configs and defaults")
+    parser.add_argument("--data-path", default=None, help="the task's data (task.data_path); its default when unset")
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--adapter", default="adapters/gsm8k_warmup", help="warm-start LoRA; empty: the bare model")
-    parser.add_argument("--questions", type=int, default=512, help="training questions for the synthetic data")
+    parser.add_argument("--adapter", default=None, help="warm-start LoRA (the task's by default); empty: the bare model")
+    parser.add_argument("--questions", type=int, default=None, help="training questions for the synthetic data")
     parser.add_argument("--samples", type=int, default=4, help="trajectories per training question")
-    parser.add_argument("--offset", type=int, default=1000, help="skip the questions the warm start was trained on")
-    parser.add_argument("--max-steps", type=int, default=10, help="steps per trajectory (GSM8K: 10)")
-    parser.add_argument("--max-new-tokens", type=int, default=96, help="tokens per generated turn")
+    parser.add_argument("--offset", type=int, default=None, help="skip the questions the warm start was trained on")
+    parser.add_argument("--max-steps", type=int, default=None, help="steps per trajectory (GSM8K: 10, worlds: 5)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per generated turn")
     parser.add_argument("--batch-size", type=int, default=32, help="generation slots")
     parser.add_argument("--generate-processes", type=int, default=1,
                         help="data-parallel generation processes (one thread each on a CPU: one per free core)")
-    parser.add_argument("--val-questions", type=int, default=500, help="held-out questions (at most 500)")
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per arm (the equal budget)")
-    parser.add_argument("--val-every", type=int, default=30, help="validate every N steps (the validation curve)")
+    parser.add_argument("--val-questions", type=int, default=None, help="held-out questions (GSM8K: at most 500)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per arm (the equal budget)")
+    parser.add_argument("--val-every", type=int, default=None, help="validate every N steps (the validation curve)")
     parser.add_argument("--probe-every", type=int, default=10, help="probe the training reward every N steps")
     parser.add_argument("--examples-per-step", type=int, default=8, help="trajectories (sft) or states (swirl)")
     parser.add_argument("--group-size", type=int, default=4, help="swirl: actions sampled per state")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--probe-states", type=int, default=48, help="states of the reward probe (a fixed draw)")
     parser.add_argument("--probe-samples", type=int, default=4)
-    parser.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, choices=list(ARMS),
-                        help="swirl_none (every state, the paper's no-filter variant) runs only when named")
+    parser.add_argument("--arms", nargs="+", default=None, choices=list(ARMS),
+                        help="the task's comparison by default; swirl_none (every state, the paper's no-filter "
+                             "variant) runs only when named")
     parser.add_argument("--fit-args", default="", help="extra options for every swirl validate/fit")
-    parser.add_argument("--run", default="runs/learning", help="working folder (stages found there are not rerun)")
-    parser.add_argument("--out", default=str(HERE / "results" / "learning.json"))
+    parser.add_argument("--run", default=None, help="working folder (stages found there are not rerun)")
+    parser.add_argument("--out", default=None, help="the result JSON (its figure beside it)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, a few steps, no filtering")
     parser.add_argument("--only", nargs="+", metavar="STAGE",
                         help="run only these stages and write no result (e.g. two lanes on two cores: "
@@ -330,12 +390,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ran-on", help="the machine the stages ran on, when not this one (with --report-only)")
     parser.add_argument("--note", default="", help="a remark kept in the result (e.g. how a run differed)")
     args = parser.parse_args(argv)
+    for name, value in TASKS[args.task].items():
+        if getattr(args, name, "unset") is None:
+            setattr(args, name, value)
     stages = stage_names(list(ARMS))
     if unknown := [stage for stage in args.only or [] if stage not in stages]:
         parser.error(f"--only: no stage {', '.join(unknown)} (the stages: {', '.join(stages)})")
     if args.smoke:
         # A random model's steps are never GOOD: every filter keeps all so that every arm has data to fit.
-        args.model, args.adapter, args.questions, args.samples = "tiny-random", "", 2, 2
+        args.model, args.adapter, args.questions, args.samples, args.offset = "tiny-random", "", 2, 2, 0
         args.max_steps, args.max_new_tokens, args.val_questions, args.steps, args.val_every = 2, 8, 2, 2, 1
         args.probe_every = 1
         args.examples_per_step, args.group_size, args.probe_states, args.probe_samples = 2, 2, 2, 2
@@ -358,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = {
         "benchmark": "learning", "command": command_line(argv), "machine": info, "ran_on": args.ran_on or "this machine",
-        "note": args.note, "model": args.model, "adapter": args.adapter or None, "judge": "reference (gold-guided)",
+        "note": args.note, "task": args.task, "data_path": args.data_path, "model": args.model,
+        "adapter": args.adapter or None, "judge": "reference (gold-guided)",
         "step_good_judge": REFERENCE_VERSION,  # the judge that scored every step GOOD rate (score_rollouts)
         "budget": {"steps": args.steps, "val_every": args.val_every, "probe_every": args.probe_every,
                    "val_questions": args.val_questions, "lr": args.lr,

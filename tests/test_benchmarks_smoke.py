@@ -77,6 +77,27 @@ def test_learning_benchmark_smoke(tmp_path):
         result["arms"]["swirl"]["validations"]
 
 
+def test_learning_benchmark_on_generated_worlds_smoke(tmp_path):
+    """The worlds comparison with its controls: the search tool in each question's own world, hop counts reported,
+    the held-out worlds checked against every training question's world."""
+    pytest.importorskip("swirl_search", reason="the search plugin is not installed")
+    from swirl_lightning.core.tasks.worlds import write_worlds
+    from swirl_lightning.core.tasks.worlds.generator import WorldSettings
+
+    for split in ("train", "validation"):
+        write_worlds(tmp_path / "worlds" / split, split, 1, WorldSettings(questions=4, hops=(1, 2)))
+    result = run_smoke("learning_bench.py", tmp_path / "learning.json", "--task", "worlds", "--run", str(tmp_path / "run"),
+                       "--data-path", str(tmp_path / "worlds"), "--arms", "swirl_step", "random")
+    assert list(result["arms"]) == ["warm", "swirl_step", "random"]
+    assert result["arms"]["random"]["reward"] == "random" and result["arms"]["swirl_step"]["reward"] == "reference"
+    last = result["arms"]["random"]["validations"][-1]
+    assert set(last["by_hops"]) == {"1", "2"} and sum(h["questions"] for h in last["by_hops"].values()) == 2
+    assert 0 <= last["repeated_query_rate"] <= 1
+    assert result["held_out"]["overlap_worlds"] == 0 and result["held_out"]["training_questions_from_held_out_seeds"] == 0
+    assert [c.split()[1] for c in result["stage_commands"]] == ["generate", "filter", "validate", "fit", "fit"]
+    assert "--judge.name random" in result["stage_commands"][-1]
+
+
 def test_rl_sanity_benchmark_smoke(tmp_path):
     pytest.importorskip("swirl_calculator", reason="the calculator plugin is not installed")
     result = run_smoke("rl_sanity_bench.py", tmp_path / "rl_sanity.json", "--run", str(tmp_path / "run"))
