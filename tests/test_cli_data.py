@@ -1,4 +1,6 @@
-"""`swirl data reference`, `swirl data show` and `swirl data stats`."""
+"""`swirl data reference`, `swirl data worlds`, `swirl data show` and `swirl data stats`."""
+
+import json
 
 import pytest
 
@@ -51,3 +53,24 @@ def test_stats_summarises_a_trajectory_file_and_reports_bad_lines(tmp_path, caps
     out.write_text(out.read_text() + "{not json\n{}\n")
     assert main(["data", "stats", str(out)]) == 2
     assert f"{out}:5:" in capsys.readouterr().err
+
+
+def test_worlds_writes_a_world_folder_the_task_reads(tmp_path, capsys):
+    out = tmp_path / "validation"
+    assert main(["data", "worlds", "--split", "validation", "--worlds", "2", "--questions", "3", "--hops", "1", "2",
+                 "--output", str(out)]) == 0
+    assert "wrote 2 validation worlds (seeds 1000000..1000001): 6 questions" in capsys.readouterr().out
+    record = json.loads((out / "world.json").read_text())
+    assert record["settings"]["hops"] == [1, 2] and record["seeds"] == [1_000_000, 1_000_002]
+    from swirl_lightning.core.tasks import load_task
+
+    assert len(load_task("worlds", "validation", path=out)) == 6
+    # reference trajectories of the folder, as the warm start is trained on
+    assert main(["data", "reference", "--task", "worlds", "--split", "validation", "--data-path", str(out),
+                 "--out", str(tmp_path / "gold.jsonl")]) == 0
+    assert "wrote 6 reference trajectories" in capsys.readouterr().out
+    # an existing folder is not overwritten without --overwrite; bad knobs are one line, exit 2
+    assert main(["data", "worlds", "--output", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["data", "worlds", "--output", str(tmp_path / "x"), "--similar-names", "2"]) == 2
+    assert "similar_names" in capsys.readouterr().err
