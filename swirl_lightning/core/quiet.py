@@ -24,10 +24,19 @@ class _DropTips(logging.Filter):
         return not str(record.msg).startswith("💡 Tip:")
 
 
+class _DropOptionalKernels(logging.Filter):
+    """bitsandbytes (0.50+) logs, at import on a CPU, that an optional hub kernel for 4-bit layers did not load: it
+    falls back to its own code, and the hub cannot be reached here anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "from kernels-community" not in str(record.msg)
+
+
 def quiet_dependencies() -> None:
     """Silence :data:`DEPENDENCY_NOISE`, Lightning's install tips and transformers' weight-loading bar."""
     for category, message, module in DEPENDENCY_NOISE:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DropTips())
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropOptionalKernels())
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
