@@ -172,3 +172,14 @@ def test_reference_progress_is_a_gold_article_the_state_did_not_have(tmp_path):
 def test_held_out_seeds_are_found_in_training_ids():
     assert world_seed_of("w1000003-q7") == 1_000_003 and world_seed_of("gsm8k-train-1") is None
     assert held_out_seeds_in(["w5-q0", "w1000003-q1", "w2000000-q2", "other"]) == ["w1000003-q1", "w2000000-q2"]
+
+
+def test_no_held_out_world_is_in_the_shipped_warm_starts_training_data():
+    """Every question the worlds warm start was trained on comes from a training world (seed in the train range), so
+    no validation or test world, the held-out data of every learning result, was ever trained on."""
+    from pathlib import Path
+
+    listed = (Path(__file__).resolve().parents[1] / "adapters" / "worlds_warmup" / "training_questions.txt").read_text().split()
+    assert len(listed) == 640 and all(world_seed_of(i) is not None for i in listed)
+    assert held_out_seeds_in(listed) == []
+    assert {split_of_seed(world_seed_of(i)) for i in listed} == {"train"}
