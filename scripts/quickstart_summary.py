@@ -5,9 +5,9 @@
 Reads the quickstart's TensorBoard folder: the reward probe of the fit (the judged reward of fresh samples at the
 training states, before the first update and after the last) and the validation rollouts before training (the warm
 start: the ``swirl validate`` run, ``tb/quickstart/validate``) and after it (the fit's last validation).
-It prints the reward at the first and last step, then accuracy and tool errors
-before and after on the same held-out questions, and says plainly whether validation got worse, and why when it can
-tell: a handful of questions decides a change this small (the exact McNemar p-value says how likely it is by chance),
+It prints the reward at the first and last step, then accuracy and tool errors before and after on the same held-out
+questions, says plainly whether training lifted accuracy (or that it did not), and whether validation got worse, and
+why when it can tell: a handful of questions decides a change this small (the exact McNemar p-value says how likely it is by chance),
 and a tool-error rate can move because one rollout repeats a failing call.
 """
 
@@ -78,8 +78,15 @@ def summarize(run: Path) -> list[str]:
         why = (f"; {worst} of the {errors} come from one rollout repeating a failing call" if errors and
                worst >= errors / 2 else "")
         worse.append(f"tool errors rose{why}")
+    p = exact_sign_test_p(gained, lost)
+    if gained > lost:
+        lines.append(f"training lifted accuracy by {gained - lost} question(s) of {n}"
+                     + (f" (p = {p:.2g}: unlikely by chance)" if p < 0.05 else
+                        f", but p = {p:.2f}: at this size that can be chance"))
+    else:
+        lines.append(f"no gain: training did not lift accuracy on these {n} held-out questions.")
     if worse:
-        lines.append("validation got worse: " + "; ".join(worse) + ". A slice this small shows the machinery, not "
+        lines.append("validation got worse: " + "; ".join(worse) + ". A slice this small shows the machinery more than "
                      "learning: benchmarks/README.md has the measured comparison.")
     else:
         lines.append("validation is no worse than the warm start's on accuracy and tool errors.")

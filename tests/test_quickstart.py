@@ -51,3 +51,5 @@ def test_quickstart_script_runs_the_whole_loop_with_a_tiny_model(tmp_path):
     assert "training reward (fresh samples at the" in result.stdout and "at step 0 ->" in result.stdout
     assert "validation accuracy on the same 2 held-out questions: 0.0% -> 0.0%" in result.stdout
     assert "validation is no worse than the warm start's" in result.stdout or "validation got worse:" in result.stdout
+    # 0 -> 0 of 2: it says plainly that training gained nothing
+    assert "no gain: training did not lift accuracy on these 2 held-out questions." in result.stdout
