@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import importlib.util
 import os
 import shutil
@@ -188,3 +189,38 @@ def check_adapter_dir(path: str) -> str:
         raise FileNotFoundError(f"adapter: no PEFT adapter at {path!r}{where}: expected a folder with "
                                 "adapter_config.json, e.g. adapters/gsm8k_warmup or a `swirl fit` export")
     return str(folder)
+
+
+EXPORT_RECORD = "swirl_export.json"
+"""What a ``swirl fit`` export is: its base model, the warm-start adapter it was trained on (``merged_adapter``), the
+objective."""
+
+
+def merge_adapter(model: Any, path: str, _depth: int = 0) -> Any:
+    """``model`` with the PEFT adapter at ``path`` merged into its weights. An adapter trained on a merged warm start
+    (its ``swirl_export.json`` names that one as ``merged_adapter``) gets the warm start merged first, as in training."""
+    from peft import PeftModel
+
+    folder = Path(check_adapter_dir(path))
+    warm_start = merged_adapter_of(folder)
+    if warm_start is not None:
+        if _depth >= 8:
+            raise ValueError(f"adapter {path!r}: more than 8 warm starts stacked (a merged_adapter cycle?)")
+        model = merge_adapter(model, warm_start, _depth + 1)
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+
+
+def merged_adapter_of(folder: Path) -> str | None:
+    """The warm-start adapter an exported adapter was trained on (``None`` for one trained on the bare model): the
+    path as training named it, relative to the working folder, else to the adapter's own folder."""
+    record = folder / EXPORT_RECORD
+    warm_start = json.loads(record.read_text()).get("merged_adapter") if record.is_file() else None
+    if not warm_start:
+        return None
+    candidate = Path(warm_start).expanduser()
+    if not candidate.is_absolute() and not (candidate / "adapter_config.json").is_file():
+        candidate = folder / candidate
+    if not (candidate / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"adapter {folder}: it was trained on the warm start {warm_start!r} (its "
+                                f"{EXPORT_RECORD}), which is not there; put it there, or fix merged_adapter")
+    return str(candidate)

@@ -157,7 +157,7 @@ def _examples(cfg: GenerateConfig) -> list[Example]:
 
 def load_policy(policy: PolicyConfig, device: str):
     """Model and tokenizer of a policy, with its adapter merged in, for generation."""
-    from swirl_lightning.core.models import check_adapter_dir, load_model, load_tokenizer
+    from swirl_lightning.core.models import check_adapter_dir, load_model, load_tokenizer, merge_adapter
 
     if policy.adapter:
         check_adapter_dir(policy.adapter)
@@ -165,9 +165,7 @@ def load_policy(policy: PolicyConfig, device: str):
     model = load_model(policy.name, dtype=policy.dtype, device=_resolve_device(device),
                        attn_implementation=policy.attn_implementation)
     if policy.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, policy.adapter).merge_and_unload().eval()
+        model = merge_adapter(model, policy.adapter).eval()
     return model, tokenizer
 
 

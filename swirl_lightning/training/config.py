@@ -47,7 +47,8 @@ class ExportConfig:
     """The policy saved at the end of ``fit``, in Hugging Face format."""
 
     enabled: bool = True
-    """Save the LoRA adapter, or the whole model (also when a warm-start adapter was merged in), with the tokenizer."""
+    """Save the LoRA adapter (naming the warm-start adapter it was trained on, if any), or the whole model, with the
+    tokenizer."""
     dir: str | None = None
     """Where the export goes; default ``<trainer.default_root_dir>/export`` (beside the logs, not in them)."""
     dtype: str | None = None

@@ -5,7 +5,6 @@ call (log-probs of action tokens only), sampling fresh actions from it, FSDP2 sh
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import zlib
@@ -132,7 +131,7 @@ def load_trainable_policy(policy: PolicyConfig, lora: LoraConfig, device: torch.
                           gradient_checkpointing: bool = False) -> nn.Module:
     """The causal LM of ``policy`` on ``device``, ready to train: the warm-start adapter merged in, gradient
     checkpointing and LoRA (on 4/8-bit weights with ``lora.quantize``) as configured."""
-    from swirl_lightning.core.models import check_adapter_dir, load_model, resolve_model_path
+    from swirl_lightning.core.models import load_model, merge_adapter, resolve_model_path
 
     if lora.quantize == "none":
         lm = load_model(policy.name, dtype=policy.dtype, device=str(device),
@@ -147,10 +146,8 @@ def load_trainable_policy(policy: PolicyConfig, lora: LoraConfig, device: torch.
             device_map={"": str(device)}, attn_implementation=policy.attn_implementation)
     lm.config.use_cache = False
     if policy.adapter:
-        from peft import PeftModel
-
         # Loading an adapter puts the model in eval mode; the merged weights are the policy to train.
-        lm = PeftModel.from_pretrained(lm, check_adapter_dir(policy.adapter)).merge_and_unload().train()
+        lm = merge_adapter(lm, policy.adapter).train()
     if gradient_checkpointing:
         if hasattr(lm, "activation_checkpointing_enable"):  # transformers 5.x; the old name is deprecated there
             lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -203,12 +200,14 @@ def export_policy(scorer: ActionScorer, tokenizer, directory: str | Path, *, pol
                   export: ExportConfig, objective: str, training_questions: Sequence[str] = ()) -> Path:
     """Save the policy in Hugging Face format: the LoRA adapter, or the whole model; plus the tokenizer, a
     ``swirl_export.json`` saying what it is, and ``training_questions.txt``, the ids of the questions it was trained
-    on (so that an evaluation can show it never saw its questions)."""
+    on (so that an evaluation can show it never saw its questions).
+
+    A LoRA trained on a merged warm start is saved alone, small enough to ship, and ``swirl_export.json`` names the
+    warm start (``merged_adapter``): loading the export merges the warm start first, then this adapter
+    (:func:`~swirl_lightning.core.models.merge_adapter`), which is the policy that trained."""
     directory = Path(directory)
     lm = scorer.lm
-    if policy.adapter and lora.r > 0:
-        lm = copy.deepcopy(lm).merge_and_unload()  # the adapter applies to the merged warm start: save both
-    adapter_only = lm is scorer.lm and lora.r > 0
+    adapter_only = lora.r > 0
     lm.save_pretrained(directory)
     if adapter_only and export.dtype:
         cast_safetensors(directory / "adapter_model.safetensors", getattr(torch, export.dtype))
