@@ -402,3 +402,12 @@ def test_a_raising_task_hook_warns_with_its_plugin_and_the_others_still_load():
             assert "gsm8k" in available_tasks()
     finally:
         pm.unregister(plugin)
+
+
+def test_hotpotqa_reference_progress_is_a_supporting_paragraph():
+    """The reference judge on HotPotQA: a search reaches the supporting paragraphs its result holds (by title)."""
+    example = load_task("hotpotqa", "validation", 1)[0]
+    first, *_ = example.metadata["supporting_titles"]
+    task = get_task("hotpotqa")
+    assert task.reference_progress(example, f"q -> {first}: some text\n\nOther: more") == frozenset({first})
+    assert task.reference_progress(example, "q -> Unrelated: text") == frozenset()

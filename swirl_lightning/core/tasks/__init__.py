@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from swirl_lightning import hookimpl
+from swirl_lightning.core.prompts import observation_result
 from swirl_lightning.core.trajectory import Example, FormatError, Trajectory
 
 try:
@@ -176,6 +177,13 @@ def read_records(path: DataPath, limit: int | None) -> Iterator[tuple[str, int, 
                 raise FormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
             count += 1
             yield where, index, record
+
+
+def titles_brought(result: str, titles: Sequence[str]) -> frozenset[str]:
+    """The titles among ``titles`` whose article a search result holds: paragraphs rendered ``title: text``, apart by
+    blank lines (the gold data a search step reaches, for tasks whose gold data are articles)."""
+    hits = observation_result(result).split("\n\n")
+    return frozenset(title for title in titles if any(hit.startswith(f"{title}: ") for hit in hits))
 
 
 def text_field(record: dict[str, Any], name: str, where: str, *, numbers: bool = False) -> str:

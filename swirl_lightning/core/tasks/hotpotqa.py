@@ -1,9 +1,10 @@
 """HotPotQA (multi-hop questions over Wikipedia, CC BY-SA 4.0) with the search tool: 300 train and 300 dev questions
-of the distractor setting ship in the package; ``validation`` is ``dev``. The outcome is a normalised exact match."""
+of the distractor setting ship in the package; ``validation`` is ``dev``. The outcome is a normalised exact match; a
+search makes progress (the ``reference`` judge) when it brings a supporting paragraph the state did not have."""
 
 from __future__ import annotations
 
-from swirl_lightning.core.tasks import DataPath, Task, data_dir, read_records, text_field
+from swirl_lightning.core.tasks import DataPath, Task, data_dir, read_records, text_field, titles_brought
 from swirl_lightning.core.trajectory import Example, FormatError
 
 HOTPOTQA_SPLITS = ("train", "dev")
@@ -29,6 +30,10 @@ class HotpotQATask(Task):
 
     def load(self, split: str, limit: int | None = None, path: DataPath | None = None) -> list[Example]:
         return load_hotpotqa("dev" if split == "validation" else split, path, limit)
+
+    def reference_progress(self, example: Example, result: str) -> frozenset[str]:
+        """The supporting paragraphs (by title) a search result brings."""
+        return titles_brought(result, example.metadata.get("supporting_titles") or [])
 
 
 def load_hotpotqa(split: str = "train", path: DataPath | None = None, limit: int | None = None) -> list[Example]:

@@ -23,8 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from swirl_lightning.core.prompts import observation_result
-from swirl_lightning.core.tasks import DataPath, Task, read_records, text_field
+from swirl_lightning.core.tasks import DataPath, Task, read_records, text_field, titles_brought
 from swirl_lightning.core.tasks.jsonl import load_examples_jsonl
 from swirl_lightning.core.tasks.worlds.generator import (
     GENERATOR_VERSION,
@@ -66,18 +65,13 @@ class WorldsTask(Task):
         path = example.metadata.get("path")
         if not isinstance(path, list) or not path:
             raise ValueError(f"example {example.id}: expected metadata['path'], the titles of its gold articles")
-        return frozenset(title for title in path if _brings(result, title))
+        return titles_brought(result, path)
 
     def reference_trajectory(self, example: Example, prompt: list[dict[str, str]],
                              tool_tags: Mapping[str, str]) -> Trajectory:
         if "search" not in tool_tags:
             raise ValueError("worlds reference trajectories call the search tool; it is not among the task's tools")
         return worlds_reference_trajectory(example, prompt, read_corpus_texts(example), tool_tags["search"])
-
-
-def _brings(result: str, title: str) -> bool:
-    """Whether a search result holds the article ``title`` (rendered ``title: text``, hits apart by blank lines)."""
-    return any(hit.startswith(f"{title}: ") for hit in observation_result(result).split("\n\n"))
 
 
 def questions_file(split: str, path: DataPath | None) -> Path:
