@@ -235,3 +235,12 @@ def test_learning_benchmark_judges_stored_rollouts_again(monkeypatch, tmp_path):
     write_jsonl(tmp_path / "val-step000000.jsonl", [rollout])
     figures, outcomes = learning_bench.score_rollouts(tmp_path / "val-step000000.jsonl")
     assert figures["step_good_rate"] == 0.5 and outcomes == {example.id: False}  # the repeat is no progress now
+
+
+def test_transfer_benchmark_smoke(tmp_path):
+    pytest.importorskip("swirl_search", reason="the search plugin is not installed")
+    result = run_smoke("transfer_bench.py", tmp_path / "transfer.json", "--run", str(tmp_path / "run"))
+    assert set(result["sets"]) == {"hotpotqa", "4hop"}
+    assert all(p["questions"] == 2 and 0 <= p["accuracy"] <= 1 for s in result["sets"].values() for p in s.values())
+    assert [c.split()[1] for c in result["stage_commands"]] == ["data", "validate", "validate"]
+    assert "--hops 4" in result["stage_commands"][0] and "--task.max_steps 6" in result["stage_commands"][1]
