@@ -222,7 +222,8 @@ def test_learning_benchmark_judges_stored_rollouts_again(monkeypatch, tmp_path):
     from swirl_lightning.core.tasks.gsm8k import reference_values
     from swirl_lightning.core.trajectory import Action, Judgement, Step, Trajectory, write_jsonl
 
-    example = next(iter(learning_bench.held_out_examples().values()))
+    examples = learning_bench.held_out_examples("gsm8k", None)
+    example = next(iter(examples.values()))
     value = reference_values(example.metadata["solution"])[0]
 
     def calculation() -> Step:
@@ -233,7 +234,7 @@ def test_learning_benchmark_judges_stored_rollouts_again(monkeypatch, tmp_path):
     rollout = Trajectory(example.id, 0, [{"role": "user", "content": example.question}],
                          steps=[calculation(), calculation()], outcome=0.0, gold_answer=example.answer)
     write_jsonl(tmp_path / "val-step000000.jsonl", [rollout])
-    figures, outcomes = learning_bench.score_rollouts(tmp_path / "val-step000000.jsonl")
+    figures, outcomes = learning_bench.score_rollouts(tmp_path / "val-step000000.jsonl", examples)
     assert figures["step_good_rate"] == 0.5 and outcomes == {example.id: False}  # the repeat is no progress now
 
 

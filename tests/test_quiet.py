@@ -32,7 +32,8 @@ def test_generate_filter_fit_and_validate_run_with_warnings_as_errors(tmp_path):
         ("filter", "--config", str(ROOT / "conf/filter/gsm8k_reference.yaml"), "--mode", "none", "--progress", "false",
          "--input", str(trajectories), "--output", str(kept)),
     ]
-    fit = ("--config", str(ROOT / "conf/quickstart.yaml"), "--policy.name", "tiny-random", "--policy.adapter", "null",
+    fit = ("--config", str(ROOT / "conf/quickstart.yaml"), "--task.name", "gsm8k", "--policy.name", "tiny-random",
+           "--policy.adapter", "null",
            "--data.train.path", str(kept), "--trainer.default_root_dir", str(tmp_path / "run"),
            "--sampling.max_new_tokens", "4", "--model.evaluation.sampling.max_new_tokens", "4", "--task.max_steps", "2",
            "--data.validation.questions", "2", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",

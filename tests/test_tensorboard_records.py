@@ -68,6 +68,7 @@ def short_fit(tmp_path_factory):
                 "--data.validation.questions", "2", "--trainer.max_steps", "10", "--trainer.val_check_interval", "2",
                 "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
                 "--trainer.callbacks.init_args.states", "2", "--trainer.callbacks.init_args.samples", "2",
+                "--trainer.callbacks.init_args.every_n_steps", "4",
             ])
     finally:
         SwirlObjective.prepare = prepare
