@@ -255,7 +255,8 @@ def data_worlds(args: argparse.Namespace) -> int:
                              questions=args.questions, hops=tuple(args.hops), distractors=args.distractors,
                              similar_names=args.similar_names)
     record = write_worlds(args.output, args.split, args.worlds, settings, first=args.first)
-    print(f"wrote {record['worlds']} {args.split} worlds (seeds {record['seeds'][0]}..{record['seeds'][1] - 1}): "
+    worlds = f"{record['worlds']} {args.split} world" + ("s" if record["worlds"] != 1 else "")
+    print(f"wrote {worlds} (seeds {record['seeds'][0]}..{record['seeds'][1] - 1}): "
           f"{record['questions']} questions, {record['articles']} articles in {args.output}")
     return EXIT_OK
 
