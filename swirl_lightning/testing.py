@@ -173,6 +173,31 @@ def registered(*, tasks: Sequence[Task] = (), judges: Mapping[str, Callable] = {
         manager.unregister(plugin)
 
 
+@contextlib.contextmanager
+def plugged_in_alone(plugin: object, name: str = "plugin-under-test"):
+    """For a ``with`` block, ``plugin`` (an object or module with ``@hookimpl`` functions) is the only plugin loaded,
+    besides the built-in tasks and judges: no installed distribution's plugin loads (``SWIRL_LOAD_PLUGINS`` is
+    empty), as a plugin author tests one plugin whatever else is installed. The process-wide manager is rebuilt on
+    the way in and out."""
+    import os
+
+    from swirl_lightning.core.plugins import get_plugin_manager, reset_plugin_manager
+
+    saved = os.environ.get("SWIRL_LOAD_PLUGINS")
+    os.environ["SWIRL_LOAD_PLUGINS"] = ""
+    reset_plugin_manager()
+    get_plugin_manager().register(plugin, name=name)
+    try:
+        yield plugin
+    finally:
+        get_plugin_manager().unregister(plugin)
+        if saved is None:
+            os.environ.pop("SWIRL_LOAD_PLUGINS", None)
+        else:
+            os.environ["SWIRL_LOAD_PLUGINS"] = saved
+        reset_plugin_manager()
+
+
 # ----------------------------------------------------------------------------------------------------
 # A stub OpenAI-compatible server, for served judges
 

@@ -11,6 +11,7 @@ import pytest
 
 from swirl_lightning import cli, hookimpl
 from swirl_lightning.core.plugins import get_plugin_manager, reset_plugin_manager
+from swirl_lightning.testing import plugged_in_alone
 
 RELEASE_HANG = threading.Event()
 
@@ -40,15 +41,10 @@ class ExamplePlugin:
 
 
 @pytest.fixture
-def example_plugin(monkeypatch: pytest.MonkeyPatch):
+def example_plugin():
     """Only :class:`ExamplePlugin`, registered by hand in a fresh process-wide manager."""
-    monkeypatch.setenv("SWIRL_LOAD_PLUGINS", "")
-    reset_plugin_manager()
-    plugin = ExamplePlugin()
-    get_plugin_manager().register(plugin, name="example")
-    yield plugin
-    get_plugin_manager().unregister(plugin)
-    reset_plugin_manager()
+    with plugged_in_alone(ExamplePlugin(), name="example") as plugin:
+        yield plugin
 
 
 def test_tools_list_json_has_exactly_the_documented_keys(example_plugin, capsys):

@@ -15,7 +15,7 @@ from swirl_lightning.core.tools import Episode, ToolRegistrationError, collect_t
 from swirl_lightning.core.trajectory import Example, State, Step, parse_action
 from swirl_lightning.judging.reference import ReferenceJudge
 from swirl_lightning.rollout.conversation import RolloutConversation, RolloutSettings
-from swirl_lightning.testing import ScriptedPolicy, episode, make_tool, registered, rollout_once
+from swirl_lightning.testing import ScriptedPolicy, episode, make_tool, plugged_in_alone, registered, rollout_once
 
 
 def lookup(key: str, episode: Episode | None) -> str:
@@ -40,15 +40,10 @@ class StorePlugin:
 
 
 @pytest.fixture
-def store_plugin(monkeypatch: pytest.MonkeyPatch):
+def store_plugin():
     """Only :class:`StorePlugin`, registered by hand in a fresh process-wide manager."""
-    monkeypatch.setenv("SWIRL_LOAD_PLUGINS", "")
-    reset_plugin_manager()
-    plugin = StorePlugin()
-    get_plugin_manager().register(plugin, name="store-plugin")
-    yield plugin
-    get_plugin_manager().unregister(plugin)
-    reset_plugin_manager()
+    with plugged_in_alone(StorePlugin(), name="store-plugin") as plugin:
+        yield plugin
 
 
 def store_example(example_id: str, store: dict[str, str]) -> Example:
