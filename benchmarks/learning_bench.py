@@ -271,14 +271,15 @@ def held_out_check(bench: Benchmark, held_out: set[str]) -> dict:
     from swirl_lightning.core.trajectory import read_trajectories
 
     check = {"held_out_questions": len(held_out)}
-    training: set[str] = {t.example_id for t in read_trajectories(bench.run_dir / "trajectories.jsonl")}
+    generated = {t.example_id for t in read_trajectories(bench.run_dir / "trajectories.jsonl")}
+    training = set(generated)
     adapter = Path(bench.args.adapter) / "training_questions.txt" if bench.args.adapter else None
     if adapter is not None:
         warm = set(adapter.read_text().split()) if adapter.exists() else None
         check["warm_start_training_questions"] = None if warm is None else len(warm)
         check["overlap_warm_start"] = None if warm is None else len(held_out & warm)
         training |= warm or set()
-    check["overlap_generated"] = len(held_out & {t.example_id for t in read_trajectories(bench.run_dir / "trajectories.jsonl")})
+    check["overlap_generated"] = len(held_out & generated)
     if bench.args.task == "worlds":
         from swirl_lightning.core.tasks.worlds import held_out_seeds_in, world_seed_of
 
