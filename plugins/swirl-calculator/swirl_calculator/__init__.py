@@ -106,6 +106,9 @@ _SYMBOLS = str.maketrans({
 # "100 000" (two numbers side by side mean nothing else).
 _THOUSANDS = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?![\d,])|(?<![\w.])\d{1,3}(?: \d{3})+(?!\d)")
 _TIMES_X = re.compile(r"(?<=[\d.)])\s*[xX]\s*(?=[\d.(])")
+# "0x10", "0b1", "0o7": Python would read them as hex, binary, octal; "3x4" reads as 3 times 4. Neither reading is
+# safe for "0x10" (16, or 0 times 10?), so such a number is an error that says how to write it.
+_PREFIXED_NUMBER = re.compile(r"(?<![\w.])0[xXbBoO][0-9a-fA-F_]+")
 _IMPLICIT_PRODUCT = re.compile(r"(?<=[\d.)])\s*(?=\()")
 # A percent sign after an operand and not before another operand: "20%", "20% * 3", "20% of 3".
 _PERCENT = re.compile(r"(?<=[\d.)])\s*%(?:(\s*of\b)|(?!\s*[\w.(]))")
@@ -120,6 +123,9 @@ def normalise(expression: str) -> str:
     ``·`` -> ``*``; ``÷`` -> ``/``; ``^`` -> ``**``; ``2(3)`` and ``(2)(3)`` -> products.
     """
     text = expression.split("=", 1)[0].translate(_SYMBOLS)
+    if prefixed := _PREFIXED_NUMBER.search(text):
+        raise CalculatorError(f"{prefixed.group()!r}: numbers with a 0x, 0b or 0o prefix are not supported; write "
+                              "them in decimal (and 3 x 4 with spaces for a product)")
     text = _THOUSANDS.sub(lambda match: re.sub("[, ]", "", match.group()), text)
     text = _TIMES_X.sub(" * ", text)
     text = _IMPLICIT_PRODUCT.sub(" * ", text)

@@ -172,6 +172,9 @@ def test_normalise_keeps_modulo_between_operands_and_argument_lists() -> None:
         ("1" + "%" * 499, "too many % signs (max 50)"),
         ("", "empty expression"),
         ("= 5", "empty expression"),
+        ("0x10+0b1", "'0x10': numbers with a 0x, 0b or 0o prefix are not supported"),  # once read as 0*10 + 1
+        ("2 * 0b101", "'0b101': numbers with a 0x, 0b or 0o prefix"),
+        ("0o17", "'0o17': numbers with a 0x, 0b or 0o prefix"),
     ],
 )
 def test_bad_input_fails_fast_with_a_clear_value_error(expression: str, message: str) -> None:
