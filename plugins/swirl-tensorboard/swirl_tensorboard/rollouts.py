@@ -125,10 +125,16 @@ class RolloutStore:
         return cached[1]
 
     def overview(self) -> list[dict[str, Any]]:
-        """Runs with their sources, each with its count and accuracy (the same figure as ``<stage>/accuracy``)."""
+        """Runs with their sources, each with its count and accuracy (the same figure as ``<stage>/accuracy``). A
+        file that cannot be read is listed with its ``error`` (and no figures) instead of failing every run."""
         runs: dict[str, list[dict[str, Any]]] = {}
         for source in self.sources():
-            trajectories = self.trajectories(source)
+            try:
+                trajectories = self.trajectories(source)
+            except (OSError, UnicodeDecodeError, ValueError) as error:  # FormatError is a ValueError
+                runs.setdefault(source.run, []).append({**source.describe(), "trajectories": None, "accuracy": None,
+                                                        "error": f"unreadable: {error}"})
+                continue
             scored = [t.outcome for t in trajectories if t.outcome is not None]
             runs.setdefault(source.run, []).append({
                 **source.describe(), "trajectories": len(trajectories),

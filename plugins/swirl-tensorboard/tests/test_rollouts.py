@@ -101,3 +101,18 @@ def test_pair_views_mark_what_changed_field_by_field_and_step_by_step():
     assert answer == {"index": 2, "status": "changed", "fields": ["answer"]}
     grown = pair_views(trajectory("x", None), trajectory("x", "12", invalid=True))
     assert [s["status"] for s in grown["differences"]["steps"]] == ["same", "added", "added"]
+
+
+def test_an_unreadable_file_is_listed_with_its_error_and_the_other_runs_still_show(tmp_path):
+    """One bad rollouts file in the log folder: the overview lists it with why, and every other source as usual."""
+    good, bad = tmp_path / "a" / "version_0" / "rollouts", tmp_path / "b" / "version_0" / "rollouts"
+    good.mkdir(parents=True)
+    bad.mkdir(parents=True)
+    write_jsonl(good / "val-step000002.jsonl", BEFORE)
+    (bad / "val-step000002.jsonl").write_text('{"example_id": "x", "sample_index": 0}\nnot json\n')
+    (bad / "val-step000004.jsonl").write_bytes(b"\xff\xfe\x00 not utf-8\n")
+    overview = {(s["run"], s["file"]): s for run in RolloutStore(tmp_path).overview() for s in run["sources"]}
+    assert overview[("a/version_0", "rollouts/val-step000002.jsonl")]["trajectories"] == len(BEFORE)
+    for file in ("rollouts/val-step000002.jsonl", "rollouts/val-step000004.jsonl"):
+        listed = overview[("b/version_0", file)]
+        assert listed["trajectories"] is None and listed["error"].startswith("unreadable: ")

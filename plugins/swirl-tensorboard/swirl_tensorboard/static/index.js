@@ -115,9 +115,11 @@ function drawOverview() {
     el("td", {}, source.stage),
     el("td", {}, source.step ?? "—"),
     el("td", {}, percent(source.accuracy)),
-    el("td", {}, source.trajectories),
-    el("td", {}, el("a", {href: "#", class: "open-source", "data-key": sourceKey(source),
-      onclick: (event) => { event.preventDefault(); selectSource(source); }}, "rollouts")),
+    el("td", {}, source.trajectories ?? "—"),
+    // An unreadable file says why (as text) where its link would be; the other files still open.
+    el("td", {}, source.error ? el("span", {class: "source-error"}, source.error) :
+      el("a", {href: "#", class: "open-source", "data-key": sourceKey(source),
+        onclick: (event) => { event.preventDefault(); selectSource(source); }}, "rollouts")),
   ));
   document.getElementById("overview").replaceChildren(el("table", {},
     el("thead", {}, el("tr", {}, ["stage", "step", "accuracy", "trajectories", ""].map((h) => el("th", {}, h)))),
