@@ -101,6 +101,17 @@ def test_filter_refuses_its_input_as_output_and_an_existing_output(tmp_path, cap
     assert len(read_trajectories(kept)) == 2
 
 
+def test_filter_refuses_stats_written_over_its_kept_trajectories(tmp_path, capsys):
+    """``--stats`` naming the output (in any spelling) would replace the kept trajectories with the stats."""
+    path = tmp_path / "t.jsonl"
+    write_jsonl(path, [judged_trajectory(0), judged_trajectory(1)])
+    kept = tmp_path / "kept.jsonl"
+    for stats in (str(kept), str(tmp_path / "." / "kept.jsonl")):
+        line = one_line_error(capsys, "filter", "--input", str(path), "--output", str(kept), "--stats", stats,
+                              "--mode", "none", "--overwrite", "true")
+        assert "are one file" in line and not kept.exists()
+
+
 def test_data_reference_refuses_an_existing_output(tmp_path, capsys):
     out = tmp_path / "ref.jsonl"
     out.write_text("precious\n")

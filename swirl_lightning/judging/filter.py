@@ -319,7 +319,13 @@ class FilterConfig:
 
 
 def check_outputs(source: str | Path, outputs: Sequence[Path], overwrite: bool) -> None:
-    """Refuse outputs that would destroy data: the input itself, or an existing file without ``overwrite``."""
+    """Refuse outputs that would destroy data: the input itself, two outputs in one file (the stats written over the
+    kept trajectories), or an existing file without ``overwrite``."""
+    resolved = [Path(output).resolve() for output in outputs]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            raise ValueError(f"outputs {outputs[resolved.index(path)]} and {outputs[index]} are one file: the second "
+                             "would replace the first; choose another path")
     for output in outputs:
         if Path(output).resolve() == Path(source).resolve() or (output.exists() and output.samefile(source)):
             raise ValueError(f"output {output} is the input: filtering in place would destroy it; choose another output")
