@@ -328,7 +328,9 @@ COLORS = {"warm": "gray", "sft": "tab:blue", "swirl": "tab:red", "swirl_step": "
 
 
 def plot(result: dict):  # the figure write_result saves
-    fig, axes = subplots(1, 4, figsize=(20, 4))
+    by_hops = {name: arm["validations"][-1]["by_hops"] for name, arm in result["arms"].items()
+               if "by_hops" in arm["validations"][-1]}
+    fig, axes = subplots(1, 5 if by_hops else 4, figsize=(25 if by_hops else 20, 4))
     steps_budget = result["budget"]["steps"]
     for name, arm in result["arms"].items():
         validations = arm["validations"] * (2 if name == "warm" else 1)
@@ -348,6 +350,16 @@ def plot(result: dict):  # the figure write_result saves
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("optimizer step")
         axis.legend(fontsize=7)
+    if by_hops:  # each arm's last validation by hop count, side by side
+        hops = sorted({h for figures in by_hops.values() for h in figures}, key=int)
+        width = 0.8 / len(by_hops)
+        for i, (name, figures) in enumerate(by_hops.items()):
+            axes[4].bar([k + i * width for k in range(len(hops))], [100 * figures[h]["accuracy"] if h in figures else 0
+                                                                    for h in hops], width, color=COLORS[name],
+                        label=result["arms"][name]["label"])
+        axes[4].set_xticks([k + width * (len(by_hops) - 1) / 2 for k in range(len(hops))], [f"{h} hop(s)" for h in hops])
+        axes[4].set_title("held-out accuracy % by hop count (last validation)", fontsize=10)
+        axes[4].legend(fontsize=7)
     fig.suptitle(f"{TASKS[result['task']]['title']}, {result['model']} from the warm start; {steps_budget} steps per arm",
                  fontsize=11)
     return fig
