@@ -34,12 +34,13 @@ def test_a_throwaway_task_and_judge_run_through_generate_filter_and_fit(tmp_path
         assert stats["step_judge"] == "constant:1" and stats["kept"] == 8
         assert all(j.judge == "constant:1" for t in read_trajectories(kept) for s in t.steps for j in s.judgements)
 
-        cli = make_cli(["fit", "--policy.name", "tiny-random", "--task.name", "capitals", "--judge.name", "constant",
+        cli = make_cli(["fit", "--seed_everything", "0", "--policy.name", "tiny-random", "--task.name", "capitals",
+                        "--judge.name", "constant",
                         "--judge.options", '{"score": 1.0}', "--model.objective", "swirl",
                         "--model.lora.r", "4", "--model.swirl.group_size", "2", "--sampling.max_new_tokens", "4",
                         "--model.evaluation.sampling.max_new_tokens", "4", "--model.export.enabled", "false",
                         "--data.train.path", str(kept), "--data.train.filter", "step", "--data.train.batch_size", "2",
-                        "--data.validation.questions", "1", "--trainer.max_steps", "2",
+                        "--data.validation.questions", "1", "--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1",
                         "--trainer.val_check_interval", "2", "--trainer.default_root_dir", str(tmp_path / "fit"),
                         "--trainer.enable_progress_bar", "false", "--trainer.enable_checkpointing", "false"])
         assert cli.trainer.global_step == 2
