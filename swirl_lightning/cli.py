@@ -50,6 +50,8 @@ def positive_int(text: str) -> int:
 
 def add_tools_commands(subparsers: SubParsers) -> None:
     """``swirl tools list [--json]`` and ``swirl tools call NAME INPUT [--episode JSON]``."""
+    from swirl_lightning.core.config import ToolsConfig
+
     tools = subparsers.add_parser("tools", help="list the registered tools, or call one")
     commands = tools.add_subparsers(dest="tools_command", metavar="COMMAND", required=True)
 
@@ -64,6 +66,9 @@ def add_tools_commands(subparsers: SubParsers) -> None:
                       help="seconds before the call is stopped as a timeout (default: 10)")
     call.add_argument("--max-chars", type=positive_int, default=2000, metavar="N",
                       help="cap on the output length; longer output is cut with a marker (default: 2000)")
+    call.add_argument("--warm-up-timeout", type=positive_float, default=ToolsConfig().warm_up_timeout_s,
+                      metavar="SECONDS", help="seconds the tool's warm-up (loading, building an index) may take "
+                                              "before the call fails, as tools.warm_up_timeout_s (default: %(default)g)")
     call.add_argument("--episode", default=None, metavar="JSON",
                       help='the episode a tool that takes its episode gets: a JSON object {"example_id": ..., '
                            '"source": ..., "metadata": {...}}, each key optional (example_id and source '
@@ -114,7 +119,8 @@ def tools_call(args: argparse.Namespace) -> int:
     except ToolRegistrationError as error:
         print(f"swirl tools call: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_ERROR
-    with ToolExecutor(tools, timeout_s=args.timeout, max_output_chars=args.max_chars) as executor:
+    with ToolExecutor(tools, timeout_s=args.timeout, max_output_chars=args.max_chars,
+                      warm_up_timeout_s=args.warm_up_timeout) as executor:
         result = executor.run(args.name, args.input, episode)
     if result.error is not None:
         print(f"swirl tools call: {args.name}: {result.error}", file=sys.stderr)
@@ -130,10 +136,11 @@ EPISODE_KEYS = {"example_id": str, "source": str, "metadata": dict}
 def parse_episode(text: str) -> Episode:
     """The :class:`~swirl_lightning.core.tools.Episode` of a ``--episode`` JSON object; ``example_id`` and ``source``
     default to ``"cli"``, ``metadata`` to ``{}``. Raises :class:`ValueError` with a one-line reason."""
+    from swirl_lightning.core.safe_load import loads_json
     from swirl_lightning.core.tools import Episode
 
     try:
-        value = json.loads(text)
+        value = loads_json(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"not valid JSON: {error.msg} at position {error.pos}") from None
     if not isinstance(value, dict):
@@ -341,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv else ""
     try:
         if command in DELEGATED_COMMANDS:
+            from swirl_lightning.core.safe_load import check_config_arguments
+
+            check_config_arguments(argv[1:])  # the parsers check too, but only after importing torch: seconds
             module_name, _, function_name = DELEGATED_COMMANDS[command][0].partition(":")
             return getattr(importlib.import_module(module_name), function_name)(argv[1:])
         with warnings.catch_warnings():

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from swirl_lightning.core.tasks import Task
 from swirl_lightning.core.tool_executor import ToolExecutor
@@ -198,6 +198,17 @@ def plugged_in_alone(plugin: object, name: str = "plugin-under-test"):
         reset_plugin_manager()
 
 
+def json_paths(value: object, prefix: tuple = ()) -> Iterator[tuple[tuple, object]]:
+    """Every (path, value) inside a JSON value, the value itself first (path ``()``): where a fuzz test mutates it."""
+    yield prefix, value
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from json_paths(child, prefix + (key,))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from json_paths(child, prefix + (index,))
+
+
 # ----------------------------------------------------------------------------------------------------
 # A stub OpenAI-compatible server, for served judges
 
@@ -205,14 +216,21 @@ def plugged_in_alone(plugin: object, name: str = "plugin-under-test"):
 @dataclasses.dataclass
 class StubResponse:
     """What :class:`StubChatServer` answers one request with: a reply text (status 200), another status, a delay,
-    a body that is not JSON, or a dropped connection (no answer at all)."""
+    a body that is not JSON (text or raw bytes), or a dropped connection (no answer at all). A hostile server: a
+    stall between the headers and the body (``body_delay_s``), a body sent ``drip_bytes`` at a time every
+    ``drip_s`` seconds, a body without ``Content-Length`` (``send_length=False``: it ends when the connection
+    closes)."""
 
     text: str = ""
     status: int = 200
     delay_s: float = 0.0
     drop: bool = False
-    raw_body: str | None = None
+    raw_body: str | bytes | None = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    body_delay_s: float = 0.0
+    drip_bytes: int | None = None
+    drip_s: float = 0.0
+    send_length: bool = True
 
 
 class StubChatServer:
@@ -230,6 +248,7 @@ class StubChatServer:
         self.requests: list[dict] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # ends every wait of a handler when the server stops
         self._server = None
 
     @property
@@ -243,7 +262,6 @@ class StubChatServer:
 
     def _handle(self, handler) -> None:  # noqa: ANN001 - a BaseHTTPRequestHandler
         import json
-        import time
 
         body = json.loads(handler.rfile.read(int(handler.headers.get("Content-Length", 0))) or b"{}")
         key = json.dumps(body.get("messages"), sort_keys=True)
@@ -258,7 +276,7 @@ class StubChatServer:
             else:
                 answer = self.respond(body, seen)
                 answer = answer if isinstance(answer, StubResponse) else StubResponse(text=answer)
-            time.sleep(answer.delay_s)
+            self._closing.wait(answer.delay_s)
             if answer.drop:
                 handler.close_connection = True
                 return
@@ -269,14 +287,24 @@ class StubChatServer:
                              "message": {"role": "assistant", "content": answer.text}}],
                 "usage": {"prompt_tokens": words, "completion_tokens": len(answer.text.split()),
                           "total_tokens": words + len(answer.text.split())}})
-            data = payload.encode("utf-8")
+            data = payload if isinstance(payload, bytes) else payload.encode("utf-8")
             handler.send_response(answer.status)
             handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(data)))
+            if answer.send_length:
+                handler.send_header("Content-Length", str(len(data)))
+            else:
+                handler.send_header("Connection", "close")
+                handler.close_connection = True
             for name, value in answer.headers.items():
                 handler.send_header(name, value)
             handler.end_headers()
-            handler.wfile.write(data)
+            self._closing.wait(answer.body_delay_s)
+            step = answer.drip_bytes or max(len(data), 1)
+            for start in range(0, len(data), step):
+                if start and answer.drip_s and self._closing.wait(answer.drip_s):
+                    handler.close_connection = True
+                    return
+                handler.wfile.write(data[start : start + step])
         except (BrokenPipeError, ConnectionResetError):  # the client gave up first (its time-out)
             handler.close_connection = True
         finally:
@@ -304,6 +332,7 @@ class StubChatServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 

@@ -19,6 +19,7 @@ from swirl_lightning.core.config import PolicyConfig, TaskConfig
 from swirl_lightning.core.tasks import load_task
 from swirl_lightning.core.tasks.gsm8k import gsm8k_reference_trajectory
 from swirl_lightning.core.trajectory import FormatError, Judgement, to_dict
+from swirl_lightning.testing import json_paths
 from swirl_lightning.training.config import ExportConfig, LoraConfig, TrainDataConfig, ValidationDataConfig
 
 # Training steps run without a Trainer here; their self.log calls are then no-ops.
@@ -40,17 +41,6 @@ def base_records() -> list[dict]:
     return records
 
 
-def paths_of(value, prefix=()):
-    """Every (path, value) inside a JSON value."""
-    yield prefix, value
-    if isinstance(value, dict):
-        for key, child in value.items():
-            yield from paths_of(child, prefix + (key,))
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            yield from paths_of(child, prefix + (index,))
-
-
 @st.composite
 def mutated_file(draw) -> str:
     """The text of a JSONL file: valid records with one or two mutations (a value replaced, a key removed, a line
@@ -59,7 +49,7 @@ def mutated_file(draw) -> str:
     kinds = draw(st.lists(st.sampled_from(["replace", "remove", "truncate", "junk"]), min_size=1, max_size=2))
     for kind in (k for k in kinds if k in ("replace", "remove")):  # on the records first, then on the text
         record = records[draw(st.integers(0, len(records) - 1))]
-        path = draw(st.sampled_from([p for p, _ in paths_of(record) if p]))
+        path = draw(st.sampled_from([p for p, _ in json_paths(record) if p]))
         parent = record
         for key in path[:-1]:
             parent = parent[key]

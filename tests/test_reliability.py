@@ -166,6 +166,9 @@ def test_fit_refuses_to_overwrite_an_export(tmp_path, capsys):
     (["--tools.timeout_s", "0"], "tools.timeout_s: expected a number > 0"),
     (["--model.optimizer.lr", "-1"], "optimizer.lr: expected a number > 0"),
     (["--judge.name", "refrence"], "judge: expected one of"),
+    (["--judge.name", "served"], "judge.options: judge 'served' needs base_url (a string) and model (a string)"),
+    (["--judge.name", "served", "--judge.options", '{"base_url": "http://127.0.0.1:9/v1", "model": "m", '
+      '"timeout_s": "2 s"}'], "judge.options.timeout_s: expected a number, got '2 s'"),
     (["--task.name", "gsm9k"], "task: expected one of"),
     (["--policy.adapter", "nowhere/adapter"], "no PEFT adapter at 'nowhere/adapter'"),
     (["--policy.name", "./no/such/model"], "model './no/such/model': no such folder"),
@@ -395,3 +398,238 @@ def test_a_resumed_run_keeps_its_count_of_checkpoints(tmp_path):
     callback.last_model_path = str(folder / "last.ckpt")
     callback._prune(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["epoch=0-step=2.ckpt", "last.ckpt", "mine.ckpt"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Second pass (issue 27): bounded input, the judgement cache, outputs that are inputs
+
+
+def _alias_bomb() -> str:
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 9):  # 9**9 values once expanded
+        name, previous = chr(ord("a") + level), chr(ord("a") + level - 1)
+        lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+CONFIG_BOMBS = {
+    "alias bomb": (_alias_bomb(), "alias bomb"),
+    "deep nesting": ("judge:\n  options:\n    x: " + "[" * 500 + "]" * 500 + "\n", "nested deeper than 100 levels"),
+    "oversized": ("# padding\n" * 500_000, "bytes, over the"),
+    "repeated key": ("judge:\n  name: served\njudge:\n  name: reference\n", "key 'judge' appears twice"),
+    "empty": ("# nothing set\n", "the file is empty"),
+}
+
+
+@pytest.mark.parametrize("command", ["filter", "generate", "fit"])
+@pytest.mark.parametrize("kind", list(CONFIG_BOMBS))
+def test_a_config_bomb_is_a_one_line_error_within_a_second(tmp_path, capsys, command, kind):
+    """An alias bomb ("billion laughs") ran 180 s to 5.5 GB before it was killed; deep nesting, an oversized file, a
+    repeated key (the later would silently win) and an empty file are refused the same way, naming the file."""
+    from swirl_lightning.core.config import parse_config
+    from swirl_lightning.core.safe_load import LoadError
+    from swirl_lightning.judging.filter import FilterConfig
+
+    text, message = CONFIG_BOMBS[kind]
+    config = tmp_path / "bomb.yaml"
+    config.write_text(text)
+    started = time.perf_counter()
+    line = one_line_error(capsys, command, "--config", str(config))
+    assert time.perf_counter() - started < 1.0
+    assert str(config) in line and message in line
+    with pytest.raises(LoadError, match=message):  # the parser checks too, for callers that skip `swirl`
+        parse_config(FilterConfig, ["--config", str(config)], "swirl filter")
+
+
+def test_a_deeply_nested_inline_value_is_a_one_line_error(capsys):
+    line = one_line_error(capsys, "filter", "--input", "t.jsonl", "--output", "k.jsonl", "--judge.options",
+                          "{" + '"a": {' * 5000 + "}" * 5001)
+    assert "--judge.options: nested deeper than 100 levels" in line
+
+
+def _questions(path: Path, *lines: str) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_deep_json_and_repeated_keys_in_data_files_are_errors_naming_file_and_line(tmp_path, capsys):
+    """Deep nesting was a RecursionError; a repeated key was read, its last value silently winning."""
+    good = json.dumps(to_dict(judged_trajectory()))
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text(good + "\n" + good.replace('"metadata": {}', '"metadata": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}") + "\n")
+    repeated = tmp_path / "repeated.jsonl"
+    repeated.write_text(good + "\n" + good[:-1] + ', "outcome": 0.0}\n')
+    for path, message in ((deep, "nested deeper than 100 levels"), (repeated, "key 'outcome' appears twice")):
+        assert f"{path}:2: {message}" in one_line_error(capsys, "data", "stats", str(path))
+        line = one_line_error(capsys, "filter", "--input", str(path), "--output", str(tmp_path / "kept.jsonl"),
+                              "--mode", "none")
+        assert f"{path}:2: {message}" in line
+    trajectories = tmp_path / "t.jsonl"
+    write_jsonl(trajectories, [judged_trajectory()])
+    questions = _questions(tmp_path / "q.jsonl", '{"question": "1+1?", "answer": "2"}',
+                           '{"question": "2+2?", "answer": "4", "answer": "5"}')
+    line = one_line_error(capsys, "filter", "--input", str(trajectories), "--output", str(tmp_path / "kept.jsonl"),
+                          "--mode", "outcome", "--task.name", "jsonl", "--task.data_path", str(questions))
+    assert f"{questions}:2: key 'answer' appears twice" in line
+
+
+def test_an_empty_input_file_is_a_clear_error(tmp_path, capsys):
+    """An empty trajectory or questions file was read as no data: 'kept 0/0', or a run over nothing."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert f"{empty}: no records: the file is empty" in one_line_error(capsys, "data", "stats", str(empty))
+    line = one_line_error(capsys, "filter", "--input", str(empty), "--output", str(tmp_path / "kept.jsonl"),
+                          "--mode", "none")
+    assert f"{empty}: no records: the file is empty" in line
+    trajectories = tmp_path / "t.jsonl"
+    write_jsonl(trajectories, [judged_trajectory()])
+    line = one_line_error(capsys, "filter", "--input", str(trajectories), "--output", str(tmp_path / "kept.jsonl"),
+                          "--mode", "outcome", "--task.name", "jsonl", "--task.data_path", str(empty))
+    assert f"{empty}: no records: the file is empty" in line
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("reward", "9" * 400, "steps[0].reward: expected a finite number, got an integer of 400 digits"),
+    ("outcome", "-" + "9" * 400, "outcome: expected a finite number, got an integer of 400 digits"),
+    ("outcome", "9" * 5000, "a number too large to read"),
+    ("sample_index", str(2**64), "sample_index: expected an integer that fits in 64 bits"),
+])
+def test_a_huge_integer_in_a_trajectory_file_is_an_error_naming_file_and_line(tmp_path, capsys, field, value, message):
+    """A reward of 400 digits was an OverflowError in core/trajectory.py."""
+    record = to_dict(judged_trajectory())
+    if field == "reward":
+        record["steps"][0]["reward"] = 0.5
+    else:
+        record[field] = 1
+    text = json.dumps(record).replace(f'"{field}": {0.5 if field == "reward" else 1}', f'"{field}": {value}', 1)
+    path = tmp_path / "huge.jsonl"
+    path.write_text(json.dumps(to_dict(judged_trajectory())) + "\n" + text + "\n")
+    assert f"{path}:2: {message}" in one_line_error(capsys, "data", "stats", str(path))
+
+
+def _filter_with_a_cached_judge(tmp_path: Path, cache: Path, *extra: str) -> list[str]:
+    trajectories = tmp_path / "t.jsonl"
+    write_jsonl(trajectories, [judged_trajectory(0), judged_trajectory(1)])
+    return ["filter", "--input", str(trajectories), "--output", str(tmp_path / "kept.jsonl"), "--mode", "process",
+            "--judge.name", "constant", "--cache_path", str(cache), "--progress", "false", *extra]
+
+
+@pytest.mark.parametrize("damage", ["not a database", "another schema", "a row that is not a judgement"])
+def test_a_corrupt_or_foreign_judgement_cache_is_a_one_line_error_saying_how_to_start_over(tmp_path, capsys, damage):
+    """It was a sqlite3.DatabaseError, or a RuntimeError with a traceback."""
+    import sqlite3
+
+    from swirl_lightning.testing import ConstantJudge, registered
+
+    cache = tmp_path / "judgements.sqlite"
+    if damage == "not a database":
+        cache.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
+    else:
+        with sqlite3.connect(cache) as conn:
+            if damage == "another schema":
+                conn.execute("CREATE TABLE judgements (id INTEGER, verdict TEXT)")
+            else:
+                conn.execute("CREATE TABLE judgements (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                conn.executemany("INSERT INTO judgements VALUES (?, ?)", [(_constant_key(i), '{"verdict": ')
+                                                                          for i in range(2)])
+        conn.close()
+    with registered(judges={"constant": ConstantJudge}):
+        line = one_line_error(capsys, *_filter_with_a_cached_judge(tmp_path, cache))
+        assert f"judgement cache {cache}: " in line and "delete the file to start a new cache" in line
+        assert "--cache false" in line
+        assert swirl(_filter_with_a_cached_judge(tmp_path, cache, "--cache", "false", "--overwrite", "true")) == 0
+
+
+def _constant_key(step: int) -> str:
+    from swirl_lightning.core.trajectory import decompose
+    from swirl_lightning.judging.steps import judgement_key, verdict_settings
+    from swirl_lightning.testing import ConstantJudge
+
+    judge = ConstantJudge()
+    state, action = decompose(judged_trajectory())[step]
+    return judgement_key(judge.judge_id, judge.prompt_version, state.messages, action.text, verdict_settings(judge))
+
+
+def test_a_cached_failure_is_judged_again_never_compared_as_a_score(tmp_path, capsys):
+    """A cache row of a failed judgement was compared as a score: TypeError: '>' not supported between 'NoneType'
+    and 'int' in the filter. A failure is no verdict: the step is asked again, and the verdict replaces the row."""
+    import sqlite3
+
+    from swirl_lightning.judging.steps import JudgementCache
+    from swirl_lightning.testing import ConstantJudge, registered
+
+    cache = tmp_path / "judgements.sqlite"
+    JudgementCache(cache).put_many({_constant_key(1): Judgement("constant:1", "GOOD", 1.0, "v1")})
+    failure = json.dumps(to_dict(Judgement("constant:1", "FAILED", None, "v1", error="HTTP 500")))
+    with sqlite3.connect(cache) as conn:  # as an older version, or another program, may have stored it
+        conn.execute("INSERT INTO judgements VALUES (?, ?)", (_constant_key(0), failure))
+    conn.close()
+    with registered(judges={"constant": ConstantJudge}):
+        assert swirl(_filter_with_a_cached_judge(tmp_path, cache)) == 0
+    stats = json.loads((tmp_path / "kept.stats.json").read_text())
+    assert stats["judging"] == {"steps": 4, "from_cache": 2, "judged": 2, "failed": 0} and stats["kept"] == 2
+    assert JudgementCache(cache).get_many([_constant_key(0)])[_constant_key(0)].verdict == "GOOD"
+
+
+@pytest.mark.integration
+def test_changing_max_message_chars_never_reuses_cached_verdicts(tmp_path):
+    """The cache key left out max_message_chars, for the local and the served judge: after a change, 6 of 60
+    trajectories were kept from the cache where fresh judging keeps 0."""
+    import copy
+
+    from swirl_lightning.judging.local_lm import ProcessJudge
+    from swirl_lightning.judging.served import ServedJudge
+    from swirl_lightning.judging.steps import JudgementCache, judge_trajectories
+    from swirl_lightning.testing import StubChatServer, tiny_model_and_tokenizer
+
+    def judged(judge, cache: JudgementCache) -> dict[str, int]:
+        return judge_trajectories(copy.deepcopy([judged_trajectory(0)]), judge, cache=cache, progress=False)
+
+    model, tokenizer = tiny_model_and_tokenizer()
+    with StubChatServer(lambda body, seen: "Verdict: GOOD") as server:
+        for make in (lambda chars: ProcessJudge(model, tokenizer, model_name="tiny", max_message_chars=chars),
+                     lambda chars: ServedJudge(server.base_url, "stub-model", max_message_chars=chars)):
+            cache = JudgementCache(tmp_path / f"{len(list(tmp_path.iterdir()))}.sqlite")
+            assert judged(make(2000), cache)["judged"] == 2
+            assert judged(make(2000), cache)["from_cache"] == 2  # the same settings: nothing asked again
+            assert judged(make(40), cache) == {"steps": 2, "from_cache": 0, "judged": 2, "failed": 0}
+            cache.close()
+
+
+def test_generate_refuses_its_questions_file_as_output_in_any_spelling(tmp_path, capsys, monkeypatch):
+    """`swirl generate --output Q --task.data_path Q --overwrite true` deleted the questions before reading them."""
+    questions = _questions(tmp_path / "q.jsonl", '{"question": "1+1?", "answer": "2"}')
+    (tmp_path / "link.jsonl").symlink_to(questions)
+    (tmp_path / "world").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for output, data_path in (("q.jsonl", str(questions)), (str(tmp_path / "." / "q.jsonl"), "q.jsonl"),
+                              ("link.jsonl", "q.jsonl"), ("world/questions.jsonl", "world")):
+        line = one_line_error(capsys, *tiny_generate(Path(output), "--task.name", "jsonl", "--task.data_path",
+                                                     data_path, "--overwrite", "true"))
+        assert "the task.data_path" in line and "would destroy the input" in line
+        assert questions.read_text() == '{"question": "1+1?", "answer": "2"}\n'
+
+
+@pytest.mark.integration
+def test_generate_overwrite_replaces_a_symlinked_output_never_the_file_it_points_to(tmp_path, capsys):
+    """`generate --overwrite true` replaced the file a symlinked output points to. The link is replaced instead (as every
+    writer here replaces a link): the user asked for a new output at that path, and the file elsewhere is not the
+    run's to touch."""
+    target = tmp_path / "elsewhere.jsonl"
+    target.write_text("keep me\n")
+    out = tmp_path / "t.jsonl"
+    out.symlink_to(target)
+    assert swirl(tiny_generate(out, "--overwrite", "true")) == 0
+    capsys.readouterr()
+    assert target.read_text() == "keep me\n" and not out.is_symlink() and len(read_trajectories(out)) == 4
+
+
+def test_tools_call_takes_a_warm_up_timeout(tmp_path, capsys):
+    """`swirl tools call` with a warm-up that never returns hung (60 s and counting)."""
+    from swirl_lightning.testing import registered
+
+    with registered(tools=[hostile_tools(tmp_path)["stuck"]]):
+        started = time.perf_counter()
+        assert swirl(["tools", "call", "stuck", "go", "--warm-up-timeout", "0.5"]) == 1
+    assert time.perf_counter() - started < 30
+    assert "warm-up was stopped" in capsys.readouterr().err

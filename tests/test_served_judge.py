@@ -1,14 +1,24 @@
 """The served judges against a stub OpenAI-compatible server on 127.0.0.1, counting the requests it saw: retries on
-429, 5xx, time-outs and dropped connections; judge failures (never BAD or 0); limits; prompts and verdicts."""
+429, 5xx, time-outs and dropped connections; judge failures (never BAD or 0); limits; prompts and verdicts; a
+deadline for the whole request and a cap on the reply's size; the API key redacted from every message; options
+checked before the judge is built."""
 
+import contextlib
+import json
 import random
+import re
+import socket
+import threading
 import time
+import tracemalloc
 
 import pytest
 
 from swirl_lightning.core.trajectory import FAILED, Judgement, State, Step, from_dict, parse_action, to_dict
 from swirl_lightning.judging.judge_prompts import JudgePrompt, parse_group_verdicts, parse_verdict
+from swirl_lightning.judging.base import make_outcome_judge, make_step_judge
 from swirl_lightning.judging.ratelimit import RateLimiter, RetryPolicy, TokenBucket
+from swirl_lightning.judging.redact import redact
 from swirl_lightning.judging.served import JudgeConfigurationError, ServedGrader, ServedJudge
 from swirl_lightning.testing import StubChatServer, StubResponse
 
@@ -264,3 +274,180 @@ def test_a_failed_judgement_round_trips_and_old_records_still_read() -> None:
         Judgement("m", "BAD", None)
     with pytest.raises(ValueError, match="null with FAILED"):
         Judgement("m", FAILED, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# A deadline for the whole request, and a cap on the reply's size
+
+GOOD_BODY = json.dumps({"choices": [{"message": {"role": "assistant", "content": "It follows.\nVerdict: GOOD"}}]})
+SLACK_S = 0.5  # thread start-up and a loaded machine: the deadline itself is exact
+
+
+@contextlib.contextmanager
+def dripping_headers(interval_s: float = 0.05):
+    """A server on 127.0.0.1 that reads a request, then sends its status line and headers one byte at a time,
+    forever (no socket time-out per read ever fires); yields its base_url."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # the listener closed
+                return
+            with connection:
+                connection.recv(65536)
+                head = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 10**6
+                try:
+                    for byte in head:
+                        if stop.wait(interval_s):
+                            return
+                        connection.sendall(bytes([byte]))
+                except OSError:  # the client gave up
+                    continue
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    finally:
+        stop.set()
+        listener.close()
+
+
+@pytest.mark.parametrize("hostile", [
+    StubResponse(raw_body=GOOD_BODY, drip_bytes=2, drip_s=0.1),
+    StubResponse(raw_body=GOOD_BODY, body_delay_s=60),
+    StubResponse(raw_body=GOOD_BODY, send_length=False, drip_bytes=1, drip_s=0.1),
+], ids=["body-drips", "stalls-after-headers", "drips-without-length"])
+def test_a_reply_that_drips_or_stalls_ends_at_the_deadline_as_a_failure(hostile) -> None:
+    with StubChatServer(lambda body, seen: hostile) as server:
+        judge = judge_for(server, timeout_s=1.0, max_retries=0)
+        started = time.monotonic()
+        (judgement,) = judge.judge_steps([item("<answer>5</answer>")])
+        elapsed = time.monotonic() - started
+    assert judgement.failed and judgement.score is None and "timed out after 1 s" in judgement.error
+    assert 1.0 <= elapsed < 1.0 + SLACK_S  # the deadline bounds the request, not each read
+
+
+def test_headers_that_drip_end_at_the_deadline_too() -> None:
+    with dripping_headers() as base_url:
+        judge = ServedJudge(base_url, "stub-model", **{**FAST, "timeout_s": 1.0, "max_retries": 1})
+        started = time.monotonic()
+        (judgement,) = judge.judge_steps([item("<answer>5</answer>")])
+        elapsed = time.monotonic() - started
+    assert judgement.failed and "timed out after 1 s (gave up after 2 attempts)" in judgement.error
+    assert 2.0 <= elapsed < 2.0 + 0.05 + 2 * SLACK_S  # each attempt has its own deadline (and a backoff between)
+
+
+@pytest.mark.parametrize("send_length", [True, False], ids=["length-announced", "no-length"])
+def test_a_50_mb_reply_is_a_one_line_failure_without_the_memory(send_length) -> None:
+    body = b'{"choices": [{"message": {"content": "Verdict: GOOD ' + b"x" * 50_000_000 + b'"}}]}'
+    with StubChatServer(lambda request, seen: StubResponse(raw_body=body, send_length=send_length)) as server:
+        judge = judge_for(server, timeout_s=5.0, max_retries=3)
+        tracemalloc.start()
+        try:
+            started = time.monotonic()
+            (judgement,) = judge.judge_steps([item("<answer>5</answer>")])
+            elapsed = time.monotonic() - started
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert judgement.failed and judgement.score is None and "\n" not in judgement.error
+    assert judgement.error.startswith(f"reply over max_reply_bytes ({8 * 2**20})")
+    assert len(server.requests) == 1  # asking again would fetch as much again
+    assert elapsed < 5.0 and peak < 12 * 2**20  # read up to the cap at most, never the 50 MB
+
+
+def test_max_reply_bytes_is_an_option() -> None:
+    with StubChatServer(lambda body, seen: "Verdict: GOOD " + "x" * 500) as server:
+        assert judge_for(server).judge_steps([item("<answer>5</answer>")])[0].verdict == "GOOD"
+        (judgement,) = judge_for(server, max_reply_bytes=400).judge_steps([item("<answer>5</answer>")])
+        assert judgement.failed and "over max_reply_bytes (400)" in judgement.error
+
+
+def test_deeply_nested_json_in_a_reply_is_an_unreadable_response_not_a_recursion_error() -> None:
+    nested = '{"choices": [{"message": {"content": ' + "[" * 200_000 + "]" * 200_000 + "}}]}"
+    with StubChatServer(lambda body, seen: StubResponse(raw_body=nested)) as server:
+        (judgement,) = judge_for(server, max_retries=0).judge_steps([item("<answer>5</answer>")])
+    assert judgement.failed and "unreadable response: nested deeper than" in judgement.error
+
+
+def test_a_redirect_is_not_followed_and_stops_the_run() -> None:
+    """Following it would send the API key to whatever host the redirect names."""
+    elsewhere = StubResponse(status=307, headers={"Location": "http://attacker.invalid/v1/chat/completions"})
+    with StubChatServer(lambda body, seen: elsewhere) as server:
+        with pytest.raises(JudgeConfigurationError, match="HTTP 307: redirected to http://attacker.invalid"):
+            judge_for(server).judge_steps([item("<answer>5</answer>")])
+        assert len(server.requests) == 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# The API key in no message
+
+
+def test_redact_removes_the_key_authorization_values_and_bearer_tokens() -> None:
+    key = "sk-live-0123456789abcdef"
+    text = (f"Incorrect API key provided: Bearer {key}. You sent {key[:-1]}x and {key}; "
+            '{"authorization": "Basic dXNlcjpwYXNz", "Proxy-Authorization": "Negotiate qwerty"}\n'
+            "Authorization: Bearer other-token\nAuthorization header missing, bearer   tok.en")
+    clean = redact(text, [key])
+    assert key not in clean and "dXNlcjpwYXNz" not in clean and "qwerty" not in clean and "other-token" not in clean
+    assert "tok.en" not in clean and "Authorization header missing" in clean and f"{key[:-1]}x" in clean
+    assert redact(clean, [key]) == clean  # what is redacted stays as it is
+    assert redact("no secrets here: a GOOD step", [""]) == "no secrets here: a GOOD step"
+
+
+def test_a_server_that_echoes_the_key_never_gets_it_into_a_judgement_or_an_error(monkeypatch) -> None:
+    key = "sk-echo-" + "5f3a" * 8
+    monkeypatch.setenv("STUB_JUDGE_KEY", key)
+    echoed = {"X-Echo": f"Bearer {key}"}
+    faults = {
+        "<answer>1</answer>": StubResponse(status=500, headers=echoed,
+                                           raw_body=json.dumps({"error": {"message": f"overloaded; your key: {key}"}})),
+        "<answer>2</answer>": StubResponse(status=400, raw_body=f"Authorization: Bearer {key} is not allowed here"),
+        "<answer>3</answer>": f"Thinking about key {key} and Bearer {key}... no verdict",
+        "<answer>4</answer>": StubResponse(raw_body=f"<html>{key}</html>", headers=echoed),
+    }
+    with StubChatServer(lambda body, seen: faults[step_of(body)]) as server:
+        judge = judge_for(server, api_key_env="STUB_JUDGE_KEY", max_retries=1)
+        judgements = judge.judge_steps([item(step) for step in faults])
+        assert [j.verdict for j in judgements] == [FAILED] * 4
+        assert all(key not in j.error and "[redacted]" in j.error for j in judgements), [j.error for j in judgements]
+        refusing = StubResponse(status=401,
+                                raw_body=json.dumps({"error": {"message": f"Incorrect API key provided: {key}"}}))
+        server.respond = lambda body, seen: refusing
+        with pytest.raises(JudgeConfigurationError) as error:
+            judge.judge_steps([item("<answer>5</answer>")])
+        assert key not in str(error.value) and "Incorrect API key provided: [redacted]" in str(error.value)
+    assert {r["authorization"] for r in server.requests} == {f"Bearer {key}"}  # it was sent, and only there
+
+
+# ----------------------------------------------------------------------------------------------------
+# Options checked before the judge is built
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"model": "m"}, "judge.options: judge 'served' needs base_url (a string), missing here"),
+    ({}, "judge.options: judge 'served' needs base_url (a string) and model (a string), missing here"),
+    ({"base_url": "http://127.0.0.1:9/v1", "model": "m", "timeout": 5}, "judge.options: judge 'served' has no option "
+                                                                         "'timeout'; its options are base_url, model,"),
+    ({"base_url": "http://127.0.0.1:9/v1", "model": "m", "timeout_s": "soon"},
+     "judge.options.timeout_s: expected a number, got 'soon'"),
+    ({"base_url": "http://127.0.0.1:9/v1", "model": "m", "group": "yes"},
+     "judge.options.group: expected true or false, got 'yes'"),
+    ({"base_url": "http://127.0.0.1:9/v1", "model": "m", "max_tokens": 1.5},
+     "judge.options.max_tokens: expected an integer, got 1.5"),
+    ({"base_url": "http://127.0.0.1:9/v1", "model": "m", "seed": "7"},
+     "judge.options.seed: expected an integer or null"),
+    ({"base_url": "127.0.0.1:8000", "model": "m"}, "base_url: expected http(s)://HOST[:PORT]/v1, got '127.0.0.1:8000'"),
+    ({"base_url": "http://127.0.0.1:9/v1", "model": "m", "max_reply_bytes": 0}, "max_reply_bytes: expected a positive"),
+])
+def test_bad_served_options_are_value_errors_naming_the_option(options, message) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_step_judge("served", options)
+
+
+def test_the_outcome_judges_options_are_named_as_such() -> None:
+    with pytest.raises(ValueError, match=re.escape("judge.outcome_options: judge 'served_grader' needs base_url")):
+        make_outcome_judge("served_grader", options={"model": "m"})

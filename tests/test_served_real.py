@@ -57,7 +57,7 @@ def test_swirl_filter_with_a_real_transformers_serve(server, tmp_path) -> None:
     assert stats["steps_judged"] == 3 - failed  # the rest have a verdict
     if failed:  # a reply without a verdict, never a failed request
         assert stats["judge_failures"]["steps"]["last_error"].startswith("no verdict in the reply")
-    for trajectory in read_trajectories(tmp_path / "kept.jsonl"):
+    for trajectory in read_trajectories(tmp_path / "kept.jsonl", allow_empty=True):
         assert all(s.judgements[0].verdict == "GOOD" for s in trajectory.steps)
 
     assert swirl_main([*argv, "--overwrite", "true"]) == 0  # again: verdicts come from the cache, failures asked again

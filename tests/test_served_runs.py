@@ -24,7 +24,7 @@ from swirl_lightning.core.trajectory import (
 )
 from swirl_lightning.judging.filter import FilterConfig, cli_main, filter_trajectories, run_filter
 from swirl_lightning.judging.served import ServedJudge
-from swirl_lightning.judging.steps import JudgeFailureError, judgement_key
+from swirl_lightning.judging.steps import JudgeFailureError, judgement_key, verdict_settings
 from swirl_lightning.testing import StubChatServer, StubResponse
 from swirl_lightning.training.config import (
     EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig, SwirlConfig, TrainDataConfig, ValidationDataConfig,
@@ -149,7 +149,7 @@ def test_a_killed_filter_resumes_without_asking_again_for_judged_steps(tmp_path)
         sent_before = len(server.requests)
 
         judge = ServedJudge(**options)
-        key_of = {judgement_key(judge.judge_id, judge.prompt_version, state.messages, s.text): s.text
+        key_of = {judgement_key(judge.judge_id, judge.prompt_version, state.messages, s.text, verdict_settings(judge)): s.text
                   for t in read_trajectories(tmp_path / "in.jsonl") for state, s in decompose(t)}
         with sqlite3.connect(tmp_path / "cache.sqlite") as conn:
             stored = {key_of[key] for (key,) in conn.execute("SELECT key FROM judgements")}
@@ -187,6 +187,57 @@ def test_the_served_grader_in_a_filter_with_failures_cached_apart(tmp_path) -> N
         assert stats["judge_usage"]["outcome_judge"]["requests"] == 3
         run_filter(config)
         assert len(server.requests) == 4  # the second run asked again only for the failed grade
+
+
+def test_a_server_that_drips_stalls_or_floods_costs_a_filter_its_deadline_and_no_more(tmp_path) -> None:
+    write_trajectories(tmp_path / "in.jsonl", count=4, steps=1)  # e<i>: a calculation "t<i>s0", then an answer
+    flood = b'{"choices": [{"message": {"content": "Verdict: GOOD ' + b"x" * 50_000_000 + b'"}}]}'
+    hostile = {"t0s0": StubResponse(text="Verdict: GOOD", drip_bytes=3, drip_s=0.2),
+               "t1s0": StubResponse(text="Verdict: GOOD", body_delay_s=60),
+               "t2s0": StubResponse(raw_body=flood, send_length=False)}
+
+    def respond(body, seen):
+        text = judged_step(body["messages"][-1]["content"])
+        return next((reply for step, reply in hostile.items() if step in text), "Verdict: GOOD")
+
+    with StubChatServer(respond) as server:
+        config = filter_config(tmp_path, server, options={"timeout_s": 1.0, "max_retries": 0, "concurrency": 8},
+                               max_failure_rate=1.0)
+        started = time.monotonic()
+        stats = run_filter(config)
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.0 + 3.0  # the requests run together; each ends at its deadline at the latest
+    assert [t.key for t in read_trajectories(config.output)] == [("e3", 0)]  # the run went on to the end
+    assert stats["steps_failed"] == 3 and stats["trajectories_undecided"] == 3 and stats["steps_judged"] == 5
+    last = stats["judge_failures"]["steps"]["last_error"]
+    assert "timed out after 1 s" in last or "over max_reply_bytes" in last
+
+
+def test_bad_judge_options_are_one_line_errors_before_any_request(tmp_path, capsys) -> None:
+    write_trajectories(tmp_path / "in.jsonl", count=1)
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text(json.dumps({"id": "e0", "question": "q", "answer": "7"}) + "\n")
+    base = ["filter", "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "kept.jsonl"),
+            "--cache_path", str(tmp_path / "cache.sqlite"), "--progress", "false"]
+    with StubChatServer(lambda body, seen: "Verdict: GOOD") as server:
+        cases = [
+            (["--judge.name", "served"], "judge.options: judge 'served' needs base_url (a string) and model"),
+            (["--judge.name", "served", "--judge.options", json.dumps({"model": "m"})],
+             "judge.options: judge 'served' needs base_url (a string), missing here"),
+            (["--judge.name", "served", "--judge.options", json.dumps(served(server, timeout_s="2 s"))],
+             "judge.options.timeout_s: expected a number, got '2 s'"),
+            # The outcome judge's options are checked before the step judge asks the server anything.
+            (["--mode", "process+outcome", "--task.name", "jsonl", "--task.data_path", str(examples),
+              "--judge.name", "served", "--judge.options", json.dumps(served(server)),
+              "--judge.outcome", "served_grader", "--judge.outcome_options", json.dumps({"model": "m"})],
+             "judge.outcome_options: judge 'served_grader' needs base_url"),
+        ]
+        for flags, message in cases:
+            assert swirl_main(base + flags) == 2
+            lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+            assert len(lines) == 1 and message in lines[0] and "Traceback" not in lines[0], lines
+        assert server.requests == []
+    assert not (tmp_path / "kept.jsonl").exists()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -398,3 +449,45 @@ def test_the_api_key_is_in_no_file_and_no_log(tmp_path, monkeypatch, capfd) -> N
     output = capfd.readouterr()
     assert key not in output.out and key not in output.err and "SWIRL_TEST_JUDGE_KEY" in next(
         (tmp_path / "fit" / "tb").glob("**/version_0/config.yaml")).read_text()
+
+
+def test_a_server_that_echoes_the_key_gets_it_into_no_file_and_no_output(tmp_path, monkeypatch, capfd) -> None:
+    key = "sk-swirl-echo-" + os.urandom(8).hex()
+    monkeypatch.setenv("SWIRL_TEST_JUDGE_KEY", key)
+    write_trajectories(tmp_path / "in.jsonl", count=4, steps=1)
+    echo = {"X-Echo-Authorization": f"Bearer {key}", "X-Api-Key": key}
+
+    def respond(body, seen):
+        """Every error body and header repeats the key it was sent, as many servers do."""
+        text = judged_step(body["messages"][-1]["content"])
+        if "t0s0" in text:
+            message = f"Incorrect API key provided: Bearer {key}"
+            return StubResponse(status=500, headers=echo, raw_body=json.dumps({"error": {"message": message}}))
+        if "t1s0" in text:
+            return StubResponse(status=400, headers=echo, raw_body=f"Authorization: Bearer {key} rejected ({key})")
+        if "t2s0" in text:
+            return StubResponse(text=f"Your key {key} is fine, but I cannot tell.", headers=echo)
+        return StubResponse(text="Verdict: GOOD", headers=echo)
+
+    with StubChatServer(respond, api_key=key) as server:
+        options = served(server, api_key_env="SWIRL_TEST_JUDGE_KEY", max_retries=1)
+        argv = ["filter", "--input", str(tmp_path / "in.jsonl"), "--judge.name", "served",
+                "--judge.options", json.dumps(options), "--cache_path", str(tmp_path / "cache.sqlite")]
+        for mode in ("process", "step"):
+            assert swirl_main(argv + ["--output", str(tmp_path / mode / "kept.jsonl"), "--mode", mode,
+                                      "--judge.max_failure_rate", "1"]) == 0
+        # Over the failure limit: the error, with the last failure's reason, goes to stderr.
+        assert swirl_main(argv + ["--output", str(tmp_path / "stopped.jsonl"), "--judge.max_failure_rate", "0",
+                                  "--cache", "false"]) == 1
+        server.respond = lambda body, seen: StubResponse(
+            status=401, headers=echo, raw_body=json.dumps({"error": {"message": f"Incorrect API key: {key}"}}))
+        assert swirl_main(argv + ["--output", str(tmp_path / "refused.jsonl"), "--cache", "false"]) == 1
+        assert {r["authorization"] for r in server.requests} == {f"Bearer {key}"}  # the key was sent...
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "kept.stats.json" for p in written) and any(p.name == "cache.sqlite" for p in written)
+    assert [str(p) for p in written if key.encode() in p.read_bytes()] == []  # ...and is in no file
+    output = capfd.readouterr()
+    assert key not in output.out and key not in output.err
+    assert "[redacted]" in output.err  # the errors were printed, with the key taken out
+    stats = json.loads((tmp_path / "process" / "kept.stats.json").read_text())
+    assert stats["steps_failed"] == 3 and "[redacted]" in json.dumps(stats)

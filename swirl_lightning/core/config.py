@@ -189,9 +189,13 @@ SHARED_GROUPS: dict[str, type] = {
 
 
 def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
-    """Parse ``argv`` (``--config`` files and ``--field`` / ``--group.field`` overrides) into dataclass ``cls``."""
+    """Parse ``argv`` (``--config`` files and ``--field`` / ``--group.field`` overrides) into dataclass ``cls``.
+    Every config file and inline value is checked against the bounds of :mod:`.safe_load` first."""
     from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
+    from swirl_lightning.core.safe_load import check_config_arguments
+
+    check_config_arguments(argv)
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip(), parser_mode="omegaconf",
                             exit_on_error=True)

@@ -8,14 +8,15 @@ tool's result, which goes back to the model as the next user turn ``QUERY -> RES
 (every message before it) and step k as target. Tool results are never targets.
 
 JSONL files hold one record per line with a ``schema_version``: 2 since the gold answer is kept
-(``Trajectory.gold_answer``); a version-1 record reads as version 2 with no gold answer. Writing is append-safe:
-each record is one ``write()`` of a whole line followed by flush and fsync, so a crash can at worst leave a *torn
-last line* (no trailing newline). Only in a file a writer owns (``generate``'s shards) is such a line skipped
-(``torn_tail="skip"``), and :class:`JsonlWriter` cuts it off before it appends; in a file a user gave, a bad
-last line is an error like any other. Every bad line is an error naming ``file:line`` and the field: numbers
-must be finite (JSON's ``NaN`` and ``Infinity`` are refused), the ``schema_version`` known, and a trajectory's
-prompt a non-empty list of messages with a ``role`` and a ``content``. Writes never follow a symlink: a file is
-written under a temporary name and renamed over the target, which replaces a link instead of writing through it.
+(``Trajectory.gold_answer``); a version-1 record reads as version 2 with no gold answer. Writing is append-safe: each
+record is one ``write()`` of a whole line followed by flush and fsync, so a crash can at worst leave a *torn last
+line* (no trailing newline). Only in a file a writer owns (``generate``'s shards) is such a line skipped
+(``torn_tail="skip"``), and :class:`JsonlWriter` cuts it off before it appends; in a file a user gave, a bad last line
+is an error like any other. Every bad line is an error naming ``file:line`` and the field: numbers must be finite
+(JSON's ``NaN`` and ``Infinity`` are refused) and integers fit in 64 bits, keys are unique, nesting is bounded
+(:mod:`swirl_lightning.core.safe_load`), the ``schema_version`` known, and a trajectory's prompt a non-empty list of
+messages with a ``role`` and a ``content``. Writes never follow a symlink: a file is written under a temporary name
+and renamed over the target, which replaces a link instead of writing through it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
+
+from swirl_lightning.core.safe_load import loads_json
 
 SCHEMA_VERSION = 2
 """2: ``Trajectory.gold_answer`` (the example's answer, kept for reading a rollout later). 1: the first format."""
@@ -288,12 +291,16 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FormatError(f"{where}: expected a number, got {value!r:.60}")
+        if isinstance(value, int) and value.bit_length() > 1000:  # past the largest float: OverflowError
+            raise FormatError(f"{where}: expected a finite number, got an integer of {len(str(abs(value)))} digits")
         if not math.isfinite(value):
             raise FormatError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise FormatError(f"{where}: expected an integer, got {value!r:.60}")
+        if not -(2**63) <= value < 2**63:  # token ids, indices and counts end up in tensors and SQLite
+            raise FormatError(f"{where}: expected an integer that fits in 64 bits, got one of {len(str(abs(value)))} digits")
         return value
     if tp in (str, bool):
         if not isinstance(value, tp):
@@ -330,29 +337,29 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
 # JSONL files
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows (numbers must be finite)")
-
-
-def read_jsonl(path: str | os.PathLike, cls: type[T], *, torn_tail: Literal["error", "skip"] = "error") -> Iterator[T]:
+def read_jsonl(path: str | os.PathLike, cls: type[T], *, torn_tail: Literal["error", "skip"] = "error",
+               allow_empty: bool = False) -> Iterator[T]:
     """Read records of dataclass ``cls`` from a JSONL file.
 
     Blank lines are skipped. Any bad line raises :class:`FormatError` naming ``file:line`` and the field, except,
     with ``torn_tail="skip"`` (a file this library writes and owns), a torn last line: a crash mid-write leaves one
     without a trailing newline, and it is skipped with a warning. ``schema_version`` must be one this library knows;
-    an older one is read as the current version (every field added since has a default).
+    an older one is read as the current version (every field added since has a default). A file without a record is
+    a :class:`FormatError` unless ``allow_empty`` (a writer's own file, read back to resume).
     """
     path = Path(path)
     with path.open("rb") as fh:
         lines = fh.read().split(b"\n")
     last = len(lines) - 1  # index of the text after the final newline ("" when the file ends cleanly)
     has_version = "schema_version" in {f.name for f in dataclasses.fields(cls)}
+    if not allow_empty and not any(raw.strip() for raw in lines):
+        raise FormatError(f"{path}: no records: the file is empty; expected one {cls.__name__} (a JSON object) per line")
     for i, raw in enumerate(lines):
         if not raw.strip():
             continue
         where = f"{path}:{i + 1}"
         try:
-            data = json.loads(raw, parse_constant=_refuse_constant)
+            data = loads_json(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             if i == last and torn_tail == "skip":
                 warnings.warn(f"{where}: skipping a torn last line (an interrupted write): {err}", stacklevel=2)
@@ -404,9 +411,10 @@ def _check_trajectory(trajectory: Trajectory, where: str) -> None:
         raise FormatError(f"{where}: prompt_token_ids: expected token ids >= 0")
 
 
-def read_trajectories(path: str | os.PathLike, *, torn_tail: Literal["error", "skip"] = "error") -> list[Trajectory]:
+def read_trajectories(path: str | os.PathLike, *, torn_tail: Literal["error", "skip"] = "error",
+                      allow_empty: bool = False) -> list[Trajectory]:
     """All trajectories in a JSONL file (see :func:`read_jsonl`)."""
-    return list(read_jsonl(path, Trajectory, torn_tail=torn_tail))
+    return list(read_jsonl(path, Trajectory, torn_tail=torn_tail, allow_empty=allow_empty))
 
 
 def _open_no_follow(path: Path, flags: int) -> int:

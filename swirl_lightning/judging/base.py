@@ -7,18 +7,20 @@ freshly sampled actions as the ``swirl`` reward (a step without an observation: 
 GOOD rate. An *outcome judge* scores final answers against gold answers.
 
 Judges register through the ``register_judges`` hook, the built-ins included (this module is their plugin), and
-are built by name with :func:`make_judge` (``judge.name`` and ``judge.options`` in every config).
+are built by name with :func:`make_judge` (``judge.name`` and ``judge.options`` in every config), their options
+checked against the judge's signature first (:mod:`.options`).
 
 A judge that can fail (a served LLM: a request that still fails after its retries, a reply with no verdict) returns
 a *failure* for that step, ``Judgement(verdict=FAILED, score=None, error=...)``, never a BAD or a 0: filtering leaves
 the step out (see :mod:`.filter`), the ``swirl`` reward leaves the sample out of its batch, and the run counts the
 failures and stops above ``judge.max_failure_rate`` (:class:`~swirl_lightning.judging.steps.FailureBudget`).
 
-Two optional parts a step judge may have: ``iter_judgements(items)`` yields ``(index, judgement)`` as each one is
+Three optional parts a step judge may have: ``iter_judgements(items)`` yields ``(index, judgement)`` as each one is
 ready (in any order), so that :func:`~swirl_lightning.judging.steps.judge_trajectories` stores each in the cache at
 once (a killed run loses no answered request); ``usage`` is a
 :class:`~swirl_lightning.judging.ratelimit.JudgeUsage` (requests, tokens, cost) that filter stats and training logs
-report.
+report; ``verdict_settings`` names the attributes besides its id and prompt version that change a verdict, whose
+values the cache key holds (:class:`StepJudgeBase` names ``max_message_chars``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class StepJudge(Protocol):
     threshold: float
     """A step is GOOD when its score is at least this (and above 0)."""
     cacheable: bool
-    """Whether judgements may be cached by (judge id, prompt version, state, step text)."""
+    """Whether judgements may be cached by (judge id, prompt version, verdict settings, state, step text)."""
     needs_example: bool
     """Whether the judge reads each state's :class:`~swirl_lightning.core.trajectory.Example` (gold data)."""
 
@@ -75,6 +77,10 @@ class StepJudgeBase:
     threshold = 0.5
     cacheable = True
     needs_example = False
+    verdict_settings: tuple[str, ...] = ("max_message_chars",)
+    """Attributes other than ``judge_id`` and ``prompt_version`` that change a verdict: the cache key holds the values
+    of those the judge has, so a changed setting never reuses old verdicts. ``max_message_chars`` shortens what the
+    judge reads; ``threshold`` is not one (a cached score gets the current threshold's verdict)."""
 
     def judgement(self, score: float) -> Judgement:
         """The judgement of a score, with this judge's id, threshold and prompt version."""
@@ -140,17 +146,32 @@ def available_judges(pm: Any = None) -> dict[str, Callable[..., Any]]:
     return collect_registrations("register_judges", check, builtin=sys.modules[__name__], pm=pm)
 
 
-def make_judge(name: str, pm: Any = None, **options: Any) -> Any:
-    """A judge by registered name, built with ``options`` (e.g. ``make_judge("process", model="tiny-random")``)."""
+def _factory(name: str, options: dict[str, Any] | None, pm: Any, where: str) -> Callable[..., Any]:
+    """The factory of judge ``name``, once ``options`` are checked against it (:func:`.options.check_options`): a
+    bad name or option is a ``ValueError`` naming it, found before the judge (a model, a client) is built."""
+    from swirl_lightning.judging.options import check_options
+
     factories = available_judges(pm)
     if name not in factories:
         raise ValueError(f"judge: expected one of {', '.join(sorted(factories))}, got {name!r}")
-    return factories[name](**options)
+    check_options(name, factories[name], options or {}, where)
+    return factories[name]
+
+
+def check_judge_options(name: str, options: dict[str, Any] | None, where: str = "judge.options",
+                        pm: Any = None) -> None:
+    """Raise ``ValueError`` for an unknown judge name or a bad option, without building anything."""
+    _factory(name, options, pm, where)
+
+
+def make_judge(name: str, pm: Any = None, **options: Any) -> Any:
+    """A judge by registered name, built with ``options`` (e.g. ``make_judge("process", model="tiny-random")``)."""
+    return _factory(name, options, pm, "options")(**options)
 
 
 def make_step_judge(name: str, options: dict[str, Any] | None = None, pm: Any = None) -> StepJudge:
     """A step judge by name, checked against :class:`StepJudge` (a clear error naming what it lacks)."""
-    judge = make_judge(name, pm, **(options or {}))
+    judge = _factory(name, options, pm, "judge.options")(**(options or {}))
     missing = [a for a in ("judge_id", "prompt_version", "threshold", "cacheable", "needs_example", "judge_steps")
                if not hasattr(judge, a)]
     if missing:
@@ -161,7 +182,7 @@ def make_step_judge(name: str, options: dict[str, Any] | None = None, pm: Any = 
 
 def make_outcome_judge(name: str, pm: Any = None, options: dict[str, Any] | None = None) -> OutcomeJudge:
     """An outcome judge by name (built with ``options``), checked against :class:`OutcomeJudge`."""
-    judge = make_judge(name, pm, **(options or {}))
+    judge = _factory(name, options, pm, "judge.outcome_options")(**(options or {}))
     missing = [a for a in ("judge_id", "score_batch", "score") if not hasattr(judge, a)]
     if missing:
         raise TypeError(f"judge {name!r} is not an outcome judge: it lacks {', '.join(missing)} "

@@ -37,12 +37,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from swirl_lightning.core.config import JudgeConfig, TaskConfig
+from swirl_lightning.core.outputs import check_outputs_apart
 from swirl_lightning.core.trajectory import (
     Example, Judgement, Step, Trajectory, read_trajectories, write_jsonl, write_text_atomic,
 )
@@ -318,17 +319,17 @@ class FilterConfig:
         return Path(self.stats) if self.stats else Path(self.output).with_suffix(".stats.json")
 
 
-def check_outputs(source: str | Path, outputs: Sequence[Path], overwrite: bool) -> None:
-    """Refuse outputs that would destroy data: the input itself, two outputs in one file (the stats written over the
-    kept trajectories), or an existing file without ``overwrite``."""
-    resolved = [Path(output).resolve() for output in outputs]
+def check_outputs(inputs: Mapping[str, str | Path | None], outputs: Mapping[str, Path], overwrite: bool) -> None:
+    """Refuse outputs (by name) that would destroy data: an input (by name) in any spelling, two outputs in one file
+    (the stats written over the kept trajectories), or an existing file without ``overwrite``."""
+    resolved = [path.resolve() for path in outputs.values()]
+    names = list(outputs.values())
     for index, path in enumerate(resolved):
         if path in resolved[:index]:
-            raise ValueError(f"outputs {outputs[resolved.index(path)]} and {outputs[index]} are one file: the second "
+            raise ValueError(f"outputs {names[resolved.index(path)]} and {names[index]} are one file: the second "
                              "would replace the first; choose another path")
-    for output in outputs:
-        if Path(output).resolve() == Path(source).resolve() or (output.exists() and output.samefile(source)):
-            raise ValueError(f"output {output} is the input: filtering in place would destroy it; choose another output")
+    check_outputs_apart(outputs, inputs)
+    for output in outputs.values():
         if os.path.lexists(output) and not overwrite:
             raise FileExistsError(f"output {output} exists: pass --overwrite true to replace it, or choose another output")
 
@@ -336,30 +337,36 @@ def check_outputs(source: str | Path, outputs: Sequence[Path], overwrite: bool) 
 def run_filter(config: FilterConfig) -> dict[str, Any]:
     """Judge, score, filter and write, as configured; returns the stats that were written."""
     from swirl_lightning.core.tasks import get_task, load_task
-    from swirl_lightning.judging.base import make_outcome_judge, make_step_judge
+    from swirl_lightning.judging.base import check_judge_options, make_outcome_judge, make_step_judge
 
     started = time.perf_counter()
-    check_outputs(config.input, [Path(config.output), config.stats_path], config.overwrite)
-    trajectories = read_trajectories(config.input)
     task = config.task
+    check_outputs({"input": config.input, "task.data_path": task.data_path if task else None},
+                  {"output": Path(config.output), "stats": config.stats_path}, config.overwrite)
+    trajectories = read_trajectories(config.input)
     examples = None if task is None else {e.id: e for e in load_task(task.name, task.split, path=task.data_path)}
     step_judge_id, judging, usage = None, None, {}
     step_failures, outcome_failures = FailureBudget.from_config(config.judge), FailureBudget.from_config(config.judge)
+    # The options of both judges are checked, then both are built, before any step is judged: a bad option of either
+    # is found before a model loads or a server is called.
+    outcome_name = None if examples is None else config.judge.outcome or get_task(task.name).outcome_judge
+    if _uses_process(config.mode):
+        check_judge_options(config.judge.name, config.judge.options)
+    if outcome_name is not None:
+        check_judge_options(outcome_name, config.judge.outcome_options, "judge.outcome_options")
+    judge = make_step_judge(config.judge.name, config.judge.options) if _uses_process(config.mode) else None
+    outcome_judge = None if outcome_name is None else make_outcome_judge(outcome_name,
+                                                                         options=config.judge.outcome_options)
     cache = JudgementCache(config.cache_path) if config.cache else None
     try:
-        if _uses_process(config.mode):
-            judge = make_step_judge(config.judge.name, config.judge.options)
+        if judge is not None:
             step_judge_id = judge.judge_id
             judging = judge_trajectories(trajectories, judge, examples, cache, config.judge.batch_size,
                                          config.progress, step_failures)
             step_failures.check(final=True)
             if getattr(judge, "usage", None) is not None:
                 usage["step_judge"] = judge.usage.as_dict()
-        outcome_judge_id = None
-        if examples is not None:
-            outcome_judge = make_outcome_judge(config.judge.outcome or get_task(task.name).outcome_judge,
-                                               options=config.judge.outcome_options)
-            outcome_judge_id = outcome_judge.judge_id
+        if outcome_judge is not None:
             score_outcomes(trajectories, examples, outcome_judge, cache, outcome_failures)
             outcome_failures.check(final=True)
             if getattr(outcome_judge, "usage", None) is not None:
@@ -371,7 +378,8 @@ def run_filter(config: FilterConfig) -> dict[str, Any]:
     Path(config.output).parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(config.output, kept)
     stats.update(input=str(config.input), output=str(config.output), task=None if task is None else task.name,
-                 split=None if task is None else task.split, outcome_judge=outcome_judge_id, judging=judging,
+                 split=None if task is None else task.split,
+                 outcome_judge=None if outcome_judge is None else outcome_judge.judge_id, judging=judging,
                  judge_failures={"steps": step_failures.as_dict(), "outcomes": outcome_failures.as_dict()},
                  judge_usage=usage or None, seconds=round(time.perf_counter() - started, 3))
     write_text_atomic(config.stats_path, json.dumps(stats, indent=2, ensure_ascii=False, allow_nan=False) + "\n")

@@ -10,14 +10,18 @@ of a state together), the validation GOOD rate. An invalid action is BAD without
 tolerates 10 / 10.00 / $10; ``prompt: qa`` for short answers).
 
 A long run can rely on: at most ``concurrency`` requests in flight, ``requests_per_minute`` and
-``tokens_per_minute`` limits, a ``timeout_s`` per request, and retries with exponential backoff and jitter on
-429, 5xx, time-outs and connection errors (:mod:`.ratelimit`). A request still failing after its retries, an other
-4xx answer, or a reply without a verdict is a *judge failure* (``Judgement(verdict=FAILED, score=None)``), never a
-BAD or a 0. A 401, 403 or 404 means no request can succeed (a wrong key, model or URL) and stops the run at once.
+``tokens_per_minute`` limits, a deadline of ``timeout_s`` for each request as a whole (a reply that drips or stalls
+ends there) and a cap of ``max_reply_bytes`` on its size (:mod:`.transport`), and retries with exponential backoff
+and jitter on 429, 5xx, time-outs, connection errors and unreadable replies (:mod:`.ratelimit`). A request still
+failing after its retries, another 4xx answer, a reply over the cap, or a reply without a verdict is a *judge
+failure* (``Judgement(verdict=FAILED, score=None)``), never a BAD or a 0. A 401, 403, 404 or a redirect means no
+request can succeed (a wrong key, model or URL) and stops the run at once.
 
 The API key is read from the environment variable named by ``api_key_env`` when the client is made; it is never
-stored in a config, a judgement, the cache, a log or an output. Without ``api_key_env`` a placeholder key is sent
-(local servers need none), so a key in ``OPENAI_API_KEY`` never goes to a server that was not meant to get it.
+stored in a config, a judgement, the cache, a log or an output, and every text from the server or the connection
+is redacted (:mod:`.redact`: the key, ``Authorization`` values, bearer tokens) before a message quotes it: servers
+echo credentials in their errors. Without ``api_key_env`` a placeholder key is sent (local servers need none), so a
+key in ``OPENAI_API_KEY`` never goes to a server that was not meant to get it.
 """
 
 from __future__ import annotations
@@ -28,18 +32,24 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
+from swirl_lightning.core.safe_load import loads_json
 from swirl_lightning.core.trajectory import Judgement, State, Step
 from swirl_lightning.judging.base import BAD, FAILED, GOOD, StepJudgeBase
 from swirl_lightning.judging.judge_prompts import JudgePrompt, parse_group_verdicts, parse_verdict, shorten, transcript
 from swirl_lightning.judging.ratelimit import JudgeUsage, RateLimiter, RetryPolicy
+from swirl_lightning.judging.redact import redact
+from swirl_lightning.judging.transport import ConnectionFailed, HttpReply, ReplyTooLarge, RequestTimedOut, post
 
 NO_KEY = "no-key"
 """The key sent when ``api_key_env`` is not set: servers without authentication accept any."""
+DEFAULT_MAX_REPLY_BYTES = 8 * 2**20
+"""The largest reply read: far above any chat completion a judge asks for, far below what would strain memory."""
 
 
 class JudgeConfigurationError(RuntimeError):
@@ -74,87 +84,147 @@ def read_api_key(api_key_env: str | None) -> str:
     return key
 
 
-def _describe(error: Exception, timeout_s: float) -> str:
-    import openai
-
-    if isinstance(error, openai.APITimeoutError):
-        return f"timed out after {timeout_s:g} s"
-    if isinstance(error, openai.APIStatusError):
-        message = re.sub(r"^Error code: \d+ - ", "", str(error.message))
-        return f"HTTP {error.status_code}: {shorten(message, 200)}"
-    if isinstance(error, openai.APIConnectionError):
-        cause = error.__cause__ or error
-        return f"connection error: {shorten(f'{type(cause).__name__}: {cause}', 200)}"
-    return shorten(f"{type(error).__name__}: {error}", 200)
+def _count(value: Any) -> int:
+    """A token count from a reply; 0 for anything that is not a plausible count (a string, -1, 10**40)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**40 else 0
 
 
-def _retry_after(error: Exception) -> float | None:
-    response = getattr(error, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
+def parse_completion(body: bytes) -> tuple[Reply, bool]:
+    """The reply of a chat-completion body, and whether it reported its usage; ``ValueError`` when the body is no
+    chat completion."""
+    data = loads_json(body)  # bounded: deep nesting is a ValueError, never a RecursionError
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    choices = data.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    text = message.get("content") if isinstance(message, dict) else None
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"the message content is {type(text).__name__}, not text")
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return Reply(text or ""), False
+    return Reply(text or "", _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))), True
+
+
+def _error_message(body: bytes) -> str:
+    """What an error body says: its ``error.message`` (the OpenAI convention) or its text."""
     try:
-        return float(value) if value is not None else None
+        data = loads_json(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+    error = data.get("error") if isinstance(data, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error
+    return message if isinstance(message, str) else body.decode("utf-8", "replace")
+
+
+def _retry_after(reply: HttpReply) -> float | None:
+    try:
+        return float(str(reply.headers.get("retry-after", "")))
     except ValueError:
         return None
 
 
+def _check_base_url(base_url: str) -> str:
+    """``base_url`` without a trailing slash; ``ValueError`` unless it is an http(s) URL with a host."""
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # a port that is no number, a broken IPv6 address
+        valid = False
+    if not valid:
+        raise ValueError(f"base_url: expected http(s)://HOST[:PORT]/v1, got {base_url!r}")
+    return base_url.rstrip("/")
+
+
 class ChatClient:
-    """Chat completions from one model on one server, within the limits, with retries, counting usage."""
+    """Chat completions from one model on one server, within the limits, with retries, counting usage.
+
+    Each attempt has ``timeout_s`` seconds in all, from connecting to the reply's last byte, and a reply is at most
+    ``max_reply_bytes`` long (:mod:`.transport`). Every text that comes from the server or the connection is
+    redacted (:mod:`.redact`) before it reaches a message.
+    """
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, timeout_s: float = 60.0,
-                 retry: RetryPolicy = RetryPolicy(), limiter: RateLimiter | None = None,
-                 usage: JudgeUsage | None = None, seed: int | None = None, extra_body: dict[str, Any] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        import openai
-
-        if timeout_s <= 0:
+                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES, retry: RetryPolicy = RetryPolicy(),
+                 limiter: RateLimiter | None = None, usage: JudgeUsage | None = None, seed: int | None = None,
+                 extra_body: dict[str, Any] | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        if not 0 < timeout_s <= threading.TIMEOUT_MAX:  # NaN included; a timer cannot wait longer than TIMEOUT_MAX
             raise ValueError(f"timeout_s: expected seconds > 0, got {timeout_s}")
-        self.base_url, self.model, self.timeout_s = base_url, model, timeout_s
+        if max_reply_bytes < 1:
+            raise ValueError(f"max_reply_bytes: expected a positive integer, got {max_reply_bytes}")
+        self.base_url, self.model, self.timeout_s = _check_base_url(base_url), model, timeout_s
+        self.max_reply_bytes = max_reply_bytes
         self.retry, self.limiter = retry, limiter or RateLimiter()
         self.usage = usage if usage is not None else JudgeUsage()
         self.seed, self.extra_body = seed, extra_body
         self._sleep, self._rng = sleep, random.Random()
-        # The client retries nothing itself: the retries, their backoff and their count are ours.
-        self._client = openai.OpenAI(base_url=base_url, api_key=read_api_key(api_key_env), timeout=timeout_s,
-                                     max_retries=0)
+        key = read_api_key(api_key_env)
+        self._secrets = () if key == NO_KEY else (key,)
+        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                         "Accept": "application/json", "User-Agent": "swirl-lightning"}
+
+    def redact(self, text: str) -> str:
+        """``text`` without the API key or any credential (:func:`.redact.redact`)."""
+        return redact(text, self._secrets)
+
+    def _quote(self, text: str, limit: int = 200) -> str:
+        """A server's text for a one-line message: redacted, on one line, shortened."""
+        return shorten(" ".join(self.redact(text).split()), limit)
+
+    def _status(self, reply: HttpReply) -> str:
+        """A reply that is no success, in one line: its status and what it says (or where it redirects to)."""
+        if 300 <= reply.status < 400:
+            said = f"redirected to {self._quote(str(reply.headers.get('Location', '?')))}"
+        else:
+            said = self._quote(_error_message(reply.body))
+        return f"HTTP {reply.status}" + (f": {said}" if said else "")
 
     def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> Reply:
         """The reply to ``messages``; :class:`RequestFailed` when none came after the retries."""
-        import openai
-
         estimate = sum(len(m["content"]) for m in messages) // 4 + max_tokens
-        options: dict[str, Any] = {"seed": self.seed} if self.seed is not None else {}
+        payload: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                                   "temperature": temperature}
+        if self.seed is not None:
+            payload["seed"] = self.seed
+        body = json.dumps({**payload, **(self.extra_body or {})}).encode("utf-8")
+        url = f"{self.base_url}/chat/completions"
         last = "no attempt"
         for attempt in range(self.retry.max_retries + 1):
             waited = self.limiter.acquire(estimate)
             self.usage.add(requests=1, retries=int(attempt > 0), wait_seconds=waited)
+            retry_after = None
             try:
-                response = self._client.chat.completions.create(
-                    model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature,
-                    extra_body=self.extra_body, **options)
-            except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as error:
+                reply = post(url, body, self._headers, timeout_s=self.timeout_s, max_reply_bytes=self.max_reply_bytes)
+            except ReplyTooLarge as error:  # asking again would fetch as much again
                 self.usage.add(failed_requests=1)
-                raise JudgeConfigurationError(
-                    f"judge server {self.base_url} refused the request ({_describe(error, self.timeout_s)}): check "
-                    f"base_url, the model name {self.model!r} and the API key variable (api_key_env)") from None
-            except (openai.RateLimitError, openai.APIConnectionError) as error:  # time-outs are connection errors
-                last, retry_after = _describe(error, self.timeout_s), _retry_after(error)
-            except openai.APIStatusError as error:
-                last, retry_after = _describe(error, self.timeout_s), _retry_after(error)
-                if error.status_code < 500:  # the request itself is refused (too long, malformed): asking again fails too
-                    self.usage.add(failed_requests=1)
-                    raise RequestFailed(last) from None
-            except (ValueError, openai.APIResponseValidationError) as error:  # a body that is no chat completion
-                last, retry_after = f"unreadable response: {shorten(str(error), 200)}", None
+                raise RequestFailed(str(error)) from None
+            except RequestTimedOut as error:
+                last = str(error)
+            except ConnectionFailed as error:
+                last = f"connection error: {self._quote(str(error))}"
             else:
-                used = getattr(response, "usage", None)
-                prompt_tokens = int(getattr(used, "prompt_tokens", 0) or 0)
-                completion_tokens = int(getattr(used, "completion_tokens", 0) or 0)
-                self.usage.add(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-                if used is not None:
-                    self.limiter.settle(estimate, prompt_tokens + completion_tokens)
-                choices = getattr(response, "choices", None) or []
-                text = choices[0].message.content if choices and choices[0].message is not None else None
-                return Reply(text or "", prompt_tokens, completion_tokens)
+                if 200 <= reply.status < 300:
+                    try:
+                        answer, reported = parse_completion(reply.body)
+                    except ValueError as error:  # a body that is no chat completion
+                        quoted = self._quote(reply.body.decode("utf-8", "replace"), 100)
+                        last = f"unreadable response: {self._quote(str(error))}: {quoted!r}"
+                    else:
+                        self.usage.add(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens)
+                        if reported:
+                            self.limiter.settle(estimate, answer.prompt_tokens + answer.completion_tokens)
+                        return answer
+                elif reply.status in (401, 403, 404) or 300 <= reply.status < 400:
+                    self.usage.add(failed_requests=1)
+                    raise JudgeConfigurationError(
+                        f"judge server {self.base_url} refused the request ({self._status(reply)}): check base_url, "
+                        f"the model name {self.model!r} and the API key variable (api_key_env)")
+                elif reply.status == 429 or reply.status >= 500:
+                    last, retry_after = self._status(reply), _retry_after(reply)
+                else:  # the request itself is refused (too long, malformed): asking again fails too
+                    self.usage.add(failed_requests=1)
+                    raise RequestFailed(self._status(reply))
             self.usage.add(failed_requests=1)
             if attempt < self.retry.max_retries:
                 delay = self.retry.delay(attempt, self._rng, retry_after)
@@ -168,9 +238,9 @@ class _Served:
 
     def _setup(self, base_url: str, model: str, *, api_key_env: str | None, temperature: float,
                max_tokens: int, seed: int | None, concurrency: int, requests_per_minute: float | None,
-               tokens_per_minute: float | None, timeout_s: float, max_retries: int, backoff_s: float,
-               max_backoff_s: float, price_input_per_mtok: float | None, price_output_per_mtok: float | None,
-               extra_body: dict[str, Any] | None) -> None:
+               tokens_per_minute: float | None, timeout_s: float, max_reply_bytes: int, max_retries: int,
+               backoff_s: float, max_backoff_s: float, price_input_per_mtok: float | None,
+               price_output_per_mtok: float | None, extra_body: dict[str, Any] | None) -> None:
         if not base_url or not model:
             raise ValueError("a served judge needs base_url (e.g. http://127.0.0.1:8000/v1) and model")
         if concurrency < 1:
@@ -180,6 +250,7 @@ class _Served:
         self.model, self.temperature, self.max_tokens, self.concurrency = model, temperature, max_tokens, concurrency
         self.usage = JudgeUsage(price_input_per_mtok, price_output_per_mtok)
         self.client = ChatClient(base_url, model, api_key_env=api_key_env, timeout_s=timeout_s,
+                                 max_reply_bytes=max_reply_bytes,
                                  retry=RetryPolicy(max_retries, backoff_s, max_backoff_s),
                                  limiter=RateLimiter(requests_per_minute, tokens_per_minute), usage=self.usage,
                                  seed=seed, extra_body=extra_body)
@@ -213,7 +284,8 @@ class ServedJudge(_Served, StepJudgeBase):
     holding the key); ``prompt`` (``math``, ``search`` or a prompt file); ``model_name`` (the judge id is
     ``served:<model_name or model>``: name the model when ``model`` is a path, or when its weights change);
     ``temperature``, ``max_tokens``, ``seed``, ``extra_body`` (sent as they are); ``group`` (one request for all
-    sampled actions of a state); ``concurrency``, ``requests_per_minute``, ``tokens_per_minute``, ``timeout_s``,
+    sampled actions of a state); ``concurrency``, ``requests_per_minute``, ``tokens_per_minute``, ``timeout_s`` (the
+    deadline of one request, its reply's last byte included), ``max_reply_bytes`` (a longer reply is a failure),
     ``max_retries``, ``backoff_s``, ``max_backoff_s``; ``price_input_per_mtok`` and ``price_output_per_mtok`` (for
     the cost estimate); ``max_message_chars`` (longer messages are shortened).
     """
@@ -224,15 +296,17 @@ class ServedJudge(_Served, StepJudgeBase):
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, prompt: str = "math",
                  model_name: str | None = None, temperature: float = 0.0, max_tokens: int = 256, seed: int | None = None,
                  group: bool = False, concurrency: int = 4, requests_per_minute: float | None = None,
-                 tokens_per_minute: float | None = None, timeout_s: float = 60.0, max_retries: int = 4,
-                 backoff_s: float = 1.0, max_backoff_s: float = 30.0, price_input_per_mtok: float | None = None,
+                 tokens_per_minute: float | None = None, timeout_s: float = 60.0,
+                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES, max_retries: int = 4, backoff_s: float = 1.0,
+                 max_backoff_s: float = 30.0, price_input_per_mtok: float | None = None,
                  price_output_per_mtok: float | None = None, max_message_chars: int = 2000,
                  extra_body: dict[str, Any] | None = None, threshold: float = 0.5) -> None:
         self._setup(base_url, model, api_key_env=api_key_env, temperature=temperature, max_tokens=max_tokens,
                     seed=seed, concurrency=concurrency, requests_per_minute=requests_per_minute,
-                    tokens_per_minute=tokens_per_minute, timeout_s=timeout_s, max_retries=max_retries,
-                    backoff_s=backoff_s, max_backoff_s=max_backoff_s, price_input_per_mtok=price_input_per_mtok,
-                    price_output_per_mtok=price_output_per_mtok, extra_body=extra_body)
+                    tokens_per_minute=tokens_per_minute, timeout_s=timeout_s, max_reply_bytes=max_reply_bytes,
+                    max_retries=max_retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
+                    price_input_per_mtok=price_input_per_mtok, price_output_per_mtok=price_output_per_mtok,
+                    extra_body=extra_body)
         self.prompt = JudgePrompt.load(prompt, "process")
         if group and "user_group" not in self.prompt.sections:
             raise ValueError(f"group: the prompt {self.prompt.path} has no '=== user_group' section")
@@ -281,7 +355,8 @@ class ServedJudge(_Served, StepJudgeBase):
                 verdict = verdicts.get(n)
                 if verdict is None:
                     where = "" if len(indices) == 1 else f" for step {n}"
-                    results.append((index, self.failure(f"no verdict{where} in the reply: {shorten(reply, 300)!r}")))
+                    quoted = shorten(self.client.redact(reply), 300)
+                    results.append((index, self.failure(f"no verdict{where} in the reply: {quoted!r}")))
                 else:
                     results.append((index, self.judgement(1.0 if verdict == GOOD else 0.0)))
         self.usage.add(judgements=len(results), failures=sum(j.verdict == FAILED for _, j in results))
@@ -314,14 +389,15 @@ class ServedGrader(_Served):
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, prompt: str = "math",
                  model_name: str | None = None, temperature: float = 0.0, max_tokens: int = 128, seed: int | None = None,
                  concurrency: int = 4, requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
-                 timeout_s: float = 60.0, max_retries: int = 4, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
-                 price_input_per_mtok: float | None = None, price_output_per_mtok: float | None = None,
-                 extra_body: dict[str, Any] | None = None) -> None:
+                 timeout_s: float = 60.0, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES, max_retries: int = 4,
+                 backoff_s: float = 1.0, max_backoff_s: float = 30.0, price_input_per_mtok: float | None = None,
+                 price_output_per_mtok: float | None = None, extra_body: dict[str, Any] | None = None) -> None:
         self._setup(base_url, model, api_key_env=api_key_env, temperature=temperature, max_tokens=max_tokens,
                     seed=seed, concurrency=concurrency, requests_per_minute=requests_per_minute,
-                    tokens_per_minute=tokens_per_minute, timeout_s=timeout_s, max_retries=max_retries,
-                    backoff_s=backoff_s, max_backoff_s=max_backoff_s, price_input_per_mtok=price_input_per_mtok,
-                    price_output_per_mtok=price_output_per_mtok, extra_body=extra_body)
+                    tokens_per_minute=tokens_per_minute, timeout_s=timeout_s, max_reply_bytes=max_reply_bytes,
+                    max_retries=max_retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
+                    price_input_per_mtok=price_input_per_mtok, price_output_per_mtok=price_output_per_mtok,
+                    extra_body=extra_body)
         self.prompt = JudgePrompt.load(prompt, "grader")
         self.judge_id = f"served_grader:{model_name or model}"
         self.prompt_version = self.prompt.prompt_version(temperature, max_tokens, seed, extra_body)
@@ -339,7 +415,8 @@ class ServedGrader(_Served):
         else:
             verdict = parse_verdict(reply, "YES", "NO")
             judgement = (Judgement(self.judge_id, FAILED, None, self.prompt_version,
-                                   error=f"no verdict in the reply: {shorten(reply, 300)!r}") if verdict is None else
+                                   error=f"no verdict in the reply: {shorten(self.client.redact(reply), 300)!r}")
+                         if verdict is None else
                          Judgement(self.judge_id, GOOD if verdict == "YES" else BAD, float(verdict == "YES"),
                                    self.prompt_version))
         self.usage.add(judgements=1, failures=int(judgement.failed))

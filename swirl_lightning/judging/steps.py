@@ -1,8 +1,10 @@
 """Judging many steps: every step of many trajectories (filtering, validation), or freshly sampled actions (the
 ``swirl`` reward), with judgements cached on disk by content hash so a step is never judged twice.
 
-Judge failures (``FAILED`` judgements: see :mod:`.base`) are never cached, so the next run asks again, and are
-counted by a :class:`FailureBudget` that stops the run above ``judge.max_failure_rate``.
+Judge failures (``FAILED`` judgements: see :mod:`.base`) are never cached, so the next run asks again (a failure
+found in a cache file, from elsewhere, is read as no judgement at all), and are counted by a :class:`FailureBudget`
+that stops the run above ``judge.max_failure_rate``. A cache file that is not one (corrupt, or another program's
+database) is a :class:`JudgementCacheError` naming the file and how to start over.
 """
 
 from __future__ import annotations
@@ -11,29 +13,39 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from swirl_lightning.core.models import cache_dir
+from swirl_lightning.core.safe_load import loads_json
 from swirl_lightning.core.trajectory import Example, Judgement, State, Step, Trajectory, decompose, from_dict, to_dict
 from swirl_lightning.judging.base import StepJudge, verdict_for
 
 
+class JudgementCacheError(ValueError):
+    """The cache file cannot be used (corrupt, another schema); the message names it and how to start over."""
+
+
 class JudgementCache:
-    """Step judgements on disk, by :func:`~swirl_lightning.judging.judges.judgement_key` (a
-    :class:`~swirl_lightning.judging.judges.JudgementStore`).
+    """Step judgements on disk, by :func:`judgement_key` (a :class:`JudgementStore`).
 
     One SQLite file (default ``$SWIRL_CACHE_DIR/judgements/judgements.sqlite``) in WAL mode: readers never
     block, each write is one transaction, and several processes may share it. A connection is opened per
     process, so the cache survives a fork.
     """
 
+    COLUMNS = ("key", "value")
+
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path) if path is not None else cache_dir() / "judgements" / "judgements.sqlite"
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
+
+    def _unusable(self, reason: object) -> JudgementCacheError:
+        return JudgementCacheError(f"judgement cache {self.path}: {reason}; delete the file to start a new cache, "
+                                   "or judge without it (--cache false)")
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
@@ -42,28 +54,52 @@ class JudgementCache:
                 conn = sqlite3.connect(self.path, timeout=60)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("CREATE TABLE IF NOT EXISTS judgements (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(judgements)"))
             except sqlite3.DatabaseError as err:
-                raise RuntimeError(f"judgement cache {self.path}: {err}; delete the file to start a new cache") from None
+                raise self._unusable(err) from None
+            if columns != self.COLUMNS:  # a table of the same name from another program, or another version
+                conn.close()
+                raise self._unusable(f"its table 'judgements' has the columns {', '.join(columns)}, not "
+                                     f"{', '.join(self.COLUMNS)}")
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
-        """The cached judgements among ``keys``."""
+        """The cached judgements among ``keys``. A stored failure (this class stores none, an older version or another
+        program may have) is left out: it is no verdict, so the step is judged again."""
         keys, found = list(dict.fromkeys(keys)), {}
         conn = self._connection()
-        for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
-            chunk = keys[start : start + 500]
-            rows = conn.execute(f"SELECT key, value FROM judgements WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-            found.update((key, from_dict(Judgement, json.loads(value), f"{self.path}[{key}]")) for key, value in rows)
+        try:
+            for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
+                chunk = keys[start : start + 500]
+                rows = conn.execute(f"SELECT key, value FROM judgements WHERE key IN ({','.join('?' * len(chunk))})",
+                                    chunk).fetchall()
+                for key, value in rows:
+                    judgement = self._judgement(key, value)
+                    if not judgement.failed:
+                        found[key] = judgement
+        except sqlite3.DatabaseError as err:
+            raise self._unusable(err) from None
         return found
+
+    def _judgement(self, key: str, value: object) -> Judgement:
+        try:
+            if not isinstance(value, (str, bytes)):
+                raise ValueError(f"expected the JSON text of a judgement, got {type(value).__name__}")
+            return from_dict(Judgement, loads_json(value))
+        except ValueError as err:  # not JSON, over a bound, or not a judgement
+            raise self._unusable(f"the row {key[:12]}... is not a judgement ({str(err)[:200]})") from None
 
     def put_many(self, judgements: dict[str, Judgement]) -> None:
         """Store judgements by key, in one transaction; judge failures are not stored (the next run asks again)."""
         rows = [(key, json.dumps(to_dict(j))) for key, j in judgements.items() if not j.failed]
         if not rows:
             return
-        with self._connection() as conn:
-            conn.executemany("INSERT OR REPLACE INTO judgements (key, value) VALUES (?, ?)", rows)
+        try:
+            with self._connection() as conn:
+                conn.executemany("INSERT OR REPLACE INTO judgements (key, value) VALUES (?, ?)", rows)
+        except sqlite3.DatabaseError as err:
+            raise self._unusable(err) from None
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
@@ -71,18 +107,29 @@ class JudgementCache:
         self._conn = None
 
 
-def judgement_key(judge_id: str, prompt_version: str, state: list[dict[str, str]], step_text: str) -> str:
-    """The content hash a step judgement is cached under; a judge whose verdict depends on anything else
-    (the gold data, say) must say so in its prompt version or set ``cacheable = False``."""
-    payload = json.dumps([judge_id, prompt_version, state, step_text], ensure_ascii=False, sort_keys=True)
+def judgement_key(judge_id: str, prompt_version: str, state: list[dict[str, str]], step_text: str,
+                  settings: Mapping[str, Any] | None = None) -> str:
+    """The content hash a step judgement is cached under: the judge, its prompt version, its ``settings`` that change a
+    verdict (:func:`verdict_settings`), the state and the step. A judge whose verdict depends on anything else (the
+    gold data, say) must say so in its prompt version or set ``cacheable = False``."""
+    parts: list[Any] = [judge_id, prompt_version, state, step_text]
+    if settings:
+        parts.append(dict(settings))
+    payload = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=repr)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def verdict_settings(judge: Any) -> dict[str, Any]:
+    """The values of the judge's ``verdict_settings`` (attribute names; see
+    :class:`~swirl_lightning.judging.base.StepJudgeBase`) that it has: what else the cache key must hold."""
+    return {name: getattr(judge, name) for name in getattr(judge, "verdict_settings", ()) if hasattr(judge, name)}
+
+
 class JudgementStore(Protocol):
-    """Where judgements are cached, such as :class:`swirl_lightning.judging.filter.JudgementCache`."""
+    """Where judgements are cached, such as :class:`JudgementCache`."""
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Judgement]:
-        """The stored judgements among ``keys``."""
+        """The stored verdicts among ``keys`` (never a failure)."""
 
     def put_many(self, judgements: dict[str, Judgement]) -> None:
         """Store judgements by key."""
@@ -157,18 +204,20 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
     failures = failures if failures is not None else FailureBudget(max_rate=1.0)
     failed_before = failures.failed
     use_cache = cache is not None and judge.cacheable
+    settings = verdict_settings(judge)
     pending: list[tuple[State, Step, str | None]] = []
     for trajectory in trajectories:
         example = (examples or {}).get(trajectory.example_id)
         if judge.needs_example and example is None:
             raise ValueError(f"judge {judge.judge_id} needs the examples (name the task); none for trajectory {trajectory.key}")
         for state, step in decompose(trajectory, example):
-            key = judgement_key(judge.judge_id, judge.prompt_version, state.messages, step.text) if use_cache else None
+            key = judgement_key(judge.judge_id, judge.prompt_version, state.messages, step.text,
+                                settings) if use_cache else None
             pending.append((state, step, key))
     cached = cache.get_many(k for _, _, k in pending if k) if use_cache else {}
     todo, hits = [], []
     for state, step, key in pending:
-        if key in cached:
+        if key in cached and not cached[key].failed:  # a store of another make may hold failures: no verdict
             hit = cached[key]
             hits.append(Judgement(hit.judge, verdict_for(hit.score, judge.threshold), hit.score, hit.prompt_version))
             _set_judgement(step, hits[-1])

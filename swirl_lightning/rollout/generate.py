@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
+from swirl_lightning.core.outputs import check_outputs_apart, output_path
 from swirl_lightning.core.prompts import observation_result
 from swirl_lightning.core.trajectory import (
     Example, JsonlWriter, Trajectory, read_trajectories, write_jsonl, write_text_atomic,
@@ -87,10 +88,16 @@ def _differences(stored: Any, current: Any, prefix: str = "") -> list[str]:
 
 
 def prepare_output(cfg: GenerateConfig) -> None:
-    """Refuse an output this run would mix with another (or replace it with ``overwrite``); record this run's
-    identity beside it."""
+    """Refuse an output that is an input (the questions, the policy), or one this run would mix with another (or
+    replace it with ``overwrite``: a link there is removed, not what it points to); record this run's identity beside
+    it."""
     output = Path(cfg.output)
     summary = output.with_name(output.name + ".summary.json")
+    model_folder = cfg.policy.name if os.path.isdir(cfg.policy.name) else None  # not an alias or a hub id
+    check_outputs_apart({"output": output, "run record": run_file(output), "summary": summary,
+                         "shard folder": shard_dir(output)},
+                        {"task.data_path": cfg.task.data_path, "policy.adapter": cfg.policy.adapter,
+                         "policy.name": model_folder})
     if cfg.overwrite:
         for path in (output, run_file(output), summary):
             path.unlink(missing_ok=True)
@@ -121,10 +128,10 @@ def _finished(output: Path) -> Iterator[Trajectory]:
     """The trajectories of the merged output, then of every shard (a shard's torn last line, from a crash, is
     skipped: the writer owns it)."""
     if output.exists():
-        yield from read_trajectories(output)
+        yield from read_trajectories(output, allow_empty=True)
     if shard_dir(output).exists():
         for shard in sorted(shard_dir(output).glob("rank*.jsonl")):
-            yield from read_trajectories(shard, torn_tail="skip")
+            yield from read_trajectories(shard, torn_tail="skip", allow_empty=True)
 
 
 def merge_shards(output: Path, example_order: list[str]) -> list[Trajectory]:
@@ -282,8 +289,9 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
 
     from swirl_lightning.rollout.evaluation import summarize
 
-    # An absolute output: nothing a tool or a library does to the working folder can move where results go.
-    cfg = dataclasses.replace(cfg, output=str(Path(cfg.output).resolve()))
+    # An absolute output: nothing a tool or a library does to the working folder can move where results go. Its
+    # last part is kept as given: a link there is replaced by the output, the file it points to is left alone.
+    cfg = dataclasses.replace(cfg, output=str(output_path(cfg.output)))
     output = Path(cfg.output)
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     started = time.perf_counter()

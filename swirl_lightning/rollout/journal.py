@@ -30,7 +30,7 @@ class EvaluationJournal:
         self.path, self.samples_per_question = Path(path), samples_per_question
         found: dict[str, dict[int, Trajectory]] = defaultdict(dict)
         if self.path.exists():
-            for trajectory in read_trajectories(self.path, torn_tail="skip"):
+            for trajectory in read_trajectories(self.path, torn_tail="skip", allow_empty=True):
                 found[trajectory.example_id][trajectory.sample_index] = trajectory  # a later rollout of it wins
         # A question counts as done with all its samples (a crash can leave some of a batch's written).
         self.done = {q: [samples[k] for k in sorted(samples)] for q, samples in found.items()

@@ -33,6 +33,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from swirl_lightning.core.config import SHARED_GROUPS
+from swirl_lightning.core.safe_load import check_config_arguments
 from swirl_lightning.training.callbacks import EVALUATION_FIGURES
 from swirl_lightning.training.data import SwirlDataModule
 from swirl_lightning.training.module import SwirlModule
@@ -133,6 +134,8 @@ class SwirlCLI(LightningCLI):
         # The config files' names make the run's name; with `${...}` in them jsonargparse keeps no `config` key.
         argv = sys.argv[1:] if args is None else args
         self.config_files = config_files(argv) if isinstance(argv, (list, tuple)) else []
+        if isinstance(argv, (list, tuple)):  # an alias bomb is stopped before jsonargparse expands it
+            check_config_arguments(argv)
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:

@@ -120,7 +120,7 @@ class RolloutStore:
         stamp = (stat.st_size, stat.st_mtime)
         cached = self._cache.get(source.path)
         if cached is None or cached[0] != stamp:
-            cached = (stamp, read_trajectories(source.path))
+            cached = (stamp, read_trajectories(source.path, allow_empty=True))  # a run's file, as it grows
             self._cache[source.path] = cached
         return cached[1]
 

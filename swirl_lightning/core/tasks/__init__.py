@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from swirl_lightning import hookimpl
 from swirl_lightning.core.prompts import observation_result
+from swirl_lightning.core.safe_load import LoadError, loads_json
 from swirl_lightning.core.trajectory import Example, FormatError, Trajectory
 
 try:
@@ -157,7 +158,11 @@ def data_dir() -> Traversable:
 
 
 def read_records(path: DataPath, limit: int | None) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """Yield (``file:line``, 0-based line index, record) for each non-blank line, up to ``limit`` records."""
+    """Yield (``file:line``, 0-based line index, record) for each non-blank line, up to ``limit`` records.
+
+    Each line is read within the bounds of :func:`~swirl_lightning.core.safe_load.loads_json` (nesting, unique keys,
+    finite numbers); a file without a record is an error, as data is expected.
+    """
     if limit is not None and limit < 0:
         raise ValueError(f"limit: expected a non-negative integer or None, got {limit}")
     source = Path(path) if isinstance(path, (str, os.PathLike)) else path
@@ -170,13 +175,17 @@ def read_records(path: DataPath, limit: int | None) -> Iterator[tuple[str, int, 
                 continue
             where = f"{source}:{index + 1}"
             try:
-                record = json.loads(line)
+                record = loads_json(line)
             except json.JSONDecodeError as err:
                 raise FormatError(f"{where}: not valid JSON: {err}") from None
+            except LoadError as err:
+                raise FormatError(f"{where}: {err}") from None
             if not isinstance(record, dict):
                 raise FormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
             count += 1
             yield where, index, record
+    if count == 0 and limit != 0:
+        raise FormatError(f"{source}: no records: the file is empty; expected one JSON object per line")
 
 
 def titles_brought(result: str, titles: Sequence[str]) -> frozenset[str]:
