@@ -152,7 +152,8 @@ def test_fit_refuses_to_overwrite_an_export(tmp_path, capsys):
     (export / "adapter_config.json").write_text("{}")
     line = one_line_error(capsys, "fit", "--config", str(ROOT / "conf" / "gsm8k_warmup.yaml"), "--policy.name",
                           "tiny-random", "--trainer.default_root_dir", str(tmp_path), "--model.export.dir", str(export))
-    assert "holds an export already" in line and (export / "adapter_config.json").read_text() == "{}"
+    assert "holds files no export wrote (adapter_config.json)" in line
+    assert (export / "adapter_config.json").read_text() == "{}"
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -137,6 +137,9 @@ class ToolsConfig:
     a misconfigured tool would otherwise fill the training data with error messages."""
     on_error_rate: Literal["warn", "fail"] = "warn"
     """What ``swirl generate`` does above ``max_error_rate``: warn at the end, or stop the run (after 20 calls)."""
+    pid_namespace: bool = True
+    """Run the tools in a PID namespace of their own where the OS allows (root): no tool can signal the run. Turn it
+    off for a tool that must see the host's process ids."""
 
     def __post_init__(self) -> None:
         _check(self.timeout_s > 0, f"tools.timeout_s: expected a number > 0, got {self.timeout_s}")

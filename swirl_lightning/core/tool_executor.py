@@ -8,22 +8,24 @@ does happens in that process: an exception, ``sys.exit``, ``os._exit`` or a cras
 is killed at the timeout), a change of the working folder, text that cannot be encoded, or a 10 MB answer (cut at
 ``max_output_chars``) all come back as an error observation the model sees, and the next call gets a fresh worker
 when the old one is gone. Error messages never carry this machine's absolute paths (they go into training data).
-The worker dies with its parent (Linux ``PR_SET_PDEATHSIG``) and with :meth:`ToolExecutor.close`.
+The worker runs apart from its caller, in a session of its own (and a PID namespace of its own where the OS allows),
+so a tool that signals its parent or its process group does not reach the caller; it dies, with every process its
+tools started, at a timeout, with :meth:`ToolExecutor.close` and with its caller
+(:mod:`swirl_lightning.core.tool_process`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import re
-import signal
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
+
+from swirl_lightning.core.tool_process import ToolProcess, die_with_parent  # noqa: F401 - die_with_parent: re-exported
 
 if TYPE_CHECKING:
     from swirl_lightning.core.tools import Episode, Tool
@@ -60,25 +62,9 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-def die_with_parent(parent_pid: int | None = None) -> None:
-    """Ask Linux to kill this process when its parent dies (a SIGKILLed parent cannot clean up). With ``parent_pid``,
-    leave at once if that parent is already gone (it died before this process could ask)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's close() and atexit still stop it
-        pass
-    if parent_pid is not None and os.getppid() != parent_pid:
-        os._exit(1)
-
-
 def _serve(connection: Connection, tools: Mapping[str, Tool], max_output_chars: int) -> None:
     """The worker's loop: ``(kind, name, query, episode)`` requests in, ``(error, output, total_chars)`` replies
     out."""
-    die_with_parent(multiprocessing.parent_process().pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # A fork inherits the parent's handlers. Lightning's SIGTERM handler logs and carries on, so multiprocessing's
-    # terminate() at the parent's exit did not end this worker, and the parent waited for it forever.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     home = os.getcwd()
     warm: set[str] = set()
     while True:
@@ -116,17 +102,11 @@ def _serve(connection: Connection, tools: Mapping[str, Tool], max_output_chars: 
 
 
 class _Worker:
-    """One forked worker process and the parent's end of its pipe."""
+    """One worker process (see :mod:`swirl_lightning.core.tool_process`) and the caller's end of its pipe."""
 
-    def __init__(self, tools: Mapping[str, Tool], max_output_chars: int):
-        context = multiprocessing.get_context("fork")
-        self.connection, child = context.Pipe()
-        with warnings.catch_warnings():
-            # Python 3.12+ warns that forking a threaded process may deadlock the child; the child only runs tools.
-            warnings.filterwarnings("ignore", message=".*use of fork\\(\\) may lead to deadlocks", category=DeprecationWarning)
-            self.process = context.Process(target=_serve, args=(child, tools, max_output_chars), daemon=True,
-                                           name="swirl-tool-worker")
-            self.process.start()
+    def __init__(self, tools: Mapping[str, Tool], max_output_chars: int, pid_namespace: bool):
+        self.connection, child = multiprocessing.Pipe()
+        self.process = ToolProcess(_serve, (child, tools, max_output_chars), pid_namespace=pid_namespace)
         child.close()
         self.warm: set[str] = set()
 
@@ -142,13 +122,10 @@ class _Worker:
             return "exited"
 
     def exit_code(self) -> int | None:
-        self.process.join(0.5)
-        return self.process.exitcode
+        return self.process.exit_code()
 
     def stop(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
+        self.process.stop()
         self.connection.close()
 
 
@@ -158,10 +135,12 @@ class ToolExecutor:
     ``timeout_s=None`` waits as long as a call takes; ``warm_up_timeout_s`` bounds each tool's ``warm_up`` (an index
     build may take minutes). A failed or timed-out warm-up is that call's error and is retried on the next call.
     Use it as a context manager, or call :meth:`close`, to stop the worker (it also stops when the caller exits).
+    ``pid_namespace`` gives the worker a PID namespace of its own where the OS allows (root); turn it off for a tool
+    that must see the host's process ids.
     """
 
     def __init__(self, tools: Mapping[str, Tool], timeout_s: float | None = 10.0, max_output_chars: int = 2000,
-                 warm_up_timeout_s: float = 900.0) -> None:
+                 warm_up_timeout_s: float = 900.0, pid_namespace: bool = True) -> None:
         if timeout_s is not None and not timeout_s > 0:
             raise ValueError(f"timeout_s: expected a positive number of seconds or None, got {timeout_s!r}")
         if isinstance(max_output_chars, bool) or not isinstance(max_output_chars, int) or max_output_chars < 1:
@@ -170,6 +149,7 @@ class ToolExecutor:
             raise ValueError(f"warm_up_timeout_s: expected a positive number of seconds, got {warm_up_timeout_s!r}")
         self.tools = dict(tools)
         self.timeout_s, self.max_output_chars, self.warm_up_timeout_s = timeout_s, max_output_chars, warm_up_timeout_s
+        self.pid_namespace = pid_namespace
         self._worker: _Worker | None = None
 
     def run(self, name: str, query: str, episode: Episode | None = None) -> ToolResult:
@@ -183,7 +163,7 @@ class ToolExecutor:
         if name not in self.tools:
             raise UnknownToolError([name], self.tools)
         if self._worker is None:
-            self._worker = _Worker(self.tools, self.max_output_chars)
+            self._worker = _Worker(self.tools, self.max_output_chars, self.pid_namespace)
         worker = self._worker
         # Only a tool that reads its episode pays for pickling it (a task's metadata may be large).
         sent = episode if self.tools[name].takes_episode else None

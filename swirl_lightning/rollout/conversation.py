@@ -10,6 +10,7 @@ stored trajectory is exactly the token sequence the policy saw.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from swirl_lightning.core.config import TaskConfig, ToolsConfig
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import Episode, Tool, tool_tags
 from swirl_lightning.core.trajectory import Example, Step, Trajectory, parse_action
+from swirl_lightning.rollout.inflight import InFlightToolCalls
 
 
 class ChatRenderer:
@@ -65,6 +67,8 @@ class RolloutSettings:
     policy_name: str = ""
     outcome: Callable[[str | None, str], float] | None = None
     """Scores a final answer against the gold answer (1.0 right, 0.0 wrong)."""
+    in_flight: InFlightToolCalls | None = None
+    """Where each tool call is marked while it runs (``swirl generate``: a rollout that kills the run is not retried)."""
 
     @classmethod
     def for_task(cls, task: TaskConfig, tools: ToolsConfig, *, renderer: ChatRenderer | None = None,
@@ -79,7 +83,7 @@ class RolloutSettings:
         selected = select_tools(collect_tools(), tools.names if tools.names is not None else (list(spec.tools) or None))
         turns = spec.example_turns({tool.name: tool.tag for tool in selected.values()}) if task.few_shot else []
         executor = ToolExecutor(selected, timeout_s=tools.timeout_s, max_output_chars=tools.max_output_chars,
-                                warm_up_timeout_s=tools.warm_up_timeout_s)
+                                warm_up_timeout_s=tools.warm_up_timeout_s, pid_namespace=tools.pid_namespace)
         return cls(tools=selected, executor=executor,
                    max_steps=task.max_steps or spec.max_steps, renderer=renderer, example_turns=turns,
                    policy_name=policy_name, outcome=make_outcome_judge(spec.outcome_judge).score)
@@ -135,7 +139,11 @@ class RolloutConversation:
         if action.kind == "answer":
             return self._finish("answer", action.answer)
         if action.kind == "tool":
-            result = self.settings.executor.run(action.tool, action.query, Episode.of(self.example))
+            in_flight = self.settings.in_flight
+            mark = (in_flight.call(self.example.id, self.trajectory.sample_index, action.tool) if in_flight is not None
+                    else contextlib.nullcontext())
+            with mark:
+                result = self.settings.executor.run(action.tool, action.query, Episode.of(self.example))
             step.tool_error = result.error is not None
             step.observation = prompts.observation(action.query, result.output)
         else:

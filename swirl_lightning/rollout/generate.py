@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
 from swirl_lightning.core.outputs import check_outputs_apart, output_path
@@ -29,6 +29,10 @@ from swirl_lightning.core.prompts import observation_result
 from swirl_lightning.core.trajectory import (
     Example, JsonlWriter, Trajectory, read_trajectories, write_jsonl, write_text_atomic,
 )
+from swirl_lightning.rollout.inflight import InFlightToolCalls
+
+if TYPE_CHECKING:
+    from swirl_lightning.rollout.conversation import RolloutSettings
 
 
 @dataclass
@@ -66,14 +70,17 @@ class GenerateConfig:
 
 
 def run_identity(cfg: GenerateConfig) -> dict[str, Any]:
-    """What makes trajectories of one run comparable: a resume must match it (limit and offset may grow)."""
+    """What makes trajectories of one run comparable: a resume must match it (limit and offset may grow). Besides the
+    settings, ``content`` holds digests of the files read (names alone would miss a file edited in place)."""
+    from swirl_lightning.core.digests import adapter_digest, path_digest
     from swirl_lightning.core.prompts import PROMPT_VERSION
 
     sampling = {k: v for k, v in asdict(cfg.sampling).items()
                 if k in ("temperature", "top_p", "max_new_tokens", "max_context_tokens", "seed")}
     task = {k: v for k, v in asdict(cfg.task).items() if k in ("name", "split", "data_path", "max_steps", "few_shot")}
+    content = {"task.data_path": path_digest(cfg.task.data_path), "policy.adapter": adapter_digest(cfg.policy.adapter)}
     return {"policy": asdict(cfg.policy), "sampling": sampling, "task": task, "tools": cfg.tools.names,
-            "samples": cfg.samples, "prompt_version": PROMPT_VERSION}
+            "samples": cfg.samples, "prompt_version": PROMPT_VERSION, "content": content}
 
 
 def run_file(output: Path) -> Path:
@@ -85,6 +92,15 @@ def _differences(stored: Any, current: Any, prefix: str = "") -> list[str]:
         return [d for key in sorted(set(stored) | set(current))
                 for d in _differences(stored.get(key), current.get(key), f"{prefix}{key}.")]
     return [] if stored == current else [f"{prefix.rstrip('.')}: {stored!r} then, {current!r} now"]
+
+
+def _changed_content(stored: dict[str, Any], current: dict[str, Any], cfg: GenerateConfig) -> str:
+    """The inputs whose content differs from the run record's digests, named with their paths ('' when none). A record
+    without digests (an older version wrote it) cannot vouch for its inputs: every one counts as changed."""
+    then = stored.get("content") if isinstance(stored.get("content"), dict) else {}
+    paths = {"task.data_path": cfg.task.data_path, "policy.adapter": cfg.policy.adapter}
+    return ", ".join(f"the content of {name} {paths[name]}" for name, digest in current["content"].items()
+                     if digest is not None and then.get(name, "") != digest)
 
 
 def prepare_output(cfg: GenerateConfig) -> None:
@@ -107,10 +123,16 @@ def prepare_output(cfg: GenerateConfig) -> None:
         if not run_file(output).exists():
             raise FileExistsError(f"{output} exists and {run_file(output).name} does not say how it was made; resuming "
                                   "could mix two runs: pass --overwrite true to start over, or choose another --output")
-        differences = _differences(json.loads(run_file(output).read_text()), current)
+        stored = json.loads(run_file(output).read_text())
+        differences = _differences({k: v for k, v in stored.items() if k != "content"},
+                                   {k: v for k, v in current.items() if k != "content"})
         if differences:
             raise FileExistsError(f"{output} was generated with other settings ({'; '.join(differences)}); resuming "
                                   "would mix two runs: pass --overwrite true to start over, or choose another --output")
+        changed = _changed_content(stored, current, cfg)
+        if changed:
+            raise FileExistsError(f"{output} was started before {changed} changed; resuming would mix two runs: pass "
+                                  "--overwrite true to start over, or choose another --output")
     output.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_file(output), json.dumps(current, indent=2) + "\n")
 
@@ -190,10 +212,13 @@ def run_rank(cfg: GenerateConfig, rank: int = 0, world: int = 1) -> dict[str, An
     settings = RolloutSettings.for_task(cfg.task, cfg.tools, policy_name=cfg.policy.label)
     mine = [e for i, e in enumerate(_examples(cfg)) if i % world == rank]
     done = finished_keys(output)
-    todo = sum((e.id, k) not in done for e in mine for k in range(cfg.samples))
     shard = shard_dir(output) / f"rank{rank}-of-{world}.jsonl"
-    stats: dict[str, Any] = {"rank": rank, "trajectories": 0, "seconds": 0.0, "generated_tokens": 0}
+    in_flight = InFlightToolCalls(shard.with_suffix(".inflight"))
+    failed = _fail_poison_pill(in_flight, mine, settings, shard, done, cfg.samples)
+    stats: dict[str, Any] = {"rank": rank, "trajectories": failed, "seconds": 0.0, "generated_tokens": 0}
+    todo = sum((e.id, k) not in done for e in mine for k in range(cfg.samples))
     if todo == 0:
+        in_flight.close()
         return stats
     policy, tokenizer = load_policy(cfg.policy, cfg.device)
     settings.renderer = ChatRenderer(tokenizer)
@@ -221,7 +246,9 @@ def run_rank(cfg: GenerateConfig, rank: int = 0, world: int = 1) -> dict[str, An
                 print(f"{label}: {done_now}/{todo} trajectories ({correct} correct, {errors.errors} of {errors.calls} "
                       f"tool calls failed) in {elapsed / 60:.1f} min, {tokens_per_second:.0f} tokens/s", flush=True)
 
+        settings.in_flight = in_flight
         engine.run(conversations(mine, cfg.samples, settings, skip=done), on_finished)
+    in_flight.close()
     bar.close()
     stats["seconds"] = time.perf_counter() - started
     stats["generated_tokens"] = engine.stats.generated_tokens
@@ -231,6 +258,32 @@ def run_rank(cfg: GenerateConfig, rank: int = 0, world: int = 1) -> dict[str, An
     stats["decode_seconds"] = engine.stats.decode_seconds
     stats["tokens_per_second_by_turn"] = engine.stats.tokens_per_second_by_turn()
     return stats
+
+
+def _fail_poison_pill(in_flight: InFlightToolCalls, examples: list[Example], settings: RolloutSettings, shard: Path,
+                     done: set[tuple[str, int]], samples: int) -> int:
+    """Record as failed the unfinished samples of the question whose tool call the last run died in (see
+    :mod:`~swirl_lightning.rollout.inflight`): its other samples would likely kill this run the same way. Adds their
+    keys to ``done``; returns how many were recorded."""
+    from swirl_lightning.rollout.conversation import RolloutConversation, sample_seed
+
+    mark = in_flight.left_behind()
+    example = next((e for e in examples if mark is not None and e.id == mark["example_id"]), None)
+    if mark is None or example is None:
+        return 0
+    reason = (f"the run died during a call of tool {mark.get('tool')!r} by sample {mark['sample_index']} of this "
+              "question (the tool may have killed it); recorded as failed, not run again, so that the resumed run "
+              "does not die at the same place")
+    recorded = 0
+    with JsonlWriter(shard) as writer:
+        for k in range(samples):
+            if (example.id, k) not in done:
+                conversation = RolloutConversation(example, k, settings, seed=sample_seed(example.id, k))
+                conversation.on_failure(reason)
+                writer.write(conversation.trajectory)
+                done.add((example.id, k))
+                recorded += 1
+    return recorded
 
 
 class ToolErrorRateExceeded(ValueError):

@@ -2,16 +2,18 @@
 
 A 500-question validation takes an hour on a CPU. Killed at minute 50 (out of memory, a lease running out, Ctrl-C),
 it should not start over. While an evaluation runs, every batch's rollouts are appended to a journal named for that
-evaluation: its stage, the optimizer step of the weights, and a fingerprint of the weights and the settings
-(:func:`fingerprint`). The next run of the *same* evaluation (``swirl validate --ckpt_path``
-on the same checkpoint, say) reads the journal and rolls out only the questions it lacks; any other weights or
-settings give another fingerprint, so another journal. A finished evaluation deletes its journal: the rollouts file
-of the evaluation holds them all.
+evaluation: its stage, the optimizer step of the weights, a fingerprint of the weights and the settings
+(:func:`fingerprint`) and a digest of the questions with their gold answers (a rollout's outcome was scored against
+them). The next run of the *same* evaluation (``swirl validate --ckpt_path`` on the same checkpoint, say) reads the
+journal and rolls out only the questions it lacks; any other weights, settings, questions or gold answers give
+another name, so another journal. A finished evaluation deletes its journal: the rollouts file of the evaluation
+holds them all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from collections import defaultdict
 from pathlib import Path
@@ -70,14 +72,15 @@ class EvaluationJournal:
 
 def fingerprint(settings: object, adapter: str | None, parameters: Iterable[tuple[str, torch.Tensor]]) -> str:
     """A digest of what decides an evaluation's rollouts: ``settings`` (by ``repr``), the warm-start ``adapter``'s
-    files (name, size, time: merged into the frozen weights, they stand for them), and the parameters that train (a
-    float64 sum and sum of squares of each, of this process's shard under FSDP2). Cheap for any model size."""
+    content (merged into the frozen weights, it stands for them: :func:`~swirl_lightning.core.digests.adapter_digest`),
+    and the parameters that train (a float64 sum and sum of squares of each, of this process's shard under FSDP2).
+    Cheap for any model size."""
     import torch
 
+    from swirl_lightning.core.digests import adapter_digest
+
     digest = hashlib.sha256(repr(settings).encode())
-    if adapter and Path(adapter).is_dir():
-        for file in sorted(Path(adapter).iterdir()):
-            digest.update(f"{file.name} {file.stat().st_size} {file.stat().st_mtime_ns}".encode())
+    digest.update(f"adapter {adapter_digest(adapter)}".encode())
     with torch.no_grad():
         for name, parameter in parameters:
             if parameter.requires_grad:
@@ -86,3 +89,18 @@ def fingerprint(settings: object, adapter: str | None, parameters: Iterable[tupl
                 digest.update(name.encode())
                 digest.update(struct.pack("<dd", float(values.sum()), float((values * values).sum())))
     return digest.hexdigest()[:16]
+
+
+_NAME = re.compile(r"^(?P<head>.+)-q(?P<questions>[0-9a-f]{16})(?P<tail>(?:-rank\d+)?\.jsonl)$")
+"""A journal's name: ``<stage, step, fingerprint>-q<questions digest>[-rank<r>].jsonl``."""
+
+
+def journals_of_other_questions(path: Path) -> list[Path]:
+    """The journals named as ``path`` but for other questions or gold answers: the same evaluation of the same weights
+    and settings, whose outcomes were scored against data that has changed since (so never to be reused)."""
+    own = _NAME.match(path.name)
+    if own is None or not path.parent.is_dir():
+        return []
+    return sorted(other for other in path.parent.iterdir() if (match := _NAME.match(other.name)) is not None
+                  and match["head"] == own["head"] and match["tail"] == own["tail"]
+                  and match["questions"] != own["questions"])

@@ -10,8 +10,9 @@ questions at every evaluation, so TensorBoard's text tab shows each one before a
 its trajectories to one file instead. Without a progress bar (``--trainer.enable_progress_bar false``, e.g. output to a
 log file) it prints a line every tenth of an evaluation: batches done, rollouts, correct so far, minutes. Each
 evaluation keeps a journal of its finished rollouts in ``<default_root_dir>/evaluation_journal/`` while it runs, so
-that a killed one, run again on the same weights and settings, rolls out only the questions it lacked
-(:mod:`swirl_lightning.rollout.journal`); a finished evaluation deletes its journal.
+that a killed one, run again on the same weights, settings, questions and gold answers, rolls out only the questions
+it lacked (:mod:`swirl_lightning.rollout.journal`); a finished evaluation deletes its journal, and one of other
+questions or gold answers is deleted, with a line saying so, when the evaluation starts afresh.
 
 Every record of one evaluation (scalars, text, rollout file) has one step: the optimizer step of the weights
 evaluated (during ``fit``, the steps taken so far; in ``swirl validate --ckpt_path``, the checkpoint's).
@@ -34,6 +35,7 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +43,9 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from swirl_lightning.core.trajectory import Trajectory
-from swirl_lightning.rollout.journal import EvaluationJournal, fingerprint
+from swirl_lightning.core.digests import examples_digest
+from swirl_lightning.core.trajectory import Example, Trajectory
+from swirl_lightning.rollout.journal import EvaluationJournal, fingerprint, journals_of_other_questions
 from swirl_lightning.training.objectives import SwirlObjective
 
 JOURNAL_DIR = "evaluation_journal"
@@ -72,9 +75,14 @@ class LiveEvaluation(L.Callback):
             return
         stage = evaluation_stage(trainer)
         rank = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
-        name = f"{stage}-step{evaluation_step(trainer, module):06d}-{evaluation_fingerprint(module)}{rank}.jsonl"
-        self.journal = EvaluationJournal(Path(trainer.default_root_dir) / JOURNAL_DIR / name,
-                                         module.evaluation.num_samples)
+        identity = evaluation_fingerprint(module, evaluation_examples(trainer, stage))
+        path = Path(trainer.default_root_dir) / JOURNAL_DIR / f"{stage}-step{evaluation_step(trainer, module):06d}-" \
+            f"{identity}{rank}.jsonl"
+        for stale in journals_of_other_questions(path):  # its outcomes were scored against other gold answers
+            print(f"{stage}: not resuming from {stale}: it was rolled out on other questions or gold answers; "
+                  "starting afresh", flush=True)
+            stale.unlink(missing_ok=True)
+        self.journal = EvaluationJournal(path, module.evaluation.num_samples)
         if self.journal.resumed:
             print(f"{stage}: resuming from {self.journal.path}: {self.journal.resumed} questions already rolled out",
                   flush=True)
@@ -192,12 +200,25 @@ def evaluation_step(trainer: L.Trainer, module: L.LightningModule) -> int:
     return max(trainer.global_step, getattr(module, "loaded_step", 0))
 
 
-def evaluation_fingerprint(module: L.LightningModule) -> str:
-    """What decides a :class:`SwirlModule`'s rollouts, as a digest (:func:`swirl_lightning.rollout.journal.fingerprint`):
-    the policy, task, tools, judge, LoRA and evaluation settings, and the weights."""
+def evaluation_fingerprint(module: L.LightningModule, examples: Sequence[Example]) -> str:
+    """What decides a :class:`SwirlModule`'s rollouts and their outcomes, as ``<digest>-q<digest>``: the policy, task,
+    tools, judge, LoRA and evaluation settings, and the weights (:func:`swirl_lightning.rollout.journal.fingerprint`);
+    then the questions with their gold answers (:func:`swirl_lightning.core.digests.examples_digest`), apart, so that
+    a journal of other gold data can be told from one of other weights."""
     e = module.evaluation
-    return fingerprint((module.policy, module.task, module.tools, module.judge, module.lora, e.sampling, e.num_samples,
-                        e.judge_steps), module.policy.adapter, module.scorer.named_parameters())
+    weights = fingerprint((module.policy, module.task, module.tools, module.judge, module.lora, e.sampling,
+                           e.num_samples, e.judge_steps), module.policy.adapter, module.scorer.named_parameters())
+    return f"{weights}-q{examples_digest(examples)}"
+
+
+def evaluation_examples(trainer: L.Trainer, stage: str) -> list[Example]:
+    """The questions of the evaluation the trainer is running: its loaders' datasets (those that are lists of
+    examples, as :class:`~swirl_lightning.training.data.SwirlDataModule` makes them)."""
+    loaders = {"val": trainer.val_dataloaders, "test": trainer.test_dataloaders,
+               "predict": trainer.predict_dataloaders}[stage]
+    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    datasets = [getattr(loader, "dataset", None) for loader in loaders]
+    return [e for dataset in datasets if isinstance(dataset, Sequence) for e in dataset if isinstance(e, Example)]
 
 
 def rollouts_file_name(stage: str, step: int) -> str:

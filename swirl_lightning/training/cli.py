@@ -37,6 +37,7 @@ from swirl_lightning.core.safe_load import check_config_arguments
 from swirl_lightning.training.callbacks import EVALUATION_FIGURES
 from swirl_lightning.training.data import SwirlDataModule
 from swirl_lightning.training.module import SwirlModule
+from swirl_lightning.training.policy import check_export_folder
 
 # Which shared group feeds which init argument of the module and the data module.
 LINKED_GROUPS = {"policy": ("model.policy",), "task": ("model.task", "data.task"), "sampling": ("model.sampling",),
@@ -129,6 +130,11 @@ class SwirlCLI(LightningCLI):
         parser.link_arguments("model.objective", "data.objective")
         parser.link_arguments("policy.name", "data.tokenizer")
         parser.link_arguments("model.evaluation.sampling.batch_size", "data.validation_batch_size")
+        # Every subcommand takes it, so that a fit's saved config.yaml also configures validate, test and predict.
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="fit: start over in folders an earlier run wrote: its checkpoints in the checkpoint "
+                                 "folder are removed and its export is replaced (without it, fit refuses to start "
+                                 "there); the other subcommands ignore it")
 
     def parse_arguments(self, parser, args) -> None:
         # The config files' names make the run's name; with `${...}` in them jsonargparse keeps no `config` key.
@@ -159,14 +165,17 @@ class SwirlCLI(LightningCLI):
         """Checks that need the built trainer and module, before any weights load."""
         if self.trainer.max_steps == 0:
             raise ValueError("trainer.max_steps: expected a positive number of optimizer steps, or -1 for max_epochs")
-        export = self.model.export_config
-        resuming = bool(self.config[self.subcommand].get("ckpt_path"))  # the same run goes on: its export is its own
+        config = self.config[self.subcommand]
+        resuming = bool(config.get("ckpt_path"))  # the same run goes on: its checkpoints and export are its own
+        overwrite = bool(config.get("overwrite"))
         if resuming:  # its checkpoint folder holds its own checkpoints: Lightning's warning is for a fresh run there
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        if export.enabled and export.dir and not (export.overwrite or resuming) and Path(export.dir).exists() \
-                and any(Path(export.dir).iterdir()):
-            raise FileExistsError(f"model.export.dir {export.dir} holds an export already: pass "
-                                  "--model.export.overwrite true to replace it, or choose another dir")
+        export = self.model.export_config
+        if export.enabled:
+            check_export_folder(export.dir or Path(self.trainer.default_root_dir) / "export", resuming=resuming,
+                                overwrite=overwrite or export.overwrite)
+        if not resuming:
+            clear_earlier_checkpoints(self.trainer, overwrite)
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would replace the model options with those saved in a --ckpt_path checkpoint, so
@@ -174,6 +183,24 @@ class SwirlCLI(LightningCLI):
         # and flags given are the options used; the checkpoint supplies the weights (a mismatched policy
         # fails to load them, naming the weights).
         return None
+
+
+def clear_earlier_checkpoints(trainer: Any, overwrite: bool) -> None:
+    """A new run (no ``--ckpt_path``) in a checkpoint folder holding an earlier run's checkpoints: refuse, or with
+    ``overwrite`` remove them. Left there, they would be overwritten one by one (``last.ckpt`` first), and a pruning
+    that keeps the newest by step would keep the earlier run's and remove the new run's."""
+    import shutil
+
+    for callback in trainer.checkpoint_callbacks:
+        folder = Path(callback.dirpath) if getattr(callback, "dirpath", None) else None  # None: a new version folder
+        earlier = sorted(folder.glob("*.ckpt")) if folder is not None and folder.is_dir() else []
+        if earlier and not overwrite:
+            raise FileExistsError(f"checkpoint folder {folder} holds an earlier run's checkpoints ("
+                                  f"{', '.join(p.name for p in earlier[:3])}{', ...' if len(earlier) > 3 else ''}): "
+                                  "pass --ckpt_path last to resume that run, --overwrite true to start over (they are "
+                                  "removed), or choose another --trainer.default_root_dir")
+        for path in earlier:  # a sharded (FSDP2) checkpoint is a folder
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def make_cli(args: list[str] | None, run: bool = True) -> SwirlCLI:

@@ -54,7 +54,9 @@ class ExportConfig:
     dtype: str | None = None
     """Cast the exported LoRA adapter's weights to this dtype (``bfloat16`` halves a file meant to be shipped)."""
     overwrite: bool = False
-    """Replace an existing export; without it, ``fit`` refuses to start when ``dir`` already holds one."""
+    """Replace what the export folder holds; without it (or ``fit --overwrite true``, which also removes an earlier
+    run's checkpoints), a new ``fit`` refuses to start when the folder holds anything, a resumed one when it holds a
+    file no export wrote."""
 
 
 @dataclass

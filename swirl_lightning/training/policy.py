@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from swirl_lightning.core.config import PolicyConfig, SamplingConfig
+from swirl_lightning.core.models import EXPORT_RECORD
 from swirl_lightning.core.trajectory import State
 from swirl_lightning.training.config import ExportConfig, LoraConfig
 from swirl_lightning.training.loss import token_entropy, token_logprobs
@@ -204,8 +205,13 @@ def export_policy(scorer: ActionScorer, tokenizer, directory: str | Path, *, pol
 
     A LoRA trained on a merged warm start is saved alone, small enough to ship, and ``swirl_export.json`` names the
     warm start (``merged_adapter``): loading the export merges the warm start first, then this adapter
-    (:func:`~swirl_lightning.core.models.merge_adapter`), which is the policy that trained."""
+    (:func:`~swirl_lightning.core.models.merge_adapter`), which is the policy that trained.
+
+    ``swirl_export.json`` lists the files the export wrote (``files``): a resumed run may replace those, and only
+    those (:func:`check_export_folder`)."""
     directory = Path(directory)
+    before = _stats(directory)
+    ours_before = exported_files(directory)
     lm = scorer.lm
     adapter_only = lora.r > 0
     lm.save_pretrained(directory)
@@ -218,13 +224,53 @@ def export_policy(scorer: ActionScorer, tokenizer, directory: str | Path, *, pol
         adapter_config["base_model_name_or_path"] = policy.name
         config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(directory)
-    (directory / "swirl_export.json").write_text(json.dumps(
-        {"base_model": policy.name, "merged_adapter": policy.adapter, "adapter_only": adapter_only,
-         "objective": objective}, indent=2) + "\n")
     if training_questions:
         (directory / "training_questions.txt").write_text("\n".join(sorted(set(training_questions))) + "\n")
+    # Ours: what is new or rewritten now, and what an earlier export of this folder wrote; never a file of the user's.
+    after = _stats(directory)
+    written = {name for name, stat in after.items() if before.get(name) != stat or name in ours_before}
+    (directory / EXPORT_RECORD).write_text(json.dumps(
+        {"base_model": policy.name, "merged_adapter": policy.adapter, "adapter_only": adapter_only,
+         "objective": objective, "files": sorted(written | {EXPORT_RECORD})}, indent=2) + "\n")
     print(f"exported the policy to {directory}", flush=True)
     return directory
+
+
+def _stats(directory: Path) -> dict[str, tuple[int, int]]:
+    """Size and modification time of each entry of ``directory`` (none when it does not exist)."""
+    if not directory.is_dir():
+        return {}
+    return {entry.name: (entry.stat().st_size, entry.stat().st_mtime_ns) for entry in directory.iterdir()}
+
+
+def exported_files(directory: str | Path) -> set[str]:
+    """The names of the files an export wrote into ``directory``, as its ``swirl_export.json`` lists them (none for no
+    export, or one from before the list was kept)."""
+    record = Path(directory) / EXPORT_RECORD
+    try:
+        files = json.loads(record.read_text()).get("files") if record.is_file() else None
+    except (ValueError, AttributeError):  # not JSON, or not an object: nothing there is known to be an export's
+        return set()
+    return {name for name in files if isinstance(name, str)} if isinstance(files, list) else set()
+
+
+def check_export_folder(directory: str | Path, *, resuming: bool, overwrite: bool) -> None:
+    """Refuse, before training starts, an export folder whose files the export at the end would overwrite without
+    leave: for a new run, any file (an earlier run's export, or the user's); for a resumed one (its export may be there
+    already), any file no export wrote. ``overwrite`` gives that leave."""
+    directory = Path(directory)
+    present = sorted(entry.name for entry in directory.iterdir()) if directory.is_dir() else []
+    if overwrite or not present:
+        return
+    foreign = [name for name in present if name not in exported_files(directory)]
+    if foreign:
+        raise FileExistsError(f"export folder {directory} holds files no export wrote ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}): the export at the end of fit would overwrite "
+                              "them; choose another --model.export.dir, or pass --overwrite true to replace them")
+    if not resuming:
+        raise FileExistsError(f"export folder {directory} holds the export of an earlier run: pass --overwrite true to "
+                              "start over (it is replaced), --ckpt_path last to resume that run, or choose another "
+                              "--model.export.dir")
 
 
 def cast_safetensors(path: Path, dtype: torch.dtype) -> None:
