@@ -59,3 +59,14 @@ def test_a_missing_warm_start_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "adapter" / "swirl_export.json").write_text(json.dumps({"merged_adapter": "gone"}))
     with pytest.raises(FileNotFoundError, match="trained on the warm start 'gone'"):
         load_policy(PolicyConfig(name="tiny-random", adapter="adapter"), "cpu")
+
+
+def test_the_shipped_swirl_policy_finds_its_warm_start_from_any_working_folder(tmp_path, monkeypatch):
+    """adapters/worlds_swirl names its warm start relative to itself (``../worlds_warmup``), so that evaluating it
+    works from any folder, not only the repository root."""
+    from pathlib import Path
+
+    adapters = Path(__file__).resolve().parents[1] / "adapters"
+    monkeypatch.chdir(tmp_path)
+    assert Path(merged_adapter_of(adapters / "worlds_swirl")).resolve() == (adapters / "worlds_warmup").resolve()
+    assert merged_adapter_of(adapters / "worlds_warmup") is None

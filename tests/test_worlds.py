@@ -174,12 +174,14 @@ def test_held_out_seeds_are_found_in_training_ids():
     assert held_out_seeds_in(["w5-q0", "w1000003-q1", "w2000000-q2", "other"]) == ["w1000003-q1", "w2000000-q2"]
 
 
-def test_no_held_out_world_is_in_the_shipped_warm_starts_training_data():
-    """Every question the worlds warm start was trained on comes from a training world (seed in the train range), so
-    no validation or test world, the held-out data of every learning result, was ever trained on."""
+@pytest.mark.parametrize(("adapter", "questions"), [("worlds_warmup", 640), ("worlds_swirl", 93)])
+def test_no_held_out_world_is_in_a_shipped_adapters_training_data(adapter: str, questions: int):
+    """Every question a shipped worlds adapter was trained on (the warm start's gold trajectories; the swirl policy's
+    process-filtered states) comes from a training world (seed in the train range), so no validation or test world,
+    the held-out data of every learning result, was ever trained on."""
     from pathlib import Path
 
-    listed = (Path(__file__).resolve().parents[1] / "adapters" / "worlds_warmup" / "training_questions.txt").read_text().split()
-    assert len(listed) == 640 and all(world_seed_of(i) is not None for i in listed)
+    listed = (Path(__file__).resolve().parents[1] / "adapters" / adapter / "training_questions.txt").read_text().split()
+    assert len(listed) == questions and all(world_seed_of(i) is not None for i in listed)
     assert held_out_seeds_in(listed) == []
     assert {split_of_seed(world_seed_of(i)) for i in listed} == {"train"}
