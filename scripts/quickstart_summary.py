@@ -66,7 +66,7 @@ def summarize(run: Path) -> list[str]:
     n = len(trained)
     lines.append(f"validation accuracy on the same {n} held-out questions: {percent(len(warm_right), n)} -> "
                  f"{percent(len(trained_right), n)} ({gained} gained, {lost} lost; exact McNemar p = "
-                 f"{exact_sign_test_p(gained, lost):.2f})")
+                 f"{exact_sign_test_p(gained, lost):.2g})")
     (warm_errors, warm_calls, _), (errors, calls, worst) = tool_errors(warm), tool_errors(trained)
     lines.append(f"tool errors: {percent(warm_errors, warm_calls)} of {warm_calls} calls -> "
                  f"{percent(errors, calls)} of {calls} calls")
