@@ -20,18 +20,21 @@ Every stage is a plain ``swirl`` command (recorded in the result), from the warm
    cut after its first BAD step: the states before every GOOD step and before each first mistake); with ``--arms
    ... swirl_none``, also ``none`` (every state of every trajectory: the paper's no-filter variant).
 3. ``swirl validate``: the warm start on the ``--val-questions`` held-out questions (greedy); step 0 of every arm.
-4. ``swirl fit`` per arm from ``conf/gsm8k_calculator.yaml``: the same ``--steps`` optimizer steps, learning rate, LoRA
-   and ``--examples-per-step`` (``sft``: trajectories; ``swirl``: states x G sampled actions, reference-judge reward),
-   validated every ``--val-every`` steps; a reward probe measures the judged reward of fresh samples at a fixed draw
-   of the arm's own training states (the training-reward curve). When the fit did not validate its final weights
-   (``--steps`` not a multiple of ``--val-every``, or the process killed in that validation), ``swirl validate
-   --ckpt_path .../last.ckpt`` does (stage ``validate_<arm>``, part of ``fit_<arm>``).
+4. ``swirl fit`` per arm from the task's config (``conf/gsm8k_calculator.yaml``, ``conf/worlds_search.yaml``): the
+   same ``--steps`` optimizer steps, learning rate, LoRA and ``--examples-per-step`` (``sft``: trajectories;
+   ``swirl``: states x G sampled actions, reference-judge reward), validated every ``--val-every`` steps; a reward
+   probe measures the judged reward of fresh samples at a fixed draw of the arm's own training states (the
+   training-reward curve). When the fit did not validate its final weights (``--steps`` not a multiple of
+   ``--val-every``, or the process killed in that validation), ``swirl validate --ckpt_path .../last.ckpt`` does
+   (stage ``validate_<arm>``, part of ``fit_<arm>``).
 
 Reported per arm and validation: accuracy with a Wilson 95% interval (and by hop count where the task has hops), the
 step GOOD rate (every step judged again by this checkout's reference judge), mean steps, tool errors, repeated
 queries, answered share; at the last step, questions gained and lost and the exact McNemar p-value against the warm
 start and against ``+ sft``; the probe and training curves; wall time. A control arm's probe measures its own
-(uninformative) reward. The result also proves the held-out questions are unseen: none is among the warm start's
+(uninformative) reward. An arm whose run folder holds validations past ``--steps`` (trained on further in an earlier
+run) lists them as ``beyond_budget`` (a dashed line in the plot), with their p against the warm start: shown, never
+taken as the arm's result. The result also proves the held-out questions are unseen: none is among the warm start's
 training questions (``adapters/.../training_questions.txt``) or any arm's data, and for worlds no held-out world seed
 is a training world's. A stage whose output exists is not run again, an
 interrupted fit resumes from its last checkpoint and an interrupted validation from its journal (the questions it
@@ -74,7 +77,7 @@ TASKS = {
                "train": "conf/worlds_search.yaml", "adapter": "adapters/worlds_warmup",
                "arms": ["sft", "swirl", "swirl_step", "random", "format"],
                "questions": 256, "offset": 640, "max_steps": 5, "max_new_tokens": 64, "val_questions": 1000,
-               "steps": 60, "val_every": 30, "title": "generated worlds + search", "run": "runs/learning_worlds",
+               "steps": 30, "val_every": 30, "title": "generated worlds + search", "run": "runs/learning_worlds",
                "out": str(HERE / "results" / "learning_worlds.json")},
 }
 
@@ -254,7 +257,7 @@ def data_figures(bench: Benchmark) -> dict:
                # The headroom RL can sharpen: questions the warm start solves at least once in K samples (pass@K).
                "questions_solved_by_a_sample": len({t.example_id for t in generated if t.outcome})}
     for mode in dict.fromkeys(ARMS[arm][1] for arm in bench.args.arms):
-        kept = read_trajectories(bench.kept(mode))
+        kept = read_trajectories(bench.kept(mode), allow_empty=True)
         stats_path = bench.kept(mode).with_suffix(".stats.json")
         stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
         # Distinct states, as swirl trains on them: the K samples of a question share their first state.
@@ -300,9 +303,12 @@ def collect(bench: Benchmark) -> dict:
     arms: dict[str, dict] = {"warm": {"label": LABELS["warm"], "validations": [{"step": 0, **warm}]}}
     last_outcomes: dict[str, dict[str, bool]] = {}
     for arm in bench.args.arms:
-        validations, outcomes = [{"step": 0, **warm}], warm_outcomes
+        validations, outcomes, beyond_budget = [{"step": 0, **warm}], warm_outcomes, []
         for step, path in sorted(validation_points(run / arm).items()):
-            if step:
+            if step > bench.args.steps:  # an arm trained on past the budget: shown, never compared as its result
+                figures, later = score_rollouts(path, examples)
+                beyond_budget.append({"step": step, **figures, "vs_warm": paired(later, warm_outcomes)})
+            elif step:
                 figures, outcomes = score_rollouts(path, examples)
                 validations.append({"step": step, **figures})
         last_outcomes[arm] = outcomes
@@ -311,6 +317,7 @@ def collect(bench: Benchmark) -> dict:
         # A run cut short says so instead of passing for a finished one.
         arms[arm] = {"label": LABELS[arm], "objective": ARMS[arm][0], "data_filter": ARMS[arm][1], "reward": ARMS[arm][2],
                      "validations": validations, "complete": last_step == bench.args.steps,
+                     **({"beyond_budget": beyond_budget} if beyond_budget else {}),
                      "final_vs_warm": {"at_step": last_step, **paired(outcomes, warm_outcomes)},
                      "probe": probe, "probe_first_vs_last": probe_rise,
                      "training_curves": scalar_curves(run / arm, ("train/loss", "train/reward_mean", "train/kl")),
@@ -341,6 +348,10 @@ def plot(result: dict):  # the figure write_result saves
                              [100 * v["accuracy_ci95"][1] for v in validations], color=color, alpha=0.12)
         axes[1].plot(steps, [100 * (v["step_good_rate"] or 0) for v in validations], marker="o", color=color, label=label)
         axes[2].plot(steps, [v["steps_mean"] for v in validations], marker="o", color=color, label=label)
+        if arm.get("beyond_budget"):  # dashed: trained on past the equal budget
+            later = [validations[-1], *arm["beyond_budget"]]
+            axes[0].plot([v["step"] for v in later], [100 * v["accuracy"] for v in later], marker="o", linestyle="--",
+                         color=color)
         if arm.get("probe"):
             axes[3].plot([p["step"] for p in arm["probe"]], [p["reward_mean"] for p in arm["probe"]], marker="o",
                          color=color, label=f"{label}: probe")
@@ -451,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{arm['label']:>26}: accuracy {100 * last['accuracy']:.1f}% (95% CI {100 * last['accuracy_ci95'][0]:.1f}-"
               f"{100 * last['accuracy_ci95'][1]:.1f}), GOOD {100 * (last['step_good_rate'] or 0):.1f}%, "
               f"steps {last['steps_mean']:.2f} {versus}")
+        for later in arm.get("beyond_budget", []):
+            print(f"{'':>26}  past the budget, step {later['step']}: accuracy {100 * later['accuracy']:.1f}% "
+                  f"{later['vs_warm']}")
         if (rise := arm.get("probe_first_vs_last")) and rise["rise"] is not None:
             print(f"{'':>26}  probe reward at its training states: {rise['rise']:+.3f} from step {rise['first_step']} "
                   f"to {rise['last_step']} ({rise['states_up']} up, {rise['states_down']} down, "
