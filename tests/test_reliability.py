@@ -461,32 +461,34 @@ def test_deep_json_and_repeated_keys_in_data_files_are_errors_naming_file_and_li
     repeated = tmp_path / "repeated.jsonl"
     repeated.write_text(good + "\n" + good[:-1] + ', "outcome": 0.0}\n')
     for path, message in ((deep, "nested deeper than 100 levels"), (repeated, "key 'outcome' appears twice")):
-        assert f"{path}:2: {message}" in one_line_error(capsys, "data", "stats", str(path))
-        line = one_line_error(capsys, "filter", "--input", str(path), "--output", str(tmp_path / "kept.jsonl"),
-                              "--mode", "none")
-        assert f"{path}:2: {message}" in line
-    trajectories = tmp_path / "t.jsonl"
-    write_jsonl(trajectories, [judged_trajectory()])
+        for line in _trajectory_file_errors(capsys, tmp_path, path):
+            assert f"{path}:2: {message}" in line
     questions = _questions(tmp_path / "q.jsonl", '{"question": "1+1?", "answer": "2"}',
                            '{"question": "2+2?", "answer": "4", "answer": "5"}')
-    line = one_line_error(capsys, "filter", "--input", str(trajectories), "--output", str(tmp_path / "kept.jsonl"),
-                          "--mode", "outcome", "--task.name", "jsonl", "--task.data_path", str(questions))
-    assert f"{questions}:2: key 'answer' appears twice" in line
+    assert f"{questions}:2: key 'answer' appears twice" in _questions_file_error(capsys, tmp_path, questions)
 
 
 def test_an_empty_input_file_is_a_clear_error(tmp_path, capsys):
     """An empty trajectory or questions file was read as no data: 'kept 0/0', or a run over nothing."""
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    assert f"{empty}: no records: the file is empty" in one_line_error(capsys, "data", "stats", str(empty))
-    line = one_line_error(capsys, "filter", "--input", str(empty), "--output", str(tmp_path / "kept.jsonl"),
-                          "--mode", "none")
-    assert f"{empty}: no records: the file is empty" in line
+    for line in [*_trajectory_file_errors(capsys, tmp_path, empty), _questions_file_error(capsys, tmp_path, empty)]:
+        assert f"{empty}: no records: the file is empty" in line
+
+
+def _trajectory_file_errors(capsys, tmp_path, path) -> list[str]:
+    """The one-line errors of the two commands that read a trajectory file: ``data stats`` and ``filter``."""
+    return [one_line_error(capsys, "data", "stats", str(path)),
+            one_line_error(capsys, "filter", "--input", str(path), "--output", str(tmp_path / "kept.jsonl"),
+                           "--mode", "none")]
+
+
+def _questions_file_error(capsys, tmp_path, questions) -> str:
+    """The one-line error of ``filter --mode outcome`` given ``questions`` as the task's data."""
     trajectories = tmp_path / "t.jsonl"
     write_jsonl(trajectories, [judged_trajectory()])
-    line = one_line_error(capsys, "filter", "--input", str(trajectories), "--output", str(tmp_path / "kept.jsonl"),
-                          "--mode", "outcome", "--task.name", "jsonl", "--task.data_path", str(empty))
-    assert f"{empty}: no records: the file is empty" in line
+    return one_line_error(capsys, "filter", "--input", str(trajectories), "--output", str(tmp_path / "kept.jsonl"),
+                          "--mode", "outcome", "--task.name", "jsonl", "--task.data_path", str(questions))
 
 
 @pytest.mark.parametrize("field, value, message", [
