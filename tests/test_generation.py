@@ -57,7 +57,7 @@ class EchoConversation:
     def prompt_ids(self):
         return list(self.prompt)
 
-    def on_turn_end(self, token_ids, text, finish_reason):
+    def on_turn_end(self, token_ids, text, finish_reason, logprobs=None, policy_version=None):
         self.turns.append((token_ids, finish_reason))
         self.turns_left -= 1
         return None if self.turns_left == 0 else self.tokenizer.encode("\nuser: go on\nassistant:", add_special_tokens=False)

@@ -53,11 +53,13 @@ def test_version_1_files_still_read_and_are_written_back_as_the_current_version(
     old.write_text(VERSION_1_RECORD + "\n")
     (trajectory,) = read_trajectories(old)
     assert trajectory.gold_answer is None and trajectory.final_answer == "5" and trajectory.outcome == 1.0
-    assert trajectory.schema_version == SCHEMA_VERSION == 2
-    new = tmp_path / "v2.jsonl"
+    assert trajectory.schema_version == SCHEMA_VERSION == 3
+    assert trajectory.steps[0].logprobs is None and trajectory.steps[0].policy_version is None
+    new = tmp_path / "v3.jsonl"
     write_jsonl(new, [trajectory])
     record = json.loads(new.read_text())
-    assert record["schema_version"] == 2 and record["gold_answer"] is None
+    assert record["schema_version"] == 3 and record["gold_answer"] is None
+    assert record["steps"][0]["logprobs"] is None and record["steps"][0]["policy_version"] is None
 
 
 @pytest.mark.parametrize("mutate, message", [

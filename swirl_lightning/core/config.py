@@ -9,6 +9,7 @@ group          what it says                                     read by
 ``policy``     the model and its warm-start adapter             generate, fit, validate
 ``task``       the questions: task, split, slice, step cap       generate, filter, fit, validate
 ``sampling``   how model turns are sampled                      generate; fit (``swirl``'s G actions)
+``engine``     what samples them: in-process or a vLLM server   generate, fit, validate
 ``tools``      which tools, their timeout and output cap        generate, fit, validate
 ``judge``      the step judge and the outcome judge             filter, fit (reward, data filter), validate
 =============  ===============================================  ==========================================
@@ -85,6 +86,54 @@ class SamplingConfig:
         for name in ("max_new_tokens", "batch_size", "max_context_tokens", "prefill_batch_tokens"):
             _check(getattr(self, name) >= 1, f"sampling.{name}: expected a positive integer, got {getattr(self, name)}")
         _check(self.min_shared_prefix >= 0, f"sampling.min_shared_prefix: expected >= 0, got {self.min_shared_prefix}")
+
+
+@dataclass
+class EngineConfig:
+    """What samples model turns: the in-process engine (the default and the reference) or a vLLM server."""
+
+    name: Literal["in_process", "vllm"] = "in_process"
+    """``in_process`` (:mod:`swirl_lightning.rollout.engine`) or ``vllm`` (an OpenAI-compatible vLLM server, driven
+    with token ids in and out: :mod:`swirl_lightning.rollout.vllm_backend`)."""
+    base_url: str | None = None
+    """With ``vllm``: a server you started (``http://127.0.0.1:8000``), serving the policy's weights (its warm-start
+    adapter merged) with ``--enable-lora``; null starts a managed server and stops it at the end of the run."""
+    python: str = ".venv-vllm/bin/python"
+    """The interpreter of the managed server's own virtualenv (``make vllm`` creates it)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype of the managed server; ``auto`` takes ``policy.dtype``."""
+    kv_cache_gib: float = 2.0
+    """KV cache of the managed server in GiB (``VLLM_CPU_KVCACHE_SPACE`` on a CPU)."""
+    max_num_batched_tokens: int = 16384
+    """Tokens per server step (vLLM's ``--max-num-batched-tokens``); smaller values chunk prefills."""
+    max_lora_rank: int = 16
+    """Largest LoRA rank the managed server accepts (at least ``lora.r``)."""
+    server_args: list[str] = field(default_factory=list)
+    """More command-line arguments of the managed server, e.g. ``[--tensor-parallel-size, "2"]`` on GPUs."""
+    startup_timeout_s: float = 600.0
+    """Seconds the managed server may take to answer ``/health``."""
+    request_timeout_s: float = 600.0
+    """Seconds one model turn may take on the server (a request past it is retried)."""
+    max_retries: int = 2
+    """Retries of a failed request while the server is up; the rollout is then recorded as failed."""
+    sync_every: int = 1
+    """``swirl fit``: optimizer updates between two adapter syncs to the server (actions are at most ``sync_every - 1``
+    updates stale; ``train/policy_staleness`` logs it)."""
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("in_process", "vllm"), f"engine.name: expected in_process or vllm, got {self.name!r}")
+        _check(self.base_url is None or self.base_url.startswith(("http://", "https://")),
+               f"engine.base_url: expected an http(s):// address or null, got {self.base_url!r}")
+        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"),
+               f"engine.dtype: expected auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        _check(self.kv_cache_gib > 0, f"engine.kv_cache_gib: expected a number > 0, got {self.kv_cache_gib}")
+        for name in ("max_num_batched_tokens", "max_lora_rank", "sync_every"):
+            _check(getattr(self, name) >= 1, f"engine.{name}: expected a positive integer, got {getattr(self, name)}")
+        _check(self.max_retries >= 0, f"engine.max_retries: expected 0 or more, got {self.max_retries}")
+        for name in ("startup_timeout_s", "request_timeout_s"):
+            _check(getattr(self, name) > 0, f"engine.{name}: expected a number > 0, got {getattr(self, name)}")
+        _check(all(isinstance(a, str) for a in self.server_args),
+               f"engine.server_args: expected a list of strings, got {self.server_args!r}")
 
 
 def greedy(**changes: Any) -> SamplingConfig:
@@ -182,7 +231,8 @@ class JudgeConfig:
 
 
 SHARED_GROUPS: dict[str, type] = {
-    "policy": PolicyConfig, "task": TaskConfig, "sampling": SamplingConfig, "tools": ToolsConfig, "judge": JudgeConfig,
+    "policy": PolicyConfig, "task": TaskConfig, "sampling": SamplingConfig, "engine": EngineConfig,
+    "tools": ToolsConfig, "judge": JudgeConfig,
 }
 """The shared groups by key, as every command spells them."""
 

@@ -132,9 +132,11 @@ class RolloutConversation:
         """The conversation so far, as chat messages (for text-level policies)."""
         return self.trajectory.messages()
 
-    def on_turn_end(self, token_ids: list[int], text: str, finish_reason: str) -> list[int] | None:
+    def on_turn_end(self, token_ids: list[int], text: str, finish_reason: str, logprobs: list[float] | None = None,
+                    policy_version: int | None = None) -> list[int] | None:
         action = parse_action(text, self._tags)
-        step = Step(text=text, action=action, token_ids=token_ids or None)
+        step = Step(text=text, action=action, token_ids=token_ids or None, logprobs=logprobs or None,
+                    policy_version=policy_version)
         self.trajectory.steps.append(step)
         if action.kind == "answer":
             return self._finish("answer", action.answer)

@@ -43,10 +43,13 @@ class Conversation(Protocol):
     def prompt_ids(self) -> list[int]:
         """Token ids of the prompt, ending with the assistant header of the first turn."""
 
-    def on_turn_end(self, token_ids: list[int], text: str, finish_reason: str) -> list[int] | None:
+    def on_turn_end(self, token_ids: list[int], text: str, finish_reason: str, logprobs: list[float] | None = None,
+                    policy_version: int | None = None) -> list[int] | None:
         """Take one finished model turn; return the token ids to append before the next turn, or ``None`` when done.
 
         ``finish_reason`` is ``stop`` (a stop string), ``eos`` or ``length`` (max new tokens of the turn).
+        ``logprobs`` are the policy's log-probs of ``token_ids`` (before temperature and top-p), ``policy_version``
+        the version of the weights that sampled them.
         """
 
     def on_context_full(self) -> None:
@@ -235,6 +238,7 @@ class _Slot:
     generator: torch.Generator
     feed: list[int]
     turn_ids: list[int] = field(default_factory=list)
+    turn_logprobs: list[float] = field(default_factory=list)
     turn_index: int = 0
 
 
@@ -253,6 +257,8 @@ class GenerationEngine:
             eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         self.eos_ids = {e for e in eos if e is not None}
         self.stats = GenerationStats()
+        self.policy_version = 0
+        """Recorded with every turn: the caller sets it when the weights change between runs."""
         self.device = next(model.parameters()).device
         # The transformer body without the vocabulary head (also through a PEFT wrapper, LoRA layers included).
         get_decoder = getattr(model, "get_decoder", None)
@@ -386,26 +392,29 @@ class GenerationEngine:
         else:
             self.stats.prefill_tokens += sum(len(slots[i].feed) for i in computed)
             self.stats.prefill_seconds += elapsed
-        tokens = sample_rows(torch.stack([last[i] for i in rows]), self.config.temperature, self.config.top_p,
-                             [slots[i].generator for i in rows])
-        for i, token in zip(rows, tokens):
+        logits = torch.stack([last[i] for i in rows])
+        tokens = sample_rows(logits, self.config.temperature, self.config.top_p, [slots[i].generator for i in rows])
+        logprobs = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(tokens, device=logits.device)[:, None])
+        for i, token, logprob in zip(rows, tokens, logprobs[:, 0].tolist()):
             slot = slots[i]
             if decoding and len(rows) == len(slots):  # full decode steps only (see tokens_per_second_by_turn)
                 self.stats.seconds_by_turn[slot.turn_index] += elapsed / len(rows)
                 self.stats.tokens_by_turn[slot.turn_index] += 1
             self.stats.generated_tokens += 1
             slot.turn_ids.append(token)
+            slot.turn_logprobs.append(logprob)
             slot.feed = [token]
             reason = self._finish_reason(slot, int(cache.lengths[i]))
             if reason is None:
                 continue
             text = self.tokenizer.decode(slot.turn_ids, skip_special_tokens=True)
             try:
-                next_feed = slot.conversation.on_turn_end(list(slot.turn_ids), text, reason)
+                next_feed = slot.conversation.on_turn_end(list(slot.turn_ids), text, reason, logprobs=slot.turn_logprobs,
+                                                          policy_version=self.policy_version)
             except Exception as error:  # noqa: BLE001 - recorded as the conversation's failure; the others go on
                 slot.conversation.on_failure(f"{type(error).__name__}: {error}")
                 next_feed = None
-            slot.turn_ids, slot.turn_index = [], slot.turn_index + 1
+            slot.turn_ids, slot.turn_logprobs, slot.turn_index = [], [], slot.turn_index + 1
             # The turn's last token (a stop string's end, or EOS) is not in the cache yet: it goes in ahead of the
             # next user turn, so the next turn sees the conversation as recorded (and as training scores it).
             if next_feed is not None:

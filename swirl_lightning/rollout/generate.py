@@ -8,11 +8,14 @@ ranks are done, the shards are merged into ``<output>`` (atomically, deduplicate
 a summary is written to ``<output>.summary.json``.
 
 Several processes: ``processes: N`` spawns N workers itself; under ``torchrun`` each rank reads
-``RANK``/``WORLD_SIZE`` and rank 0 merges once every rank has marked its shard done.
+``RANK``/``WORLD_SIZE`` and rank 0 merges once every rank has marked its shard done. With ``engine.name: vllm`` one
+process drives the server (which batches): ``sampling.batch_size`` conversations have a request in flight at once, and
+a managed server logs to ``<output>.vllm.log``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -20,16 +23,14 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
-from swirl_lightning.core.outputs import check_outputs_apart, output_path
+from swirl_lightning.core.config import EngineConfig, PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
+from swirl_lightning.core.outputs import output_path
 from swirl_lightning.core.prompts import observation_result
-from swirl_lightning.core.trajectory import (
-    Example, JsonlWriter, Trajectory, read_trajectories, write_jsonl, write_text_atomic,
-)
+from swirl_lightning.core.trajectory import Example, JsonlWriter, Trajectory, write_text_atomic
 from swirl_lightning.rollout.inflight import InFlightToolCalls
+from swirl_lightning.rollout.shards import finished_keys, merge_shards, prepare_output, shard_dir
 
 if TYPE_CHECKING:
     from swirl_lightning.rollout.conversation import RolloutSettings
@@ -47,6 +48,8 @@ class GenerateConfig:
     """The questions: ``task.limit`` of them (N), after skipping ``task.offset``."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """How turns are sampled."""
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    """What samples them: the in-process engine, or a vLLM server."""
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     """The tools the policy may call."""
     samples: int = 4
@@ -67,104 +70,9 @@ class GenerateConfig:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device: expected auto, cpu or cuda[:N], got {self.device!r}")
-
-
-def run_identity(cfg: GenerateConfig) -> dict[str, Any]:
-    """What makes trajectories of one run comparable: a resume must match it (limit and offset may grow). Besides the
-    settings, ``content`` holds digests of the files read (names alone would miss a file edited in place)."""
-    from swirl_lightning.core.digests import adapter_digest, path_digest
-    from swirl_lightning.core.prompts import PROMPT_VERSION
-
-    sampling = {k: v for k, v in asdict(cfg.sampling).items()
-                if k in ("temperature", "top_p", "max_new_tokens", "max_context_tokens", "seed")}
-    task = {k: v for k, v in asdict(cfg.task).items() if k in ("name", "split", "data_path", "max_steps", "few_shot")}
-    content = {"task.data_path": path_digest(cfg.task.data_path), "policy.adapter": adapter_digest(cfg.policy.adapter)}
-    return {"policy": asdict(cfg.policy), "sampling": sampling, "task": task, "tools": cfg.tools.names,
-            "samples": cfg.samples, "prompt_version": PROMPT_VERSION, "content": content}
-
-
-def run_file(output: Path) -> Path:
-    return output.with_name(output.name + ".run.json")
-
-
-def _differences(stored: Any, current: Any, prefix: str = "") -> list[str]:
-    if isinstance(stored, dict) and isinstance(current, dict):
-        return [d for key in sorted(set(stored) | set(current))
-                for d in _differences(stored.get(key), current.get(key), f"{prefix}{key}.")]
-    return [] if stored == current else [f"{prefix.rstrip('.')}: {stored!r} then, {current!r} now"]
-
-
-def _changed_content(stored: dict[str, Any], current: dict[str, Any], cfg: GenerateConfig) -> str:
-    """The inputs whose content differs from the run record's digests, named with their paths ('' when none). A record
-    without digests (an older version wrote it) cannot vouch for its inputs: every one counts as changed."""
-    then = stored.get("content") if isinstance(stored.get("content"), dict) else {}
-    paths = {"task.data_path": cfg.task.data_path, "policy.adapter": cfg.policy.adapter}
-    return ", ".join(f"the content of {name} {paths[name]}" for name, digest in current["content"].items()
-                     if digest is not None and then.get(name, "") != digest)
-
-
-def prepare_output(cfg: GenerateConfig) -> None:
-    """Refuse an output that is an input (the questions, the policy), or one this run would mix with another (or
-    replace it with ``overwrite``: a link there is removed, not what it points to); record this run's identity beside
-    it."""
-    output = Path(cfg.output)
-    summary = output.with_name(output.name + ".summary.json")
-    model_folder = cfg.policy.name if os.path.isdir(cfg.policy.name) else None  # not an alias or a hub id
-    check_outputs_apart({"output": output, "run record": run_file(output), "summary": summary,
-                         "shard folder": shard_dir(output)},
-                        {"task.data_path": cfg.task.data_path, "policy.adapter": cfg.policy.adapter,
-                         "policy.name": model_folder})
-    if cfg.overwrite:
-        for path in (output, run_file(output), summary):
-            path.unlink(missing_ok=True)
-        shutil.rmtree(shard_dir(output), ignore_errors=True)
-    current = run_identity(cfg)
-    if output.exists() or shard_dir(output).exists():
-        if not run_file(output).exists():
-            raise FileExistsError(f"{output} exists and {run_file(output).name} does not say how it was made; resuming "
-                                  "could mix two runs: pass --overwrite true to start over, or choose another --output")
-        stored = json.loads(run_file(output).read_text())
-        differences = _differences({k: v for k, v in stored.items() if k != "content"},
-                                   {k: v for k, v in current.items() if k != "content"})
-        if differences:
-            raise FileExistsError(f"{output} was generated with other settings ({'; '.join(differences)}); resuming "
-                                  "would mix two runs: pass --overwrite true to start over, or choose another --output")
-        changed = _changed_content(stored, current, cfg)
-        if changed:
-            raise FileExistsError(f"{output} was started before {changed} changed; resuming would mix two runs: pass "
-                                  "--overwrite true to start over, or choose another --output")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_file(output), json.dumps(current, indent=2) + "\n")
-
-
-def shard_dir(output: Path) -> Path:
-    return output.with_name(output.name + ".shards")
-
-
-def finished_keys(output: Path) -> set[tuple[str, int]]:
-    """(example id, sample index) pairs already in the merged output or any shard."""
-    return {t.key for t in _finished(output)}
-
-
-def _finished(output: Path) -> Iterator[Trajectory]:
-    """The trajectories of the merged output, then of every shard (a shard's torn last line, from a crash, is
-    skipped: the writer owns it)."""
-    if output.exists():
-        yield from read_trajectories(output, allow_empty=True)
-    if shard_dir(output).exists():
-        for shard in sorted(shard_dir(output).glob("rank*.jsonl")):
-            yield from read_trajectories(shard, torn_tail="skip", allow_empty=True)
-
-
-def merge_shards(output: Path, example_order: list[str]) -> list[Trajectory]:
-    """Merge the output and all shards into ``output``: one trajectory per key, in question order."""
-    by_key: dict[tuple[str, int], Trajectory] = {}
-    for trajectory in _finished(output):
-        by_key.setdefault(trajectory.key, trajectory)
-    order = {example_id: i for i, example_id in enumerate(example_order)}
-    merged = sorted(by_key.values(), key=lambda t: (order.get(t.example_id, len(order)), t.example_id, t.sample_index))
-    write_jsonl(output, merged)
-    return merged
+        if self.engine.name == "vllm" and self.processes > 1:
+            raise ValueError("processes: engine.name vllm takes one process (the server batches the requests of "
+                             "sampling.batch_size conversations); raise sampling.batch_size instead")
 
 
 def _resolve_device(device: str) -> str:
@@ -201,10 +109,8 @@ def load_policy(policy: PolicyConfig, device: str):
 def run_rank(cfg: GenerateConfig, rank: int = 0, world: int = 1) -> dict[str, Any]:
     """Generate this rank's share of the missing trajectories into its shard; return throughput stats."""
     import torch
-    from tqdm.auto import tqdm
 
-    from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings, conversations
-    from swirl_lightning.rollout.engine import GenerationEngine
+    from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings
 
     if world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
@@ -220,9 +126,38 @@ def run_rank(cfg: GenerateConfig, rank: int = 0, world: int = 1) -> dict[str, An
     if todo == 0:
         in_flight.close()
         return stats
+    with contextlib.ExitStack() as stack:
+        engine, tokenizer = _backend(cfg, settings, stack)
+        settings.renderer = ChatRenderer(tokenizer)
+        return _run_backend(cfg, engine, settings, rank, world, mine, done, shard, in_flight, stats, todo)
+
+
+def _backend(cfg: GenerateConfig, settings: RolloutSettings, stack: contextlib.ExitStack):
+    """The generation backend of ``cfg.engine`` and the policy's tokenizer (a managed vLLM server is stopped when
+    ``stack`` closes)."""
+    from swirl_lightning.core.models import load_tokenizer
+    from swirl_lightning.rollout.engine import GenerationEngine
+
+    if cfg.engine.name == "vllm":
+        from swirl_lightning.rollout.vllm_backend import VllmBackend
+        from swirl_lightning.rollout.vllm_server import VllmServer
+
+        tokenizer = load_tokenizer(cfg.policy.name)
+        log = Path(cfg.output).with_name(Path(cfg.output).name + ".vllm.log")
+        server = stack.enter_context(VllmServer.connect(cfg.engine, cfg.policy, log,
+                                                        max_context_tokens=cfg.sampling.max_context_tokens))
+        return VllmBackend(server, tokenizer, cfg.sampling, cfg.engine, settings.stop_strings), tokenizer
     policy, tokenizer = load_policy(cfg.policy, cfg.device)
-    settings.renderer = ChatRenderer(tokenizer)
-    engine = GenerationEngine(policy, tokenizer, cfg.sampling, stop_strings=settings.stop_strings)
+    return GenerationEngine(policy, tokenizer, cfg.sampling, stop_strings=settings.stop_strings), tokenizer
+
+
+def _run_backend(cfg: GenerateConfig, engine, settings: RolloutSettings, rank: int, world: int, mine: list[Example],
+                 done: set[tuple[str, int]], shard: Path, in_flight: InFlightToolCalls, stats: dict[str, Any],
+                 todo: int) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from swirl_lightning.rollout.conversation import conversations
+
     errors = ToolErrorWatch(cfg.tools)
     started = time.perf_counter()
     label = f"generate[rank {rank}]" if world > 1 else "generate"

@@ -155,7 +155,7 @@ class LiveEvaluation(L.Callback):
                     rollouts.parent.mkdir(parents=True, exist_ok=True)
                     write_jsonl(rollouts, trajectories)
                     link = dashboard_link(rollouts, trainer.default_root_dir)
-                writer = module.tensorboard()
+                writer = tensorboard_writer(trainer)
                 if writer is not None:
                     log_trajectory_text(writer, stage, step, trajectories, module.evaluation.log_trajectories, link)
         self._close_journal(finished=True)
@@ -365,3 +365,13 @@ class PeriodicCheckpoint(ModelCheckpoint):
         for _, path in periodic[: max(len(periodic) - self.save_top_k, 0)]:
             if str(path) not in (self.last_model_path, self.best_model_path):
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)  # sharded: a folder
+
+
+def tensorboard_writer(trainer: L.Trainer):
+    """The TensorBoard writer of the trainer's TensorBoard logger (``None`` without one)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None

@@ -41,6 +41,7 @@ from swirl_lightning.training.policy import check_export_folder
 
 # Which shared group feeds which init argument of the module and the data module.
 LINKED_GROUPS = {"policy": ("model.policy",), "task": ("model.task", "data.task"), "sampling": ("model.sampling",),
+                 "engine": ("model.engine",),
                  "tools": ("model.tools", "data.tools"), "judge": ("model.judge", "data.judge")}
 
 
@@ -163,6 +164,7 @@ class SwirlCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Checks that need the built trainer and module, before any weights load."""
+        self.model.sampler.check_trainable()
         if self.trainer.max_steps == 0:
             raise ValueError("trainer.max_steps: expected a positive number of optimizer steps, or -1 for max_epochs")
         config = self.config[self.subcommand]

@@ -6,6 +6,9 @@
   :class:`~.callbacks.LiveEvaluation` callback (added by :meth:`configure_callbacks`) summarises and logs them.
 - Training figures are written at the optimizer step the batch started from (:mod:`.scalars` says why not through
   Lightning's ``self.log``); the hyperparameters are logged by the CLI (the whole resolved config).
+- Every sampling (``swirl``'s actions, the reward probe, live evaluation) goes through :meth:`generation_backend`: the
+  in-process engine on the module's own weights, or a vLLM server (``engine.name: vllm``) that serves the LoRA adapter
+  of the latest sync (:mod:`.weight_sync`); a managed server is stopped at teardown or when the process ends.
 - The policy (:mod:`.policy`) is loaded in :meth:`configure_model`; only the logits of positions that predict an
   action token are computed. Under ``ModelParallelStrategy`` each decoder layer and the whole policy are sharded
   with FSDP2. With LoRA, checkpoints hold the trained weights only; the frozen base is reloaded from ``policy.name``.
@@ -22,11 +25,11 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
+from swirl_lightning.core.config import EngineConfig, JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
 from swirl_lightning.core.trajectory import Example, Trajectory
+from swirl_lightning.rollout.backend import GenerationBackend
 from swirl_lightning.training.config import EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig, SwirlConfig
 from swirl_lightning.training.objectives import make_objective
 from swirl_lightning.training.policy import (
@@ -45,6 +48,7 @@ class SwirlModule(L.LightningModule):
         policy: PolicyConfig = PolicyConfig(),
         task: TaskConfig = TaskConfig(),
         sampling: SamplingConfig = SamplingConfig(),
+        engine: EngineConfig = EngineConfig(),
         tools: ToolsConfig = ToolsConfig(),
         judge: JudgeConfig = JudgeConfig(),
         objective: str = "sft",
@@ -60,6 +64,7 @@ class SwirlModule(L.LightningModule):
             policy: The policy (the CLI links it to the shared ``policy`` group).
             task: The questions (linked to ``task``).
             sampling: How ``swirl`` samples its actions (linked to ``sampling``).
+            engine: What samples: the in-process engine or a vLLM server (linked to ``engine``).
             tools: The tools of live evaluation (linked to ``tools``).
             judge: The ``swirl`` reward and the validation GOOD rate (linked to ``judge``).
             objective: ``sft`` (NLL of the actions), ``offline`` (judged-reward-weighted NLL) or ``swirl``
@@ -83,20 +88,22 @@ class SwirlModule(L.LightningModule):
         self.automatic_optimization = self.objective.automatic_optimization
         self.strict_loading = lora.r <= 0
         from swirl_lightning.core.models import check_adapter_dir, check_model_name, load_tokenizer
+        from swirl_lightning.training.sampler import PolicySampler
 
         # Every name and path is checked here, before any weights load: a typo costs a second, not a model load.
         check_model_name(policy.name)
         if policy.adapter:
             check_adapter_dir(policy.adapter)
         self.tokenizer = load_tokenizer(policy.name)
-        self.rollout_settings()
+        self.sampler = PolicySampler(engine, policy, lora, self.tokenizer, self.rollout_settings().stop_strings,
+                                     max(sampling.max_context_tokens, evaluation.sampling.max_context_tokens))
         self.step_judge()
         self.scorer: ActionScorer | None = None
         self.reference: ActionScorer | None = None
         self.batch_tokens = 0
         self._batch_started = 0.0
         self.scalars = BatchScalars()
-        self.loaded_step = 0  # the optimizer step of the checkpoint the weights came from
+        self.loaded_step, self.loaded_checkpoint = 0, False  # the optimizer step of the checkpoint loaded, if any
 
     # -- the policy -----------------------------------------------------------------------------
 
@@ -184,12 +191,6 @@ class SwirlModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self.objective.training_step(self, batch)
 
-    def check_finite(self, loss: Tensor) -> None:
-        """Stop before a non-finite loss reaches the weights: data out of range must not ruin a model silently."""
-        if not torch.isfinite(loss):
-            raise ValueError(f"the training loss is {loss.item()} at step {self.global_step}: the batch's rewards or "
-                             "weights are out of range; the weights were not updated")
-
     def log_scalars(self, values: dict[str, float | Tensor], batch_size: int, prog_bar: tuple[str, ...] = ()) -> None:
         """Figures of this batch: to the loggers at the batch's starting step (see :mod:`.scalars`), and to
         Lightning's progress bar and callback metrics."""
@@ -227,15 +228,23 @@ class SwirlModule(L.LightningModule):
 
     def rollout(self, examples: list[Example]) -> list[Trajectory]:
         """Roll the current policy out with tools on ``examples`` (each step judged when ``evaluation.judge_steps``)."""
-        from swirl_lightning.rollout.engine import GenerationEngine
         from swirl_lightning.rollout.evaluation import evaluate
 
         settings = self.rollout_settings()
-        with self.scorer.generation_mode() as lm:
-            engine = GenerationEngine(lm, self.tokenizer, self.evaluation.sampling, stop_strings=settings.stop_strings)
-            _, trajectories = evaluate(engine, examples, settings, num_samples=self.evaluation.num_samples,
+        with self.generation_backend(self.evaluation.sampling) as backend:
+            _, trajectories = evaluate(backend, examples, settings, num_samples=self.evaluation.num_samples,
                                        step_judge=self.step_judge() if self.evaluation.judge_steps else None)
         return trajectories
+
+    def generation_backend(self, sampling: SamplingConfig) -> contextlib.AbstractContextManager[GenerationBackend]:
+        """A backend sampling with the current weights, of optimizer step :attr:`weights_step` (:mod:`.sampler`)."""
+        root = self.trainer.default_root_dir if self._trainer is not None else "."
+        return self.sampler.backend(self.scorer, sampling, self.weights_step, Path(root), self.loaded_checkpoint)
+
+    weights_step = property(lambda self: max(self.global_step, self.loaded_step), doc="The weights' optimizer step.")
+
+    def teardown(self, stage: str) -> None:
+        self.sampler.close()
 
     def evaluate_batch(self, batch: list[Example], batch_idx: int = 0) -> list[Trajectory]:
         """The rollouts of one evaluation batch: from the evaluation's journal (:mod:`swirl_lightning.rollout.journal`)
@@ -255,7 +264,7 @@ class SwirlModule(L.LightningModule):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.loaded_step = int(checkpoint.get("global_step", 0))
+        self.loaded_step, self.loaded_checkpoint = int(checkpoint.get("global_step", 0)), True
         saved = checkpoint.get("state_dict")
         unknown = set(saved) - set(self.state_dict()) if isinstance(saved, dict) else set()
         if unknown:
@@ -278,10 +287,3 @@ class SwirlModule(L.LightningModule):
         trained_on = [t.example_id for t in getattr(datamodule, "train_trajectories", [])]
         return export_policy(self.scorer, self.tokenizer, directory, policy=self.policy, lora=self.lora,
                              export=self.export_config, objective=self.objective.name, training_questions=trained_on)
-
-    def tensorboard(self):
-        """The TensorBoard writer, when a TensorBoard logger is configured."""
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                return logger.experiment
-        return None

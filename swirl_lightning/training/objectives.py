@@ -71,7 +71,7 @@ class SftObjective(Objective):
     def training_step(self, module: SwirlModule, batch: TrainingBatch) -> Tensor:
         logprobs, entropy = module.scorer(batch.input_ids, batch.attention_mask, batch.segment_ids)
         loss = sft_loss(logprobs, batch.segment_ids)
-        module.check_finite(loss)
+        check_finite(loss, module.global_step)
         module.log_row_batch(batch, loss, entropy)
         return loss
 
@@ -87,7 +87,7 @@ class OfflineObjective(Objective):
     def training_step(self, module: SwirlModule, batch: TrainingBatch) -> Tensor:
         logprobs, entropy = module.scorer(batch.input_ids, batch.attention_mask, batch.segment_ids)
         loss = offline_loss(logprobs, batch.segment_ids, batch.weights)
-        module.check_finite(loss)
+        check_finite(loss, module.global_step)
         present = batch.step_index >= 0
         module.log_rewards(batch.weights[present], batch.step_index[present])
         module.log_row_batch(batch, loss, entropy)
@@ -121,6 +121,9 @@ class SwirlBatch:
     """Real (non-padding) tokens of the packed rows."""
     sampled_tokens: int
     sampling_seconds: float
+    policy_staleness: int = 0
+    """Optimizer steps between the weights that sampled the actions and those being updated (vLLM syncs every
+    ``engine.sync_every`` steps; 0 in process)."""
 
 
 class SwirlObjective(Objective):
@@ -132,6 +135,7 @@ class SwirlObjective(Objective):
 
     def __init__(self) -> None:
         self.failures: FailureBudget | None = None
+        self.sampled_version = 0  # the policy version of the last actions sampled
 
     def rewards(self, module: SwirlModule, states: Sequence[State], samples: list[list[tuple[list[int], str]]]) -> Tensor:
         """Rewards ``[N states, G]``: the step judge's score of each sampled action at its state, NaN for a judge
@@ -155,10 +159,15 @@ class SwirlObjective(Objective):
         return torch.tensor([verdict_for(r, threshold) == GOOD for r in rewards.flatten().tolist()]).view_as(rewards)
 
     def sample(self, module: SwirlModule, states: Sequence[State], group_size: int, seed: int) -> list[list[tuple[list[int], str]]]:
-        """``group_size`` fresh actions per state, drawn with run seed ``seed``."""
-        sampling = dataclasses.replace(module.sampling, seed=seed)
-        return module.scorer.sample_actions(states, module.tokenizer, sampling, group_size,
-                                            module.rollout_settings().stop_strings)
+        """``group_size`` fresh actions per state, drawn with run seed ``seed`` by the module's generation backend
+        (whose policy version is kept in :attr:`sampled_version`)."""
+        from swirl_lightning.training.policy import action_sampling, sample_actions
+
+        sampling = action_sampling(dataclasses.replace(module.sampling, seed=seed), states)
+        with module.generation_backend(sampling) as backend:
+            samples = sample_actions(backend, states, group_size)
+            self.sampled_version = backend.policy_version
+        return samples
 
     def prepare(self, module: SwirlModule, states: list[State]) -> SwirlBatch:
         """Sample G actions per state (a new seed each step and rank), judge them, compute advantages, pack rows."""
@@ -194,7 +203,8 @@ class SwirlObjective(Objective):
         return SwirlBatch(samples, rewards, ~torch.isnan(rewards), good, row_advantages.to(module.device), step_index,
                           inputs, reference_logprobs, nothing_judged, tokens=sum(len(group.input_ids) for group in groups),
                           sampled_tokens=sum(len(ids) for group in samples for ids, _ in group),
-                          sampling_seconds=sampling_seconds)
+                          sampling_seconds=sampling_seconds,
+                          policy_staleness=module.weights_step - self.sampled_version)
 
     def loss(self, module: SwirlModule, batch: SwirlBatch, old_logprobs: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss of a prepared batch under the current weights, and its stats (``logprobs`` included)."""
@@ -215,7 +225,7 @@ class SwirlObjective(Objective):
         for _ in range(module.swirl.ppo_epochs):
             loss, stats = self.loss(module, batch, old_logprobs)
             loss = loss * 0 if batch.nothing_judged else loss
-            module.check_finite(loss)
+            check_finite(loss, module.global_step)
             old_logprobs = stats["logprobs"] if old_logprobs is None else old_logprobs
             optimizer.zero_grad()
             module.manual_backward(loss)
@@ -227,7 +237,8 @@ class SwirlObjective(Objective):
         figures = {"train/loss": loss, **{f"train/{name}": stats[name] for name in
                                           ("entropy", "policy_loss", "kl", "clip_fraction", "ratio_mean")},
                    "train/action_tokens": float(stats["action_tokens"]),
-                   "train/sampled_tokens_per_s": batch.sampled_tokens / max(batch.sampling_seconds, 1e-9)}
+                   "train/sampled_tokens_per_s": batch.sampled_tokens / max(batch.sampling_seconds, 1e-9),
+                   "train/policy_staleness": float(batch.policy_staleness)}
         if not batch.nothing_judged:
             judged = batch.valid[batch.valid.any(dim=1)].sum(dim=1, keepdim=True).to(batch.advantages.device)
             advantages = batch.advantages[torch.arange(batch.advantages.shape[1], device=judged.device) < judged]
@@ -254,6 +265,13 @@ class SwirlObjective(Objective):
     def probe_rewards(self, module: SwirlModule, states: Sequence[State], samples: int, seed: int) -> Tensor:
         """Rewards ``[N, samples]`` of fresh actions sampled at ``states`` with a fixed seed (the reward probe)."""
         return self.rewards(module, states, self.sample(module, states, samples, seed))
+
+
+def check_finite(loss: Tensor, step: int) -> None:
+    """Stop before a non-finite loss reaches the weights: data out of range must not ruin a model silently."""
+    if not torch.isfinite(loss):
+        raise ValueError(f"the training loss is {loss.item()} at step {step}: the batch's rewards or weights are out "
+                         "of range; the weights were not updated")
 
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (SftObjective, OfflineObjective, SwirlObjective)}

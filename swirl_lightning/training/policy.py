@@ -90,21 +90,24 @@ class ActionScorer(nn.Module):
                 self.set_reshard_after_forward(False, recurse=False)  # FSDP2's own choice for the root
             self.train(was_training)
 
-    @torch.no_grad()
-    def sample_actions(self, states: Sequence[State], tokenizer, sampling: SamplingConfig, group_size: int,
-                       stop_strings: Sequence[str]) -> list[list[tuple[list[int], str]]]:
-        """``group_size`` actions (token ids, text) per state: one model turn each, with the current weights, no tool
-        runs. Each (state, g) draws from its own generator, seeded from ``sampling.seed`` and the state."""
-        from swirl_lightning.rollout.engine import GenerationEngine
 
-        conversations = [_OneTurn(s.token_ids, zlib.crc32(f"{s.example_id}\x00{s.step_index}\x00{g}".encode()) & 0x7FFFFFFF)
-                         for s in states for g in range(group_size)]
-        longest = max(len(s.token_ids) for s in states)
-        sampling = dataclasses.replace(sampling, max_context_tokens=longest + sampling.max_new_tokens + 1)
-        with self.generation_mode() as lm:
-            GenerationEngine(lm, tokenizer, sampling, stop_strings=stop_strings).run(conversations, lambda c: None)
-        return [[(c.token_ids, c.text) for c in conversations[i * group_size : (i + 1) * group_size]]
-                for i in range(len(states))]
+
+def action_sampling(sampling: SamplingConfig, states: Sequence[State]) -> SamplingConfig:
+    """``sampling`` with a context budget that fits the longest of ``states`` and one action."""
+    longest = max(len(s.token_ids) for s in states)
+    return dataclasses.replace(sampling, max_context_tokens=longest + sampling.max_new_tokens + 1)
+
+
+@torch.no_grad()
+def sample_actions(backend, states: Sequence[State], group_size: int) -> list[list[tuple[list[int], str]]]:
+    """``group_size`` actions (token ids, text) per state from a generation backend (the policy's current weights):
+    one model turn each, no tool runs. Each (state, g) has its own seed, from the backend's ``sampling.seed`` and the
+    state."""
+    conversations = [_OneTurn(s.token_ids, zlib.crc32(f"{s.example_id}\x00{s.step_index}\x00{g}".encode()) & 0x7FFFFFFF)
+                     for s in states for g in range(group_size)]
+    backend.run(conversations, lambda c: None)
+    return [[(c.token_ids, c.text) for c in conversations[i * group_size : (i + 1) * group_size]]
+            for i in range(len(states))]
 
 
 class _OneTurn:
@@ -118,7 +121,8 @@ class _OneTurn:
     def prompt_ids(self) -> list[int]:
         return self.state_ids
 
-    def on_turn_end(self, token_ids: list[int], text: str, finish_reason: str) -> None:
+    def on_turn_end(self, token_ids: list[int], text: str, finish_reason: str, logprobs: list[float] | None = None,
+                    policy_version: int | None = None) -> None:
         self.token_ids, self.text = list(token_ids), text
 
     def on_context_full(self) -> None:

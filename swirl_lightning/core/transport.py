@@ -172,3 +172,10 @@ def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout_s: float,
         raise ConnectionFailed(f"{type(cause).__name__}: {cause}") from None
     finally:
         deadline.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
