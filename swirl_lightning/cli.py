@@ -69,6 +69,10 @@ def add_tools_commands(subparsers: SubParsers) -> None:
     call.add_argument("--warm-up-timeout", type=positive_float, default=ToolsConfig().warm_up_timeout_s,
                       metavar="SECONDS", help="seconds the tool's warm-up (loading, building an index) may take "
                                               "before the call fails, as tools.warm_up_timeout_s (default: %(default)g)")
+    call.add_argument("--no-pid-namespace", dest="pid_namespace", action="store_false",
+                      help="run the tool without a PID namespace of its own, as tools.pid_namespace: false (for a "
+                           "tool that must see the host's process ids; by default it gets one where the OS allows: "
+                           "root)")
     call.add_argument("--episode", default=None, metavar="JSON",
                       help='the episode a tool that takes its episode gets: a JSON object {"example_id": ..., '
                            '"source": ..., "metadata": {...}}, each key optional (example_id and source '
@@ -120,7 +124,7 @@ def tools_call(args: argparse.Namespace) -> int:
         print(f"swirl tools call: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_ERROR
     with ToolExecutor(tools, timeout_s=args.timeout, max_output_chars=args.max_chars,
-                      warm_up_timeout_s=args.warm_up_timeout) as executor:
+                      warm_up_timeout_s=args.warm_up_timeout, pid_namespace=args.pid_namespace) as executor:
         result = executor.run(args.name, args.input, episode)
     if result.error is not None:
         print(f"swirl tools call: {args.name}: {result.error}", file=sys.stderr)

@@ -91,6 +91,35 @@ def test_tools_call_caps_the_output(example_plugin, capsys):
     assert capsys.readouterr().out.startswith("ABCD\n… [output truncated: 10 chars, showing 4]")
 
 
+def test_tools_call_can_turn_off_the_pid_namespace(capsys, monkeypatch):
+    """`swirl tools call` had no way to run a tool as ``tools.pid_namespace: false`` does in generate (issue 27)."""
+    import os
+
+    from swirl_lightning.core import tool_executor
+    from swirl_lightning.core.tool_process import pid_namespaces_allowed
+    from swirl_lightning.testing import make_tool, registered
+
+    def whoami(text: str) -> str:
+        """The tool's pid: 2 in a PID namespace of its own (its init is 1)."""
+        return str(os.getpid())
+
+    asked = []  # what the command asked for, where the OS gives no namespace (not root) to tell them apart
+
+    class Recording(tool_executor.ToolExecutor):
+        def __init__(self, *args, **kwargs):
+            asked.append(kwargs.get("pid_namespace", True))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tool_executor, "ToolExecutor", Recording)
+    with registered(tools=[make_tool(whoami)]):
+        assert cli.main(["tools", "call", "whoami", "x", "--no-pid-namespace"]) == 0
+        assert capsys.readouterr().out.strip() != "2"
+        assert cli.main(["tools", "call", "whoami", "x"]) == 0
+        if pid_namespaces_allowed():
+            assert capsys.readouterr().out.strip() == "2"
+    assert asked == [False, True]
+
+
 def test_tools_call_unknown_name_exits_2_listing_the_known_tools(example_plugin, capsys):
     assert cli.main(["tools", "call", "whisper", "x"]) == 2
     assert "unknown tool 'whisper'; known tools: explode, shout, stall" in capsys.readouterr().err

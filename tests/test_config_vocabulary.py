@@ -53,3 +53,27 @@ def test_generate_filter_and_fit_spell_the_shared_groups_alike(tmp_path):
     assert generate.sampling.max_new_tokens == fit.model.sampling.max_new_tokens == 7
     assert filtering.judge == fit.model.judge == fit.datamodule.judge == JudgeConfig("reference", batch_size=3)
     assert isinstance(fit.model.sampling, SamplingConfig)
+
+
+def test_config_docstrings_spell_boolean_flags_as_the_commands_take_them():
+    """jsonargparse spells a boolean ``--cache false``; FilterConfig.cache's help said ``--no-cache``, a flag
+    `swirl filter` does not have (issue 27). No config class may name a ``--no-...`` flag."""
+    wrong = {cls.__qualname__: line.strip() for cls in config_dataclasses()
+             for line in inspect.getsource(cls).splitlines() if "--no-" in line}
+    assert not wrong, wrong
+
+
+def test_the_readme_lists_every_option_of_swirl_tools_call():
+    """The README's row for `swirl tools call` lacked --warm-up-timeout (issue 27)."""
+    import argparse
+
+    from swirl_lightning.cli import build_parser
+
+    parser = build_parser()
+    tools = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["tools"]
+    call = next(a for a in tools._actions if isinstance(a, argparse._SubParsersAction)).choices["call"]
+    options = {s for action in call._actions for s in action.option_strings if s.startswith("--") and s != "--help"}
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines()
+               if line.startswith("| `swirl tools call"))
+    assert options >= {"--warm-up-timeout", "--no-pid-namespace"}
+    assert not [option for option in sorted(options) if f"`{option}" not in row], row

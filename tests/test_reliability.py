@@ -353,7 +353,7 @@ def test_a_rollout_that_raises_is_recorded_as_failed_and_the_others_go_on():
     settings = RolloutSettings.for_task(TaskConfig(max_steps=2), ToolsConfig(), renderer=ChatRenderer(tokenizer))
 
     class Broken(RolloutConversation):
-        def on_turn_end(self, token_ids, text, finish_reason):
+        def on_turn_end(self, token_ids, text, finish_reason, logprobs=None, policy_version=None):
             raise RuntimeError("the tokenizer choked at /home/me/x.py")
 
     conversations = [Broken(Example("bad", "1+1?", "2", "gsm8k"), 0, settings, seed=1),
@@ -446,6 +446,74 @@ def test_a_deeply_nested_inline_value_is_a_one_line_error(capsys):
     line = one_line_error(capsys, "filter", "--input", "t.jsonl", "--output", "k.jsonl", "--judge.options",
                           "{" + '"a": {' * 5000 + "}" * 5001)
     assert "--judge.options: nested deeper than 100 levels" in line
+
+
+def _interpolation_bomb(prefix: str, levels: int = 22) -> dict[str, str]:
+    """Each value twice the one before: the last, 12 * 2**21 characters (25 MB) once resolved; 30 levels hold 6 GB."""
+    values = {"a0": "lol" * 4}
+    for level in range(1, levels):
+        values[f"a{level}"] = f"${{{prefix}a{level - 1}}}${{{prefix}a{level - 1}}}"
+    return values
+
+
+INTERPOLATION_BOMBS = {  # judge.options of a config file
+    "doubling": (_interpolation_bomb("judge.options."), "judge.options.a19 expands to more than"),
+    "long chain": ({f"a{i}": f"${{judge.options.a{i + 1}}}" for i in range(200)} | {"a200": "x"},
+                   "interpolations chained more than 32 deep"),
+    "self-reference": ({"a": "${judge.options.a}"}, "judge.options.a refers to itself"),
+    "a cycle, relative": ({"a": "${.b}", "b": "${.c}", "c": "x${..options.a}"},
+                          "judge.options.a refers to itself through its interpolations (judge.options.a -> "
+                          "judge.options.b -> judge.options.c -> judge.options.a)"),
+}
+
+
+@pytest.mark.parametrize("command", ["filter", "generate", "fit"])
+@pytest.mark.parametrize("kind", list(INTERPOLATION_BOMBS))
+def test_an_interpolation_bomb_is_a_one_line_error_within_a_second(tmp_path, capsys, command, kind):
+    """OmegaConf resolves ${...} in configs: values that each repeat the one before twice double at every step (30
+    of them in --judge.options held 12 GB before `swirl filter` was killed), a long chain ended in a RecursionError,
+    and a self-reference named no file."""
+    options, message = INTERPOLATION_BOMBS[kind]
+    config = tmp_path / "bomb.yaml"
+    config.write_text(json.dumps({"judge": {"name": "served", "options": options}}))
+    started = time.perf_counter()
+    line = one_line_error(capsys, command, "--config", str(config))
+    assert time.perf_counter() - started < 1.0
+    assert f"{config}: " in line and message in line
+
+
+def test_an_interpolation_bomb_in_an_inline_judge_option_is_a_one_line_error(tmp_path, capsys):
+    """An inline value is a document of its own: its ${a0} names its own key."""
+    from swirl_lightning.core.config import parse_config
+    from swirl_lightning.core.safe_load import LoadError
+    from swirl_lightning.judging.filter import FilterConfig
+
+    argv = ["--input", "t.jsonl", "--output", "k.jsonl", "--judge.name", "served", "--judge.options",
+            json.dumps(_interpolation_bomb(""))]
+    started = time.perf_counter()
+    line = one_line_error(capsys, "filter", *argv)
+    assert time.perf_counter() - started < 1.0
+    assert "--judge.options: a19 expands to more than 4194304 characters" in line
+    with pytest.raises(LoadError, match="a19 expands to more than"):  # the parser checks too
+        parse_config(FilterConfig, argv, "swirl filter")
+
+
+def test_ordinary_interpolations_still_resolve(tmp_path):
+    """The shipped configs interpolate paths (${trainer.default_root_dir}/export); short chains, relative paths,
+    resolvers and a value used many times stay allowed."""
+    from swirl_lightning.core.config import parse_config
+    from swirl_lightning.core.safe_load import check_config_arguments
+    from swirl_lightning.judging.filter import FilterConfig
+
+    options = {"name": "m", "twice": "${.name}-${.name}", "chosen": "${oc.select:judge.options.missing,fallback}",
+               "chain": "${.b}", "b": "${.c}", "c": "${judge.options.name}", "long": "x" * 1000 + "${.name}" * 2000}
+    config = tmp_path / "ok.yaml"
+    config.write_text(json.dumps({"judge": {"name": "served", "options": options}}))
+    argv = ["--config", str(config), "--input", "t.jsonl", "--output", "k.jsonl"]
+    parsed = parse_config(FilterConfig, argv, "swirl filter").judge.options
+    assert (parsed["twice"], parsed["chosen"], parsed["chain"], len(parsed["long"])) == ("m-m", "fallback", "m", 3000)
+    for name in ("gsm8k_warmup.yaml", "gsm8k_calculator.yaml", "hotpotqa_search.yaml", "rl_sanity.yaml"):
+        check_config_arguments(["--config", str(ROOT / "conf" / name)])
 
 
 def _questions(path: Path, *lines: str) -> Path:

@@ -416,6 +416,24 @@ def test_swirl_fit_stops_above_the_failure_rate(tmp_path) -> None:
         assert len(server.requests) == 6  # the first batch (2 states x 3 actions), then it stopped
 
 
+@pytest.mark.usefixtures("one_torch_thread", "scripted_actions")
+def test_a_server_that_drips_or_stalls_costs_a_swirl_reward_batch_its_deadline_and_no_more() -> None:
+    """`swirl fit` with a served reward hung past 420 s with timeout_s 2 against a server that sent its reply a few
+    bytes at a time: the time-out bounded each read, not the request (issue 27). Every request now ends at its
+    deadline, as a failure that is never scored."""
+    replies = [StubResponse(text="Verdict: GOOD", drip_bytes=3, drip_s=0.2),
+               StubResponse(text="Verdict: GOOD", body_delay_s=60)]
+    with StubChatServer(lambda body, seen: replies[len(body["messages"][-1]["content"]) % 2]) as server:
+        judge = JudgeConfig("served", served(server, timeout_s=1.0, max_retries=0, concurrency=8), max_failure_rate=1.0)
+        module = swirl_module(server, judge, group_size=2)
+        states = swirl_data().train_items[:2]
+        started = time.monotonic()
+        batch = module.objective.prepare(module, states)
+        elapsed = time.monotonic() - started
+    assert len(server.requests) == 4 and elapsed < 1.0 + 3.0  # the requests run together, each ends at its deadline
+    assert bool(batch.rewards.isnan().all()) and not bool(batch.valid.any())  # failures, never a score
+
+
 # ----------------------------------------------------------------------------------------------------
 # The API key
 

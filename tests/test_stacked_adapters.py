@@ -70,3 +70,30 @@ def test_the_shipped_swirl_policy_finds_its_warm_start_from_any_working_folder(t
     monkeypatch.chdir(tmp_path)
     assert Path(merged_adapter_of(adapters / "worlds_swirl")).resolve() == (adapters / "worlds_warmup").resolve()
     assert merged_adapter_of(adapters / "worlds_warmup") is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"merged_adapter": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested deeper than 100 levels"),
+    ('{"merged_adapter": "warm", "merged_adapter": "other"}', "key 'merged_adapter' appears twice"),
+    ('{"objective": 1' + "0" * 5000 + "}", "a number too large to read"),
+    ('{"merged_adapter": "warm",\n "objective": }', ":2: invalid JSON"),
+    ('["merged_adapter"]', "expected a JSON object"),
+    ('{"merged_adapter": 7}', "merged_adapter: expected the warm start's path"),
+], ids=["deep", "repeated key", "huge integer", "not JSON", "not an object", "not a path"])
+def test_a_bad_export_record_is_a_one_line_error_naming_it(tmp_path, text, message):
+    """swirl_export.json was read with plain json.loads: deep nesting was a RecursionError, a repeated key silently
+    chose the warm start, and a list was an AttributeError (issue 27)."""
+    (tmp_path / "swirl_export.json").write_text(text)
+    with pytest.raises(ValueError, match=message) as error:
+        merged_adapter_of(tmp_path)
+    assert str(error.value).startswith(str(tmp_path / "swirl_export.json")) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"files": ["a"], "files": ["b"]}', "\xff\xfe", "[1, 2]"])
+def test_an_unreadable_export_record_lists_no_files_as_the_exports(tmp_path, text):
+    """Nothing in a folder whose record cannot be read counts as an export's: fit then refuses to overwrite it."""
+    from swirl_lightning.core.models import EXPORT_RECORD
+    from swirl_lightning.training.policy import exported_files
+
+    (tmp_path / EXPORT_RECORD).write_bytes(text.encode("latin-1"))
+    assert exported_files(tmp_path) == set()

@@ -128,6 +128,37 @@ def test_a_tool_that_signals_its_parent_or_group_reaches_neither_caller_nor_its_
 
 
 @pytest.mark.parametrize("pid_namespace", MODES)
+def test_swirl_tools_call_survives_a_tool_that_kills_or_stops_its_parent_or_group(pid_namespace):
+    """`swirl tools call` died with a tool that sent SIGKILL to its parent or its process group, and hung with one that
+    sent SIGSTOP (issue 27). Each call now ends, a lost worker as the tool's error (exit 1), and the command lives."""
+    import contextlib
+    import io
+
+    def hostile(text: str) -> str:
+        sig = signal.SIGKILL if text.startswith("kill") else signal.SIGSTOP
+        os.killpg(0, sig) if text.endswith("group") else os.kill(os.getppid(), sig)
+        return "sent"
+
+    def calls() -> dict[str, tuple[int, str]]:
+        from swirl_lightning.cli import main
+
+        flags = ["--timeout", "1"] + ([] if pid_namespace else ["--no-pid-namespace"])
+        results = {}
+        with registered(tools=[make_tool(hostile)]):
+            for text in ("kill parent", "stop parent", "kill group", "stop group"):
+                with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
+                    code = main(["tools", "call", "hostile", text, *flags])
+                results[text] = (code, err.getvalue())
+        return results
+
+    results = _in_child(calls)
+    # A worker whose keeper (or init) it signalled may still answer first: exit 0; the group's signals always end it.
+    assert all(code in (0, 1) for code, _ in results.values()), results
+    assert results["kill group"][0] == 1 and "exited during the call" in results["kill group"][1]
+    assert results["stop group"][0] == 1 and "timed out after 1 s" in results["stop group"][1]
+
+
+@pytest.mark.parametrize("pid_namespace", MODES)
 def test_a_tools_processes_die_with_its_time_out_and_with_its_caller(pid_namespace, tmp_path):
     """A tool that starts `sleep` (subprocess) and forks a child, then hangs: after its time-out none of them is
     left. A tool that leaves them running when it returns: they die with its caller's `close` and when the caller is

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from swirl_lightning.core.safe_load import LoadError, loads_json
+
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 TINY_ALIAS = "tiny-random"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -214,9 +216,22 @@ def merged_adapter_of(folder: Path) -> str | None:
     """The warm-start adapter an exported adapter was trained on (``None`` for one trained on the bare model): the
     path as training named it, relative to the working folder, else to the adapter's own folder."""
     record = folder / EXPORT_RECORD
-    warm_start = json.loads(record.read_text()).get("merged_adapter") if record.is_file() else None
+    if not record.is_file():
+        return None
+    try:
+        data = loads_json(record.read_bytes())  # bounded: nesting, repeated keys, huge numbers
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{record}:{error.lineno}: invalid JSON ({error.msg}); an export writes this file") from None
+    except (LoadError, UnicodeDecodeError) as error:
+        raise ValueError(f"{record}: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{record}: expected a JSON object (an export's record), got {type(data).__name__}")
+    warm_start = data.get("merged_adapter")
     if not warm_start:
         return None
+    if not isinstance(warm_start, str):
+        raise ValueError(f"{record}: merged_adapter: expected the warm start's path (a string) or null, got "
+                         f"{type(warm_start).__name__}")
     candidate = Path(warm_start).expanduser()
     if not candidate.is_absolute() and not (candidate / "adapter_config.json").is_file():
         candidate = folder / candidate

@@ -298,7 +298,7 @@ class FilterConfig:
     outcome_threshold: float = 1.0
     """Least outcome score counted as correct (1.0: exact match)."""
     cache: bool = True
-    """Reuse and store step judgements (and a served grader's grades) in the on-disk cache (``--no-cache`` to judge
+    """Reuse and store step judgements (and a served grader's grades) in the on-disk cache (``--cache false`` to judge
     afresh); judge failures are never stored."""
     cache_path: str | None = None
     """Judgement cache file; default ``$SWIRL_CACHE_DIR/judgements/judgements.sqlite``."""

@@ -250,11 +250,14 @@ def _stats(directory: Path) -> dict[str, tuple[int, int]]:
 def exported_files(directory: str | Path) -> set[str]:
     """The names of the files an export wrote into ``directory``, as its ``swirl_export.json`` lists them (none for no
     export, or one from before the list was kept)."""
+    from swirl_lightning.core.safe_load import loads_json
+
     record = Path(directory) / EXPORT_RECORD
-    try:
-        files = json.loads(record.read_text()).get("files") if record.is_file() else None
-    except (ValueError, AttributeError):  # not JSON, or not an object: nothing there is known to be an export's
+    try:  # bounded: a deep or huge record is no export's
+        data = loads_json(record.read_bytes()) if record.is_file() else None
+    except ValueError:  # not JSON, not text, or over a bound: nothing there is known to be an export's
         return set()
+    files = data.get("files") if isinstance(data, dict) else None
     return {name for name in files if isinstance(name, str)} if isinstance(files, list) else set()
 
 

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
+from swirl_lightning.core.safe_load import LoadError, loads_json
 from swirl_search.atomic import atomic_output
 
 BUILDER_VERSION = 1
@@ -179,14 +180,20 @@ def _hotpotqa_paragraphs(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as stream:
+    """Each object line of ``path``, read within swirl-lightning's bounds (:func:`loads_json`: nesting depth, no
+    repeated key, no NaN, no integer too large to read), and its line number."""
+    with path.open("rb") as stream:
         for lineno, line in enumerate(stream, start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = loads_json(line)
             except json.JSONDecodeError as error:
                 raise CorpusFormatError(f"{path}:{lineno}: invalid JSON ({error.msg})") from None
+            except LoadError as error:
+                raise CorpusFormatError(f"{path}:{lineno}: {error}") from None
+            except UnicodeDecodeError:
+                raise CorpusFormatError(f"{path}:{lineno}: not UTF-8 text") from None
             if not isinstance(record, dict):
                 raise CorpusFormatError(
                     f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}"

@@ -300,6 +300,42 @@ def test_bad_corpus_line_names_file_and_line(
     assert str(error.value).startswith(f"{corpus}:{lineno}:")
 
 
+_GOOD_DOC = '{"id": "a", "title": "A", "text": "a"'
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (_GOOD_DOC + ', "note": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested deeper than 100 levels"),
+        (_GOOD_DOC + ', "text": "b"}', "key 'text' appears twice"),
+        (_GOOD_DOC + ', "score": NaN}', "NaN is not a number JSON allows"),
+        (_GOOD_DOC + ', "n": 1' + "0" * 5000 + "}", "a number too large to read"),
+    ],
+    ids=["deep", "repeated key", "NaN", "huge integer"],
+)
+def test_a_deep_repeated_key_or_unreadable_number_corpus_line_names_file_and_line(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    """The corpus reader used plain json.loads: deep nesting was a RecursionError, a repeated key silently kept its
+    last value, NaN passed, and a 5,000-digit integer was a ValueError naming no file (issue 27)."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(_GOOD_DOC + "}\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=message) as error:
+        read_corpus(corpus)
+    assert str(error.value).startswith(f"{corpus}:2: ") and "\n" not in str(error.value)
+    source = tmp_path / "hotpot.jsonl"
+    source.write_text('{"context": {"title": ["A"], "sentences": [["a."]]}, "context": {}}\n', encoding="utf-8")
+    with pytest.raises(CorpusFormatError, match=f"^{source}:1: key 'context' appears twice"):
+        build_hotpotqa_corpus([source], tmp_path / "pool.jsonl")
+
+
+def test_a_corpus_line_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_bytes(_GOOD_DOC.encode() + b"}\n" + b'{"id": "b", "title": "\xff", "text": "b"}\n')
+    with pytest.raises(CorpusFormatError, match=f"^{corpus}:2: not UTF-8 text"):
+        read_corpus(corpus)
+
+
 def test_default_corpus_pools_the_packaged_hotpotqa_data(tmp_path: Path) -> None:
     try:
         inputs = packaged_hotpotqa_files()

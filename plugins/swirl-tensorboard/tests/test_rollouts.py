@@ -116,3 +116,20 @@ def test_an_unreadable_file_is_listed_with_its_error_and_the_other_runs_still_sh
     for file in ("rollouts/val-step000002.jsonl", "rollouts/val-step000004.jsonl"):
         listed = overview[("b/version_0", file)]
         assert listed["trajectories"] is None and listed["error"].startswith("unreadable: ")
+
+
+def test_the_dashboard_writes_every_text_as_text_never_as_markup():
+    """A `<svg onload=...>` question renders as text (issue 27: a red-team pass found this holds; this keeps it so).
+    The frontend builds its page with createElement and text nodes: no API that parses a string as HTML or code."""
+    import re
+    from importlib import resources
+
+    static = resources.files("swirl_tensorboard") / "static"
+    scripts = {entry.name: entry.read_text(encoding="utf-8") for entry in static.iterdir()
+               if entry.name.endswith(".js")}
+    assert "index.js" in scripts
+    parsing = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|DOMParser|createContextualFragment"
+                         r"|srcdoc|\beval\(|new Function|setTimeout\(\s*['\"`]")
+    found = {name: sorted(set(parsing.findall(text))) for name, text in scripts.items() if parsing.search(text)}
+    assert not found, found
+    assert "document.createTextNode(String(child))" in scripts["index.js"]  # el(): every child not a node is text
