@@ -24,8 +24,33 @@ def run_smoke(script: str, out: Path, *args: str) -> dict:
 def test_generation_benchmark_smoke(tmp_path):
     pytest.importorskip("swirl_calculator", reason="the calculator plugin is not installed")
     result = run_smoke("generation_bench.py", tmp_path / "generation.json")
-    assert [run["batch_size"] for run in result["runs"]] == [1, 4]
-    assert all(run["generated_tokens"] > 0 and run["trajectories"] >= 4 for run in result["runs"])
+    # The references first; every in-process arm at both batch sizes, on the same 4 questions.
+    assert [(run["arm"], run["batch_size"]) for run in result["runs"]] == [
+        (arm, size) for arm in ("engine_fp32", "engine_fp32_lora", "engine_bf16") for size in (1, 4)]
+    assert all(run["generated_tokens"] > 0 and run["trajectories"] == 4 and run["tokens_per_second"] > 0
+               for run in result["runs"])
+    by_arm = {(run["arm"], run["batch_size"]): run for run in result["runs"]}
+    assert by_arm["engine_fp32", 4]["greedy_reference"] is None  # the reference itself
+    bf16 = by_arm["engine_bf16", 4]
+    assert bf16["dtype"] == "bfloat16" and bf16["greedy_reference"] == "engine_fp32"
+    assert 0 <= bf16["greedy_trajectory_agreement"] <= bf16["greedy_action_agreement"] <= 1
+    assert by_arm["engine_fp32_lora", 4]["adapter_mode"].startswith("unmerged")
+    assert result["servers"] == {} and result["quiet_check"]["waits"] == 0
+
+
+@pytest.mark.slow  # (make test-slow) the default suite tests these paths in test_vllm.py and the smokes above
+def test_generation_benchmark_smoke_on_vllm(vllm_server, tmp_path):
+    """With the test run's vLLM server (float32): its greedy actions equal the in-process engine's, token for token."""
+    pytest.importorskip("swirl_calculator", reason="the calculator plugin is not installed")
+    result = run_smoke("generation_bench.py", tmp_path / "generation.json", "--base-url", vllm_server.base_url)
+    (served,) = [run for run in result["runs"] if run["arm"] == "vllm_fp32"]
+    (reference,) = [run for run in result["runs"]
+                    if run["model"] == "smollm2-135m-instruct" and run["arm"] == "engine_fp32"]
+    assert (served["backend"], served["dtype"], served["model"]) == ("vllm", "float32", "smollm2-135m-instruct")
+    assert served["greedy_reference"] == "engine_fp32" and served["greedy_actions_compared"] >= 2
+    assert served["greedy_action_agreement"] == 1.0 and served["greedy_trajectory_agreement"] == 1.0
+    assert served["generated_tokens"] > 0 and served["tokens_per_second"] > 0 and reference["generated_tokens"] > 0
+    assert result["servers"]["base_url"]["managed"] is False and served["server_managed"] is False
 
 
 def test_sft_speed_benchmark_smoke(tmp_path):
@@ -47,6 +72,34 @@ def test_rl_speed_benchmark_smoke(tmp_path):
     for run in result["runs"]:
         assert run["states"] == 4 and run["sampled_actions"] == 8  # 2 steps x 2 states x G=2
         assert run["generation_seconds"] > 0 and run["judging_seconds"] > 0 and run["update_seconds"] > 0
+    assert list(result["speedup_states_per_second"]) == ["swirl-lightning / trl"] and "CUDA" in result["trl_vllm"]
+
+
+@pytest.mark.slow  # (make test-slow) the default suite tests these paths in test_vllm.py and the smokes above
+def test_rl_speed_benchmark_smoke_on_vllm(vllm_server, tmp_path):
+    """The ``swirl-lightning (vllm)`` side on the test run's server: LoRA rank 8, the adapter synced every step."""
+    pytest.importorskip("trl", reason="the bench extra (trl) is not installed")
+    result = run_smoke("rl_speed_bench.py", tmp_path / "rl_speed.json", "--threads", "1", "--sides", "ours_vllm",
+                       "--base-url", vllm_server.base_url)
+    (run,) = result["runs"]
+    assert (run["side"], run["engine"], run["lora_r"], result["model"]) == (
+        "swirl-lightning (vllm)", "vllm", 8, "smollm2-135m-instruct")
+    assert run["states"] == 4 and run["sampled_actions"] == 8 and run["adapter_syncs"] == 2  # one sync per step
+    assert run["generation_seconds"] > run["adapter_sync_seconds"] > 0 and run["update_seconds"] > 0
+    assert result["vllm_server"] == {"managed": False, "base_url": vllm_server.base_url}
+
+
+@pytest.mark.slow  # (make test-slow) the default suite tests these paths in test_vllm.py and the smokes above
+def test_gpu_vllm_benchmark_smoke(tmp_path):
+    """The GPU script, on the CPU through both benchmarks' smoke modes: one result holding both."""
+    pytest.importorskip("trl", reason="the bench extra (trl) is not installed")
+    pytest.importorskip("swirl_calculator", reason="the calculator plugin is not installed")
+    result = run_smoke("gpu_vllm_bench.py", tmp_path / "gpu_vllm.json")
+    assert list(result["parts"]) == ["generation", "rl_speed"] and result["smoke"]
+    assert [r["side"] for r in result["parts"]["rl_speed"]["runs"]] == ["swirl-lightning (lora)", "trl (lora)"]
+    assert all(v["tokens_per_second"] > 0 for v in result["summary"]["generation"].values())
+    assert all(v["seconds_per_step"] > 0 for v in result["summary"]["rl_speed"].values())
+    assert "rl_speed_bench.py --smoke" in result["commands"]["rl_speed"]
 
 
 def test_learning_benchmark_smoke(tmp_path):
