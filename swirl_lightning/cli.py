@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from swirl_lightning.core.memory import return_freed_memory_to_os
 from swirl_lightning.core.quiet import quiet_dependencies
 
 if TYPE_CHECKING:
@@ -349,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--debug"]:
         argv, debug = argv[1:], True
     quiet_dependencies()
+    return_freed_memory_to_os()
     command = argv[0] if argv else ""
     try:
         if command in DELEGATED_COMMANDS:

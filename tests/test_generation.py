@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from swirl_lightning.rollout.engine import GenerationEngine, SamplingConfig, SlotKVCache, attention_mask_for
+from swirl_lightning.rollout.engine import GenerationEngine, SamplingConfig
+from swirl_lightning.rollout.kv_cache import SlotKVCache, attention_mask_for
 from swirl_lightning.testing import tiny_model_and_tokenizer
 
 
@@ -36,7 +37,7 @@ def test_slot_cache_matches_full_forward_with_ragged_rows_and_growth(tiny):
     model, _ = tiny
     torch.manual_seed(1)
     sequences = [torch.randint(10, 5000, (n,)).tolist() for n in (7, 30, 15)]
-    cache = SlotKVCache(num_slots=3, capacity=4)  # forces the buffers to grow
+    cache = SlotKVCache(num_slots=3, block_tokens=4)  # forces the buffers to grow
     feed(model, cache, [0, 1, 2], [s[:5] for s in sequences])
     feed(model, cache, [1, 2], [sequences[1][5:20], sequences[2][5:6]])  # ragged feeds, padded
     last_0_2 = feed(model, cache, [0, 2], [sequences[0][5:7], sequences[2][6:15]])  # non-consecutive slots
@@ -45,6 +46,51 @@ def test_slot_cache_matches_full_forward_with_ragged_rows_and_growth(tiny):
         expected = model(torch.tensor([sequence])).logits[0, -1]
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     assert cache.lengths.tolist() == [7, 30, 15]
+
+
+def test_the_cache_grows_in_blocks_with_the_longest_conversation_and_shrinks_when_it_leaves():
+    cache = SlotKVCache(num_slots=3, block_tokens=4, max_capacity=30)
+    assert cache.capacity == 0 and cache.nbytes() == 0  # nothing before the first forward pass
+    keys = torch.zeros(1, 2, 9, 8)  # [rows, kv heads, new tokens, head dim]
+    cache.select(torch.tensor([0]), 9)
+    cache.update(keys, keys, layer_idx=0)
+    cache.commit(torch.tensor([0]), torch.tensor([9]))
+    assert cache.capacity == 12  # 9 positions in blocks of 4
+    assert cache.nbytes() == 2 * 3 * 2 * 12 * 8 * 4
+    cache.select(torch.tensor([1]), 2)
+    cache.update(keys[:, :, :2], keys[:, :, :2], layer_idx=0)
+    cache.commit(torch.tensor([1]), torch.tensor([2]))
+    cache.select(torch.tensor([0]), 16)  # slot 0 grows to 25 positions
+    assert cache.capacity == 28
+    cache.lengths[0] = 25
+    cache.select(torch.tensor([0]), 4)  # 29 positions: the next block would pass the context budget of 30
+    assert cache.capacity == 30
+    cache.release(0)  # the long conversation leaves: slot 1 holds 2 positions
+    assert cache.capacity == 8 and cache.lengths.tolist() == [0, 2, 0]
+    assert cache.keys[0].shape[2] == 8
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_tokens_do_not_depend_on_how_the_cache_grows_and_shrinks(tiny, temperature, monkeypatch):
+    """Blocks of 2 positions (the cache is resized all the time, while other slots hold conversations) against blocks
+    larger than any conversation (never resized): the same tokens."""
+    from functools import partial
+
+    from swirl_lightning.rollout import engine as engine_module
+
+    model, tokenizer = tiny
+    torch.manual_seed(5)
+    prompts = [torch.randint(10, 5000, (n,)).tolist() for n in (31, 4, 17, 2, 25, 9, 13)]
+    monkeypatch.setattr(engine_module, "SlotKVCache", partial(SlotKVCache, block_tokens=4096))
+    unresized, _, _ = run(model, tokenizer, 3, temperature, prompts)
+    capacities = []
+    release = SlotKVCache.release
+    monkeypatch.setattr(SlotKVCache, "release", lambda self, slot: release(self, slot) or capacities.append(self.capacity))
+    monkeypatch.setattr(engine_module, "SlotKVCache", partial(SlotKVCache, block_tokens=2))
+    resized, finished, _ = run(model, tokenizer, 3, temperature, prompts)
+    assert len(finished) == len(prompts)
+    assert [c.turns for c in resized] == [c.turns for c in unresized]
+    assert any(later < earlier for earlier, later in zip(capacities, capacities[1:]))  # it did shrink
 
 
 class EchoConversation:

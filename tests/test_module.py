@@ -134,6 +134,32 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
         torch.testing.assert_close(plain, checkpointed, rtol=1e-4, atol=1e-6)
 
 
+def test_auto_checkpointing_checkpoints_the_long_batches_only_and_changes_no_gradient():
+    from swirl_lightning.core.config import PolicyConfig as Policy
+    from swirl_lightning.training.policy import AUTO_CHECKPOINT_ABOVE_TOKENS, ActionScorer, load_trainable_policy
+
+    results = {}
+    for checkpointing in (False, "auto"):
+        torch.manual_seed(0)
+        lm = load_trainable_policy(Policy(name="tiny-random"), LoraConfig(), "cpu", gradient_checkpointing=checkpointing)
+        scorer = ActionScorer(lm, checkpointing=checkpointing).train()
+        layers = [m for m in lm.modules() if hasattr(m, "_gradient_checkpointing_func")]
+        assert bool(layers) == (checkpointing == "auto")
+        for rows, length in ((1, 16), (2, AUTO_CHECKPOINT_ABOVE_TOKENS // 2 + 1)):
+            ids = torch.randint(5, 1000, (rows, length), generator=torch.Generator().manual_seed(length))
+            segments = torch.zeros_like(ids)
+            segments[:, length // 2 :] = 1
+            logprobs, _ = scorer(ids, torch.ones_like(ids), segments)
+            if layers:  # checkpointed exactly when the batch holds more than the threshold's tokens
+                assert {layer.gradient_checkpointing for layer in layers} == {rows * length > AUTO_CHECKPOINT_ABOVE_TOKENS}
+            logprobs.sum().backward()
+            results[checkpointing, rows] = [p.grad.clone() for p in scorer.parameters()]
+            scorer.zero_grad(set_to_none=True)
+    for rows in (1, 2):
+        for plain, checkpointed in zip(results[False, rows], results["auto", rows]):
+            torch.testing.assert_close(plain, checkpointed, rtol=1e-4, atol=1e-5)
+
+
 def test_swirl_with_gradient_checkpointing_samples_the_same_and_gives_the_same_loss_and_gradients(hash_judge):
     # The swirl step samples with the engine's own KV cache while the policy trains: checkpointing must not turn
     # that cache off or change the samples, the loss or the gradients.

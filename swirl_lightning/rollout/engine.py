@@ -1,8 +1,8 @@
 """Batched multi-turn generation that never re-encodes a conversation.
 
-Each batch *slot* holds one conversation's KV cache, contiguous at positions ``[0, length)`` of a
-per-slot buffer (:class:`SlotKVCache`). A conversation is fed its prompt once; after each turn only the
-new tokens (the turn's last sampled token, which ended it before it was fed, then the tool result's user turn and
+Each batch *slot* holds one conversation's KV cache, contiguous at positions ``[0, length)`` of a per-slot row
+(:class:`~swirl_lightning.rollout.kv_cache.SlotKVCache`, sized by the longest live conversation). A conversation is
+fed its prompt once; after each turn only the new tokens (the turn's last sampled token, which ended it before it was fed, then the tool result's user turn and
 the next assistant header) are appended to its cache, so the cache always equals the recorded conversation.
 Finished conversations leave their slot and waiting ones take it (continuous batching). Each forward pass
 runs on a subset of slots with a 4D attention mask and explicit position ids, so slots of different
@@ -33,6 +33,7 @@ from typing import Protocol
 import torch
 
 from swirl_lightning.core.config import SamplingConfig
+from swirl_lightning.rollout.kv_cache import SlotKVCache, attention_mask_for
 
 
 class Conversation(Protocol):
@@ -91,112 +92,6 @@ class GenerationStats:
             for t in sorted(self.tokens_by_turn)
             if self.seconds_by_turn[t] > 0
         }
-
-
-class SlotKVCache:
-    """A KV cache with one contiguous row per slot and per-slot lengths.
-
-    Before each forward, :meth:`select` names the slots in the batch and how many tokens each feeds.
-    The model's attention layers call :meth:`update`, which writes the new keys and values at each slot's
-    own offset and returns the slots' keys and values up to the longest of them.
-    """
-
-    is_compileable = False
-
-    def __init__(self, num_slots: int, capacity: int = 256, max_capacity: int | None = None):
-        self.num_slots = num_slots
-        self.capacity = capacity
-        self.max_capacity = max_capacity
-        self.lengths = torch.zeros(num_slots, dtype=torch.long)
-        self.keys: dict[int, torch.Tensor] = {}
-        self.values: dict[int, torch.Tensor] = {}
-        self._rows = torch.arange(num_slots)
-        self._num_new = 0
-
-    def reset_slot(self, slot: int) -> None:
-        self.lengths[slot] = 0
-
-    def snapshot(self, slot: int, length: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """Copies of the keys and values of the first ``length`` positions of ``slot``, by layer."""
-        return {layer: (self.keys[layer][slot, :, :length].clone(), self.values[layer][slot, :, :length].clone())
-                for layer in self.keys}
-
-    def load(self, slot: int, saved: dict[int, tuple[torch.Tensor, torch.Tensor]], length: int) -> None:
-        """Make ``slot`` hold the first ``length`` positions of a :meth:`snapshot`."""
-        self._grow(length)
-        for layer, (keys, values) in saved.items():
-            self.keys[layer][slot, :, :length] = keys[:, :length]
-            self.values[layer][slot, :, :length] = values[:, :length]
-        self.lengths[slot] = length
-
-    def copy_slot(self, source: int, target: int) -> None:
-        """Make slot ``target`` hold the same tokens as slot ``source``."""
-        length = int(self.lengths[source])
-        for store in (self.keys, self.values):
-            for tensor in store.values():
-                tensor[target, :, :length] = tensor[source, :, :length]
-        self.lengths[target] = length
-
-    def select(self, rows: torch.Tensor, num_new: int) -> None:
-        """Set the slots of the next forward pass and the (padded) number of tokens each feeds."""
-        self._rows, self._num_new = rows, num_new
-        self._grow(int(self.lengths[rows].max()) + num_new)
-
-    def _grow(self, needed: int) -> None:
-        if needed > self.capacity:
-            new_capacity = max(needed, 2 * self.capacity)
-            if self.max_capacity is not None:  # doubling past the context budget would only waste memory
-                new_capacity = max(needed, min(new_capacity, self.max_capacity))
-            for store in (self.keys, self.values):
-                for layer, old in store.items():
-                    grown = old.new_zeros(old.shape[0], old.shape[1], new_capacity, old.shape[3])
-                    grown[:, :, : self.capacity] = old
-                    store[layer] = grown
-            self.capacity = new_capacity
-
-    def commit(self, rows: torch.Tensor, num_real: torch.Tensor) -> None:
-        """Advance the lengths of ``rows`` by the number of real (non-padding) tokens they fed."""
-        self.lengths[rows] += num_real
-
-    def kv_length(self) -> int:
-        return int(self.lengths[self._rows].max()) + self._num_new
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        # Positions and masks are always passed explicitly; the model must not derive them from here.
-        return 0
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
-        rows, n = self._rows, self._num_new
-        if layer_idx not in self.keys:
-            shape = (self.num_slots, key_states.shape[1], self.capacity, key_states.shape[3])
-            self.keys[layer_idx] = key_states.new_zeros(shape)
-            self.values[layer_idx] = value_states.new_zeros(shape[:3] + (value_states.shape[3],))
-        positions = self.lengths[rows].unsqueeze(1) + torch.arange(n).unsqueeze(0)  # [b, n]
-        keys, values = self.keys[layer_idx], self.values[layer_idx]
-        keys[rows.unsqueeze(1), :, positions] = key_states.transpose(1, 2)
-        values[rows.unsqueeze(1), :, positions] = value_states.transpose(1, 2)
-        kv_len = self.kv_length()
-        first = int(rows[0])
-        if int(rows[-1]) - first + 1 == len(rows) and bool((rows[1:] > rows[:-1]).all()):
-            # Consecutive slots (the common decode case): a view, no copy of the cache.
-            return keys[first : first + len(rows), :, :kv_len], values[first : first + len(rows), :, :kv_len]
-        return keys[rows, :, :kv_len], values[rows, :, :kv_len]
-
-
-def attention_mask_for(lengths: torch.Tensor, num_real: torch.Tensor, num_new: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive 4D mask ``[b, 1, num_new, kv_len]`` for slots that hold ``lengths`` cached tokens.
-
-    New token i of a row sees the row's cache and its new tokens up to i. Padding queries (``i >= num_real``)
-    see the row's real tokens only, so they never produce NaN.
-    """
-    kv_len = int(lengths.max()) + num_new
-    query = torch.arange(num_new).unsqueeze(0)  # [1, n]
-    last_visible = lengths.unsqueeze(1) + torch.minimum(query, (num_real - 1).unsqueeze(1))  # [b, n]
-    keys = torch.arange(kv_len).view(1, 1, kv_len)
-    allowed = keys <= last_visible.unsqueeze(2)
-    mask = torch.zeros(allowed.shape, dtype=dtype)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask.unsqueeze(1)
 
 
 def common_prefix_length(a: list[int], b: list[int]) -> int:
@@ -273,8 +168,7 @@ class GenerationEngine:
         started = time.perf_counter()
         waiting = iter(conversations)
         slots: list[_Slot | None] = [None] * self.config.batch_size
-        cache = SlotKVCache(self.config.batch_size, capacity=min(1024, self.config.max_context_tokens),
-                            max_capacity=self.config.max_context_tokens)
+        cache = SlotKVCache(self.config.batch_size, max_capacity=self.config.max_context_tokens)
         # The first two conversations are taken up front to find the prompt head they share; the prefix is
         # then used for every conversation (the first included), so results do not depend on the batch size.
         ahead = [c for c in (next(waiting, None), next(waiting, None)) if c is not None]
@@ -425,6 +319,7 @@ class GenerationEngine:
             if next_feed is None:
                 on_finished(slot.conversation)
                 slots[i] = None
+                cache.release(i)
             else:
                 slot.feed = next_feed
 

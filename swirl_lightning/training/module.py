@@ -21,7 +21,7 @@ import copy
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
@@ -53,7 +53,7 @@ class SwirlModule(L.LightningModule):
         judge: JudgeConfig = JudgeConfig(),
         objective: str = "sft",
         lora: LoraConfig = LoraConfig(),
-        gradient_checkpointing: bool = False,
+        gradient_checkpointing: bool | Literal["auto"] = "auto",
         optimizer: OptimizerConfig = OptimizerConfig(),
         swirl: SwirlConfig = SwirlConfig(),
         evaluation: EvaluationConfig = EvaluationConfig(),
@@ -70,7 +70,8 @@ class SwirlModule(L.LightningModule):
             objective: ``sft`` (NLL of the actions), ``offline`` (judged-reward-weighted NLL) or ``swirl``
                 (online step-level RL).
             lora: Which weights train: LoRA (``lora.r > 0``, optionally on 4/8-bit weights) or all.
-            gradient_checkpointing: Recompute activations in the backward pass (less memory, a third more compute).
+            gradient_checkpointing: Recompute each layer's activations in the backward pass: far less memory, about a
+                third more compute. ``auto``: for batches of more than 1,024 tokens (rows x length) only.
             optimizer: Optimizer and schedule.
             swirl: The ``swirl`` update: group size, baseline, KL, clipping.
             evaluation: Live rollouts of validation, test and predict.
@@ -114,7 +115,7 @@ class SwirlModule(L.LightningModule):
         lm = load_trainable_policy(self.policy, self.lora, device, gradient_checkpointing=self.gradient_checkpointing)
         if self.objective.name == "swirl" and self.swirl.kl_beta > 0 and self.lora.r <= 0:
             self.reference = ActionScorer(copy.deepcopy(lm)).requires_grad_(False)
-        self.scorer = ActionScorer(lm)
+        self.scorer = ActionScorer(lm, checkpointing=self.gradient_checkpointing)
         if self._device_mesh is not None:
             if self.lora.quantize != "none":
                 raise ValueError("lora.quantize cannot be combined with FSDP2 sharding")

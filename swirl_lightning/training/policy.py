@@ -18,20 +18,28 @@ from swirl_lightning.core.config import PolicyConfig, SamplingConfig
 from swirl_lightning.core.models import EXPORT_RECORD
 from swirl_lightning.core.trajectory import State
 from swirl_lightning.training.config import ExportConfig, LoraConfig
-from swirl_lightning.training.loss import token_entropy, token_logprobs
+from swirl_lightning.training.head import DEFAULT_CHUNK_TOKENS, head_logprobs
+
+
+AUTO_CHECKPOINT_ABOVE_TOKENS = 1024
+"""``gradient_checkpointing: auto`` checkpoints the batches of more tokens (rows x length) than this."""
 
 
 class ActionScorer(nn.Module):
     """The policy as the losses need it: the log-prob of every action token, 0 elsewhere.
 
     The decoder runs on the whole rows; the vocabulary projection only on the positions that predict an
-    action token (``segment_ids > 0``). ``logit_index`` gives those positions for packed groups, default
-    the causal shift. Being the one module called in training, it is the FSDP root.
+    action token (``segment_ids > 0``), ``chunk_tokens`` of them at a time (:func:`~.head.head_logprobs`).
+    ``logit_index`` gives those positions for packed groups, default the causal shift. Being the one module called
+    in training, it is the FSDP root.
     """
 
-    def __init__(self, lm: nn.Module):
+    def __init__(self, lm: nn.Module, chunk_tokens: int = DEFAULT_CHUNK_TOKENS, checkpointing: bool | str = False):
         super().__init__()
-        self.lm = lm
+        self.lm, self.chunk_tokens = lm, chunk_tokens
+        self.checkpointing = checkpointing
+        """As the policy was loaded (``load_trainable_policy``); ``auto`` switches it on for the batches of more than
+        :data:`AUTO_CHECKPOINT_ABOVE_TOKENS` tokens (rows x length) and off for the others."""
 
     @property
     def causal_lm(self) -> nn.Module:
@@ -42,18 +50,19 @@ class ActionScorer(nn.Module):
                 position_ids: Tensor | None = None, logit_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Log-probs ``[B, T]`` (fp32, 0 off actions) and the mean entropy at the action tokens (detached)."""
         lm = self.causal_lm
+        if self.checkpointing == "auto":
+            checkpointed = input_ids.numel() > AUTO_CHECKPOINT_ABOVE_TOKENS
+            for layer in lm.modules():  # the layers transformers checkpoints, each with its own switch
+                if hasattr(layer, "_gradient_checkpointing_func"):
+                    layer.gradient_checkpointing = checkpointed
         hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                use_cache=False).last_hidden_state
         if logit_index is None:
             logit_index = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids) - 1
         rows, columns = (segment_ids > 0).nonzero(as_tuple=True)
-        logits = lm.get_output_embeddings()(hidden[rows, logit_index[rows, columns]])
-        softcap = getattr(lm.config, "final_logit_softcapping", None)
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        order = torch.arange(len(rows), device=logits.device).unsqueeze(0)
-        action_logprobs = token_logprobs(logits.unsqueeze(0), input_ids[rows, columns].unsqueeze(0), order)[0]
-        entropy = token_entropy(logits.unsqueeze(0), torch.ones_like(order, dtype=torch.bool), order)
+        action_logprobs, entropy = head_logprobs(hidden[rows, logit_index[rows, columns]], input_ids[rows, columns],
+                                                 lm.get_output_embeddings(), chunk_tokens=self.chunk_tokens,
+                                                 softcap=getattr(lm.config, "final_logit_softcapping", None))
         logprobs = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
         return logprobs.index_put((rows, columns), action_logprobs), entropy
 
@@ -133,7 +142,7 @@ class _OneTurn:
 
 
 def load_trainable_policy(policy: PolicyConfig, lora: LoraConfig, device: torch.device | str, *,
-                          gradient_checkpointing: bool = False) -> nn.Module:
+                          gradient_checkpointing: bool | str = False) -> nn.Module:
     """The causal LM of ``policy`` on ``device``, ready to train: the warm-start adapter merged in, gradient
     checkpointing and LoRA (on 4/8-bit weights with ``lora.quantize``) as configured."""
     from swirl_lightning.core.models import load_model, merge_adapter, resolve_model_path
@@ -162,7 +171,7 @@ def load_trainable_policy(policy: PolicyConfig, lora: LoraConfig, device: torch.
         from peft import LoraConfig as PeftLoraConfig, get_peft_model, prepare_model_for_kbit_training
 
         if lora.quantize != "none":
-            lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=gradient_checkpointing)
+            lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=False)  # enabled above, non-reentrant
         lm = get_peft_model(lm, PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                                target_modules=lora.target_modules, task_type="CAUSAL_LM"))
     return lm
