@@ -39,6 +39,28 @@ def run_side(script: str, arguments: list[str], result: Path, label: str) -> dic
     return json.loads(result.read_text())
 
 
+def peak_memory_mb() -> float:
+    """This process's peak memory (MB): the GPU's peak allocation on CUDA, else the peak RSS."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def set_up_side_heap(side: str) -> str:
+    """The heap as each side's own command leaves it: ``swirl`` returns freed blocks to the OS
+    (``swirl_lightning.core.memory``), TRL leaves glibc's default. Returns what was done, for the record."""
+    if side != "ours":
+        return "glibc default"
+    from swirl_lightning.core.memory import return_freed_memory_to_os
+
+    return "freed blocks of 1 MiB or more returned (as swirl sets it)" if return_freed_memory_to_os() \
+        else "glibc default"
+
+
 def add_side_options(parser: argparse.ArgumentParser) -> None:
     """The hidden options :func:`run_side` passes to the subprocess that runs one side."""
     parser.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)

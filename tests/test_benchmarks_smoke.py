@@ -53,6 +53,19 @@ def test_generation_benchmark_smoke_on_vllm(vllm_server, tmp_path):
     assert result["servers"]["base_url"]["managed"] is False and served["server_managed"] is False
 
 
+def test_memory_benchmark_smoke(tmp_path):
+    result = run_smoke("memory_bench.py", tmp_path / "memory.json", "--threads", "1")
+    runs = {run["workload"]: run for run in result["runs"]}
+    assert list(runs) == ["swirl", "sft", "validate"] and result["commit"]
+    for name in ("swirl", "sft"):
+        run = runs[name]
+        assert run["rss_after_load_mb"] > 0 and run["peak_rss_mb"] <= run["peak_rss_with_profiled_step_mb"]
+        assert run["top_allocations_last_step"] and all(row["self_allocated_mb"] > 0
+                                                        for row in run["top_allocations_last_step"])
+        assert run["heap"].startswith("freed blocks")
+    assert runs["validate"]["questions"] == 4 and runs["validate"]["largest_kv_cache_mb"] > 0
+
+
 def test_sft_speed_benchmark_smoke(tmp_path):
     pytest.importorskip("trl", reason="the bench extra (trl) is not installed")
     result = run_smoke("sft_speed_bench.py", tmp_path / "sft_speed.json", "--threads", "1")

@@ -1,0 +1,285 @@
+"""Memory profile: peak RSS and the largest allocations of a ``swirl`` fit, an ``sft`` fit and a live validation.
+
+    python benchmarks/memory_bench.py [--workloads swirl sft validate] [--states 8] [--group-size 4]
+                                      [--validation-questions 500] [--out benchmarks/results/memory.json]
+    python benchmarks/memory_bench.py --smoke          # tiny random model, a few seconds (run by the test suite)
+
+Each workload runs in its own subprocess (so its peak RSS is its own) on SmolLM2-135M-Instruct in float32:
+
+- ``swirl``: ``swirl fit`` steps with the ``swirl`` objective, as ``rl_speed_bench.py`` runs them (GSM8K reference
+  trajectories' states, the reference judge, full fine-tuning, AdamW), ``--states`` states x G = ``--group-size``
+  actions of at most ``--max-new-tokens`` tokens per step, ``--steps`` steps;
+- ``sft``: one ``sft`` epoch of ``--sft-trajectories`` reference trajectories, batch 4, as ``sft_speed_bench.py``;
+- ``validate``: live rollouts of ``--validation-questions`` GSM8K validation questions (zero-shot prompt, calculator,
+  actions of at most ``--validation-max-new-tokens`` tokens) at batch ``--validation-batch``, greedy, on the in-process
+  engine as ``swirl validate`` runs them; reports the KV cache's largest size too.
+
+Reported per workload: peak RSS (``ru_maxrss``), the RSS once the model is loaded, wall seconds, and, for the training
+workloads, the ten operators that allocated the most memory during the last step (``torch.profiler`` with
+``profile_memory``) with their shapes. The profiler's records take memory of their own, so a training workload's peak
+is read before its last step starts (``peak_rss_with_profiled_step_mb`` has the rest). The heap is set up as ``swirl``
+sets it (``swirl_lightning.core.memory``) unless ``--glibc-default-heap``. The git commit is recorded: run it before
+and after a change (``--gradient-checkpointing`` and ``--glibc-default-heap`` take the changes apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import command_line, machine_info, run_side, subplots, write_result  # noqa: E402
+from sft_speed_bench import write_trajectories  # noqa: E402
+
+WORKLOADS = ("swirl", "sft", "validate")
+
+
+def rss_mb() -> float:
+    """Resident set size of this process now (MB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def top_allocations(profiler, count: int = 10) -> list[dict]:
+    """The operators that allocated the most CPU memory (their own allocations, not their children's), with shapes."""
+    rows = []
+    for event in profiler.key_averages(group_by_input_shape=True):
+        if event.self_cpu_memory_usage > 0:
+            rows.append({"op": event.key, "self_allocated_mb": round(event.self_cpu_memory_usage / 2**20, 1),
+                         "calls": event.count, "input_shapes": str(event.input_shapes)[:160]})
+    rows.sort(key=lambda row: -row["self_allocated_mb"])
+    return rows[:count]
+
+
+class ProfileLastStep:
+    """A Lightning callback that profiles the memory of the last training step."""
+
+    def __new__(cls, last_step: int):
+        import lightning.pytorch as L
+        from torch.profiler import ProfilerActivity, profile
+
+        class _Profile(L.Callback):
+            def __init__(self):
+                self.profiler, self.top, self.peak_before = None, [], None
+
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if trainer.global_step == last_step:
+                    self.peak_before = peak_rss_mb()  # the profiler's own records would count in the peak
+                    self.profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True,
+                                            record_shapes=True)
+                    self.profiler.__enter__()
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                if self.profiler is not None:
+                    self.profiler.__exit__(None, None, None)
+                    self.top = top_allocations(self.profiler)
+                    self.profiler = None
+
+        return _Profile()
+
+
+def fit(module, data, steps: int, max_epochs: int | None = None) -> dict:
+    import lightning.pytorch as L
+
+    profile = ProfileLastStep(max(steps - 1, 0))
+    trainer = L.Trainer(max_steps=steps if max_epochs is None else -1, max_epochs=max_epochs, accelerator="cpu",
+                        devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                        default_root_dir=tempfile.mkdtemp(prefix="memory-bench-"), callbacks=[profile])
+    data.setup("fit")
+    module.configure_model()
+    loaded = rss_mb()
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    return {"rss_after_load_mb": round(loaded, 1), "wall_seconds": round(time.perf_counter() - started, 1),
+            "peak_rss_mb": round(profile.peak_before, 1), "peak_rss_with_profiled_step_mb": round(peak_rss_mb(), 1),
+            "top_allocations_last_step": profile.top}
+
+
+def checkpointing(args) -> dict:
+    """``SwirlModule``'s ``gradient_checkpointing`` as asked, or its default (also for code older than ``auto``)."""
+    if args.gradient_checkpointing == "default":
+        return {}
+    return {"gradient_checkpointing": {"true": True, "false": False}.get(args.gradient_checkpointing, "auto")}
+
+
+def run_swirl(args) -> dict:
+    from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig
+    from swirl_lightning.training.config import (ExportConfig, OptimizerConfig, SwirlConfig, TrainDataConfig,
+                                                 ValidationDataConfig)
+    from swirl_lightning.training.data import SwirlDataModule
+    from swirl_lightning.training.module import SwirlModule
+
+    task = TaskConfig(name="gsm8k", few_shot=False)
+    data = SwirlDataModule(task=task, objective="swirl", tokenizer=args.model,
+                           train=TrainDataConfig(path=args.data, batch_size=args.states, shuffle=False),
+                           validation=ValidationDataConfig(split="validation", questions=1))
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=args.max_new_tokens,
+                              batch_size=args.states * args.group_size)
+    module = SwirlModule(policy=PolicyConfig(name=args.model), task=task, sampling=sampling,
+                         judge=JudgeConfig("reference"), objective="swirl", export=ExportConfig(enabled=False),
+                         **checkpointing(args),
+                         swirl=SwirlConfig(group_size=args.group_size, kl_beta=0.0), optimizer=OptimizerConfig(lr=1e-5))
+    return {"states_per_step": args.states, "group_size": args.group_size, "steps": args.steps,
+            **fit(module, data, args.steps)}
+
+
+def run_sft(args) -> dict:
+    from swirl_lightning.core.config import PolicyConfig, TaskConfig
+    from swirl_lightning.training.config import ExportConfig, OptimizerConfig, TrainDataConfig, ValidationDataConfig
+    from swirl_lightning.training.data import SwirlDataModule
+    from swirl_lightning.training.module import SwirlModule
+
+    task = TaskConfig(name="gsm8k", few_shot=False)
+    data = SwirlDataModule(task=task, objective="sft", tokenizer=args.model,
+                           train=TrainDataConfig(path=args.data, batch_size=4, max_length=2048),
+                           validation=ValidationDataConfig(split="validation", questions=1))
+    module = SwirlModule(policy=PolicyConfig(name=args.model), objective="sft", task=task,
+                         export=ExportConfig(enabled=False), optimizer=OptimizerConfig(lr=1e-5, max_grad_norm=1.0),
+                         **checkpointing(args))
+    steps = -(-args.sft_trajectories // 4)
+    return {"trajectories": args.sft_trajectories, "batch_size": 4, **fit(module, data, steps, max_epochs=1)}
+
+
+def run_validate(args) -> dict:
+    import torch
+
+    from swirl_lightning.core.config import SamplingConfig, TaskConfig, ToolsConfig
+    from swirl_lightning.core.models import load_model, load_tokenizer
+    from swirl_lightning.core.tasks import load_task
+    from swirl_lightning.rollout import engine as engine_module
+    from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings, conversations
+
+    largest = {"bytes": 0}
+    original_update = engine_module.SlotKVCache.update
+
+    def measured_update(self, *update_args, **kwargs):  # the cache's size, as it grows
+        result = original_update(self, *update_args, **kwargs)
+        size = sum(t.numel() * t.element_size() for store in (self.keys, self.values) for t in store.values())
+        largest["bytes"] = max(largest["bytes"], size)
+        return result
+
+    engine_module.SlotKVCache.update = measured_update
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, dtype="float32", device="cpu").eval()
+    loaded = rss_mb()
+    settings = RolloutSettings.for_task(TaskConfig("gsm8k", few_shot=False), ToolsConfig(names=["calculator"]),
+                                        renderer=ChatRenderer(tokenizer), policy_name=args.model)
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=args.validation_max_new_tokens,
+                              batch_size=args.validation_batch)
+    examples = load_task("gsm8k", "validation", args.validation_questions)
+    engine = engine_module.GenerationEngine(model, tokenizer, sampling, stop_strings=settings.stop_strings)
+    trajectories = []
+    started = time.perf_counter()
+    engine.run(conversations(examples, 1, settings), lambda c: trajectories.append(c.trajectory))
+    lengths = sorted(len(t.prompt_token_ids or []) + sum(len(s.token_ids or []) + len(s.observation_token_ids or [])
+                                                        for s in t.steps) for t in trajectories)
+    return {"questions": len(examples), "batch_size": args.validation_batch, "rss_after_load_mb": round(loaded, 1),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "largest_kv_cache_mb": round(largest["bytes"] / 2**20, 1),
+            "conversation_tokens": {"median": lengths[len(lengths) // 2], "max": lengths[-1]}}
+
+
+def run_one(args) -> int:
+    import torch
+
+    heap = "glibc default"
+    if not args.glibc_default_heap:
+        try:
+            from swirl_lightning.core.memory import return_freed_memory_to_os
+        except ImportError:  # code from before it existed
+            pass
+        else:
+            heap = "freed blocks of 1 MiB or more returned (as swirl sets it)" if return_freed_memory_to_os() else heap
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = {"workload": args.workload, "heap": heap, "gradient_checkpointing": args.gradient_checkpointing,
+              **{"swirl": run_swirl, "sft": run_sft, "validate": run_validate}[args.workload](args)}
+    result.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
+    Path(args.result).write_text(json.dumps(result))
+    return 0
+
+
+def plot(result: dict):  # the figure write_result saves
+    runs = result["runs"]
+    fig, ax = subplots(figsize=(7, 4))
+    labels = [run["workload"] for run in runs]
+    ax.bar(labels, [run["peak_rss_mb"] / 1024 for run in runs], color="tab:purple", label="peak RSS")
+    ax.bar(labels, [run["rss_after_load_mb"] / 1024 for run in runs], color="tab:gray", label="after loading")
+    ax.set_ylabel("GB")
+    ax.set_title(f"{result['model']}: peak memory (commit {result['commit']})")
+    ax.legend()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--states", type=int, default=8, help="swirl: states per step")
+    parser.add_argument("--group-size", type=int, default=4, help="swirl: actions per state (G)")
+    parser.add_argument("--steps", type=int, default=3, help="swirl: optimizer steps (the last is profiled and not "
+                        "counted in the peak)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--sft-trajectories", type=int, default=16)
+    parser.add_argument("--validation-questions", type=int, default=500)
+    parser.add_argument("--validation-batch", type=int, default=32)
+    parser.add_argument("--validation-max-new-tokens", type=int, default=128, help="validate: tokens per action "
+                        "(conf/gsm8k_calculator.yaml's model.evaluation.sampling)")
+    parser.add_argument("--gradient-checkpointing", choices=["default", "auto", "true", "false"], default="default",
+                        help="the training workloads' model.gradient_checkpointing (default: SwirlModule's)")
+    parser.add_argument("--glibc-default-heap", action="store_true", help="leave glibc's malloc as it is (swirl "
+                        "returns freed blocks of 1 MiB or more to the OS: swirl_lightning.core.memory)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per workload (0: torch's default)")
+    parser.add_argument("--out", default=str(HERE / "results" / "memory.json"))
+    parser.add_argument("--smoke", action="store_true", help="tiny random model, small workloads")
+    parser.add_argument("--workload", choices=WORKLOADS, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.workload:
+        return run_one(args)
+    if args.smoke:
+        args.model, args.states, args.group_size, args.steps, args.max_new_tokens = "tiny-random", 2, 2, 2, 8
+        args.sft_trajectories, args.validation_questions, args.validation_batch = 4, 4, 4
+    workdir = Path(tempfile.mkdtemp(prefix="memory-bench-"))
+    data = workdir / "trajectories.jsonl"
+    data_info = write_trajectories(data, max(args.states * args.steps, args.sft_trajectories), 1)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "../swirl_lightning"], cwd=HERE, capture_output=True,
+                           text=True).stdout
+    result = {"benchmark": "memory", "command": command_line(argv), "model": args.model, "machine": machine_info(),
+              "commit": commit.strip() + ("+changes" if dirty.strip() else ""), "data": data_info, "runs": []}
+    for workload in args.workloads:
+        arguments = ["--workload", workload, "--data", str(data), "--model", args.model, "--states", str(args.states),
+                     "--group-size", str(args.group_size), "--steps", str(args.steps),
+                     "--max-new-tokens", str(args.max_new_tokens), "--sft-trajectories", str(args.sft_trajectories),
+                     "--validation-questions", str(args.validation_questions),
+                     "--validation-batch", str(args.validation_batch),
+                     "--validation-max-new-tokens", str(args.validation_max_new_tokens), "--threads", str(args.threads),
+                     "--gradient-checkpointing", args.gradient_checkpointing,
+                     *(["--glibc-default-heap"] if args.glibc_default_heap else [])]
+        run = run_side(__file__, arguments, workdir / f"{workload}.json", workload)
+        result["runs"].append(run)
+        print(json.dumps({k: v for k, v in run.items() if k != "top_allocations_last_step"}), flush=True)
+    write_result(result, Path(args.out), plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
