@@ -115,3 +115,26 @@ def test_without_root_the_limits_still_hold(monkeypatch: pytest.MonkeyPatch) -> 
     assert python("import os\nprint(len(os.environ) <= 1, os.getcwd() != '/')") == "True True"
     with pytest.raises(PythonError, match="MemoryError"):
         python("x = bytearray(10**10)")
+
+
+@pytest.mark.integration
+def test_the_readme_commands() -> None:
+    import os
+    import subprocess
+    import sys
+
+    try:
+        metadata.distribution("swirl-python")
+    except metadata.PackageNotFoundError:
+        pytest.skip("swirl-python is not installed (pip install -e plugins/swirl-python)")
+    env = {**os.environ, "SWIRL_LOAD_PLUGINS": "swirl-python"}
+
+    def swirl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "swirl_lightning", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    answered = swirl("tools", "call", "python", "48 // 2 + 48")
+    assert (answered.returncode, answered.stdout.strip()) == (0, "72"), answered.stderr
+    failed = swirl("tools", "call", "python", "1 / 0")
+    assert failed.returncode == 1
+    assert "python: PythonError: ZeroDivisionError: division by zero" in failed.stderr
