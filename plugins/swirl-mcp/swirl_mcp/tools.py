@@ -163,6 +163,7 @@ class McpTool:
             raise McpToolError(str(error)) from None
 
     def __call__(self, text: str) -> str:
+        """Call the MCP tool with the arguments ``text`` stands for; its text, or :class:`McpToolError`."""
         spec = self.spec
         arguments = spec.arguments(text)
         try:

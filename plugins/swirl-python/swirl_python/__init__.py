@@ -1,7 +1,7 @@
 """A sandboxed Python tool for swirl-lightning, called by the model as ``<python>print(48 / 2 + 48)</python>``.
 
 Each call runs the snippet in a fresh interpreter under the limits of :mod:`swirl_python.sandbox` (root: new network
-and PID namespaces, user ``nobody``). The model sees what the snippet printed (and the value of a last bare
+and PID namespaces, an unprivileged uid of its own). The model sees what the snippet printed (and the value of a last bare
 expression), or the last line of its error: ``ZeroDivisionError: division by zero``.
 
 The limits can be changed per run through the environment: ``SWIRL_PYTHON_TIMEOUT_S`` (default 5),

@@ -15,9 +15,12 @@ As root (where ``unshare`` and ``setpriv`` exist), the snippet also runs:
   network or the internet (``127.0.0.1`` included);
 - in a new PID namespace, as its PID 1: it cannot name any process outside, and when it ends the kernel kills every
   process it left behind, even one that started a session of its own;
-- as the user ``nobody``: it cannot read the caller's ``/proc/PID/environ`` (where a served judge's API key lives),
-  files readable only by their owner, nor signal any process of another user. ``RLIMIT_NPROC`` only binds a user
-  without ``CAP_SYS_RESOURCE``, so it is this switch that makes the process cap real.
+- as an unprivileged user of its own (:func:`sandbox_uid`: a uid with no name, no groups and no files, one per tool
+  worker process): it cannot read the caller's ``/proc/PID/environ`` (where a served judge's API key lives), files
+  readable only by their owner, nor signal any process of another user, another worker's snippets included.
+  ``RLIMIT_NPROC`` only binds a user without ``CAP_SYS_RESOURCE``, and it counts every process of the uid, so this
+  switch is what makes the process cap real, and a uid per worker keeps one worker's fork bomb from starving the
+  others.
 
 Without root none of the three is available: the snippet runs as the caller's user, in the caller's network, in a
 session of its own (killed as a group at the end). It still gets the empty environment, the limits and the timeout,
@@ -38,8 +41,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-NOBODY = 65534
-"""The uid and gid of ``nobody`` on Debian and most Linux systems."""
+UID_ENV = "SWIRL_PYTHON_UID"
+_UID_BASE, _UID_SPAN = 65000, 534
+"""Debian reserves uids 65000-65533 (allocated to nothing); within 16 bits, so a user namespace that maps 65536 ids
+(rootless containers) has them."""
 
 # The runner the fresh interpreter executes: it runs snippet.py, and shows the value of a last bare expression (as a
 # notebook does: ``48 / 2 + 48`` answers ``72.0``) so that a model need not remember ``print``. At the soft CPU limit it
@@ -77,7 +82,7 @@ class Limits:
     output_bytes: int = 65536
     """Most bytes of stdout, of stderr and of any file the snippet writes (``RLIMIT_FSIZE``)."""
     processes: int = 16
-    """Most processes of the sandbox user (``RLIMIT_NPROC``; binding only when the run drops to ``nobody``)."""
+    """Most processes of the sandbox user (``RLIMIT_NPROC``; binding only when the run drops to its own uid)."""
     max_code_chars: int = 20000
     """Longest snippet accepted."""
 
@@ -106,23 +111,34 @@ class RunResult:
 
 
 def isolation() -> str:
-    """``namespaces`` (root: new network and PID namespaces, user ``nobody``) or ``limits`` (resource limits, a
+    """``namespaces`` (root: new network and PID namespaces, a uid of its own) or ``limits`` (resource limits, a
     session of its own and an empty environment only)."""
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("unshare") and shutil.which("setpriv"):
         return "namespaces"
     return "limits"
 
 
-def _command(mode: str) -> list[str]:
+def sandbox_uid() -> int:
+    """The uid (and gid) snippets of this process run as in ``namespaces`` mode: ``$SWIRL_PYTHON_UID`` (65534 for
+    ``nobody``), else one of the reserved uids 65000-65533 chosen by this process's id."""
+    raw = os.environ.get(UID_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) == 0:
+            raise ValueError(f"${UID_ENV}: expected a uid other than 0, got {raw!r}")
+        return int(raw)
+    return _UID_BASE + os.getpid() % _UID_SPAN
+
+
+def _command(mode: str, uid: int) -> list[str]:
     python = [sys.executable, "-I", "-S", "-X", "utf8", "-c", _RUNNER]
     if mode != "namespaces":
         return python
     # unshare forks the interpreter as PID 1 of the new PID namespace and kills it when unshare itself dies
-    # (--kill-child); setpriv drops to nobody with no supplementary groups and no way back (no_new_privs). Changing
+    # (--kill-child); setpriv drops to the sandbox uid with no supplementary groups and no way back (no_new_privs). Changing
     # the uid clears the parent-death signal that --kill-child set, so setpriv sets it again (--pdeathsig): a snippet
     # that starts a session of its own still dies with unshare.
     return [shutil.which("unshare") or "unshare", "--net", "--pid", "--kill-child",
-            shutil.which("setpriv") or "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+            shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
             "--no-new-privs", "--pdeathsig", "SIGKILL", *python]
 
 
@@ -149,17 +165,18 @@ def run_snippet(code: str, limits: Limits = Limits()) -> RunResult:
     if len(code) > limits.max_code_chars:
         raise ValueError(f"code too long ({len(code)} chars, max {limits.max_code_chars})")
     mode = isolation()
+    uid = sandbox_uid() if mode == "namespaces" else None
     folder = tempfile.mkdtemp(prefix="swirl-python-")
     try:
         with open(os.path.join(folder, "snippet.py"), "w", encoding="utf-8", errors="surrogatepass") as handle:
             handle.write(code)
-        if mode == "namespaces":
-            os.chown(folder, NOBODY, NOBODY)  # nobody may write its own files there, and nowhere else it owns
+        if uid is not None:
+            os.chown(folder, uid, uid)  # the snippet may write its own files there, and owns nothing else
         # Output goes to files the caller opened, outside the working folder: RLIMIT_FSIZE caps them, no pipe can
         # fill up and block the child, and nothing the snippet does to its folder reaches them.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             started = time.monotonic()
-            process = subprocess.Popen(_command(mode), cwd=folder, env={}, stdin=subprocess.DEVNULL, stdout=out,
+            process = subprocess.Popen(_command(mode, uid or 0), cwd=folder, env={}, stdin=subprocess.DEVNULL, stdout=out,
                                        stderr=err, preexec_fn=lambda: _limit_child(limits), close_fds=True)
             timed_out = False
             try:

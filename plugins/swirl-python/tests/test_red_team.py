@@ -17,7 +17,7 @@ import pytest
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.testing import make_tool, rollout_once
 from swirl_python import PythonError, python
-from swirl_python.sandbox import NOBODY, Limits, isolation, run_snippet
+from swirl_python.sandbox import Limits, isolation, run_snippet, sandbox_uid
 
 SECRET = "sk-test-4f1c9e2b7a0d-do-not-leak"
 namespaces = pytest.mark.skipif(isolation() != "namespaces",
@@ -30,9 +30,10 @@ def _error(code: str) -> str:
     return str(caught.value)
 
 
-def _nobody_processes() -> list[str]:
+def _sandbox_processes() -> list[str]:
+    """Live processes of the uid this test process's snippets run as."""
     listing = subprocess.run(["ps", "-eo", "pid,uid,stat,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in listing.splitlines()[1:] if line.split()[1] == str(NOBODY) and " Z" not in line]
+    return [line for line in listing.splitlines()[1:] if line.split()[1] == str(sandbox_uid()) and " Z" not in line]
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +49,7 @@ def test_a_fork_bomb_is_stopped_and_leaves_no_process() -> None:
     assert "BlockingIOError" in message or "timed out" in message or "Resource temporarily unavailable" in message
     time.sleep(0.2)
     if isolation() == "namespaces":
-        assert _nobody_processes() == []
+        assert _sandbox_processes() == []
     assert python("print('still here')") == "still here"
 
 
@@ -57,7 +58,7 @@ def test_a_process_that_leaves_its_session_still_dies_with_the_run() -> None:
     code = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(300)\nprint('parent done')")
     assert python(code) == "parent done"
     time.sleep(0.2)
-    assert _nobody_processes() == []
+    assert _sandbox_processes() == []
 
 
 @pytest.mark.parametrize("code", [
@@ -94,6 +95,18 @@ def test_the_environment_is_empty() -> None:
     shown = python("import os\nprint(sorted(os.environ))")
     assert SECRET not in shown and "OPENAI_API_KEY" not in shown
     assert set(eval(shown)) <= {"LC_CTYPE"}  # set by the interpreter itself in its UTF-8 mode
+
+
+@namespaces
+def test_snippets_run_as_a_uid_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert python("import os\nprint(os.getuid(), os.getgid(), os.getgroups())") == \
+        f"{sandbox_uid()} {sandbox_uid()} []"
+    assert 65000 <= sandbox_uid() <= 65533
+    monkeypatch.setenv("SWIRL_PYTHON_UID", "65534")  # nobody
+    assert python("import os\nos.getuid()") == "65534"
+    monkeypatch.setenv("SWIRL_PYTHON_UID", "0")
+    with pytest.raises(ValueError, match="expected a uid other than 0"):
+        python("1")
 
 
 @namespaces
