@@ -25,14 +25,14 @@ As root (where ``unshare`` and ``setpriv`` exist), the snippet also runs:
 Without root none of the three is available: the snippet runs as the caller's user, in the caller's network, in a
 session of its own (killed as a group at the end). It still gets the empty environment, the limits and the timeout,
 but it can read what the caller can read (``/proc/<caller>/environ`` included) and open sockets. Run the tool as root
-(in a container) where the snippets are not trusted; :func:`isolation` says which mode is in force.
+(in a container) where the snippets are not trusted; :func:`isolation` says which mode is in force. (Root without
+util-linux's ``unshare`` and ``setpriv`` also gets this mode, as root: then not even the limits bind.)
 """
 
 from __future__ import annotations
 
 import ast
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -46,11 +46,23 @@ _UID_BASE, _UID_SPAN = 65000, 534
 """Debian reserves uids 65000-65533 (allocated to nothing); within 16 bits, so a user namespace that maps 65536 ids
 (rootless containers) has them."""
 
-# The runner the fresh interpreter executes: it runs snippet.py, and shows the value of a last bare expression (as a
-# notebook does: ``48 / 2 + 48`` answers ``72.0``) so that a model need not remember ``print``. At the soft CPU limit it
-# says so and leaves (the hard limit, a second later, kills a snippet that took the signal over).
+# The runner the fresh interpreter executes. It first lowers its own resource limits (argv: CPU seconds, address space,
+# file size, processes), hard limits included, which no unprivileged process can raise again: set here rather than in a
+# preexec_fn, which is unsafe in a process with threads (the tool worker may have some). Then it runs snippet.py and
+# shows the value of a last bare expression (as a notebook does: ``48 / 2 + 48`` answers ``72.0``) so that a model need
+# not remember ``print``. At the soft CPU limit it says so and leaves (the hard limit, a second later, kills a snippet
+# that took the signal over).
 _RUNNER = """
-import ast, os, signal, sys
+import ast, os, resource, signal, sys
+cpu, memory, size, processes = map(int, sys.argv[1:5])
+del sys.argv[1:]
+for kind, soft, hard in ((resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, memory, memory),
+                         (resource.RLIMIT_FSIZE, size, size), (resource.RLIMIT_NPROC, processes, processes),
+                         (resource.RLIMIT_CORE, 0, 0)):
+    ceiling = resource.getrlimit(kind)[1]
+    if ceiling != resource.RLIM_INFINITY:
+        soft, hard = min(soft, ceiling), min(hard, ceiling)
+    resource.setrlimit(kind, (soft, hard))
 def cpu_limit(*_):
     sys.stderr.write("\\nTimeoutError: CPU time limit exceeded\\n")
     os._exit(124)
@@ -82,7 +94,8 @@ class Limits:
     output_bytes: int = 65536
     """Most bytes of stdout, of stderr and of any file the snippet writes (``RLIMIT_FSIZE``)."""
     processes: int = 16
-    """Most processes of the sandbox user (``RLIMIT_NPROC``; binding only when the run drops to its own uid)."""
+    """Most processes a snippet may add to those its uid already has (``RLIMIT_NPROC``; binding only for a uid
+    without ``CAP_SYS_RESOURCE``, so not for root)."""
     max_code_chars: int = 20000
     """Longest snippet accepted."""
 
@@ -129,8 +142,11 @@ def sandbox_uid() -> int:
     return _UID_BASE + os.getpid() % _UID_SPAN
 
 
-def _command(mode: str, uid: int) -> list[str]:
-    python = [sys.executable, "-I", "-S", "-X", "utf8", "-c", _RUNNER]
+def _command(mode: str, uid: int, limits: Limits) -> list[str]:
+    # RLIMIT_NPROC counts every process of the uid, the ones it has already included: a user's desktop has hundreds.
+    processes = _processes_of(uid) + limits.processes
+    python = [sys.executable, "-I", "-S", "-X", "utf8", "-c", _RUNNER, str(int(limits.cpu_s)),
+              str(limits.memory_mb * 1024 * 1024), str(limits.output_bytes), str(processes)]
     if mode != "namespaces":
         return python
     # unshare forks the interpreter as PID 1 of the new PID namespace and kills it when unshare itself dies
@@ -142,16 +158,20 @@ def _command(mode: str, uid: int) -> list[str]:
             "--no-new-privs", "--pdeathsig", "SIGKILL", *python]
 
 
-def _limit_child(limits: Limits) -> None:
-    """Runs in the child between fork and exec: a session of its own, then the resource limits."""
-    os.setsid()
-    memory = limits.memory_mb * 1024 * 1024
-    cpu = int(limits.cpu_s)
-    for kind, value in ((resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (memory, memory)),
-                        (resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes)),
-                        (resource.RLIMIT_NPROC, (limits.processes, limits.processes)),
-                        (resource.RLIMIT_CORE, (0, 0))):
-        resource.setrlimit(kind, value)
+def _processes_of(uid: int) -> int:
+    """How many processes ``uid`` has now (``/proc/*/status``)."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as status:
+                    for line in status:
+                        if line.startswith("Uid:"):
+                            count += int(line.split()[1]) == uid
+                            break
+            except OSError:
+                pass  # gone meanwhile
+    return count
 
 
 def run_snippet(code: str, limits: Limits = Limits()) -> RunResult:
@@ -165,19 +185,19 @@ def run_snippet(code: str, limits: Limits = Limits()) -> RunResult:
     if len(code) > limits.max_code_chars:
         raise ValueError(f"code too long ({len(code)} chars, max {limits.max_code_chars})")
     mode = isolation()
-    uid = sandbox_uid() if mode == "namespaces" else None
+    uid = sandbox_uid() if mode == "namespaces" else os.getuid()
     folder = tempfile.mkdtemp(prefix="swirl-python-")
     try:
         with open(os.path.join(folder, "snippet.py"), "w", encoding="utf-8", errors="surrogatepass") as handle:
             handle.write(code)
-        if uid is not None:
+        if mode == "namespaces":
             os.chown(folder, uid, uid)  # the snippet may write its own files there, and owns nothing else
         # Output goes to files the caller opened, outside the working folder: RLIMIT_FSIZE caps them, no pipe can
         # fill up and block the child, and nothing the snippet does to its folder reaches them.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             started = time.monotonic()
-            process = subprocess.Popen(_command(mode, uid or 0), cwd=folder, env={}, stdin=subprocess.DEVNULL, stdout=out,
-                                       stderr=err, preexec_fn=lambda: _limit_child(limits), close_fds=True)
+            process = subprocess.Popen(_command(mode, uid, limits), cwd=folder, env={}, stdin=subprocess.DEVNULL,
+                                       stdout=out, stderr=err, start_new_session=True, close_fds=True)
             timed_out = False
             try:
                 process.wait(timeout=limits.timeout_s)
