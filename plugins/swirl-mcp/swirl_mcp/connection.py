@@ -13,6 +13,7 @@ when the worker is killed at a timeout; it also ends on its own when its stdin c
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import threading
@@ -39,6 +40,12 @@ def event_loop() -> asyncio.AbstractEventLoop:
     global _loop
     with _loop_lock:
         if _loop is None or _loop[0] != os.getpid():
+            sdk_log = logging.getLogger("mcp")
+            if sdk_log.level == logging.NOTSET:
+                # The SDK logs a traceback for each line a server prints that is not JSON-RPC (a stray print), and
+                # each failure that the model already sees as an observation: noise in a run's output. A caller that
+                # set the "mcp" logger's level keeps its choice.
+                sdk_log.setLevel(logging.CRITICAL)
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="swirl-mcp-loop", daemon=True).start()
             _loop = (os.getpid(), loop)

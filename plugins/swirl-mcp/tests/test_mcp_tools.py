@@ -242,3 +242,23 @@ def test_the_readme_commands_with_the_shipped_example_server() -> None:
     assert (called.returncode, called.stdout.strip()) == (0, "42"), called.stderr
     refused = swirl("tools", "call", "add", "40 + 2")
     assert refused.returncode == 1 and 'expected a JSON object {"a": integer, "b": integer}' in refused.stderr
+
+
+def test_a_server_that_prints_stray_lines_works_without_tracebacks(monkeypatch, tmp_path, capfd) -> None:
+    from mcp_servers import SERVER_SOURCE
+
+    chatty = tmp_path / "chatty_server.py"
+    chatty.write_text(SERVER_SOURCE.replace('server = MCPServer("swirl-test")',
+                                            'print("starting up...")\nserver = MCPServer("swirl-test")'))
+    tools = tools_of(monkeypatch, stdio_config(chatty, name="chatty", tools=["echo"]))
+    with ToolExecutor(tools, timeout_s=20) as executor:
+        assert executor.run("echo", "hi").output == "hi"
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_a_malformed_config_in_a_run_is_one_warning_naming_it(monkeypatch) -> None:
+    from swirl_lightning.core.plugins import PluginLoadWarning
+
+    with pytest.warns(PluginLoadWarning, match=r"register_tools raised McpConfigError: .*'tools' must be a non-empty"):
+        assert tools_of(monkeypatch, '{"servers": [{"name": "a", "url": "http://x", "tools": []}]}') == {}
