@@ -56,12 +56,14 @@ def test_the_new_plugin_installs_passes_its_tests_and_is_listed_and_called(tmp_p
 
     # A virtualenv that sees this one's packages (swirl-lightning, pytest, pip, setuptools) through a .pth file: a
     # virtualenv made from a virtualenv gets the base interpreter's site-packages from --system-site-packages, not ours.
+    # The .pth runs site.addsitedir rather than naming the folder, so that the .pth files there (editable installs,
+    # swirl-lightning's own under `make setup`) are read too.
     throwaway = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(throwaway)
     python = throwaway / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    Path(site, "outer-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    Path(site, "outer-venv.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
 
     def run(*args: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess:
         return subprocess.run([str(python), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
