@@ -1,5 +1,6 @@
 """`swirl generate` with MCP tools: the run lists them from the server, puts them in the prompt, and its tool calls go
-through the tool worker to the real MCP server process."""
+through the tool worker to the real MCP server process: once with scripted turns (no model), once with the real engine
+and the tiny random model, its token choice steered to scripted actions."""
 
 from __future__ import annotations
 
@@ -34,10 +35,10 @@ SUMS = ListTask("mcp-sums", [Example(f"sum-{i}", f"What is 40 + {i}?", str(40 + 
 
 
 def _config(tmp_path: Path, **changes) -> GenerateConfig:
-    return GenerateConfig(output=str(tmp_path / "trajectories.jsonl"), policy=PolicyConfig("tiny-random"),
-                          task=TaskConfig("mcp-sums", limit=2, max_steps=4, few_shot=False),
-                          sampling=SamplingConfig(max_new_tokens=8, batch_size=2), samples=1, progress=False,
-                          **changes)
+    values = dict(output=str(tmp_path / "trajectories.jsonl"), policy=PolicyConfig("tiny-random"),
+                  task=TaskConfig("mcp-sums", limit=2, max_steps=4, few_shot=False),
+                  sampling=SamplingConfig(max_new_tokens=8, batch_size=2), samples=1, progress=False)
+    return GenerateConfig(**{**values, **changes})
 
 
 def test_generate_calls_go_through_the_mcp_server(monkeypatch, tmp_path) -> None:
@@ -73,12 +74,47 @@ def test_generate_calls_go_through_the_mcp_server(monkeypatch, tmp_path) -> None
     assert not server_processes(script)  # the run's tool worker took its server along when it closed
 
 
-def test_generate_with_the_tiny_model_and_mcp_tools_runs_to_its_end(monkeypatch, tmp_path) -> None:
+def test_generate_with_the_tiny_model_whose_tool_calls_go_through_the_server(monkeypatch, tmp_path) -> None:
+    """The real engine and the tiny random model (every forward pass, the KV cache, token ids in and out); only the
+    token choice is steered to a scripted action, since a random model writes no tool call of its own."""
+    from swirl_lightning.core.models import load_tokenizer
+    from swirl_lightning.rollout import engine
+
     script = write_server(tmp_path)
     monkeypatch.setenv(swirl_mcp.CONFIG_ENV, stdio_config(script, name="tiny", tools=["add", "echo"]))
-    with plugged_in_alone(swirl_mcp), registered(tasks=[SUMS]):
-        summary = run_generate(_config(tmp_path))
+    tokenizer = load_tokenizer("tiny-random")
+    turns = ['<add>{"a": 40, "b": 2}</add>', "<add>forty plus two</add>", "<echo>done</echo>", "<answer>42</answer>"]
+    queues: dict[int, list[int]] = {}
+    turn_of: dict[int, int] = {}
+    sampled = engine.sample_rows
+
+    def steered(logits, temperature, top_p, generators):  # noqa: ANN001, ANN202 - engine.sample_rows's signature
+        sampled(logits, temperature, top_p, generators)  # the model's own draw, as in a real run, then set aside
+        chosen = []
+        for generator in generators:  # one generator per conversation: the key of its script position
+            key = id(generator)
+            if not queues.get(key):  # a new turn: the next scripted action, ended by its closing tag (a stop string)
+                turn_of[key] = turn_of.get(key, -1) + 1
+                queues[key] = tokenizer.encode(turns[min(turn_of[key], len(turns) - 1)], add_special_tokens=False)
+            chosen.append(queues[key].pop(0))
+        return chosen
+
+    monkeypatch.setattr(engine, "sample_rows", steered)
+    fortytwo = ListTask("mcp-42", [Example(f"q-{i}", "What is 40 + 2?", "42", "mcp-42") for i in range(2)],
+                        tools=("add", "echo"), max_steps=5)
+    config = _config(tmp_path, task=TaskConfig("mcp-42", limit=2, max_steps=5, few_shot=False),
+                     sampling=SamplingConfig(max_new_tokens=32, batch_size=2, temperature=0.0))
+    with plugged_in_alone(swirl_mcp), registered(tasks=[fortytwo]):
+        summary = run_generate(config)
     trajectories = read_trajectories(tmp_path / "trajectories.jsonl")
     assert summary["trajectories"] == 2 and summary["generated_tokens"] > 0
-    assert all("<echo>...</echo>: echo. Repeat the text." in t.prompt[0]["content"] for t in trajectories)
+    for trajectory in trajectories:
+        assert [step.observation for step in trajectory.steps[:3]] == [
+            '{"a": 40, "b": 2} -> 42',
+            'forty plus two -> Error: McpToolError: add: expected a JSON object {"a": integer, "b": integer}; the '
+            "input is not valid JSON",
+            "done -> done"]
+        assert trajectory.final_answer == "42" and trajectory.outcome == 1.0
+        assert all(step.token_ids for step in trajectory.steps)  # token-in/token-out, as the engine produced them
+        assert "<echo>...</echo>: echo. Repeat the text." in trajectory.prompt[0]["content"]
     assert not server_processes(script)
