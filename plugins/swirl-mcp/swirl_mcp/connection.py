@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Coroutine
@@ -71,8 +72,9 @@ def _transport(server: ServerConfig) -> Any:
     from mcp import StdioServerParameters
     from mcp.client.stdio import get_default_environment, stdio_client
 
-    # The server's stderr is its log, not the run's: it would interleave with progress lines.
-    errlog = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the server
+    # The server's stderr is its log, not the run's: it would interleave with progress lines. The SDK passes errlog on
+    # to the process as its stderr, so subprocess.DEVNULL (no file to keep open) does.
+    errlog = subprocess.DEVNULL
     command = list(server.command)
     if command[0] == "python":  # the run's own interpreter, whatever `python` is on the PATH
         command[0] = sys.executable
@@ -114,7 +116,8 @@ class Connection:
 
         self._task = asyncio.run_coroutine_threadsafe(hold(), event_loop())
         if not ready.wait(self.server.startup_timeout_s):
-            self.close()
+            self._task.cancel()  # still in the handshake: cancelling it stops a stdio server too
+            self.client, self._task = None, None
             raise McpUnavailable(f"MCP server {self.server.name!r} did not start within "
                                  f"{self.server.startup_timeout_s:g} s")
         if self.client is None:
@@ -164,7 +167,7 @@ def _is_connection_error(error: BaseException) -> bool:
 
 def describe(error: BaseException | None) -> str:
     """One line for ``error``, reaching through exception groups (anyio wraps a task's failure in one)."""
-    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+    while isinstance(getattr(error, "exceptions", None), tuple) and error.exceptions:  # an exception group
         error = error.exceptions[0]
     if error is None:
         return "unknown error"
