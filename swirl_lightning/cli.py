@@ -296,11 +296,41 @@ def data_stats(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------
+# swirl plugin
+
+
+def add_plugin_commands(subparsers: SubParsers) -> None:
+    """``swirl plugin new NAME [--output DIR] [--tool NAME] [--tag TAG]``."""
+    plugin = subparsers.add_parser("plugin", help="write a new tool-plugin package")
+    commands = plugin.add_subparsers(dest="plugin_command", metavar="COMMAND", required=True)
+    new = commands.add_parser("new", help="a ready tool-plugin package: pyproject with the entry point, one tool, "
+                                          "tests with swirl_lightning.testing, a README")
+    new.add_argument("name", metavar="NAME", help="the distribution name, e.g. swirl-dice (also its folder)")
+    new.add_argument("--output", default=".", help="the folder to write NAME/ in (default: the current folder)")
+    new.add_argument("--tool", default=None, help="the tool's name (default: NAME without swirl-, '-' as '_')")
+    new.add_argument("--tag", default=None, help="the tag the model writes (default: the tool's name)")
+    new.set_defaults(handler=plugin_new)
+
+
+def plugin_new(args: argparse.Namespace) -> int:
+    """Write the plugin package and say how to install and try it."""
+    from swirl_lightning.scaffold import PluginNames, new_plugin
+
+    names = PluginNames.of(args.name, args.tool, args.tag)
+    folder = new_plugin(names, args.output)
+    print(f"wrote {folder}: the tool {names.tool!r} (<{names.tag}>) in {names.module}/__init__.py, tests in tests/\n"
+          f"  pip install -e {folder}\n  swirl tools list\n  swirl tools call {names.tool} \"to be or not\"\n"
+          f"  python -m pytest {folder / 'tests'} -q")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------
 # Dispatch
 
 COMMAND_GROUPS: dict[str, Callable[[SubParsers], None]] = {
     "tools": add_tools_commands,
     "data": add_data_commands,
+    "plugin": add_plugin_commands,
 }
 """Command name -> function adding its argparse subparsers (each sets ``handler``)."""
 

@@ -8,7 +8,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "swirl_lightning"
 LAYERS = ["core", "judging", "rollout", "training"]  # each may import the ones before it
-PLUGIN_MODULES = ("swirl_calculator", "swirl_search", "swirl_tensorboard")
+PLUGIN_MODULES = ("swirl_calculator", "swirl_search", "swirl_tensorboard", "swirl_python", "swirl_mcp")
 PLUGIN_TAGS = ("math_exp", "search_query")
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
 
