@@ -10,7 +10,7 @@ group          what it says                                     read by
 ``task``       the questions: task, split, slice, step cap       generate, filter, fit, validate
 ``sampling``   how model turns are sampled                      generate; fit (``swirl``'s G actions)
 ``engine``     what samples them: in-process or a vLLM server   generate, fit, validate
-``tools``      which tools, their timeout and output cap        generate, fit, validate
+``tools``      which tools, their limits, plugins' options      generate, fit, validate, ``swirl tools``
 ``judge``      the step judge and the outcome judge             filter, fit (reward, data filter), validate
 =============  ===============================================  ==========================================
 
@@ -22,6 +22,8 @@ Attribute docstrings are the ``--help`` text (jsonargparse reads them); YAML may
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -189,6 +191,11 @@ class ToolsConfig:
     pid_namespace: bool = True
     """Run the tools in a PID namespace of their own where the OS allows (root): no tool can signal the run. Turn it
     off for a tool that must see the host's process ids."""
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Options of tool plugins, by plugin name (its entry point's name: ``mcp`` for swirl-mcp): each plugin's
+    ``register_tools`` hook gets its own mapping, ``{}`` when absent. E.g. ``{mcp: {servers: [{name: files, command:
+    [python, -m, my_server], tools: [read_file]}]}}``, or ``--config conf/mcp/example.yaml``. A name no loaded plugin
+    has, or options its plugin rejects, is an error naming the key."""
 
     def __post_init__(self) -> None:
         _check(self.timeout_s > 0, f"tools.timeout_s: expected a number > 0, got {self.timeout_s}")
@@ -196,6 +203,9 @@ class ToolsConfig:
         _check(0 <= self.max_error_rate <= 1, f"tools.max_error_rate: expected a share in [0, 1], got {self.max_error_rate}")
         _check(self.on_error_rate in ("warn", "fail"), f"tools.on_error_rate: expected warn or fail, got {self.on_error_rate!r}")
         _check(self.max_output_chars >= 1, f"tools.max_output_chars: expected a positive integer, got {self.max_output_chars}")
+        _check(isinstance(self.plugins, dict) and all(isinstance(k, str) and isinstance(v, dict)
+                                                      for k, v in self.plugins.items()),
+               f"tools.plugins: expected a mapping of plugin names to mappings of options, got {self.plugins!r:.200}")
 
 
 @dataclass
@@ -261,3 +271,39 @@ def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
         return cls(**{f.name: instance[f.name] for f in dataclasses.fields(cls) if f.name in instance})
     except ValueError as error:  # a dataclass's own validation: report it like any bad flag
         parser.error(str(error))
+
+
+def tools_group(config_files: Sequence[str] = (), plugins: str | None = None) -> tuple[ToolsConfig, set[str]]:
+    """The ``tools`` group of ``config_files`` and of an inline ``--tools.plugins`` value, parsed and checked as
+    ``swirl generate`` parses them, with the keys they set: what ``swirl tools list`` and ``swirl tools call`` read.
+    A file is a run's config (its other groups are left aside) or a tools overlay such as ``conf/mcp/example.yaml``;
+    a later file sets the keys it has over an earlier one's."""
+    from jsonargparse import ArgumentParser
+    from omegaconf import OmegaConf
+
+    from swirl_lightning.core.safe_load import check_config_arguments
+
+    argv: list[str] = []
+    given: set[str] = set()
+    for path in config_files:
+        check_config_arguments(["--config", path])
+        # As a run reads it: OmegaConf, every ${...} resolved (one may name another group of the file).
+        document = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        group = document.get("tools") if isinstance(document, dict) else None
+        if not isinstance(group, dict):
+            raise ValueError(f"--config {path}: expected a config with a tools group, e.g. tools: {{plugins: {{mcp: "
+                             "...}} (conf/mcp/example.yaml)")
+        argv += ["--tools", json.dumps(group)]
+        given |= set(group)
+    if plugins is not None:
+        check_config_arguments(["--tools.plugins", plugins])
+        argv += ["--tools.plugins", plugins]
+        given.add("plugins")
+    parser = ArgumentParser(parser_mode="omegaconf", exit_on_error=False)
+    parser.add_class_arguments(ToolsConfig, "tools")
+    try:
+        namespace = parser.parse_args(argv)
+        tools = (parser.instantiate if hasattr(parser, "instantiate") else parser.instantiate_classes)(namespace).tools
+    except Exception as error:  # noqa: BLE001 - jsonargparse's errors span lines: one line for the command's error
+        raise ValueError(" ".join(str(error).split())) from error
+    return tools, given

@@ -9,7 +9,7 @@ discoverable through an entry point in the ``swirl_lightning`` group::
 This API is fixed; changing it breaks third-party plugins.
 """
 
-from typing import Callable
+from typing import Any, Callable
 
 import pluggy
 
@@ -17,7 +17,7 @@ hookspec = pluggy.HookspecMarker("swirl_lightning")
 
 
 @hookspec
-def register_tools(register: Callable[..., None]) -> None:
+def register_tools(register: Callable[..., None], options: dict[str, Any]) -> None:
     """Register tools the policy may call.
 
     Call ``register(fn)`` or ``register(fn, name=..., tag=...)``. ``fn`` takes one ``str`` (the text
@@ -30,6 +30,13 @@ def register_tools(register: Callable[..., None]) -> None:
     belongs to (the example's ``example_id``, ``source`` and ``metadata``), or ``None`` for a call outside any
     episode (``swirl tools call`` without ``--episode``); its ``warm_up`` then gets the first call's episode
     (``setup(episode)``), so that it prepares what that call needs.
+
+    ``options`` is this plugin's own mapping of the run's ``tools.plugins`` (``tools.plugins.mcp`` for the plugin
+    whose entry point is named ``mcp``; ``{}`` when the run gives none): the same in every process of the run, tool
+    workers and ``swirl tools list/call`` included. An implementation may leave the argument out (pluggy passes only
+    the arguments it names): that plugin takes no options, and a run that gives it some is refused. Raise
+    ``ValueError`` for a bad option, naming its key and what was expected: for a plugin given options, anything its
+    hook raises stops the run with that message (a plugin given none is skipped with a warning instead).
     """
 
 

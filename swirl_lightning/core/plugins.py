@@ -85,6 +85,12 @@ def plugin_origin(pm: pluggy.PluginManager, plugin: object) -> PluginOrigin:
     return REGISTERED_BY_HAND
 
 
+def options_key(plugin_name: str) -> str:
+    """The key of a plugin's options in ``tools.plugins``: its entry point's name (``mcp`` of ``swirl-mcp:mcp``, as
+    :func:`load_entry_point_plugins` names plugins), or the name a plugin registered by hand was given."""
+    return plugin_name.rpartition(":")[2]
+
+
 def normalize_distribution_name(name: str) -> str:
     """PEP 503 normalisation: ``My_Calc`` and ``my.calc`` both become ``my-calc``."""
     return re.sub(r"[-_.]+", "-", name).lower()

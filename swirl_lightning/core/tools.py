@@ -1,13 +1,15 @@
 """Tools: what a tool is, and collecting them from plugins.
 
 :func:`collect_tools` asks every plugin's ``register_tools`` hook for its tools, one plugin at a time,
-so that each tool is attributed to its distribution and a clash names both sides. Calls run through
+so that each tool is attributed to its distribution and a clash names both sides, and hands each plugin its own options
+(the run's ``tools.plugins``). Calls run through
 :class:`~swirl_lightning.core.tool_executor.ToolExecutor` (a worker process that can be stopped). A tool registered
 with ``takes_episode=True`` also gets the :class:`Episode` (example id, task, metadata) its call belongs to.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 import warnings
@@ -17,7 +19,8 @@ from typing import Any
 
 import pluggy
 
-from swirl_lightning.core.plugins import PluginLoadWarning, PluginOrigin, get_plugin_manager, plugin_origin
+from swirl_lightning.core.plugins import (LOAD_PLUGINS_ENV, PluginLoadWarning, PluginOrigin, get_plugin_manager,
+                                          options_key, plugin_origin, requested_distributions)
 from swirl_lightning.core.trajectory import ANSWER_TAG, THINKING_TAGS, Example
 
 TAG_PATTERN = re.compile(r"[A-Za-z_][\w-]*")
@@ -33,6 +36,10 @@ class ToolRegistrationError(ValueError):
 
 class ToolConflictError(ToolRegistrationError):
     """Two registrations claim one tool name or one tag."""
+
+
+class ToolOptionsError(ValueError):
+    """The run's ``tools.plugins`` options name no tool plugin, or a plugin that takes none, or one rejected them."""
 
 
 class UnknownToolError(LookupError):
@@ -99,30 +106,42 @@ def describe(fn: Callable[..., Any]) -> str:
     return " ".join(first_paragraph.split())
 
 
-def collect_tools(pm: pluggy.PluginManager | None = None) -> dict[str, Tool]:
+def collect_tools(pm: pluggy.PluginManager | None = None,
+                  options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Tool]:
     """All tools registered through ``register_tools``, keyed and sorted by name.
 
-    Each plugin's hook is called on its own, so every tool is attributed to its distribution.
-    Raises :class:`ToolRegistrationError` for an invalid registration and :class:`ToolConflictError`
-    when two registrations share a name or a tag; both name the distributions involved. A plugin whose
-    hook raises anything else is skipped with a :class:`PluginLoadWarning`, like one that fails to
-    import. Nothing is cached, so plugins registered or unregistered since the last call are seen.
+    Each plugin's hook is called on its own, so every tool is attributed to its distribution, with its own options:
+    ``options[name]`` (a copy; ``{}`` when absent), ``name`` being the plugin's entry-point name (the run's
+    ``tools.plugins``; :func:`~swirl_lightning.core.plugins.options_key`). Raises :class:`ToolRegistrationError` for
+    an invalid registration and :class:`ToolConflictError` when two registrations share a name or a tag; both name
+    the distributions involved. Raises :class:`ToolOptionsError` for options naming no plugin, or a plugin whose hook
+    takes none, and when a plugin given options raises (a bad option). A plugin given none whose hook raises is
+    skipped with a :class:`PluginLoadWarning`, like one that fails to import. Nothing is cached, so plugins
+    registered or unregistered since the last call are seen.
     """
     pm = pm if pm is not None else get_plugin_manager()
+    options = dict(options or {})
+    # A wrapper surrounds other implementations and registers nothing itself.
+    impls = [impl for impl in pm.hook.register_tools.get_hookimpls() if not (impl.hookwrapper or impl.wrapper)]
+    _check_options(options, {options_key(impl.plugin_name): impl for impl in impls}, pm)
     by_name: dict[str, tuple[Tool, str]] = {}
     by_tag: dict[str, tuple[Tool, str]] = {}
-    for impl in pm.hook.register_tools.get_hookimpls():
-        if impl.hookwrapper or impl.wrapper:
-            continue  # a wrapper surrounds other implementations and registers nothing itself
+    for impl in impls:
         origin = plugin_origin(pm, impl.plugin)
         source = origin.describe(impl.plugin_name)
+        plugin_key = options_key(impl.plugin_name)
         registered: list[Tool] = []
-        arguments = {"register": _registrar(registered, source, origin)}
+        # A deep copy: a plugin that changes its options changes neither the run's config nor another call's.
+        arguments = {"register": _registrar(registered, source, origin),
+                     "options": copy.deepcopy(dict(options.get(plugin_key, {})))}
         try:
             impl.function(**{arg: arguments[arg] for arg in impl.argnames})
         except ToolRegistrationError:
             raise
         except Exception as error:  # noqa: BLE001 - a broken plugin must not take the others down
+            if plugin_key in options:  # the run configured this plugin: going on without its tools would hide why
+                raise ToolOptionsError(f"tools.plugins.{plugin_key} ({source}): {type(error).__name__}: {error}") \
+                    from error
             warnings.warn(
                 f"{source}: register_tools raised {type(error).__name__}: {error}; "
                 "its tools were skipped",
@@ -136,6 +155,22 @@ def collect_tools(pm: pluggy.PluginManager | None = None) -> dict[str, Tool]:
                     raise ToolConflictError(_conflict_message(what, key, seen[key], (tool, source)))
             by_name[tool.name] = by_tag[tool.tag] = (tool, source)
     return {name: by_name[name][0] for name in sorted(by_name)}
+
+
+def _check_options(options: Mapping[str, Any], impls: Mapping[str, Any], pm: pluggy.PluginManager) -> None:
+    """:class:`ToolOptionsError` for options that no plugin would read: a name no plugin with tools has, a plugin
+    whose hook takes no ``options``, or options that are not a mapping."""
+    for key, value in options.items():
+        if key not in impls:
+            limited = f"; {LOAD_PLUGINS_ENV} leaves some out" if requested_distributions() is not None else ""
+            raise ToolOptionsError(f"tools.plugins.{key}: no loaded tool plugin is named {key!r} (a plugin's name is "
+                                   f"its entry point's; tool plugins: {', '.join(sorted(impls)) or 'none'}{limited})")
+        source = plugin_origin(pm, impls[key].plugin).describe(impls[key].plugin_name)
+        if "options" not in impls[key].argnames:
+            raise ToolOptionsError(f"tools.plugins.{key}: {source} takes no options (its register_tools hook has no "
+                                   "options argument)")
+        if not isinstance(value, Mapping):
+            raise ToolOptionsError(f"tools.plugins.{key}: expected a mapping of options, got {type(value).__name__}")
 
 
 def _registrar(registered: list[Tool], source: str, origin: PluginOrigin) -> Callable[..., None]:

@@ -15,12 +15,13 @@ a *failure* for that step, ``Judgement(verdict=FAILED, score=None, error=...)``,
 the step out (see :mod:`.filter`), the ``swirl`` reward leaves the sample out of its batch, and the run counts the
 failures and stops above ``judge.max_failure_rate`` (:class:`~swirl_lightning.judging.steps.FailureBudget`).
 
-Three optional parts a step judge may have: ``iter_judgements(items)`` yields ``(index, judgement)`` as each one is
-ready (in any order), so that :func:`~swirl_lightning.judging.steps.judge_trajectories` stores each in the cache at
-once (a killed run loses no answered request); ``usage`` is a
-:class:`~swirl_lightning.judging.ratelimit.JudgeUsage` (requests, tokens, cost) that filter stats and training logs
-report; ``verdict_settings`` names the attributes besides its id and prompt version that change a verdict, whose
-values the cache key holds (:class:`StepJudgeBase` names ``max_message_chars``).
+Four optional parts a step judge may have: ``configure_tools(tools)`` takes the run's tools group, for a judge that
+runs sampled tool calls itself (the ``reference`` judge builds them with its ``tools.plugins``);
+``iter_judgements(items)`` yields ``(index, judgement)`` as each one is ready (in any order), so that
+:func:`~swirl_lightning.judging.steps.judge_trajectories` stores each in the cache at once (a killed run loses no
+answered request); ``usage`` is a :class:`~swirl_lightning.judging.ratelimit.JudgeUsage` (requests, tokens, cost) that
+filter stats and training logs report; ``verdict_settings`` names the attributes besides its id and prompt version
+that change a verdict, whose values the cache key holds (:class:`StepJudgeBase` names ``max_message_chars``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from swirl_lightning import hookimpl
+from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.trajectory import FAILED, Judgement, State, Step  # noqa: F401 - FAILED is re-exported
 
 GOOD, BAD = "GOOD", "BAD"
@@ -169,9 +171,14 @@ def make_judge(name: str, pm: Any = None, **options: Any) -> Any:
     return _factory(name, options, pm, "options")(**options)
 
 
-def make_step_judge(name: str, options: dict[str, Any] | None = None, pm: Any = None) -> StepJudge:
-    """A step judge by name, checked against :class:`StepJudge` (a clear error naming what it lacks)."""
+def make_step_judge(name: str, options: dict[str, Any] | None = None, pm: Any = None,
+                    tools: ToolsConfig | None = None) -> StepJudge:
+    """A step judge by name, checked against :class:`StepJudge` (a clear error naming what it lacks). ``tools``, the
+    run's tools group, goes to a judge that runs sampled tool calls itself (``configure_tools(tools)``, as the
+    ``reference`` judge has one), so that it builds them as the rollouts do."""
     judge = _factory(name, options, pm, "judge.options")(**(options or {}))
+    if tools is not None and hasattr(judge, "configure_tools"):
+        judge.configure_tools(tools)
     missing = [a for a in ("judge_id", "prompt_version", "threshold", "cacheable", "needs_example", "judge_steps")
                if not hasattr(judge, a)]
     if missing:

@@ -9,8 +9,9 @@ reward cannot gain by repeating a right call. The paper's judge is gold-free; th
 makes it cheap and strong on a CPU, where a 135M-parameter judge is no judge.
 
 A freshly sampled action (the ``swirl`` reward: no tool ran during training) has no observation: the judge runs the
-call itself, through the same wrapper a rollout uses, with the tool the action names and the state's episode. It
-needs each state's example (``needs_example``) and finds the task by the example's ``source``.
+call itself, through the same wrapper a rollout uses, with the tool the action names and the state's episode, the
+tool built with the run's plugin options (:meth:`ReferenceJudge.configure_tools`). It needs each state's example
+(``needs_example``) and finds the task by the example's ``source``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.prompts import OBSERVATION_SEPARATOR, observation_result
 from swirl_lightning.core.tasks import Task, get_task
 from swirl_lightning.core.tool_executor import ToolExecutor
@@ -45,6 +47,12 @@ class ReferenceJudge(StepJudgeBase):
         self._tools = dict(tools) if tools is not None else None
         self._executor: ToolExecutor | None = None
         self.timeout_s = timeout_s
+        self.tool_options: dict[str, dict[str, Any]] = {}  # tools.plugins, when the tools are found on first use
+
+    def configure_tools(self, tools: ToolsConfig) -> None:
+        """Build the tools a sampled call may name as the run's rollouts build them: with its ``tools.plugins``
+        options (``swirl fit`` and ``swirl validate`` call this with the run's ``tools`` group)."""
+        self.tool_options = dict(tools.plugins)
 
     def _run(self, tool: str, query: str, episode: Episode | None = None) -> str | None:
         """The result of a sampled tool call in ``episode`` (what a tool that takes its episode gets), or ``None``
@@ -53,7 +61,7 @@ class ReferenceJudge(StepJudgeBase):
             if self._tools is None:
                 from swirl_lightning.core.tools import collect_tools
 
-                self._tools = collect_tools()
+                self._tools = collect_tools(options=self.tool_options)
             self._executor = ToolExecutor(self._tools, timeout_s=self.timeout_s)
         if tool not in self._executor.tools:
             return None

@@ -74,13 +74,16 @@ class RolloutSettings:
     def for_task(cls, task: TaskConfig, tools: ToolsConfig, *, renderer: ChatRenderer | None = None,
                  policy_name: str = "") -> RolloutSettings:
         """The settings of rollouts on ``task`` with ``tools``: the task's default tools, step cap, example turns
-        and outcome judge unless the configs say otherwise."""
+        and outcome judge unless the configs say otherwise; each tool plugin gets its ``tools.plugins`` options."""
         from swirl_lightning.core.tasks import get_task
         from swirl_lightning.core.tools import collect_tools, select_tools
         from swirl_lightning.judging.base import make_outcome_judge
 
         spec = get_task(task.name)
-        selected = select_tools(collect_tools(), tools.names if tools.names is not None else (list(spec.tools) or None))
+        # Each plugin gets its options from the run's config; the worker process forked for the calls holds the tools
+        # built with them, and a `--processes N` worker or a torchrun rank builds its own from the same config.
+        registered = collect_tools(options=tools.plugins)
+        selected = select_tools(registered, tools.names if tools.names is not None else (list(spec.tools) or None))
         turns = spec.example_turns({tool.name: tool.tag for tool in selected.values()}) if task.few_shot else []
         executor = ToolExecutor(selected, timeout_s=tools.timeout_s, max_output_chars=tools.max_output_chars,
                                 warm_up_timeout_s=tools.warm_up_timeout_s, pid_namespace=tools.pid_namespace)

@@ -271,6 +271,14 @@ def _worker(cfg: GenerateConfig, rank: int, world: int) -> None:
     done_marker.write_text(json.dumps(stats))
 
 
+def _check_tools(cfg: GenerateConfig) -> None:
+    """Build the run's tools once, as each spawned worker will (with ``tools.plugins``): an unknown tool or a bad
+    plugin option is then one error here, not a traceback from each worker."""
+    from swirl_lightning.rollout.conversation import RolloutSettings
+
+    RolloutSettings.for_task(cfg.task, cfg.tools).executor.close()
+
+
 def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
     """Run ``swirl generate``: all ranks, then merge and summarise (on rank 0). Returns the summary."""
     import dataclasses
@@ -294,6 +302,7 @@ def run_generate(cfg: GenerateConfig) -> dict[str, Any]:
             return {}
         _wait_for_ranks(output, world)
     elif cfg.processes > 1:
+        _check_tools(cfg)
         prepare_output(cfg)
         world = cfg.processes
         for rank in range(world):

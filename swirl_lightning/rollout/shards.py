@@ -34,6 +34,8 @@ def run_identity(cfg: GenerateConfig) -> dict[str, Any]:
     content = {"task.data_path": path_digest(cfg.task.data_path), "policy.adapter": adapter_digest(cfg.policy.adapter)}
     identity = {"policy": asdict(cfg.policy), "sampling": sampling, "task": task, "tools": cfg.tools.names,
                 "samples": cfg.samples, "prompt_version": PROMPT_VERSION, "content": content}
+    if cfg.tools.plugins:  # which servers, indexes, ... the tools use (absent without: older records still resume)
+        identity["tools.plugins"] = cfg.tools.plugins
     if cfg.engine.name != "in_process":  # (absent for the default engine: records written before it still resume)
         identity["engine"] = {"name": cfg.engine.name, "dtype": cfg.engine.dtype, "base_url": cfg.engine.base_url}
     return identity

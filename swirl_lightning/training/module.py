@@ -155,7 +155,7 @@ class SwirlModule(L.LightningModule):
     def _step_judge(self):
         from swirl_lightning.judging.base import make_step_judge
 
-        return make_step_judge(self.judge.name, self.judge.options)
+        return make_step_judge(self.judge.name, self.judge.options, tools=self.tools)
 
     def step_judge(self):
         """The step judge of ``judge`` (built once)."""

@@ -279,7 +279,7 @@ def test_the_hook_matches_the_swirl_lightning_hookspec() -> None:
     manager.add_hookspecs(swirl_lightning.core.hookspecs)
     manager.register(swirl_calculator)  # validates the hookimpl's signature against the spec
     calls = []
-    manager.hook.register_tools(register=lambda fn, **options: calls.append((fn.__name__, options)))
+    manager.hook.register_tools(register=lambda fn, **options: calls.append((fn.__name__, options)), options={})
     assert calls == [("calculator", {"tag": "math_exp"})]
 
 

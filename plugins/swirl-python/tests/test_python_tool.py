@@ -88,7 +88,7 @@ def test_the_hook_registers_python_with_tag_python() -> None:
     manager.add_hookspecs(swirl_lightning.core.hookspecs)
     manager.register(swirl_python)  # validates the hookimpl's signature against the spec
     calls = []
-    manager.hook.register_tools(register=lambda fn, **options: calls.append((fn, options)))
+    manager.hook.register_tools(register=lambda fn, **options: calls.append((fn, options)), options={})
     assert calls == [(python, {"tag": "python"})]
     assert python.__doc__ and "\n" not in python.__doc__.strip()
 

@@ -360,7 +360,7 @@ def test_hookimpl_registers_search_with_its_tag_warm_up_and_episode() -> None:
     manager.add_hookspecs(hookspecs)
     manager.register(plugin)
     registered: list[tuple] = []
-    manager.hook.register_tools(register=lambda fn, **options: registered.append((fn, options)))
+    manager.hook.register_tools(register=lambda fn, **options: registered.append((fn, options)), options={})
     # The index loads (or is built) in warm_up, outside the executor's per-call timeout; the tool sees its episode.
     assert registered == [(plugin.search, {"tag": "search_query", "warm_up": plugin.warm_up, "takes_episode": True})]
     assert plugin.search.__name__ == "search"
