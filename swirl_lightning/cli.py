@@ -50,7 +50,8 @@ def positive_int(text: str) -> int:
 
 
 def add_tools_commands(subparsers: SubParsers) -> None:
-    """``swirl tools list [--json]`` and ``swirl tools call NAME INPUT [--episode JSON]``."""
+    """``swirl tools list [--json]`` and ``swirl tools call NAME INPUT [--episode JSON]``, each with the run's tools
+    group (``--config FILE``, ``--tools.plugins``)."""
     from swirl_lightning.core.config import ToolsConfig
 
     tools = subparsers.add_parser("tools", help="list the registered tools, or call one")
@@ -58,22 +59,26 @@ def add_tools_commands(subparsers: SubParsers) -> None:
 
     listing = commands.add_parser("list", help="list every tool: name, tag, distribution, description")
     listing.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    add_tools_group_arguments(listing)
     listing.set_defaults(handler=tools_list)
 
     call = commands.add_parser("call", help="run one tool through the rollout's execution wrapper")
     call.add_argument("name", metavar="NAME", help="tool name, as shown by `swirl tools list`")
     call.add_argument("input", metavar="INPUT", help="the text the model would write inside the tag")
-    call.add_argument("--timeout", type=positive_float, default=10.0, metavar="SECONDS",
-                      help="seconds before the call is stopped as a timeout (default: 10)")
-    call.add_argument("--max-chars", type=positive_int, default=2000, metavar="N",
-                      help="cap on the output length; longer output is cut with a marker (default: 2000)")
-    call.add_argument("--warm-up-timeout", type=positive_float, default=ToolsConfig().warm_up_timeout_s,
-                      metavar="SECONDS", help="seconds the tool's warm-up (loading, building an index) may take "
-                                              "before the call fails, as tools.warm_up_timeout_s (default: %(default)g)")
-    call.add_argument("--no-pid-namespace", dest="pid_namespace", action="store_false",
+    # The limits default to None: unset, a --config's tools group decides, else the defaults shown.
+    call.add_argument("--timeout", type=positive_float, default=None, metavar="SECONDS",
+                      help="seconds before the call is stopped as a timeout, as tools.timeout_s (default: 10)")
+    call.add_argument("--max-chars", type=positive_int, default=None, metavar="N",
+                      help="cap on the output length; longer output is cut with a marker, as tools.max_output_chars "
+                           "(default: 2000)")
+    call.add_argument("--warm-up-timeout", type=positive_float, default=None, metavar="SECONDS",
+                      help="seconds the tool's warm-up (loading, building an index) may take before the call fails, "
+                           f"as tools.warm_up_timeout_s (default: {ToolsConfig().warm_up_timeout_s:g})")
+    call.add_argument("--no-pid-namespace", dest="pid_namespace", action="store_false", default=None,
                       help="run the tool without a PID namespace of its own, as tools.pid_namespace: false (for a "
                            "tool that must see the host's process ids; by default it gets one where the OS allows: "
                            "root)")
+    add_tools_group_arguments(call)
     call.add_argument("--episode", default=None, metavar="JSON",
                       help='the episode a tool that takes its episode gets: a JSON object {"example_id": ..., '
                            '"source": ..., "metadata": {...}}, each key optional (example_id and source '
@@ -81,12 +86,25 @@ def add_tools_commands(subparsers: SubParsers) -> None:
     call.set_defaults(handler=tools_call)
 
 
+def add_tools_group_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and ``--tools.plugins``: the run's tools group, as ``swirl generate`` takes it."""
+    parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                        help="a YAML config whose tools group applies (its plugins' options, e.g. "
+                             "conf/mcp/example.yaml; a run's config, whose other groups are left aside); may repeat, "
+                             "later files winning")
+    parser.add_argument("--tools.plugins", dest="tools_plugins", default=None, metavar="YAML",
+                        help="options of tool plugins by plugin name, as tools.plugins, e.g. '{mcp: {servers: "
+                             "[{name: local, command: [python, server.py], tools: [echo]}]}}'")
+
+
 def tools_list(args: argparse.Namespace) -> int:
     """Print the registered tools as an aligned table, or as JSON with ``--json``."""
+    from swirl_lightning.core.config import tools_group
     from swirl_lightning.core.tools import ToolRegistrationError, collect_tools
 
+    config, _ = tools_group(args.config, args.tools_plugins)
     try:
-        tools = list(collect_tools().values())
+        tools = list(collect_tools(options=config.plugins).values())
     except ToolRegistrationError as error:
         print(f"swirl tools list: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -108,6 +126,7 @@ def tools_list(args: argparse.Namespace) -> int:
 
 def tools_call(args: argparse.Namespace) -> int:
     """Run one tool as a rollout would; exit 1 on a tool error, 2 for an unknown tool name or a bad ``--episode``."""
+    from swirl_lightning.core.config import tools_group
     from swirl_lightning.core.tool_executor import ToolExecutor
     from swirl_lightning.core.tools import ToolRegistrationError, UnknownToolError, collect_tools, select_tools
 
@@ -116,16 +135,23 @@ def tools_call(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"swirl tools call: --episode: {error}", file=sys.stderr)
         return EXIT_USAGE
+    config, given = tools_group(args.config, args.tools_plugins)
+    # A flag wins; else a limit the config files set; else the command's default (its output cap is the larger).
+    defaults = {"timeout_s": 10.0, "max_output_chars": 2000, "warm_up_timeout_s": config.warm_up_timeout_s,
+                "pid_namespace": True}
+    flags = {"timeout_s": args.timeout, "max_output_chars": args.max_chars,
+             "warm_up_timeout_s": args.warm_up_timeout, "pid_namespace": args.pid_namespace}
+    limits = {key: flags[key] if flags[key] is not None else getattr(config, key) if key in given else default
+              for key, default in defaults.items()}
     try:
-        tools = select_tools(collect_tools(), [args.name])
+        tools = select_tools(collect_tools(options=config.plugins), [args.name])
     except UnknownToolError as error:
         print(f"swirl tools call: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ToolRegistrationError as error:
         print(f"swirl tools call: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_ERROR
-    with ToolExecutor(tools, timeout_s=args.timeout, max_output_chars=args.max_chars,
-                      warm_up_timeout_s=args.warm_up_timeout, pid_namespace=args.pid_namespace) as executor:
+    with ToolExecutor(tools, **limits) as executor:
         result = executor.run(args.name, args.input, episode)
     if result.error is not None:
         print(f"swirl tools call: {args.name}: {result.error}", file=sys.stderr)

@@ -189,3 +189,55 @@ def test_built_in_tools_are_listed_with_their_distributions(monkeypatch, capsys)
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert (rows["calculator"]["distribution"], rows["calculator"]["tag"]) == ("swirl-calculator", "math_exp")
     assert (rows["search"]["distribution"], rows["search"]["tag"]) == ("swirl-search", "search_query")
+
+
+class GreeterPlugin:
+    """A plugin whose tool greets with the ``greeting`` of its options (``tools.plugins.greeter``)."""
+
+    @hookimpl
+    def register_tools(self, register, options):
+        greeting = options.get("greeting", "Hello")
+
+        def greet(name: str) -> str:
+            """Greet someone."""
+            return f"{greeting}, {name}!"
+
+        register(greet)
+
+
+def test_tools_list_and_call_take_the_tools_group_from_a_config_or_the_flag(tmp_path, capsys, monkeypatch):
+    from swirl_lightning.core import tool_executor
+
+    limits = []
+
+    class Recording(tool_executor.ToolExecutor):
+        def __init__(self, tools, **kwargs):
+            limits.append(kwargs)
+            super().__init__(tools, **kwargs)
+
+    monkeypatch.setattr(tool_executor, "ToolExecutor", Recording)
+    overlay = tmp_path / "greeter.yaml"
+    overlay.write_text("tools:\n  timeout_s: 7\n  plugins:\n    greeter: {greeting: Ahoy}\n")
+    with plugged_in_alone(GreeterPlugin(), name="greeter"):
+        assert cli.main(["tools", "call", "greet", "Ada", "--config", str(overlay)]) == 0
+        assert capsys.readouterr().out == "Ahoy, Ada!\n"
+        assert cli.main(["tools", "call", "greet", "Ada", "--config", str(overlay), "--tools.plugins",
+                         "{greeter: {greeting: Hi}}", "--timeout", "3"]) == 0
+        assert capsys.readouterr().out == "Hi, Ada!\n"
+        assert cli.main(["tools", "call", "greet", "Ada"]) == 0
+        assert capsys.readouterr().out == "Hello, Ada!\n"
+        assert cli.main(["tools", "list", "--json", "--tools.plugins", "{greeter: {greeting: Hi}}"]) == 0
+        assert [row["name"] for row in json.loads(capsys.readouterr().out)] == ["greet"]
+    # A limit the config sets applies unless a flag says otherwise; the others keep the command's defaults.
+    assert [(kw["timeout_s"], kw["max_output_chars"]) for kw in limits] == [(7.0, 2000), (3.0, 2000), (10.0, 2000)]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["tools", "list", "--tools.plugins", "{greter: {}}"], "tools.plugins.greter: no loaded tool plugin is named"),
+    (["tools", "call", "greet", "x", "--tools.plugins", "{greeter: 3}"], 'Parser key "tools.plugins": Expected a'),
+])
+def test_bad_tool_plugin_options_are_one_line_and_exit_2(argv, message, capsys):
+    with plugged_in_alone(GreeterPlugin(), name="greeter"):
+        assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -77,3 +77,41 @@ def test_the_readme_lists_every_option_of_swirl_tools_call():
                if line.startswith("| `swirl tools call"))
     assert options >= {"--warm-up-timeout", "--no-pid-namespace"}
     assert not [option for option in sorted(options) if f"`{option}" not in row], row
+
+
+def test_tool_plugin_options_are_spelled_tools_plugins_by_every_command_that_builds_tools(tmp_path):
+    """``tools.plugins`` (issue 25: MCP servers in the tools config): one spelling in generate, fit and the swirl tools
+    commands, on the command line and in a config file."""
+    import argparse
+
+    from swirl_lightning import hookimpl
+    from swirl_lightning.cli import build_parser
+    from swirl_lightning.core.config import ToolsConfig, tools_group
+    from swirl_lightning.core.plugins import get_plugin_manager
+    from swirl_lightning.training.cli import make_cli
+
+    class Greeter:  # fit builds its tools: a plugin of that name, which starts nothing
+        @hookimpl
+        def register_tools(self, register, options):
+            register(lambda name: f"{options['greeting']}, {name}", name="greet")
+
+    options = "{greeter: {greeting: Ahoy, names: [Ada, Bob]}}"
+    expected = {"greeter": {"greeting": "Ahoy", "names": ["Ada", "Bob"]}}
+    overlay = tmp_path / "tools.yaml"
+    overlay.write_text(f"tools:\n  plugins: {options}\n")
+    generate = parse_config(GenerateConfig, ["--tools.plugins", options], "swirl generate")
+    from_file = parse_config(GenerateConfig, ["--config", str(overlay)], "swirl generate")
+    plugin = Greeter()
+    get_plugin_manager().register(plugin, name="greeter")
+    try:
+        fit = make_cli(["--config", str(ROOT / "conf" / "quickstart.yaml"), "--tools.plugins", options,
+                        "--trainer.default_root_dir", str(tmp_path)], run=False)
+    finally:
+        get_plugin_manager().unregister(plugin)
+    assert generate.tools.plugins == from_file.tools.plugins == fit.model.tools.plugins == expected
+    assert fit.datamodule.tools == fit.model.tools and isinstance(fit.model.tools, ToolsConfig)
+    assert tools_group([str(overlay)])[0].plugins == tools_group([], options)[0].plugins == expected
+    tools = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["tools"]
+    for command in ("list", "call"):
+        parser = next(a for a in tools._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+        assert {"--config", "--tools.plugins"} <= {s for action in parser._actions for s in action.option_strings}
