@@ -1,4 +1,5 @@
-"""Every training config in conf/ parses, resolves its interpolations and builds the model, data and trainer."""
+"""Every training config in conf/ parses, resolves its interpolations and builds the model, data and trainer; every
+tools-group overlay (conf/mcp/) applies on top of a run's config."""
 
 from pathlib import Path
 
@@ -65,3 +66,26 @@ def test_a_later_flag_reaches_the_interpolations(tmp_path):
     cli = make_cli(["--config", str(CONF / "quickstart.yaml"), "--trainer.default_root_dir", str(tmp_path)], run=False)
     assert cli.trainer.checkpoint_callback.dirpath == str(tmp_path / "checkpoints")
     assert cli.trainer.logger.save_dir == str(tmp_path)
+
+
+OVERLAYS = sorted((CONF / "mcp").glob("*.yaml"))
+"""Tools-group overlays: added with a second ``--config`` to a run's config, or given to ``swirl tools``."""
+
+
+@pytest.mark.parametrize("path", OVERLAYS, ids=lambda p: p.name)
+def test_a_tools_overlay_applies_to_generate_fit_and_swirl_tools(path, capsys):
+    from swirl_lightning.core.config import parse_config, tools_group
+    from swirl_lightning.rollout.generate import GenerateConfig
+
+    raw = yaml.safe_load(path.read_text())
+    header = path.read_text().split("\ntools:")[0]
+    assert set(raw) == {"tools"} and f"--config conf/mcp/{path.name}" in header, "an overlay of the tools group only"
+    base = CONF / "generate" / "gsm8k.yaml"
+    generate = parse_config(GenerateConfig, ["--config", str(base), "--config", str(path)], "swirl generate")
+    alone = parse_config(GenerateConfig, ["--config", str(base)], "swirl generate")
+    assert generate.tools.plugins == raw["tools"]["plugins"] and generate.tools.names == alone.tools.names
+    with pytest.raises(SystemExit) as exit_info:
+        make_cli(["fit", "--config", str(CONF / "quickstart.yaml"), "--config", str(path), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert yaml.safe_load(capsys.readouterr().out)["tools"]["plugins"] == raw["tools"]["plugins"]
+    assert tools_group([str(path)])[0].plugins == raw["tools"]["plugins"]

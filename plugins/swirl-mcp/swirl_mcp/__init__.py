@@ -1,9 +1,9 @@
 """swirl-mcp: the tools of MCP servers (Model Context Protocol) as swirl-lightning tools.
 
-Name the servers in a file and point ``$SWIRL_MCP_CONFIG`` at it (:mod:`swirl_mcp.config`); each allowlisted tool of
-each server is registered under its own name and tag, with the description of its schema
-(:mod:`swirl_mcp.tools`). The servers are asked for their tools once per process; the tool worker keeps one session
-per server open between calls (:mod:`swirl_mcp.connection`), and a stdio server dies with it.
+Name the servers in the run's tools config, ``tools.plugins.mcp`` (:mod:`swirl_mcp.config`); each allowlisted tool of
+each server is registered under its own name and tag, with the description of its schema (:mod:`swirl_mcp.tools`).
+The servers are asked for their tools once per process; the tool worker keeps one session per server open between
+calls (:mod:`swirl_mcp.connection`), and a stdio server dies with it.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 from swirl_lightning import hookimpl
-from swirl_mcp.config import CONFIG_ENV, McpConfigError, ServerConfig, load_servers
+from swirl_mcp.config import McpConfigError, ServerConfig, load_servers
 from swirl_mcp.connection import Connection, McpUnavailable, describe
 from swirl_mcp.tools import McpTool, McpToolError, ToolSpec, close_all
 
-__all__ = ["CONFIG_ENV", "McpConfigError", "McpTool", "McpToolError", "ServerConfig", "ToolSpec", "close_all",
+__all__ = ["McpConfigError", "McpTool", "McpToolError", "ServerConfig", "ToolSpec", "close_all",
            "list_specs", "load_servers", "register_tools"]
 
 
@@ -63,9 +64,10 @@ def _list(server: ServerConfig) -> list[ToolSpec]:
 
 
 @hookimpl
-def register_tools(register: Callable[..., None]) -> None:
-    """Register every allowlisted tool of every server in ``$SWIRL_MCP_CONFIG`` (none when it is unset)."""
-    for server in load_servers():
+def register_tools(register: Callable[..., None], options: dict[str, Any]) -> None:
+    """Register every allowlisted tool of every server of ``options`` (the run's ``tools.plugins.mcp``; none
+    without). Malformed options raise :class:`McpConfigError`, which stops the run with its message."""
+    for server in load_servers(options):
         for spec in list_specs(server):
             tool = McpTool(spec)
             register(tool, name=spec.name, tag=spec.name, warm_up=tool.warm_up)

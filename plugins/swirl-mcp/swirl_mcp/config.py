@@ -1,40 +1,41 @@
 """Which MCP servers to connect and which of their tools to offer: the plugin's part of the tools config.
 
-The servers are listed in a YAML or JSON file named by ``$SWIRL_MCP_CONFIG`` (or given inline there as a JSON
-object)::
+The servers are the plugin's options, ``tools.plugins.mcp`` of the run's config (the ``register_tools`` hook gets
+them), in YAML (``conf/mcp/example.yaml``, given with ``--config``) or inline (``--tools.plugins '{mcp: ...}'``)::
 
-    servers:
-      - name: files                      # a label for errors; also the default tool-name prefix's source
-        command: [python, -m, my_server] # stdio: the server's command line, `python` being the run's interpreter
-                                         # (or url: http://127.0.0.1:8000/mcp, streamable HTTP)
-        env: {ROOT: /data}               # extra environment of a stdio server (it does not inherit the run's)
-        tools: [read_file, search]       # the allowlist: only these tools become SWiRL tools
-        prefix: ""                       # prepended to each tool's name and tag, e.g. "files_"
-        startup_timeout_s: 30            # connecting and listing the tools
-        call_timeout_s: 8                # one call (keep it under tools.timeout_s)
-        max_result_chars: 100000         # a longer result is an error observation
+    tools:
+      plugins:
+        mcp:
+          servers:
+            - name: files                      # a label for errors
+              command: [python, -m, my_server] # stdio: the server's command line, `python` being the run's interpreter
+                                               # (or url: http://127.0.0.1:8000/mcp, streamable HTTP)
+              env: {ROOT: /data}               # extra environment of a stdio server (it does not inherit the run's)
+              tools: [read_file, search]       # the allowlist: only these tools become SWiRL tools
+              prefix: ""                       # prepended to each tool's name and tag, e.g. "files_"
+              startup_timeout_s: 30            # connecting and listing the tools
+              call_timeout_s: 8                # one call (keep it under tools.timeout_s)
+              max_result_chars: 100000         # a longer result is an error observation
 
-A file of the run's config set, passed by environment, because the ``register_tools`` hook takes no options: the
-same file serves ``swirl tools list``, ``swirl tools call`` and every stage of a run.
+One place for the whole run: ``swirl generate`` (its ``--processes N`` workers too), ``swirl fit``/``validate``, the
+tool workers and ``swirl tools list/call`` all read the run's config, and the config saved beside a run records the
+servers it used.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-CONFIG_ENV = "SWIRL_MCP_CONFIG"
 _NAME = re.compile(r"[A-Za-z_][\w-]*")
 _KEYS = {"name", "command", "url", "env", "tools", "prefix", "startup_timeout_s", "call_timeout_s",
          "max_result_chars", "mode"}
 
 
 class McpConfigError(ValueError):
-    """The MCP servers' config is malformed; the message names the file and the entry."""
+    """The plugin's options are malformed; the message names the key (``servers[0] (files): 'tools' ...``)."""
 
 
 @dataclass(frozen=True)
@@ -63,43 +64,29 @@ class ServerConfig:
         return "stdio" if self.command else "http"
 
 
-def load_servers(value: str | None = None) -> list[ServerConfig]:
-    """The servers of ``value`` (default ``$SWIRL_MCP_CONFIG``): a path to a YAML or JSON file, or inline JSON.
-    No value means no servers. Raises :class:`McpConfigError` naming what is wrong."""
-    value = os.environ.get(CONFIG_ENV, "") if value is None else value
-    value = value.strip()
-    if not value:
+def load_servers(options: Mapping[str, Any] | None) -> list[ServerConfig]:
+    """The servers of the plugin's options (``tools.plugins.mcp``); none for no options. Raises
+    :class:`McpConfigError` naming the key that is wrong and what was expected."""
+    if not options:
         return []
-    where = "$" + CONFIG_ENV
-    if value.startswith("{"):
-        try:
-            data = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise McpConfigError(f"{where}: not valid JSON ({error.msg} at position {error.pos})") from None
-    else:
-        path = Path(value).expanduser()
-        where = str(path)
-        if not path.is_file():
-            raise McpConfigError(f"{where} (from ${CONFIG_ENV}): no such file")
-        if path.stat().st_size > 1_000_000:
-            raise McpConfigError(f"{where}: larger than 1 MB; expected a short list of servers")
-        import yaml
-
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise McpConfigError(f"{where}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("servers"), list):
-        raise McpConfigError(f"{where}: expected a mapping with a list 'servers'")
-    servers = [_server(entry, f"{where}: servers[{i}]") for i, entry in enumerate(data["servers"])]
+    if not isinstance(options, Mapping):
+        raise McpConfigError(f"expected a mapping {{servers: [...]}}, got {type(options).__name__}")
+    unknown = sorted(set(options) - {"servers"})
+    if unknown:
+        raise McpConfigError(f"unknown key(s) {', '.join(map(str, unknown))}; expected servers (a list of servers)")
+    entries = options.get("servers")
+    if not isinstance(entries, list):
+        raise McpConfigError(f"servers: expected a list of servers ({{name, command or url, tools}}), got "
+                             f"{type(entries).__name__}")
+    servers = [_server(entry, f"servers[{i}]") for i, entry in enumerate(entries)]
     names = [server.name for server in servers]
     if len(set(names)) != len(names):
-        raise McpConfigError(f"{where}: two servers share a name ({', '.join(sorted(names))})")
+        raise McpConfigError(f"servers: two servers share a name ({', '.join(sorted(names))})")
     return servers
 
 
 def _server(entry: Any, where: str) -> ServerConfig:
-    if not isinstance(entry, dict):
+    if not isinstance(entry, Mapping):
         raise McpConfigError(f"{where}: expected a mapping, got {type(entry).__name__}")
     unknown = sorted(set(entry) - _KEYS)
     if unknown:
@@ -120,7 +107,8 @@ def _server(entry: Any, where: str) -> ServerConfig:
         raise McpConfigError(f"{where} ({name}): 'tools' must be a non-empty list of the MCP tool names to offer "
                              "(the allowlist)")
     env = entry.get("env") or {}
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in env.items()):
+    if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, (str, int, float))
+                                               for k, v in env.items()):
         raise McpConfigError(f"{where} ({name}): 'env' must map names to strings")
     prefix = entry.get("prefix", "")
     if not isinstance(prefix, str) or (prefix and not _NAME.fullmatch(prefix)):

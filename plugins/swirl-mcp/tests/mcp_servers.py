@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -85,11 +84,16 @@ def write_server(folder: Path) -> Path:
     return path
 
 
-def stdio_config(script: Path, name: str = "local", tools: list[str] = ALL_TOOLS, **options: object) -> str:
-    """An inline ``$SWIRL_MCP_CONFIG`` for the script over stdio."""
+def stdio_config(script: Path, name: str = "local", tools: list[str] = ALL_TOOLS, **options: object) -> dict:
+    """The plugin's options (``tools.plugins.mcp``) for the script over stdio."""
     server = {"name": name, "command": [sys.executable, str(script)], "tools": tools, "startup_timeout_s": 30,
               "call_timeout_s": 5, **options}
-    return json.dumps({"servers": [server]})
+    return {"servers": [server]}
+
+
+def http_config(name: str, port: int, tools: list[str], **options: object) -> dict:
+    """The plugin's options for a streamable-HTTP server on 127.0.0.1:``port``."""
+    return {"servers": [{"name": name, "url": f"http://127.0.0.1:{port}/mcp", "tools": tools, **options}]}
 
 
 def free_port() -> int:

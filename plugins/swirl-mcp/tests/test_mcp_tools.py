@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 import swirl_mcp
-from mcp_servers import ALL_TOOLS, free_port, server_processes, start_http_server, stdio_config, write_server
+from mcp_servers import (ALL_TOOLS, free_port, http_config, server_processes, start_http_server, stdio_config,
+                         write_server)
 from swirl_lightning.core.tool_executor import ToolExecutor
-from swirl_lightning.core.tools import collect_tools
+from swirl_lightning.core.tools import ToolOptionsError, collect_tools
 from swirl_lightning.testing import plugged_in_alone, rollout_once
 from swirl_mcp import McpConfigError, McpToolError, load_servers
 
@@ -32,10 +33,10 @@ def closed_at_the_end():
     swirl_mcp.close_all()
 
 
-def tools_of(monkeypatch: pytest.MonkeyPatch, config: str) -> dict:
-    monkeypatch.setenv(swirl_mcp.CONFIG_ENV, config)
-    with plugged_in_alone(swirl_mcp):
-        return collect_tools()
+def tools_of(monkeypatch: pytest.MonkeyPatch, config: dict) -> dict:
+    """The tools of a run whose tools config has ``plugins: {mcp: config}`` (the plugin alone, named as installed)."""
+    with plugged_in_alone(swirl_mcp, name="mcp"):
+        return collect_tools(options={"mcp": config})
 
 
 def call(tools: dict, name: str, text: str) -> str:
@@ -160,9 +161,7 @@ def test_over_streamable_http_on_localhost(monkeypatch, script) -> None:
     port = free_port()
     server = start_http_server(script, port)
     try:
-        config = ('{"servers": [{"name": "web", "url": "http://127.0.0.1:%d/mcp", "tools": ["echo", "add", "fail"], '
-                  '"call_timeout_s": 5}]}' % port)
-        tools = tools_of(monkeypatch, config)
+        tools = tools_of(monkeypatch, http_config("web", port, ["echo", "add", "fail"], call_timeout_s=5))
         assert list(tools) == ["add", "echo", "fail"]
         with ToolExecutor(tools, timeout_s=20) as executor:
             assert executor.run("echo", "over http").output == "over http"
@@ -178,8 +177,7 @@ def test_over_streamable_http_on_localhost(monkeypatch, script) -> None:
 
 
 def test_an_unreachable_http_server_is_an_error_observation(monkeypatch) -> None:
-    config = ('{"servers": [{"name": "nowhere", "url": "http://127.0.0.1:%d/mcp", "tools": ["echo"], '
-              '"startup_timeout_s": 5}]}' % free_port())
+    config = http_config("nowhere", free_port(), ["echo"], startup_timeout_s=5)
     with pytest.warns(swirl_mcp.McpServerWarning, match="'nowhere' could not be listed"):
         tools = tools_of(monkeypatch, config)
     with ToolExecutor(tools, timeout_s=20) as executor:
@@ -188,28 +186,30 @@ def test_an_unreachable_http_server_is_an_error_observation(monkeypatch) -> None
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    ('{"servers": 3}', "expected a mapping with a list 'servers'"),
-    ('{"servers": [{"name": "a", "tools": ["x"]}]}', "give exactly one of 'command' (stdio) and 'url'"),
-    ('{"servers": [{"name": "a", "url": "ftp://x", "tools": ["x"]}]}', "'url' must be an http(s):// address"),
-    ('{"servers": [{"name": "a", "url": "http://x", "tools": []}]}', "'tools' must be a non-empty list"),
-    ('{"servers": [{"name": "a", "url": "http://x", "tools": ["x"], "port": 1}]}', "unknown key(s) port"),
-    ('{"servers": [{"name": "a b", "url": "http://x", "tools": ["x"]}]}', "'name' must be letters"),
-    ('{"servers": [', "not valid JSON"),
-    ("/nowhere/mcp.yaml", "no such file"),
+    ({"servers": 3}, "servers: expected a list of servers"),
+    ({"server": []}, "unknown key(s) server; expected servers"),
+    ({"servers": [{"name": "a", "tools": ["x"]}]}, "servers[0] (a): give exactly one of 'command' (stdio) and 'url'"),
+    ({"servers": [{"name": "a", "url": "ftp://x", "tools": ["x"]}]}, "'url' must be an http(s):// address"),
+    ({"servers": [{"name": "a", "url": "http://x", "tools": []}]}, "'tools' must be a non-empty list"),
+    ({"servers": [{"name": "a", "url": "http://x", "tools": ["x"], "port": 1}]}, "servers[0]: unknown key(s) port"),
+    ({"servers": [{"name": "a b", "url": "http://x", "tools": ["x"]}]}, "'name' must be letters"),
+    ({"servers": [{"name": "a", "url": "http://x", "tools": ["x"]}] * 2}, "two servers share a name"),
+    ({"servers": ["a"]}, "servers[0]: expected a mapping, got str"),
 ])
-def test_a_malformed_config_is_a_clear_error(config, message) -> None:
+def test_malformed_options_are_a_clear_error(config, message) -> None:
     with pytest.raises(McpConfigError) as caught:
         load_servers(config)
     assert message in str(caught.value)
 
 
-def test_a_yaml_file_config(tmp_path) -> None:
-    path = tmp_path / "servers.yaml"
-    path.write_text("servers:\n  - name: files\n    command: [python, server.py]\n    tools: [read]\n"
-                    "    env: {ROOT: /data}\n")
-    (server,) = load_servers(str(path))
+def test_the_options_as_yaml_and_none(tmp_path) -> None:
+    import yaml
+
+    options = yaml.safe_load("servers:\n  - name: files\n    command: [python, server.py]\n    tools: [read]\n"
+                             "    env: {ROOT: /data}\n")
+    (server,) = load_servers(options)
     assert server.command == ("python", "server.py") and server.env == (("ROOT", "/data"),)
-    assert server.transport == "stdio" and load_servers("") == []
+    assert server.transport == "stdio" and load_servers({}) == load_servers(None) == []
 
 
 def _wait_until(condition, timeout_s: float = 10.0) -> None:
@@ -224,24 +224,34 @@ def test_the_test_server_offers_every_tool_the_tests_name() -> None:
 
 
 def test_the_readme_commands_with_the_shipped_example_server() -> None:
+    """`swirl tools list/call --config conf/mcp/example.yaml`: the tools config names the servers, in new processes
+    (the tool worker of `call` starts the stdio server)."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[3]
-    env = {**os.environ, swirl_mcp.CONFIG_ENV: str(root / "conf" / "mcp" / "example.yaml"),
-           "SWIRL_LOAD_PLUGINS": "swirl-mcp"}
+    env = {**os.environ, "SWIRL_LOAD_PLUGINS": "swirl-mcp"}
+    overlay = ["--config", "conf/mcp/example.yaml"]
 
     def swirl(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "swirl_lightning", *args], env=env, capture_output=True,
                               text=True, timeout=120, cwd=root)
 
-    listing = swirl("tools", "list")
+    listing = swirl("tools", "list", *overlay)
     assert listing.returncode == 0, listing.stderr
     assert "<echo>" in listing.stdout and "swirl-mcp 0.1.0" in listing.stdout and "Repeat the text." in listing.stdout
-    called = swirl("tools", "call", "add", '{"a": 40, "b": 2}')
+    called = swirl("tools", "call", "add", '{"a": 40, "b": 2}', *overlay)
     assert (called.returncode, called.stdout.strip()) == (0, "42"), called.stderr
-    refused = swirl("tools", "call", "add", "40 + 2")
+    refused = swirl("tools", "call", "add", "40 + 2", *overlay)
     assert refused.returncode == 1 and 'expected a JSON object {"a": integer, "b": integer}' in refused.stderr
+    inline = swirl("tools", "call", "echo", "inline", "--tools.plugins",
+                   "{mcp: {servers: [{name: example, command: [python, -m, swirl_mcp.example_server], tools: [echo]}]}}")
+    assert (inline.returncode, inline.stdout.strip()) == (0, "inline"), inline.stderr
+    assert swirl("tools", "call", "add", "{}").returncode == 2  # no servers configured: no MCP tools
+    bad = swirl("tools", "list", "--tools.plugins", "{mcp: {servers: [{name: example, url: ftp://x, tools: [add]}]}}")
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "swirl tools: error: tools.plugins.mcp (swirl-mcp 0.1.0): McpConfigError: servers[0] (example): 'url' must be "
+        "an http(s):// address, got 'ftp://x' (--debug shows where)")
 
 
 def test_a_server_that_prints_stray_lines_works_without_tracebacks(monkeypatch, tmp_path, capfd) -> None:
@@ -257,8 +267,9 @@ def test_a_server_that_prints_stray_lines_works_without_tracebacks(monkeypatch, 
     assert "Traceback" not in captured.err + captured.out
 
 
-def test_a_malformed_config_in_a_run_is_one_warning_naming_it(monkeypatch) -> None:
-    from swirl_lightning.core.plugins import PluginLoadWarning
-
-    with pytest.warns(PluginLoadWarning, match=r"register_tools raised McpConfigError: .*'tools' must be a non-empty"):
-        assert tools_of(monkeypatch, '{"servers": [{"name": "a", "url": "http://x", "tools": []}]}') == {}
+def test_malformed_options_in_a_run_are_an_error_naming_the_key(monkeypatch) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not a warning and a run without the MCP tools
+        with pytest.raises(ToolOptionsError, match=r"^tools\.plugins\.mcp \(plugin 'mcp' \(registered\)\): "
+                                                   r"McpConfigError: servers\[0\] \(a\): 'tools' must be a non-empty"):
+            tools_of(monkeypatch, {"servers": [{"name": "a", "url": "http://x", "tools": []}]})
