@@ -126,7 +126,7 @@ def tools_list(args: argparse.Namespace) -> int:
 
 def tools_call(args: argparse.Namespace) -> int:
     """Run one tool as a rollout would; exit 1 on a tool error, 2 for an unknown tool name or a bad ``--episode``."""
-    from swirl_lightning.core.config import tools_group
+    from swirl_lightning.core.config import ToolsConfig, tools_group
     from swirl_lightning.core.tool_executor import ToolExecutor
     from swirl_lightning.core.tools import ToolRegistrationError, UnknownToolError, collect_tools, select_tools
 
@@ -137,7 +137,7 @@ def tools_call(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     config, given = tools_group(args.config, args.tools_plugins)
     # A flag wins; else a limit the config files set; else the command's default (its output cap is the larger).
-    defaults = {"timeout_s": 10.0, "max_output_chars": 2000, "warm_up_timeout_s": config.warm_up_timeout_s,
+    defaults = {"timeout_s": 10.0, "max_output_chars": 2000, "warm_up_timeout_s": ToolsConfig().warm_up_timeout_s,
                 "pid_namespace": True}
     flags = {"timeout_s": args.timeout, "max_output_chars": args.max_chars,
              "warm_up_timeout_s": args.warm_up_timeout, "pid_namespace": args.pid_namespace}

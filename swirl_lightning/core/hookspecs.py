@@ -6,7 +6,8 @@ discoverable through an entry point in the ``swirl_lightning`` group::
     [project.entry-points.swirl_lightning]
     my_tools = "my_package.plugin"
 
-This API is fixed; changing it breaks third-party plugins.
+This API is fixed; changing it breaks third-party plugins. A hook may gain an argument (``register_tools`` gained
+``options``): an implementation names only the arguments it uses, so older plugins keep working.
 """
 
 from typing import Any, Callable
