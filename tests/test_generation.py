@@ -65,9 +65,17 @@ def test_the_cache_grows_in_blocks_with_the_longest_conversation_and_shrinks_whe
     cache.lengths[0] = 25
     cache.select(torch.tensor([0]), 4)  # 29 positions: the next block would pass the context budget of 30
     assert cache.capacity == 30
-    cache.release(0)  # the long conversation leaves: slot 1 holds 2 positions
-    assert cache.capacity == 8 and cache.lengths.tolist() == [0, 2, 0]
-    assert cache.keys[0].shape[2] == 8
+    cache.release(0)  # the long conversation leaves: slot 1 holds 2 positions, one block
+    assert cache.capacity == 4 and cache.lengths.tolist() == [0, 2, 0]
+    assert cache.keys[0].shape[2] == 4 and cache.keys[0][1, :, :2].shape == (2, 2, 8)
+    cache.select(torch.tensor([1]), 2)  # 4 positions still fit: no resize
+    assert cache.capacity == 4
+    cache.lengths[1] = 4
+    cache.select(torch.tensor([1]), 1)
+    assert cache.capacity == 8
+    cache.lengths[1] = 5
+    cache.release(2)  # an empty slot leaves: slot 1 needs 2 blocks, the rows hold 2: nothing to free
+    assert cache.capacity == 8
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])

@@ -3,16 +3,18 @@
 Each layer's keys (and values) are one ``[slots, kv heads, capacity, head dim]`` tensor, so a forward pass over
 consecutive slots reads its slots' rows as a view, never a copy. The capacity follows the longest conversation now
 in a slot: it grows in blocks of ``block_tokens`` as that conversation grows and shrinks when it leaves its slot
-(:meth:`SlotKVCache.release`). Memory is about slots x (the longest live conversation + a block), not slots x the
-context budget, and nothing is allocated before the first forward pass.
+(:meth:`SlotKVCache.release`). Memory is at most slots x (the longest live conversation + a block), not slots x the
+context budget, and nothing is allocated before the first forward pass. Rows of their own length (paged) would save
+the rest, but batched attention over them needs a paged-attention kernel or a copy of every live row each step.
 """
 
 from __future__ import annotations
 
 import torch
 
-DEFAULT_BLOCK_TOKENS = 256
-"""Positions added (or removed) at a time: few enough reallocations, little unused room."""
+DEFAULT_BLOCK_TOKENS = 128
+"""Positions added (or removed) at a time: few enough reallocations (each copies the cache), little unused room
+(every slot's row is as long as the longest conversation's, rounded up to a block)."""
 
 
 def _round_up(tokens: int, block: int) -> int:
@@ -52,10 +54,11 @@ class SlotKVCache:
         self.lengths[slot] = 0
 
     def release(self, slot: int) -> None:
-        """Empty ``slot`` as its conversation leaves it; shrink the rows when no conversation left needs their length."""
+        """Empty ``slot`` as its conversation leaves it; shrink the rows to the blocks the longest conversation left
+        needs when a whole block or more is unused (so the rows never hold more than a block of slack)."""
         self.lengths[slot] = 0
-        target = _round_up(int(self.lengths.max()), self.block_tokens) + self.block_tokens
-        if self.capacity - target >= 2 * self.block_tokens:
+        target = _round_up(int(self.lengths.max()), self.block_tokens)
+        if self.capacity - target >= self.block_tokens:
             self._resize(target)
 
     def snapshot(self, slot: int, length: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
