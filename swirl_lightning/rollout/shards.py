@@ -13,13 +13,11 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from swirl_lightning.core.outputs import check_outputs_apart
 from swirl_lightning.core.trajectory import Trajectory, read_trajectories, write_jsonl, write_text_atomic
-
-if TYPE_CHECKING:
-    from swirl_lightning.rollout.generate import GenerateConfig
+from swirl_lightning.rollout.config import GenerateConfig
 
 
 def run_identity(cfg: GenerateConfig) -> dict[str, Any]:
