@@ -28,7 +28,7 @@ def run_identity(cfg: GenerateConfig) -> dict[str, Any]:
 
     sampling = {k: v for k, v in asdict(cfg.sampling).items()
                 if k in ("temperature", "top_p", "max_new_tokens", "max_context_tokens", "seed")}
-    task = {k: v for k, v in asdict(cfg.task).items() if k in ("name", "split", "data_path", "max_steps", "few_shot")}
+    task = {k: v for k, v in asdict(cfg.task).items() if k in ("name", "split", "data_path", "max_actions", "few_shot")}
     content = {"task.data_path": path_digest(cfg.task.data_path), "policy.adapter": adapter_digest(cfg.policy.adapter)}
     identity = {"policy": asdict(cfg.policy), "sampling": sampling, "task": task, "tools": cfg.tools.names,
                 "samples": cfg.samples, "prompt_version": PROMPT_VERSION, "content": content}

@@ -1,6 +1,6 @@
 """Tasks: where questions come from, how answers are scored, and what gold data judges may use.
 
-A :class:`Task` bundles everything one data set needs: loading its splits, its default tools and step cap, the
+A :class:`Task` bundles everything one data set needs: loading its splits, its default tools and action cap, the
 outcome judge that scores a final answer, its hand-written example turns for the prompt, and (optionally) gold
 reference data for judges: the values a good step may compute, and whole reference trajectories for a warm
 start. Adding a task is one file: subclass :class:`Task` and register an instance through the
@@ -43,7 +43,7 @@ class Task:
     """The name configs use (``task.name``)."""
     splits: ClassVar[tuple[str, ...]] = ("train", "validation")
     """Split names :meth:`load` accepts."""
-    max_steps: ClassVar[int] = 5
+    max_actions: ClassVar[int] = 5
     """Default most actions per rollout."""
     tools: ClassVar[tuple[str, ...]] = ()
     """Default tool names; empty means every registered tool."""
@@ -51,6 +51,11 @@ class Task:
     """Registered outcome judge that scores a final answer against the gold answer."""
     few_shot: ClassVar[list[dict[str, str]]] = []
     """Hand-written example turns (user, assistant, ...) put before the question when ``task.few_shot`` is on."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "max_steps" in vars(cls):  # the old name would be silently ignored: the task would get the default cap
+            raise TypeError(f"{cls.__name__}.max_steps: renamed max_actions (the most actions per rollout)")
 
     def load(self, split: str, limit: int | None = None, path: DataPath | None = None) -> list[Example]:
         """The examples of ``split`` (at most ``limit``); ``path`` replaces the packaged file."""
