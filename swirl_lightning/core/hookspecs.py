@@ -46,8 +46,8 @@ def register_judges(register: Callable[..., None]) -> None:
     """Register step or outcome judges.
 
     Call ``register(factory, name=...)``. ``factory(**options)`` returns an object with a
-    ``judge_id`` attribute and the methods of :class:`swirl_lightning.judging.judges.StepJudge` or
-    :class:`swirl_lightning.judging.judges.OutcomeJudge`.
+    ``judge_id`` attribute and the methods of :class:`swirl_lightning.judging.base.StepJudge` or
+    :class:`swirl_lightning.judging.base.OutcomeJudge`.
     """
 
 
