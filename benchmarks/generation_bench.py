@@ -23,7 +23,7 @@ Arms (``--backends``), each ``<backend>_<dtype>[_lora]``:
   nothing at generation time and is not what training on vLLM does (it syncs an unmerged adapter).
 
 Every arm rolls out the same ``--questions`` GSM8K train questions (one sample each, the zero-shot prompt, the
-calculator, at most ``--max-steps`` model turns of at most ``--max-new-tokens`` tokens) twice, at each batch size:
+calculator, at most ``--max-actions`` model turns of at most ``--max-new-tokens`` tokens) twice, at each batch size:
 
 1. a sampled pass (temperature 1, ``sampling.seed`` 0: the same seeds on every arm): generated tokens/s over the
    pass's whole wall time, the throughput figure;
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", default=str(ROOT / "adapters" / "gsm8k_warmup"), help="LoRA of the _lora arms")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16])
     parser.add_argument("--questions", type=int, default=24, help="GSM8K train questions, the same for every arm")
-    parser.add_argument("--max-steps", type=int, default=4)
+    parser.add_argument("--max-actions", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads, and the managed server's cores (0: every core this process may use)")
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     smoke_vllm: list[Arm] = []
     if args.smoke:
         args.model, args.batch_sizes, args.questions = "tiny-random", [1, 4], 4
-        args.max_steps, args.max_new_tokens = 2, 8
+        args.max_actions, args.max_new_tokens = 2, 8
         args.backends, args.quiet_retries = ["engine_fp32", "engine_bf16", "engine_fp32_lora"], 0
         args.threads = args.threads or 1
         args.adapter = random_adapter(args.model, workdir / "tiny-lora")
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "generation", "command": command_line(argv), "model": args.model,
               "machine": machine_info(), "quiet_check": quiet, "threads": threads,
               "vllm_cpu_omp_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND"),
-              "questions": args.questions, "max_steps": args.max_steps, "max_new_tokens": args.max_new_tokens,
+              "questions": args.questions, "max_actions": args.max_actions, "max_new_tokens": args.max_new_tokens,
               "batch_sizes": args.batch_sizes, "sampled_pass": {"temperature": 1.0, "seed": 0},
               "arms": [a.name for a in arms] + [f"{a.name} ({a.model})" for a in smoke_vllm],
               "servers": {}, "runs": []}
@@ -453,7 +453,7 @@ def run_one(arm: Arm, questions: int, batch_sizes: list[int], max_new_tokens: in
         loaded = (None, load_tokenizer(arm.model))
         server, server_record = servers.get(arm)
     tokenizer = loaded[1]
-    settings = RolloutSettings.for_task(TaskConfig("gsm8k", max_steps=args.max_steps, few_shot=False),
+    settings = RolloutSettings.for_task(TaskConfig("gsm8k", max_actions=args.max_actions, few_shot=False),
                                         ToolsConfig(names=["calculator"]), renderer=ChatRenderer(tokenizer),
                                         policy_name=arm.model + (f"+{arm.adapter}" if arm.adapter else ""))
     examples = load_task("gsm8k", "train", questions)

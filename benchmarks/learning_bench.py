@@ -70,13 +70,13 @@ LABELS = {"warm": "warm start", "sft": "+ sft (process+outcome)", "swirl": "+ sw
 TASKS = {
     "gsm8k": {"generate": "conf/generate/gsm8k_warm.yaml", "filter": "conf/filter/gsm8k_reference.yaml",
               "train": "conf/gsm8k_calculator.yaml", "adapter": "adapters/gsm8k_warmup", "arms": ["sft", "swirl", "swirl_step"],
-              "questions": 512, "offset": 1000, "max_steps": 10, "max_new_tokens": 96, "val_questions": 500,
+              "questions": 512, "offset": 1000, "max_actions": 10, "max_new_tokens": 96, "val_questions": 500,
               "steps": 60, "val_every": 30, "title": "GSM8K + calculator", "run": "runs/learning",
               "out": str(HERE / "results" / "learning.json")},
     "worlds": {"generate": "conf/generate/worlds_warm.yaml", "filter": "conf/filter/worlds_reference.yaml",
                "train": "conf/worlds_search.yaml", "adapter": "adapters/worlds_warmup",
                "arms": ["sft", "swirl", "swirl_step", "random", "format"],
-               "questions": 256, "offset": 640, "max_steps": 5, "max_new_tokens": 64, "val_questions": 1000,
+               "questions": 256, "offset": 640, "max_actions": 5, "max_new_tokens": 64, "val_questions": 1000,
                "steps": 30, "val_every": 30, "title": "generated worlds + search", "run": "runs/learning_worlds",
                "out": str(HERE / "results" / "learning_worlds.json")},
 }
@@ -152,7 +152,7 @@ class Benchmark:
         if self.wanted("generate"):
             self.stages.run("generate", [
                 "generate", "--config", TASKS[a.task]["generate"], *self.policy, *self.data_path,
-                "--task.offset", str(a.offset), "--task.limit", str(a.questions), "--task.max_steps", str(a.max_steps),
+                "--task.offset", str(a.offset), "--task.limit", str(a.questions), "--task.max_actions", str(a.max_actions),
                 "--sampling.max_new_tokens", str(a.max_new_tokens), "--sampling.batch_size", str(a.batch_size),
                 "--samples", str(a.samples), "--processes", str(a.generate_processes), "--progress", "false",
                 "--output", str(trajectories)],
@@ -385,7 +385,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--questions", type=int, default=None, help="training questions for the synthetic data")
     parser.add_argument("--samples", type=int, default=4, help="trajectories per training question")
     parser.add_argument("--offset", type=int, default=None, help="skip the questions the warm start was trained on")
-    parser.add_argument("--max-steps", type=int, default=None, help="steps per trajectory (GSM8K: 10, worlds: 5)")
+    parser.add_argument("--max-actions", type=int, default=None, help="actions per rollout (GSM8K: 10, worlds: 5)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per generated turn")
     parser.add_argument("--batch-size", type=int, default=32, help="generation slots")
     parser.add_argument("--generate-processes", type=int, default=1,
@@ -423,10 +423,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         # A random model's steps are never GOOD: every filter keeps all so that every arm has data to fit.
         args.model, args.adapter, args.questions, args.samples, args.offset = "tiny-random", "", 2, 2, 0
-        args.max_steps, args.max_new_tokens, args.val_questions, args.steps, args.val_every = 2, 8, 2, 2, 1
+        args.max_actions, args.max_new_tokens, args.val_questions, args.steps, args.val_every = 2, 8, 2, 2, 1
         args.probe_every = 1
         args.examples_per_step, args.group_size, args.probe_states, args.probe_samples = 2, 2, 2, 2
-        args.fit_args = ("--sampling.max_new_tokens 4 --model.evaluation.sampling.max_new_tokens 4 --task.max_steps 2 "
+        args.fit_args = ("--sampling.max_new_tokens 4 --model.evaluation.sampling.max_new_tokens 4 --task.max_actions 2 "
                          + args.fit_args)
     return args
 

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> dict:
     policy = ["--policy.name", args.model, "--policy.adapter", args.adapter or "null"]
     stages.run("generate", ["generate", "--config", "conf/generate/gsm8k_warm.yaml", *policy,
                             "--task.offset", str(args.offset), "--task.limit", str(args.questions),
-                            "--task.max_steps", str(args.max_steps), "--sampling.max_new_tokens", str(args.max_new_tokens),
+                            "--task.max_actions", str(args.max_actions), "--sampling.max_new_tokens", str(args.max_new_tokens),
                             "--samples", str(args.samples), "--progress", "false", "--output", str(trajectories)],
                done=run_dir / "generate.done", marker=True)
     stages.run("filter", ["filter", "--config", "conf/filter/gsm8k_reference.yaml", "--mode", "step",
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--questions", type=int, default=16, help="training questions whose states form the pool")
     parser.add_argument("--samples", type=int, default=4, help="trajectories per question")
     parser.add_argument("--offset", type=int, default=1000, help="skip the questions the warm start was trained on")
-    parser.add_argument("--max-steps", type=int, default=10, help="steps per trajectory (GSM8K: 10)")
+    parser.add_argument("--max-actions", type=int, default=10, help="actions per rollout (GSM8K: 10)")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="tokens per generated turn")
     parser.add_argument("--steps", type=int, default=40, help="swirl optimizer steps")
     parser.add_argument("--states-per-step", type=int, default=8)
@@ -115,10 +115,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny random model, a few steps")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.model, args.adapter, args.questions, args.samples, args.max_steps, args.max_new_tokens = \
+        args.model, args.adapter, args.questions, args.samples, args.max_actions, args.max_new_tokens = \
             "tiny-random", "", 2, 2, 2, 8
         args.steps, args.states_per_step, args.probe_every, args.probe_samples = 2, 2, 1, 2
-        args.fit_args = ("--sampling.max_new_tokens 4 --task.max_steps 2 --model.swirl.group_size 2 " + args.fit_args)
+        args.fit_args = ("--sampling.max_new_tokens 4 --task.max_actions 2 --model.swirl.group_size 2 " + args.fit_args)
     return args
 
 

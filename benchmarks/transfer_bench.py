@@ -35,9 +35,9 @@ def set_args(name: str, args: argparse.Namespace, run: Path) -> list[str]:
     """The options that make ``swirl validate`` roll out on one held-out set."""
     if name == "hotpotqa":
         return ["--task.name", "hotpotqa", "--data.validation.split", "validation",
-                "--data.validation.questions", str(args.hotpotqa_questions), "--task.max_steps", str(args.max_steps)]
+                "--data.validation.questions", str(args.hotpotqa_questions), "--task.max_actions", str(args.max_actions)]
     return ["--task.data_path", str(run / "worlds_4hop"), "--data.validation.split", "test",
-            "--data.validation.questions", str(args.four_hop_questions), "--task.max_steps", str(args.max_steps + 1)]
+            "--data.validation.questions", str(args.four_hop_questions), "--task.max_actions", str(args.max_actions + 1)]
 
 
 def score(path: Path) -> tuple[dict, dict[str, bool]]:
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", nargs="+", default=["hotpotqa", "4hop"], choices=["hotpotqa", "4hop"])
     parser.add_argument("--hotpotqa-questions", type=int, default=300)
     parser.add_argument("--four-hop-questions", type=int, default=500, help="4-hop test-world questions (20 per world)")
-    parser.add_argument("--max-steps", type=int, default=5, help="actions per rollout (the 4-hop set gets one more)")
+    parser.add_argument("--max-actions", type=int, default=5, help="actions per rollout (the 4-hop set gets one more)")
     parser.add_argument("--fit-args", default="", help="extra options for every swirl validate")
     parser.add_argument("--run", default="runs/transfer")
     parser.add_argument("--out", default=str(HERE / "results" / "transfer.json"))

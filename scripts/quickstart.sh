@@ -17,7 +17,7 @@ ADAPTER=${ADAPTER-adapters/worlds_warmup}   # empty: the bare model
 QUESTIONS=${QUESTIONS:-32}                   # training questions for the synthetic data
 SAMPLES=${SAMPLES:-4}                        # trajectories per question
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-64}
-MAX_STEPS=${MAX_STEPS:-5}
+MAX_ACTIONS=${MAX_ACTIONS:-5}
 FILTER_MODE=${FILTER_MODE:-process}          # keep trajectories whose every step is GOOD (step: good prefixes)
 read -r -a FIT_ARGS <<< "${FIT_ARGS:-}"      # extra options for swirl validate/fit
 mkdir -p "$RUN"
@@ -35,7 +35,7 @@ swirl tools call search "$(python -c 'import json, sys; print(json.loads(open(sy
     --episode "{\"metadata\": {\"corpus\": \"$RUN/world/corpus.jsonl\"}}"
 
 echo "== 2. generate: $QUESTIONS training-world questions x $SAMPLES samples from the warm start, live search"
-swirl generate --config conf/generate/worlds_warm.yaml "${policy[@]}" --task.limit "$QUESTIONS" --task.max_steps "$MAX_STEPS" \
+swirl generate --config conf/generate/worlds_warm.yaml "${policy[@]}" --task.limit "$QUESTIONS" --task.max_actions "$MAX_ACTIONS" \
     --sampling.max_new_tokens "$MAX_NEW_TOKENS" --sampling.batch_size 32 --samples "$SAMPLES" --output "$RUN/trajectories.jsonl"
 
 echo "== 3. filter ($FILTER_MODE): judge every step with the reference judge, keep what the mode keeps"

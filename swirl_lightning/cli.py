@@ -369,7 +369,7 @@ DELEGATED_COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("swirl_lightning.training.cli:predict_main", "roll out the policy and write trajectories"),
 }
 """Command name -> (``module:function`` taking the remaining argv and returning an exit code, help).
-For commands with their own parser, e.g. ``"fit": ("swirl_lightning.training.module:cli_main", "train")``."""
+For commands with their own parser, e.g. ``"fit": ("swirl_lightning.training.cli:fit_main", "train")``."""
 
 
 def build_parser() -> argparse.ArgumentParser:

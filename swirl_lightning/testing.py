@@ -90,7 +90,7 @@ def rollout_once(
     script: Script,
     tools: Mapping[str, Tool],
     *,
-    max_steps: int = 5,
+    max_actions: int = 5,
     gold: str = "",
     timeout_s: float = 5.0,
     metadata: Mapping[str, object] | None = None,
@@ -99,7 +99,7 @@ def rollout_once(
     that takes its episode sees in ``episode.metadata``)."""
     from swirl_lightning.rollout.conversation import RolloutConversation, RolloutSettings
 
-    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, timeout_s=timeout_s), max_steps=max_steps,
+    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, timeout_s=timeout_s), max_actions=max_actions,
                                policy_name="scripted")
     conversation = RolloutConversation(Example("q0", question, gold, "test", dict(metadata or {})), 0, settings,
                                        seed=0)
@@ -126,9 +126,9 @@ class ListTask(Task):
     :func:`registered`)."""
 
     def __init__(self, name: str, examples: Sequence[Example], tools: tuple[str, ...] = (), outcome_judge: str = "qa_em",
-                 max_steps: int = 3) -> None:
-        self.name, self.examples, self.tools, self.outcome_judge, self.max_steps = (
-            name, list(examples), tools, outcome_judge, max_steps)
+                 max_actions: int = 3) -> None:
+        self.name, self.examples, self.tools, self.outcome_judge, self.max_actions = (
+            name, list(examples), tools, outcome_judge, max_actions)
 
     def load(self, split: str, limit: int | None = None, path=None) -> list[Example]:
         return self.examples[:limit]

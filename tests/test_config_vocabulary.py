@@ -6,6 +6,8 @@ import inspect
 import pkgutil
 from pathlib import Path
 
+import pytest
+
 import swirl_lightning
 from swirl_lightning.core.config import SHARED_GROUPS, JudgeConfig, PolicyConfig, SamplingConfig, parse_config
 from swirl_lightning.judging.filter import FilterConfig
@@ -115,3 +117,82 @@ def test_tool_plugin_options_are_spelled_tools_plugins_by_every_command_that_bui
     for command in ("list", "call"):
         parser = next(a for a in tools._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
         assert {"--config", "--tools.plugins"} <= {s for action in parser._actions for s in action.option_strings}
+
+
+# ----------------------------------------------------------------------------------------------------
+# task.max_actions: the one name of the action cap (issue 24); trainer.max_steps counts optimizer steps
+
+
+OLD_CAP = [["--task.max_steps", "3"], ["--task.max_steps=3"], ["--task", "{max_steps: 3}"], "yaml"]
+
+
+@pytest.mark.parametrize("command", ["generate", "filter", "fit", "validate"])
+@pytest.mark.parametrize("old", OLD_CAP, ids=["flag", "flag=", "inline group", "yaml"])
+def test_the_old_name_of_the_action_cap_is_a_one_line_error_naming_the_new(tmp_path, capsys, command, old):
+    from swirl_lightning.cli import main
+
+    if old == "yaml":
+        config = tmp_path / "old.yaml"
+        config.write_text("task:\n  name: gsm8k\n  max_steps: 3\n")
+        old = ["--config", str(config)]
+    assert main([command, *old]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "task.max_steps" in lines[0] and "renamed" in lines[0], lines
+    assert "task.max_actions" in lines[0], lines
+
+
+@pytest.mark.parametrize("old", OLD_CAP, ids=["flag", "flag=", "inline group", "yaml"])
+def test_both_parsers_refuse_the_old_name_when_called_from_python(tmp_path, old):
+    """``parse_config`` (generate, filter) and LightningCLI (fit, validate) check it themselves, not only ``swirl``."""
+    from swirl_lightning.core.renamed import RenamedKeyError
+    from swirl_lightning.training.cli import make_cli
+
+    if old == "yaml":
+        config = tmp_path / "old.yaml"
+        config.write_text("trainer:\n  max_steps: 2\ntask:\n  max_steps: 3\n")  # the first stays: optimizer steps
+        old = ["--config", str(config)]
+    with pytest.raises(RenamedKeyError, match=r"task\.max_steps.* renamed .*task\.max_actions"):
+        parse_config(GenerateConfig, old, "swirl generate")
+    with pytest.raises(RenamedKeyError, match=r"task\.max_steps.* renamed .*task\.max_actions"):
+        make_cli(["--config", str(ROOT / "conf" / "quickstart.yaml"), *old], run=False)
+
+
+def test_the_action_cap_reaches_generate_and_fit_as_task_max_actions(tmp_path):
+    from swirl_lightning.training.cli import make_cli
+
+    assert parse_config(GenerateConfig, ["--task.max_actions", "3"], "swirl generate").task.max_actions == 3
+    fit = make_cli(["--config", str(ROOT / "conf" / "quickstart.yaml"), "--policy.name", "tiny-random",
+                    "--policy.adapter", "null", "--task.max_actions", "3", "--trainer.max_steps", "2",
+                    "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert fit.model.task.max_actions == fit.datamodule.task.max_actions == 3 and fit.trainer.max_steps == 2
+
+
+def test_a_task_with_the_old_class_attribute_is_refused():
+    from swirl_lightning.core.tasks import Task
+
+    with pytest.raises(TypeError, match="OldTask.max_steps: renamed max_actions"):
+        type("OldTask", (Task,), {"name": "old", "max_steps": 3})
+
+
+def test_task_max_actions_is_the_only_name_of_the_action_cap():
+    """Outside :mod:`~swirl_lightning.core.renamed` (and the guard on Task subclasses), ``max_steps`` is only the
+    trainer's: in the library, the configs, the docs, the scripts and the benchmarks."""
+    import yaml
+
+    from swirl_lightning.core.renamed import check_renamed_keys
+
+    for config in (ROOT / "conf").rglob("*.yaml"):  # nested keys: trainer.max_steps is a fit's optimizer steps
+        check_renamed_keys(yaml.safe_load(config.read_text()), str(config))
+    places = [*(ROOT / "swirl_lightning").rglob("*.py"), ROOT / "README.md",
+              *(ROOT / "docs").rglob("*.md"), *(ROOT / "scripts").iterdir(), *(ROOT / "benchmarks").glob("*.py")]
+    allowed = ("Trainer(", "max_steps=args.steps", "``max_steps`` reached",  # Lightning's and TRL's optimizer steps
+               '"max_steps" in vars(cls)', ".max_steps: renamed",  # the guard on Task subclasses
+               "it was `task.max_steps`")  # the README, saying what the old name does now
+    stray = []
+    for path in places:
+        if path.name == "renamed.py" or not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if "max_steps" in line.replace("trainer.max_steps", "") and not any(a in line for a in allowed):
+                stray.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not stray, stray

@@ -17,7 +17,7 @@ from swirl_lightning.training.config import TrainDataConfig, ValidationDataConfi
 from swirl_lightning.training.data import BatchOrderSampler, DataPosition, SwirlDataModule
 from swirl_lightning.training.sequences import action_weights, group_by_length, trajectory_segments
 
-TASK = TaskConfig(name="gsm8k", max_steps=4, few_shot=False, limit=12)
+TASK = TaskConfig(name="gsm8k", max_actions=4, few_shot=False, limit=12)
 
 
 def gsm8k_reference_trajectory(example):

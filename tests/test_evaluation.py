@@ -34,7 +34,7 @@ def script(messages):
 def test_evaluate_summarises_live_rollouts():
     tools = {"calculator": make_tool(calculator, tag="math_exp")}
     examples = [Example("a", "1+1?", "2", "t"), Example("b", "2+2?", "4", "t"), Example("c", "3+3?", "6", "t")]
-    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools), max_steps=2, outcome=NumericJudge().score)
+    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools), max_actions=2, outcome=NumericJudge().score)
     summary, trajectories = evaluate(ScriptedPolicy(script), examples, settings, step_judge=EveryToolStepIsGood())
     assert [t.example_id for t in trajectories] == ["a", "b", "c"]
     assert [t.final_answer for t in trajectories] == ["2", "Error: ValueError: invalid literal for int() with base 10: 'x'", None]
@@ -43,4 +43,4 @@ def test_evaluate_summarises_live_rollouts():
     assert summary["tool_calls"] == 2 and summary["tool_error_rate"] == 0.5
     assert summary["invalid_action_rate"] == 2 / 6
     assert summary["step_good_rate"] == 2 / 6
-    assert summary["finish_reasons"] == {"answer": 2, "max_steps": 1}
+    assert summary["finish_reasons"] == {"answer": 2, "max_actions": 1}

@@ -15,7 +15,7 @@ from swirl_lightning.training.module import SwirlModule
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
-TASK = TaskConfig(name="gsm8k", max_steps=2, few_shot=False, limit=6)
+TASK = TaskConfig(name="gsm8k", max_actions=2, few_shot=False, limit=6)
 EVALUATION = EvaluationConfig(sampling=greedy(max_new_tokens=6, batch_size=2), log_trajectories=0)
 
 

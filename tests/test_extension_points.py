@@ -15,7 +15,7 @@ from swirl_lightning.training.cli import make_cli
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 CAPITALS = ListTask("capitals", [Example(f"cap-{i}", f"Capital of country {i}?", f"City {i}", "capitals")
-                                 for i in range(6)], tools=("calculator",), max_steps=2)
+                                 for i in range(6)], tools=("calculator",), max_actions=2)
 
 
 def test_a_throwaway_task_and_judge_run_through_generate_filter_and_fit(tmp_path: Path):

@@ -15,7 +15,7 @@ from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig
 from swirl_lightning.rollout.generate import GenerateConfig, merge_shards, run_generate, shard_dir
 from swirl_lightning.core.trajectory import read_trajectories
 
-TINY = ["--policy.name", "tiny-random", "--sampling.max_new_tokens", "12", "--task.max_steps", "3", "--progress", "false"]
+TINY = ["--policy.name", "tiny-random", "--sampling.max_new_tokens", "12", "--task.max_actions", "3", "--progress", "false"]
 
 
 def swirl(*args: str, **kwargs) -> subprocess.Popen:
@@ -26,7 +26,7 @@ def swirl(*args: str, **kwargs) -> subprocess.Popen:
 
 def test_generate_end_to_end_with_tiny_model(tmp_path, capsys):
     out = tmp_path / "t.jsonl"
-    cfg = GenerateConfig(output=str(out), policy=PolicyConfig("tiny-random"), task=TaskConfig(limit=2, max_steps=3),
+    cfg = GenerateConfig(output=str(out), policy=PolicyConfig("tiny-random"), task=TaskConfig(limit=2, max_actions=3),
                          sampling=SamplingConfig(max_new_tokens=12, batch_size=3), samples=2, progress=False)
     summary = run_generate(cfg)
     trajectories = read_trajectories(out)

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread
               pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")]
 
 
-TASK = TaskConfig(name="gsm8k", max_steps=3, few_shot=False, limit=6)
+TASK = TaskConfig(name="gsm8k", max_actions=3, few_shot=False, limit=6)
 TINY = PolicyConfig(name="tiny-random")
 LORA = LoraConfig(r=4, alpha=8)
 EVALUATION = EvaluationConfig(sampling=greedy(max_new_tokens=6, batch_size=4), log_trajectories=2)
@@ -262,7 +262,7 @@ def test_validation_rolls_out_live_and_logs_rates_and_text(tmp_path, capsys):
     trainer = L.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False)
     (metrics,) = trainer.validate(module, data)
     assert metrics["val/accuracy"] == 0.0  # random weights
-    assert 1.0 <= metrics["val/steps_mean"] <= TASK.max_steps
+    assert 1.0 <= metrics["val/steps_mean"] <= TASK.max_actions
     for name in ("val/invalid_action_rate", "val/step_good_rate"):
         assert 0.0 <= metrics[name] <= 1.0
     events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0})

@@ -21,9 +21,9 @@ def test_quickstart_script_runs_the_whole_loop_with_a_tiny_model(tmp_path):
     run = tmp_path / "quickstart"
     env = dict(
         os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1",
-        RUN=str(run), MODEL="tiny-random", ADAPTER="", QUESTIONS="2", SAMPLES="2", MAX_NEW_TOKENS="8", MAX_STEPS="3",
+        RUN=str(run), MODEL="tiny-random", ADAPTER="", QUESTIONS="2", SAMPLES="2", MAX_NEW_TOKENS="8", MAX_ACTIONS="3",
         FILTER_MODE="none",  # a random model's steps are never GOOD: keep them all so there is something to fit
-        FIT_ARGS="--sampling.max_new_tokens 4 --model.evaluation.sampling.max_new_tokens 4 --task.max_steps 2 "
+        FIT_ARGS="--sampling.max_new_tokens 4 --model.evaluation.sampling.max_new_tokens 4 --task.max_actions 2 "
                  "--data.validation.questions 2 --trainer.max_steps 2 --trainer.val_check_interval 2",
     )
     result = subprocess.run(["bash", str(ROOT / "scripts" / "quickstart.sh")], env=env, cwd=tmp_path, timeout=600,

@@ -25,7 +25,7 @@ def swirl_strict(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_generate_filter_fit_and_validate_run_with_warnings_as_errors(tmp_path):
     trajectories, kept = tmp_path / "t.jsonl", tmp_path / "kept.jsonl"
     generate = ("generate", "--config", str(ROOT / "conf/generate/gsm8k_warm.yaml"), "--policy.name", "tiny-random",
-                "--task.limit", "2", "--task.max_steps", "2", "--sampling.max_new_tokens", "4", "--samples", "2",
+                "--task.limit", "2", "--task.max_actions", "2", "--sampling.max_new_tokens", "4", "--samples", "2",
                 "--progress", "false")
     steps = [
         (*generate, "--policy.adapter", "null", "--output", str(trajectories)),
@@ -35,7 +35,7 @@ def test_generate_filter_fit_and_validate_run_with_warnings_as_errors(tmp_path):
     fit = ("--config", str(ROOT / "conf/quickstart.yaml"), "--task.name", "gsm8k", "--policy.name", "tiny-random",
            "--policy.adapter", "null",
            "--data.train.path", str(kept), "--trainer.default_root_dir", str(tmp_path / "run"),
-           "--sampling.max_new_tokens", "4", "--model.evaluation.sampling.max_new_tokens", "4", "--task.max_steps", "2",
+           "--sampling.max_new_tokens", "4", "--model.evaluation.sampling.max_new_tokens", "4", "--task.max_actions", "2",
            "--data.validation.questions", "2", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
            "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false")
     # Last, the fit's exported adapter (PEFT loading it warns in a dependency) in 2 worker processes: each spawned

@@ -120,7 +120,7 @@ def test_data_reference_refuses_an_existing_output(tmp_path, capsys):
 
 
 def tiny_generate(output: Path, *extra: str) -> list[str]:
-    return ["generate", "--policy.name", "tiny-random", "--task.limit", "2", "--task.max_steps", "2",
+    return ["generate", "--policy.name", "tiny-random", "--task.limit", "2", "--task.max_actions", "2",
             "--sampling.max_new_tokens", "4", "--samples", "2", "--progress", "false", "--output", str(output), *extra]
 
 
@@ -135,7 +135,7 @@ def test_generate_refuses_to_mix_two_runs_in_one_output_and_never_writes_through
     assert target.read_text() == "keep me" and not (tmp_path / "t.jsonl.summary.json").is_symlink()
     assert swirl(tiny_generate(out)) == 0  # the same run again: a resume with nothing left to do
     capsys.readouterr()
-    for change in (["--samples", "3"], ["--task.max_steps", "3"], ["--sampling.temperature", "0.5"]):
+    for change in (["--samples", "3"], ["--task.max_actions", "3"], ["--sampling.temperature", "0.5"]):
         line = one_line_error(capsys, *tiny_generate(out, *change))
         assert "was generated with other settings" in line and change[0].lstrip("-").split(".")[-1] in line
     assert len(read_trajectories(out)) == 4
@@ -270,7 +270,7 @@ def test_generate_with_hostile_tools_finishes_every_trajectory_and_leaves_nothin
     out = tmp_path / "t.jsonl"
     with registered(tools=list(tools.values())):
         run_generate(GenerateConfig(output=str(out), policy=PolicyConfig("tiny-random"),
-                                    task=TaskConfig("gsm8k", limit=2, max_steps=len(script)), samples=2,
+                                    task=TaskConfig("gsm8k", limit=2, max_actions=len(script)), samples=2,
                                     tools=ToolsConfig(names=list(tools), timeout_s=0.5, warm_up_timeout_s=0.5), progress=False))
     trajectories = read_trajectories(out)
     assert len(trajectories) == 4 and all(t.metadata["finish_reason"] == "answer" for t in trajectories)
@@ -336,7 +336,7 @@ def test_a_prompt_over_the_context_budget_ends_before_any_tensor_is_made(tmp_pat
     from swirl_lightning.rollout.engine import GenerationEngine
 
     model, tokenizer = load_model("tiny-random"), load_tokenizer("tiny-random")
-    settings = RolloutSettings.for_task(TaskConfig(max_steps=2), ToolsConfig(), renderer=ChatRenderer(tokenizer))
+    settings = RolloutSettings.for_task(TaskConfig(max_actions=2), ToolsConfig(), renderer=ChatRenderer(tokenizer))
     engine = GenerationEngine(model, tokenizer, SamplingConfig(max_new_tokens=4, max_context_tokens=512))
     huge = Example("huge", "seven " * 200_000, "7", "gsm8k")  # ~200 KB: a mask for it would take gigabytes
     _, trajectories = evaluate(engine, [huge, Example("small", "1+1?", "2", "gsm8k")], settings)
@@ -350,7 +350,7 @@ def test_a_rollout_that_raises_is_recorded_as_failed_and_the_others_go_on():
     from swirl_lightning.rollout.engine import GenerationEngine
 
     model, tokenizer = load_model("tiny-random"), load_tokenizer("tiny-random")
-    settings = RolloutSettings.for_task(TaskConfig(max_steps=2), ToolsConfig(), renderer=ChatRenderer(tokenizer))
+    settings = RolloutSettings.for_task(TaskConfig(max_actions=2), ToolsConfig(), renderer=ChatRenderer(tokenizer))
 
     class Broken(RolloutConversation):
         def on_turn_end(self, token_ids, text, finish_reason, logprobs=None, policy_version=None):
@@ -363,7 +363,7 @@ def test_a_rollout_that_raises_is_recorded_as_failed_and_the_others_go_on():
     by_id = {c.trajectory.example_id: c.trajectory for c in finished}
     assert by_id["bad"].metadata["finish_reason"] == "failed"
     assert by_id["bad"].metadata["failure"] == "RuntimeError: the tokenizer choked at x.py"
-    assert by_id["good"].metadata["finish_reason"] in ("max_steps", "answer")
+    assert by_id["good"].metadata["finish_reason"] in ("max_actions", "answer")
 
 
 @pytest.mark.skipif(not Path("/proc").exists(), reason="finds the workers through /proc")

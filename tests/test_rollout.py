@@ -50,11 +50,11 @@ def test_answer_ends_the_trajectory_at_once():
     assert trajectory.final_answer == "7"
 
 
-def test_max_steps_cuts_off_without_answer():
-    trajectory = rollout_once("q", ["<math_exp>1+1</math_exp>"], TOOLS, max_steps=3)
+def test_max_actions_cuts_off_without_answer():
+    trajectory = rollout_once("q", ["<math_exp>1+1</math_exp>"], TOOLS, max_actions=3)
     assert len(trajectory.steps) == 3
     assert trajectory.final_answer is None
-    assert trajectory.metadata["finish_reason"] == "max_steps"
+    assert trajectory.metadata["finish_reason"] == "max_actions"
 
 
 def test_invalid_action_gets_corrective_note_and_goes_on():

@@ -291,7 +291,7 @@ def scripted_actions(monkeypatch):
 def swirl_module(server: StubChatServer, judge: JudgeConfig | None = None, group_size: int = 3) -> SwirlModule:
     torch.manual_seed(0)
     module = SwirlModule(policy=PolicyConfig(name="tiny-random"), objective="swirl",
-                         task=TaskConfig(name="gsm8k", max_steps=3, few_shot=False, limit=4),
+                         task=TaskConfig(name="gsm8k", max_actions=3, few_shot=False, limit=4),
                          swirl=SwirlConfig(group_size=group_size),
                          judge=judge or JudgeConfig("served", served(server), max_failure_rate=1.0),
                          sampling=SamplingConfig(max_new_tokens=4), lora=LoraConfig(r=4, alpha=8),
@@ -302,7 +302,7 @@ def swirl_module(server: StubChatServer, judge: JudgeConfig | None = None, group
 
 
 def swirl_data() -> SwirlDataModule:
-    data = SwirlDataModule(task=TaskConfig(name="gsm8k", max_steps=3, few_shot=False, limit=4),
+    data = SwirlDataModule(task=TaskConfig(name="gsm8k", max_actions=3, few_shot=False, limit=4),
                            train=TrainDataConfig(reference=True, batch_size=2),
                            validation=ValidationDataConfig(questions=1), objective="swirl", tokenizer="tiny-random")
     data.setup("fit")

@@ -58,7 +58,7 @@ def test_a_resumed_generate_refuses_an_edited_questions_file_or_new_adapter_weig
     write_questions(questions, ["0", "2"])
     save_random_adapter(adapter, seed=1)
     argv = ["generate", "--policy.name", "tiny-random", "--policy.adapter", str(adapter), "--task.name", "jsonl",
-            "--task.data_path", str(questions), "--task.max_steps", "2", "--sampling.max_new_tokens", "4",
+            "--task.data_path", str(questions), "--task.max_actions", "2", "--sampling.max_new_tokens", "4",
             "--samples", "2", "--progress", "false", "--output", str(out)]
     assert swirl(argv) == 0
     assert swirl(argv) == 0  # unchanged inputs: a resume (nothing left to do)
@@ -89,7 +89,7 @@ def test_a_resumed_validation_never_reuses_rollouts_scored_against_other_gold_an
     from swirl_lightning.training.module import SwirlModule
 
     questions, root = tmp_path / "questions.jsonl", tmp_path / "run"
-    task = TaskConfig(name="jsonl", data_path=str(questions), max_steps=2, few_shot=False)
+    task = TaskConfig(name="jsonl", data_path=str(questions), max_actions=2, few_shot=False)
 
     def validate(kill_after: int | None = None) -> list[str]:
         """Validate the 4 questions one per batch (dying after ``kill_after`` batches); the ids rolled out live."""
@@ -135,7 +135,7 @@ def test_a_resumed_validation_never_reuses_rollouts_scored_against_other_gold_an
 
 
 WARMUP = ["--config", str(ROOT / "conf" / "gsm8k_warmup.yaml"), "--policy.name", "tiny-random",
-          "--model.evaluation.sampling.max_new_tokens", "4", "--task.max_steps", "2", "--task.limit", "8",
+          "--model.evaluation.sampling.max_new_tokens", "4", "--task.max_actions", "2", "--task.limit", "8",
           "--data.train.batch_size", "4", "--data.validation.questions", "2", "--trainer.max_epochs", "-1",
           "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
           "--trainer.enable_model_summary", "false", "--trainer.accumulate_grad_batches", "1",

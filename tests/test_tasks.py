@@ -204,8 +204,8 @@ def test_gsm8k_split_rejects_bad_input(gsm8k):
 def test_task_registry(gsm8k, tmp_path):
     expected_train, expected_val = gsm8k_split(gsm8k)
     gsm8k_task, hotpotqa = get_task("gsm8k"), get_task("hotpotqa")
-    assert (gsm8k_task.max_steps, gsm8k_task.tools, gsm8k_task.outcome_judge) == (10, ("calculator",), "numeric")
-    assert (hotpotqa.max_steps, hotpotqa.tools, hotpotqa.outcome_judge) == (5, ("search",), "qa_em")
+    assert (gsm8k_task.max_actions, gsm8k_task.tools, gsm8k_task.outcome_judge) == (10, ("calculator",), "numeric")
+    assert (hotpotqa.max_actions, hotpotqa.tools, hotpotqa.outcome_judge) == (5, ("search",), "qa_em")
     assert sorted(available_tasks()) == ["gsm8k", "hotpotqa", "jsonl", "worlds"]
     assert [e.id for e in load_task("gsm8k", "train", 2, offset=3)] == [e.id for e in expected_train[3:5]]
     assert [e.id for e in load_task("gsm8k", "validation")] == [e.id for e in expected_val]

@@ -62,7 +62,7 @@ def short_fit(tmp_path_factory):
                 "fit", "--config", str(CONF / "quickstart.yaml"), "--trainer.default_root_dir", str(root),
                 "--policy.name", "tiny-random", "--policy.adapter", "null", "--judge.name", "hash",
                 "--data.train.path", "null", "--data.train.reference", "true", "--task.limit", "10",
-                "--task.max_steps", "2", "--sampling.max_new_tokens", "4", "--model.lora.r", "4",
+                "--task.max_actions", "2", "--sampling.max_new_tokens", "4", "--model.lora.r", "4",
                 "--model.swirl.group_size", "2", "--model.swirl.ppo_epochs", "2",
                 "--model.evaluation.sampling.max_new_tokens", "4", "--model.evaluation.log_trajectories", "1",
                 "--data.validation.questions", "2", "--trainer.max_steps", "10", "--trainer.val_check_interval", "2",

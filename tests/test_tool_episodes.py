@@ -142,7 +142,7 @@ def test_a_tool_that_takes_its_episode_keeps_the_error_observations(store_plugin
 
 def test_each_rollout_passes_its_own_examples_episode(store_plugin):
     tools = collect_tools()
-    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, timeout_s=5.0), max_steps=3,
+    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, timeout_s=5.0), max_actions=3,
                                policy_name="scripted")
     examples = [store_example("w1-q0", {"sky": "green"}), store_example("w2-q0", {"sky": "violet"})]
     conversations = [RolloutConversation(example, 0, settings, seed=0) for example in examples]

@@ -211,7 +211,7 @@ def _generate(tmp_path: Path, tools: list, questions: int = 3, samples: int = 2,
     generate.load_policy = lambda *args, **kwargs: (None, None)
     conversation.ChatRenderer = lambda tokenizer: None
     task = ListTask("isolation", [Example(f"q{i}", f"question {i}", "1", "isolation") for i in range(questions)],
-                    tools=tuple(tool.name for tool in tools), max_steps=len(script))
+                    tools=tuple(tool.name for tool in tools), max_actions=len(script))
     with registered(tasks=[task], tools=tools):
         generate.run_generate(generate.GenerateConfig(
             output=str(tmp_path / "t.jsonl"), policy=PolicyConfig("tiny-random"), task=TaskConfig("isolation"),

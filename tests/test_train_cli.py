@@ -25,7 +25,7 @@ TINY_WARMUP = [
     "--policy.name", "tiny-random",
     "--model.evaluation.sampling.max_new_tokens", "6",
     "--model.evaluation.sampling.batch_size", "2",
-    "--task.max_steps", "2",
+    "--task.max_actions", "2",
     "--task.limit", "8",
     "--data.train.batch_size", "4",
     "--data.validation.questions", "2",
@@ -153,7 +153,7 @@ def test_fit_with_fsdp2_on_two_cpu_processes_shards_the_parameters(tmp_path):
         "--policy.name", "tiny-random", "--policy.adapter", "null",
         "--model.swirl.group_size", "2", "--sampling.max_new_tokens", "4",
         "--model.evaluation.sampling.max_new_tokens", "4", "--model.evaluation.sampling.batch_size", "1",
-        "--task.max_steps", "2", "--task.limit", "10", "--data.train.path", "null", "--data.train.reference", "true",
+        "--task.max_actions", "2", "--task.limit", "10", "--data.train.path", "null", "--data.train.reference", "true",
         "--data.train.batch_size", "2", "--data.validation.questions", "2",
     ])
     lines = re.findall(r"\[rank (\d)/2\] ModelParallelStrategy: .*?sharded \((S\(0\))\), "
@@ -172,7 +172,7 @@ def test_validate_reads_no_training_data(tmp_path):
     quickstart validates the warm start before its filter has kept anything), and an empty one is no error."""
     root = tmp_path / "run"
     quickstart = ["--config", str(CONF / "quickstart.yaml"), "--policy.name", "tiny-random", "--policy.adapter", "null",
-                  "--model.evaluation.sampling.max_new_tokens", "4", "--task.max_steps", "2",
+                  "--model.evaluation.sampling.max_new_tokens", "4", "--task.max_actions", "2",
                   "--data.validation.questions", "2", "--trainer.enable_progress_bar", "false",
                   "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root)]
     empty = tmp_path / "kept.jsonl"

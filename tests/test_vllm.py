@@ -54,7 +54,7 @@ def server(vllm_server):
 def generate(tmp_path: Path, name: str, *extra: str) -> list:
     output = tmp_path / f"{name}.jsonl"
     assert swirl_main(["generate", "--task.name", "gsm8k", "--task.limit", "3", "--samples", "1",
-                       "--task.max_steps", "3", "--sampling.temperature", "0", "--sampling.max_new_tokens", "48",
+                       "--task.max_actions", "3", "--sampling.temperature", "0", "--sampling.max_new_tokens", "48",
                        "--progress", "false", "--output", str(output), *extra]) == 0
     return read_trajectories(output)
 
@@ -150,7 +150,7 @@ def test_swirl_fit_with_the_probe_and_validate_run_on_vllm(server, tmp_path):
     assert [p.name for p in session.iterdir()] == ["v2"]  # the probe at step 2 synced last; older versions removed
     assert swirl_main(["validate", *common, "--ckpt_path", str(root / "checkpoints" / "last.ckpt"),
                        "--trainer.limit_val_batches", "1", "--data.validation.questions", "2",
-                       "--model.evaluation.sampling.max_new_tokens", "32", "--task.max_steps", "2"]) == 0
+                       "--model.evaluation.sampling.max_new_tokens", "32", "--task.max_actions", "2"]) == 0
     (rollouts,) = (root / "tb" / "rl_sanity" / "validate").rglob("val-step000002.jsonl")
     trajectories = read_trajectories(rollouts)
     assert trajectories and all(s.policy_version == 2 and len(s.logprobs) == len(s.token_ids)

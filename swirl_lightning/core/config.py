@@ -158,8 +158,9 @@ class TaskConfig:
     """Use the first N questions of the split (after ``offset``); null for all."""
     offset: int = 0
     """Skip this many questions of the split first (e.g. those a warm start was trained on)."""
-    max_steps: int | None = None
-    """Most actions per rollout; the task's default when null (10 for gsm8k, 5 for hotpotqa)."""
+    max_actions: int | None = None
+    """Most actions per rollout; the task's default when null (10 for gsm8k, 5 for hotpotqa). Not to be confused with
+    ``trainer.max_steps``, the optimizer steps of a fit."""
     few_shot: bool = True
     """Put the task's hand-written example turns in the prompt."""
 
@@ -167,8 +168,8 @@ class TaskConfig:
         _check(bool(self.name), "task.name: expected a registered task name")
         _check(self.offset >= 0, f"task.offset: expected 0 or more questions to skip, got {self.offset}")
         _check(self.limit is None or self.limit >= 1, f"task.limit: expected a positive integer or null, got {self.limit}")
-        _check(self.max_steps is None or self.max_steps >= 1,
-               f"task.max_steps: expected a positive integer or null, got {self.max_steps}")
+        _check(self.max_actions is None or self.max_actions >= 1,
+               f"task.max_actions: expected a positive integer or null, got {self.max_actions}")
 
 
 @dataclass

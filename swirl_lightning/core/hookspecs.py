@@ -46,8 +46,8 @@ def register_judges(register: Callable[..., None]) -> None:
     """Register step or outcome judges.
 
     Call ``register(factory, name=...)``. ``factory(**options)`` returns an object with a
-    ``judge_id`` attribute and the methods of :class:`swirl_lightning.judging.judges.StepJudge` or
-    :class:`swirl_lightning.judging.judges.OutcomeJudge`.
+    ``judge_id`` attribute and the methods of :class:`swirl_lightning.judging.base.StepJudge` or
+    :class:`swirl_lightning.judging.base.OutcomeJudge`.
     """
 
 
@@ -56,6 +56,6 @@ def register_tasks(register: Callable[..., None]) -> None:
     """Register tasks (data sets with their scoring).
 
     Call ``register(task)`` with an instance of a :class:`swirl_lightning.core.tasks.Task` subclass; configs name
-    it by ``task.name``. Adding a task is one such class: loading, default tools and step cap, outcome judge,
+    it by ``task.name``. Adding a task is one such class: loading, default tools and action cap, outcome judge,
     example turns, and optionally gold data for the ``reference`` judge and for warm-start trajectories.
     """

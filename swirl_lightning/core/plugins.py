@@ -12,6 +12,7 @@ normalisation); an empty value loads none; unset loads all.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import threading
@@ -166,21 +167,22 @@ class RegistrationError(ValueError):
 
 
 def collect_registrations(hook_name: str, make_entry: Callable[[Any, str | None, str], tuple[str, Any]], *,
-                          builtin: object | None = None, pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+                          builtin: str | None = None, pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
     """Call each implementation of the ``hook_name`` hook on its own, with a ``register(obj, name=None)`` callback,
     and return what they registered by name.
 
     ``make_entry(obj, name, owner)`` checks one registration and returns its (name, value); a ``ValueError`` there
-    becomes a :class:`RegistrationError` naming the plugin. ``builtin`` (a module with the hook) is called first
-    unless the manager already holds it. A hook that raises is skipped with a :class:`PluginLoadWarning` naming
+    becomes a :class:`RegistrationError` naming the plugin. ``builtin`` (the module path of the built-ins' plugin,
+    imported here by name so that a registry need not import what it registers) is called first unless the manager
+    already holds it. A hook that raises is skipped with a :class:`PluginLoadWarning` naming
     its distribution, and the others still load. Two registrations of one name are a :class:`RegistrationError`
     naming both plugins.
     """
     pm = pm if pm is not None else get_plugin_manager()
     hooks = [(plugin_origin(pm, impl.plugin).describe(impl.plugin_name), impl.function)
              for impl in getattr(pm.hook, hook_name).get_hookimpls() if not (impl.hookwrapper or impl.wrapper)]
-    if builtin is not None and not pm.is_registered(builtin):
-        hooks.insert(0, (f"{builtin.__name__} (built-in)", getattr(builtin, hook_name)))
+    if builtin is not None and not pm.is_registered(module := importlib.import_module(builtin)):
+        hooks.insert(0, (f"{builtin} (built-in)", getattr(module, hook_name)))
     entries: dict[str, Any] = {}
     owners: dict[str, str] = {}
     for owner, hook in hooks:

@@ -27,11 +27,11 @@ def system_prompt(tools: Iterable[Tool], max_queries: int) -> str:
     return _SYSTEM.format(actions="\n".join(lines + [_ANSWER_LINE]), max_queries=max_queries)
 
 
-def build_prompt(question: str, tools: Iterable[Tool], max_steps: int,
+def build_prompt(question: str, tools: Iterable[Tool], max_actions: int,
                  example_turns: Sequence[dict[str, str]] = ()) -> list[dict[str, str]]:
     """Chat messages before the first action: system turn, the task's example turns (few-shot), the question."""
     tools = list(tools)
-    messages = [{"role": "system", "content": system_prompt(tools, max_queries=max(1, max_steps - 1))}]
+    messages = [{"role": "system", "content": system_prompt(tools, max_queries=max(1, max_actions - 1))}]
     messages.extend(dict(turn) for turn in example_turns)
     messages.append({"role": "user", "content": question})
     return messages

@@ -314,20 +314,40 @@ def check_yaml_file(path: str | os.PathLike, *, empty_ok: bool = False) -> None:
 def check_config_arguments(argv: Sequence[str]) -> None:
     """Check every config a command line names or holds before a parser loads it: each ``--config FILE`` (which may
     not be empty), any other YAML or JSON file of a config's size (a group given as a file: ``--judge FILE``), and
-    each inline value (``--judge.options '{...}'``)."""
+    each inline value (``--judge.options '{...}'``). Once within the bounds, none may use a renamed key
+    (:mod:`.renamed`): an old option or key is an error naming the new one."""
+    from swirl_lightning.core.renamed import check_renamed_keys, check_renamed_option
+
     option = ""
     for token in argv:
         if token.startswith("--"):
             option, given, value = token.partition("=")
+            check_renamed_option(option)
             if not given:
                 continue
         else:
             value = token
+        group = "" if option in ("", "--config") else option.removeprefix("--")  # what the value is the value of
         if (option == "--config" or value.endswith(CONFIG_SUFFIXES)) and os.path.isfile(value):
             if option == "--config":  # whatever its name
                 check_yaml_file(value)
             elif os.path.getsize(value) <= MAX_CONFIG_BYTES:  # a larger one is data (``--input``): its reader checks it
                 check_yaml_file(value, empty_ok=True)
+            else:
+                option = ""
+                continue
+            check_renamed_keys(_yaml_document(Path(value).read_text(encoding="utf-8", errors="replace")), value, group)
         elif any(mark in value for mark in "&*[{\n"):  # what aliases and nesting need
             check_yaml(value, option or "a command-line value", numbered="\n" in value)
+            check_renamed_keys(_yaml_document(value), option or "a command-line value", group)
         option = ""
+
+
+def _yaml_document(text: str) -> Any:
+    """YAML ``text`` loaded (after :func:`check_yaml`), or ``None`` when it is not YAML: the parser reports that."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        return None

@@ -6,7 +6,8 @@ a score and a GOOD/BAD verdict. One method serves every use: filtering recorded 
 freshly sampled actions as the ``swirl`` reward (a step without an observation: no tool ran), and the validation
 GOOD rate. An *outcome judge* scores final answers against gold answers.
 
-Judges register through the ``register_judges`` hook, the built-ins included (this module is their plugin), and
+Judges register through the ``register_judges`` hook, the built-ins included (:mod:`.default_plugins` is their
+plugin, named here by module path as an entry point names a third party's, so that this module imports no judge), and
 are built by name with :func:`make_judge` (``judge.name`` and ``judge.options`` in every config), their options
 checked against the judge's signature first (:mod:`.options`).
 
@@ -26,11 +27,9 @@ that change a verdict, whose values the cache key holds (:class:`StepJudgeBase` 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from swirl_lightning import hookimpl
 from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.trajectory import FAILED, Judgement, State, Step  # noqa: F401 - FAILED is re-exported
 
@@ -109,27 +108,9 @@ def verdict_for(score: float, threshold: float) -> str:
 # ----------------------------------------------------------------------------------------------------
 # The registry
 
-
-@hookimpl
-def register_judges(register: Callable[..., None]) -> None:
-    """Register the built-in judges."""
-    from swirl_lightning.judging.controls import FormatJudge, RandomJudge
-    from swirl_lightning.judging.local_lm import LLMGrader, ProcessJudge
-    from swirl_lightning.judging.outcome import ExactMatchJudge, NumericJudge, TokenF1Judge
-    from swirl_lightning.judging.reference import ReferenceJudge
-    from swirl_lightning.judging.served import ServedGrader, ServedJudge
-
-    register(ProcessJudge, name="process")
-    register(ReferenceJudge, name="reference")
-    register(NumericJudge, name="numeric")
-    register(ExactMatchJudge, name="qa_em")
-    register(TokenF1Judge, name="qa_f1")
-    register(LLMGrader, name="grader")
-    register(ServedJudge, name="served")
-    register(ServedGrader, name="served_grader")
-    register(RandomJudge, name="random")
-    register(FormatJudge, name="format")
-
+DEFAULT_PLUGIN = "swirl_lightning.judging.default_plugins"
+"""The plugin of the built-in judges, loaded by name (as llm loads its ``default_plugins``): each judge imports this
+module, so this module must not import them."""
 
 def available_judges(pm: Any = None) -> dict[str, Callable[..., Any]]:
     """Judge name -> factory, from every plugin's ``register_judges`` (the built-ins always included).
@@ -145,7 +126,7 @@ def available_judges(pm: Any = None) -> dict[str, Callable[..., Any]]:
             raise ValueError(f"{owner}: register(factory, name=...) expects a callable factory and a name")
         return judge_name, factory
 
-    return collect_registrations("register_judges", check, builtin=sys.modules[__name__], pm=pm)
+    return collect_registrations("register_judges", check, builtin=DEFAULT_PLUGIN, pm=pm)
 
 
 def _factory(name: str, options: dict[str, Any] | None, pm: Any, where: str) -> Callable[..., Any]:

@@ -11,11 +11,11 @@ tolerates 10 / 10.00 / $10; ``prompt: qa`` for short answers).
 
 A long run can rely on: at most ``concurrency`` requests in flight, ``requests_per_minute`` and
 ``tokens_per_minute`` limits, a deadline of ``timeout_s`` for each request as a whole (a reply that drips or stalls
-ends there) and a cap of ``max_reply_bytes`` on its size (:mod:`.transport`), and retries with exponential backoff
-and jitter on 429, 5xx, time-outs, connection errors and unreadable replies (:mod:`.ratelimit`). A request still
-failing after its retries, another 4xx answer, a reply over the cap, or a reply without a verdict is a *judge
-failure* (``Judgement(verdict=FAILED, score=None)``), never a BAD or a 0. A 401, 403, 404 or a redirect means no
-request can succeed (a wrong key, model or URL) and stops the run at once.
+ends there) and a cap of ``max_reply_bytes`` on its size (:mod:`~swirl_lightning.core.transport`), and retries
+with exponential backoff and jitter on 429, 5xx, time-outs, connection errors and unreadable replies
+(:mod:`.ratelimit`). A request still failing after its retries, another 4xx answer, a reply over the cap, or a reply
+without a verdict is a *judge failure* (``Judgement(verdict=FAILED, score=None)``), never a BAD or a 0. A 401, 403,
+404 or a redirect means no request can succeed (a wrong key, model or URL) and stops the run at once.
 
 The API key is read from the environment variable named by ``api_key_env`` when the client is made; it is never
 stored in a config, a judgement, the cache, a log or an output, and every text from the server or the connection
@@ -141,8 +141,8 @@ class ChatClient:
     """Chat completions from one model on one server, within the limits, with retries, counting usage.
 
     Each attempt has ``timeout_s`` seconds in all, from connecting to the reply's last byte, and a reply is at most
-    ``max_reply_bytes`` long (:mod:`.transport`). Every text that comes from the server or the connection is
-    redacted (:mod:`.redact`) before it reaches a message.
+    ``max_reply_bytes`` long (:mod:`~swirl_lightning.core.transport`). Every text that comes from the server or the
+    connection is redacted (:mod:`.redact`) before it reaches a message.
     """
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, timeout_s: float = 60.0,

@@ -1,5 +1,5 @@
 """The multi-step loop: generate a turn -> parse its action -> run the tool -> append the result, until
-an answer or the step cap.
+an answer or the action cap.
 
 :class:`RolloutConversation` is one (example, sample) pair driven by a generation engine
 (:class:`swirl_lightning.rollout.engine.GenerationEngine`, or :class:`swirl_lightning.testing.ScriptedPolicy`
@@ -54,12 +54,12 @@ class ChatRenderer:
 
 @dataclass
 class RolloutSettings:
-    """What every conversation of a rollout shares: the tools, the step cap, the prompt framing, the scoring."""
+    """What every conversation of a rollout shares: the tools, the action cap, the prompt framing, the scoring."""
 
     tools: Mapping[str, Tool]
     """Tools by name."""
     executor: ToolExecutor
-    max_steps: int
+    max_actions: int
     renderer: ChatRenderer | None = None
     """``None`` for scripted policies that work on text only (no token ids are recorded)."""
     example_turns: Sequence[dict[str, str]] = ()
@@ -73,7 +73,7 @@ class RolloutSettings:
     @classmethod
     def for_task(cls, task: TaskConfig, tools: ToolsConfig, *, renderer: ChatRenderer | None = None,
                  policy_name: str = "") -> RolloutSettings:
-        """The settings of rollouts on ``task`` with ``tools``: the task's default tools, step cap, example turns
+        """The settings of rollouts on ``task`` with ``tools``: the task's default tools, action cap, example turns
         and outcome judge unless the configs say otherwise; each tool plugin gets its ``tools.plugins`` options."""
         from swirl_lightning.core.tasks import get_task
         from swirl_lightning.core.tools import collect_tools, select_tools
@@ -88,7 +88,7 @@ class RolloutSettings:
         executor = ToolExecutor(selected, timeout_s=tools.timeout_s, max_output_chars=tools.max_output_chars,
                                 warm_up_timeout_s=tools.warm_up_timeout_s, pid_namespace=tools.pid_namespace)
         return cls(tools=selected, executor=executor,
-                   max_steps=task.max_steps or spec.max_steps, renderer=renderer, example_turns=turns,
+                   max_actions=task.max_actions or spec.max_actions, renderer=renderer, example_turns=turns,
                    policy_name=policy_name, outcome=make_outcome_judge(spec.outcome_judge).score)
 
     @property
@@ -98,7 +98,7 @@ class RolloutSettings:
 
     def prompt(self, question: str) -> list[dict[str, str]]:
         """The chat messages before the first action."""
-        return prompts.build_prompt(question, self.tools.values(), self.max_steps, self.example_turns)
+        return prompts.build_prompt(question, self.tools.values(), self.max_actions, self.example_turns)
 
 
 class RolloutConversation:
@@ -118,7 +118,7 @@ class RolloutConversation:
             metadata={
                 "policy": settings.policy_name,
                 "prompt_version": prompts.PROMPT_VERSION,
-                "max_steps": settings.max_steps,
+                "max_actions": settings.max_actions,
                 "seed": seed,
                 "source": example.source,
             },
@@ -153,8 +153,8 @@ class RolloutConversation:
             step.observation = prompts.observation(action.query, result.output)
         else:
             step.observation = prompts.corrective_note(action.reason or "invalid", self._tags)
-        if len(self.trajectory.steps) >= self.settings.max_steps:
-            return self._finish("max_steps", None)
+        if len(self.trajectory.steps) >= self.settings.max_actions:
+            return self._finish("max_actions", None)
         if self.settings.renderer is None:
             return []
         step.observation_token_ids = self.settings.renderer.observation_ids(step.observation, finish_reason == "eos")

@@ -13,13 +13,11 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from swirl_lightning.core.outputs import check_outputs_apart
 from swirl_lightning.core.trajectory import Trajectory, read_trajectories, write_jsonl, write_text_atomic
-
-if TYPE_CHECKING:
-    from swirl_lightning.rollout.generate import GenerateConfig
+from swirl_lightning.rollout.config import GenerateConfig
 
 
 def run_identity(cfg: GenerateConfig) -> dict[str, Any]:
@@ -30,7 +28,7 @@ def run_identity(cfg: GenerateConfig) -> dict[str, Any]:
 
     sampling = {k: v for k, v in asdict(cfg.sampling).items()
                 if k in ("temperature", "top_p", "max_new_tokens", "max_context_tokens", "seed")}
-    task = {k: v for k, v in asdict(cfg.task).items() if k in ("name", "split", "data_path", "max_steps", "few_shot")}
+    task = {k: v for k, v in asdict(cfg.task).items() if k in ("name", "split", "data_path", "max_actions", "few_shot")}
     content = {"task.data_path": path_digest(cfg.task.data_path), "policy.adapter": adapter_digest(cfg.policy.adapter)}
     identity = {"policy": asdict(cfg.policy), "sampling": sampling, "task": task, "tools": cfg.tools.names,
                 "samples": cfg.samples, "prompt_version": PROMPT_VERSION, "content": content}

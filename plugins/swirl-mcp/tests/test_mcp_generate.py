@@ -33,12 +33,12 @@ def one_torch_thread(monkeypatch: pytest.MonkeyPatch):
     torch.set_num_threads(threads)
 
 SUMS = ListTask("mcp-sums", [Example(f"sum-{i}", f"What is 40 + {i}?", str(40 + i), "mcp-sums") for i in range(2)],
-                tools=("add", "echo"), max_steps=4)
+                tools=("add", "echo"), max_actions=4)
 
 
 def _config(tmp_path: Path, **changes) -> GenerateConfig:
     values = dict(output=str(tmp_path / "trajectories.jsonl"), policy=PolicyConfig("tiny-random"),
-                  task=TaskConfig("mcp-sums", limit=2, max_steps=4, few_shot=False),
+                  task=TaskConfig("mcp-sums", limit=2, max_actions=4, few_shot=False),
                   sampling=SamplingConfig(max_new_tokens=8, batch_size=2), samples=1, progress=False)
     return GenerateConfig(**{**values, **changes})
 
@@ -103,8 +103,8 @@ def test_generate_with_the_tiny_model_whose_tool_calls_go_through_the_server(mon
 
     monkeypatch.setattr(engine, "sample_rows", steered)
     fortytwo = ListTask("mcp-42", [Example(f"q-{i}", "What is 40 + 2?", "42", "mcp-42") for i in range(2)],
-                        tools=("add", "echo"), max_steps=5)
-    config = _config(tmp_path, task=TaskConfig("mcp-42", limit=2, max_steps=5, few_shot=False),
+                        tools=("add", "echo"), max_actions=5)
+    config = _config(tmp_path, task=TaskConfig("mcp-42", limit=2, max_actions=5, few_shot=False),
                      sampling=SamplingConfig(max_new_tokens=32, batch_size=2, temperature=0.0), tools=tools)
     with plugged_in_alone(swirl_mcp, name="mcp"), registered(tasks=[fortytwo]):
         summary = run_generate(config)
@@ -143,7 +143,7 @@ def test_spawned_workers_of_swirl_generate_get_the_servers_from_the_config(tmp_p
     env = {**os.environ, "SWIRL_LOAD_PLUGINS": "swirl-mcp", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
         [sys.executable, "-m", "swirl_lightning", "generate", "--config", str(overlay), "--policy.name", "tiny-random",
-         "--task.name", "jsonl", "--task.data_path", str(questions), "--task.limit", "2", "--task.max_steps", "2",
+         "--task.name", "jsonl", "--task.data_path", str(questions), "--task.limit", "2", "--task.max_actions", "2",
          "--sampling.max_new_tokens", "4", "--sampling.batch_size", "1", "--samples", "1", "--processes", "2",
          "--progress", "false", "--output", str(output)],
         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)

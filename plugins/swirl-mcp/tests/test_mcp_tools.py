@@ -131,7 +131,7 @@ def test_in_a_rollout_every_failure_is_an_observation_and_the_rollout_goes_on(mo
     tools = tools_of(monkeypatch, stdio_config(script, name="rollout", call_timeout_s=2))
     script_turns = ["<add>not json</add>", "<fail>x</fail>", "<hang>x</hang>", "<crash>x</crash>", "<huge>x</huge>",
                     '<add>{"a": 40, "b": 2}</add>', "<answer>42</answer>"]
-    trajectory = rollout_once("What is 40 + 2?", script_turns, tools, max_steps=8, timeout_s=20)
+    trajectory = rollout_once("What is 40 + 2?", script_turns, tools, max_actions=8, timeout_s=20)
     results = [step.observation.split(" -> ", 1)[1] for step in trajectory.steps[:-1]]
     assert [result.startswith("Error: ") for result in results] == [True] * 5 + [False]
     assert "did not answer within 2 s" in results[2] and "stopped" in results[3] and "too large" in results[4]

@@ -199,7 +199,7 @@ def test_hostile_snippets_in_a_rollout_do_not_stop_it() -> None:
               "<python>x = bytearray(10**10)</python>",
               "<python>48 // 2 + 48</python>",
               "<answer>72</answer>"]
-    trajectory = rollout_once("What is 48/2 + 48?", script, tools, max_steps=6, timeout_s=20)
+    trajectory = rollout_once("What is 48/2 + 48?", script, tools, max_actions=6, timeout_s=20)
     assert [step.observation.split(" -> ")[-1] for step in trajectory.steps[3:4]] == ["72"]
     assert trajectory.final_answer == "72"
 

@@ -30,7 +30,7 @@ def short_run(root: Path) -> Path:
 
     common = ["--config", str(ROOT / "conf" / "quickstart.yaml"), "--trainer.default_root_dir", str(root),
               "--policy.name", "tiny-random", "--policy.adapter", "null", "--data.train.path", "null",
-              "--data.train.reference", "true", "--task.limit", "8", "--task.max_steps", "3",
+              "--data.train.reference", "true", "--task.limit", "8", "--task.max_actions", "3",
               "--sampling.max_new_tokens", "4", "--model.lora.r", "4", "--model.swirl.group_size", "2",
               "--model.evaluation.sampling.max_new_tokens", "6", "--data.validation.questions", "3",
               "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false",

@@ -1,11 +1,11 @@
 """Tasks: where questions come from, how answers are scored, and what gold data judges may use.
 
-A :class:`Task` bundles everything one data set needs: loading its splits, its default tools and step cap, the
+A :class:`Task` bundles everything one data set needs: loading its splits, its default tools and action cap, the
 outcome judge that scores a final answer, its hand-written example turns for the prompt, and (optionally) gold
 reference data for judges: the values a good step may compute, and whole reference trajectories for a warm
 start. Adding a task is one file: subclass :class:`Task` and register an instance through the
 ``register_tasks`` hook, as the built-in ``gsm8k``, ``hotpotqa``, ``jsonl`` and ``worlds`` do (:mod:`.gsm8k`,
-:mod:`.hotpotqa`, :mod:`.jsonl`, :mod:`.worlds`).
+:mod:`.hotpotqa`, :mod:`.jsonl`, :mod:`.worlds`, registered by :mod:`.default_plugins`).
 
 Data ships inside the package (``swirl_lightning/data/<task>/``, each with its licence). Loaders report a bad
 line as a :class:`~swirl_lightning.core.trajectory.FormatError` naming ``file:line`` and what was expected.
@@ -20,7 +20,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, ClassVar
 
-from swirl_lightning import hookimpl
 from swirl_lightning.core.prompts import observation_result
 from swirl_lightning.core.safe_load import LoadError, loads_json
 from swirl_lightning.core.trajectory import Example, FormatError, Trajectory
@@ -44,7 +43,7 @@ class Task:
     """The name configs use (``task.name``)."""
     splits: ClassVar[tuple[str, ...]] = ("train", "validation")
     """Split names :meth:`load` accepts."""
-    max_steps: ClassVar[int] = 5
+    max_actions: ClassVar[int] = 5
     """Default most actions per rollout."""
     tools: ClassVar[tuple[str, ...]] = ()
     """Default tool names; empty means every registered tool."""
@@ -52,6 +51,11 @@ class Task:
     """Registered outcome judge that scores a final answer against the gold answer."""
     few_shot: ClassVar[list[dict[str, str]]] = []
     """Hand-written example turns (user, assistant, ...) put before the question when ``task.few_shot`` is on."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "max_steps" in vars(cls):  # the old name would be silently ignored: the task would get the default cap
+            raise TypeError(f"{cls.__name__}.max_steps: renamed max_actions (the most actions per rollout)")
 
     def load(self, split: str, limit: int | None = None, path: DataPath | None = None) -> list[Example]:
         """The examples of ``split`` (at most ``limit``); ``path`` replaces the packaged file."""
@@ -99,17 +103,9 @@ class Task:
 # ----------------------------------------------------------------------------------------------------
 # The registry
 
-
-@hookimpl
-def register_tasks(register: Callable[..., None]) -> None:
-    """Register the built-in tasks."""
-    from swirl_lightning.core.tasks.gsm8k import Gsm8kTask
-    from swirl_lightning.core.tasks.hotpotqa import HotpotQATask
-    from swirl_lightning.core.tasks.jsonl import JsonlTask
-    from swirl_lightning.core.tasks.worlds import WorldsTask
-
-    for task in (Gsm8kTask(), HotpotQATask(), JsonlTask(), WorldsTask()):
-        register(task)
+DEFAULT_PLUGIN = "swirl_lightning.core.tasks.default_plugins"
+"""The plugin of the built-in tasks, loaded by name (as llm loads its ``default_plugins``): each task module imports
+this package, so this package must not import them."""
 
 
 def available_tasks(pm: Any = None) -> dict[str, Task]:
@@ -118,8 +114,6 @@ def available_tasks(pm: Any = None) -> dict[str, Task]:
     A plugin whose hook raises is skipped with a warning naming its distribution; two registrations of one name
     are an error naming both.
     """
-    import sys
-
     from swirl_lightning.core.plugins import collect_registrations
 
     def check(task: Any, name: str | None, owner: str) -> tuple[str, Task]:
@@ -128,7 +122,7 @@ def available_tasks(pm: Any = None) -> dict[str, Task]:
             raise ValueError(f"{owner}: register(task) expects a swirl_lightning.core.tasks.Task instance with a name")
         return task_name, task
 
-    return collect_registrations("register_tasks", check, builtin=sys.modules[__name__], pm=pm)
+    return collect_registrations("register_tasks", check, builtin=DEFAULT_PLUGIN, pm=pm)
 
 
 def get_task(name: str, pm: Any = None) -> Task:

@@ -33,7 +33,7 @@ class Gsm8kTask(Task):
 
     name = "gsm8k"
     splits = ("train", "validation", "full")
-    max_steps = 10
+    max_actions = 10
     tools = ("calculator",)
     outcome_judge = "numeric"
     # Written by hand, not drawn from the data set, so it never leaks into evaluation.

@@ -15,7 +15,7 @@ class HotpotQATask(Task):
 
     name = "hotpotqa"
     splits = ("train", "dev", "validation")  # "validation" is "dev", so every task's configs can name it
-    max_steps = 5
+    max_actions = 5
     tools = ("search",)
     outcome_judge = "qa_em"
     # Written by hand, not drawn from the data set, so it never leaks into evaluation.

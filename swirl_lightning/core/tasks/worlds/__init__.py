@@ -44,7 +44,7 @@ class WorldsTask(Task):
 
     name = "worlds"
     splits = ("train", "validation", "test")
-    max_steps = 5
+    max_actions = 5
     tools = ("search",)
     outcome_judge = "qa_em"
     # Written by hand for an invented world that is not generated, so it never leaks into evaluation.
