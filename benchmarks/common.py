@@ -39,15 +39,24 @@ def run_side(script: str, arguments: list[str], result: Path, label: str) -> dic
     return json.loads(result.read_text())
 
 
-def peak_memory_mb() -> float:
-    """This process's peak memory (MB): the GPU's peak allocation on CUDA, else the peak RSS."""
+CHECKPOINTING = {"auto": "auto", "true": True, "false": False}
+"""``--gradient-checkpointing`` as ``SwirlModule`` takes it (TRL's configs checkpoint by default)."""
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (MB)."""
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def peak_memory_mb() -> float:
+    """This process's peak memory (MB): the GPU's peak allocation on CUDA, else the peak RSS."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return peak_rss_mb()
 
 
 def set_up_side_heap(side: str) -> str:

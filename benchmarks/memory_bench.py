@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import command_line, machine_info, run_side, subplots, write_result  # noqa: E402
+from common import (CHECKPOINTING, command_line, machine_info, peak_rss_mb, run_side, subplots,  # noqa: E402
+                    write_result)
 from sft_speed_bench import write_trajectories  # noqa: E402
 
 WORKLOADS = ("swirl", "sft", "validate")
@@ -48,10 +48,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def top_allocations(profiler, count: int = 10) -> list[dict]:
@@ -114,7 +110,7 @@ def checkpointing(args) -> dict:
     """``SwirlModule``'s ``gradient_checkpointing`` as asked, or its default (also for code older than ``auto``)."""
     if args.gradient_checkpointing == "default":
         return {}
-    return {"gradient_checkpointing": {"true": True, "false": False}.get(args.gradient_checkpointing, "auto")}
+    return {"gradient_checkpointing": CHECKPOINTING[args.gradient_checkpointing]}
 
 
 def run_swirl(args) -> dict:

@@ -48,8 +48,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import (add_side_options, command_line, machine_info, peak_memory_mb, run_side,  # noqa: E402
-                    set_up_side_heap, subplots, write_result)
+from common import (CHECKPOINTING, add_side_options, command_line, machine_info, peak_memory_mb,  # noqa: E402
+                    run_side, set_up_side_heap, subplots, write_result)
 from sft_speed_bench import write_trajectories  # noqa: E402
 
 SIDES = {  # name: (subprocess side, LoRA, sampled on vLLM, label in the result)
@@ -80,10 +80,6 @@ class Timer:
         finally:
             self.seconds += time.perf_counter() - started
             self.calls += 1
-
-
-CHECKPOINTING = {"auto": "auto", "true": True, "false": False}
-"""``--gradient-checkpointing`` as ``SwirlModule`` takes it (TRL's configs checkpoint by default)."""
 
 
 def run_ours(args) -> dict:

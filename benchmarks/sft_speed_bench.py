@@ -24,8 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import (add_side_options, machine_info, peak_memory_mb, run_side, set_up_side_heap, subplots,  # noqa: E402
-                    write_result)
+from common import (CHECKPOINTING, add_side_options, machine_info, peak_memory_mb, run_side,  # noqa: E402
+                    set_up_side_heap, subplots, write_result)
 
 
 def write_trajectories(path: Path, count: int, min_steps: int) -> dict:
@@ -47,10 +47,6 @@ def write_trajectories(path: Path, count: int, min_steps: int) -> dict:
             break
     write_jsonl(path, chosen)
     return {"trajectories": len(chosen), "steps_mean": sum(len(t.steps) for t in chosen) / len(chosen)}
-
-
-CHECKPOINTING = {"auto": "auto", "true": True, "false": False}
-"""``--gradient-checkpointing`` as ``SwirlModule`` takes it (TRL's configs checkpoint by default)."""
 
 
 def run_ours(args) -> dict:
