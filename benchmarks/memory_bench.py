@@ -12,7 +12,8 @@ Each workload runs in its own subprocess (so its peak RSS is its own) on SmolLM2
 - ``sft``: one ``sft`` epoch of ``--sft-trajectories`` reference trajectories, batch 4, as ``sft_speed_bench.py``;
 - ``validate``: live rollouts of ``--validation-questions`` GSM8K validation questions (zero-shot prompt, calculator,
   actions of at most ``--validation-max-new-tokens`` tokens) at batch ``--validation-batch``, greedy, on the in-process
-  engine as ``swirl validate`` runs them; reports the KV cache's largest size too.
+  engine as ``swirl validate`` runs them; reports the KV cache's largest size too. A killed validation resumes where it
+  stopped (``--validation-progress``): its peak is the largest of its runs', each of which had all slots busy.
 
 Reported per workload: peak RSS (``ru_maxrss``), the RSS once the model is loaded, wall seconds, and, for the training
 workloads, the ten operators that allocated the most memory during the last step (``torch.profiler`` with
@@ -151,9 +152,25 @@ def run_sft(args) -> dict:
     return {"trajectories": args.sft_trajectories, "batch_size": 4, **fit(module, data, steps, max_epochs=1)}
 
 
-def run_validate(args) -> dict:
-    import torch
+def _conversation_tokens(trajectory) -> int:
+    return len(trajectory.prompt_token_ids or []) + sum(len(s.token_ids or []) + len(s.observation_token_ids or [])
+                                                        for s in trajectory.steps)
 
+
+def _validation_progress(path: Path, settings: dict) -> list[dict]:
+    """The finished conversations an interrupted validate workload recorded in ``path``: ``[]`` when it has none.
+    A file of other settings is an error (its peaks would not be this run's)."""
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for record in records:
+        if record.get("settings") not in (None, settings):
+            raise SystemExit(f"{path}: progress of a validation with other settings ({record['settings']}); delete it "
+                             f"to start over")
+    return [record for record in records if "question" in record]
+
+
+def run_validate(args) -> dict:
     from swirl_lightning.core.config import SamplingConfig, TaskConfig, ToolsConfig
     from swirl_lightning.core.models import load_model, load_tokenizer
     from swirl_lightning.core.tasks import load_task
@@ -165,28 +182,53 @@ def run_validate(args) -> dict:
 
     def measured_update(self, *update_args, **kwargs):  # the cache's size, as it grows
         result = original_update(self, *update_args, **kwargs)
-        size = sum(t.numel() * t.element_size() for store in (self.keys, self.values) for t in store.values())
-        largest["bytes"] = max(largest["bytes"], size)
+        largest["bytes"] = max(largest["bytes"], self.nbytes())
         return result
 
     engine_module.SlotKVCache.update = measured_update
+    # A killed run resumes: each finished conversation is appended to the progress file with this process's peaks
+    # so far, and the next run rolls out only the questions it lacks (the peak reported is the largest of the runs').
+    progress = Path(args.validation_progress)
+    settings = {"model": args.model, "questions": args.validation_questions, "batch": args.validation_batch,
+                "max_new_tokens": args.validation_max_new_tokens, "glibc_default_heap": args.glibc_default_heap}
+    done = _validation_progress(progress, settings)
+    segment = 1 + max((record["segment"] for record in done), default=0)
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, dtype="float32", device="cpu").eval()
     loaded = rss_mb()
-    settings = RolloutSettings.for_task(TaskConfig("gsm8k", few_shot=False), ToolsConfig(names=["calculator"]),
-                                        renderer=ChatRenderer(tokenizer), policy_name=args.model)
+    settings_for = RolloutSettings.for_task(TaskConfig("gsm8k", few_shot=False), ToolsConfig(names=["calculator"]),
+                                            renderer=ChatRenderer(tokenizer), policy_name=args.model)
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=args.validation_max_new_tokens,
                               batch_size=args.validation_batch)
     examples = load_task("gsm8k", "validation", args.validation_questions)
-    engine = engine_module.GenerationEngine(model, tokenizer, sampling, stop_strings=settings.stop_strings)
-    trajectories = []
+    finished_ids = {record["question"] for record in done}
+    remaining = [example for example in examples if example.id not in finished_ids]
+    engine = engine_module.GenerationEngine(model, tokenizer, sampling, stop_strings=settings_for.stop_strings)
     started = time.perf_counter()
-    engine.run(conversations(examples, 1, settings), lambda c: trajectories.append(c.trajectory))
-    lengths = sorted(len(t.prompt_token_ids or []) + sum(len(s.token_ids or []) + len(s.observation_token_ids or [])
-                                                        for s in t.steps) for t in trajectories)
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    with progress.open("a") as log:
+        print(json.dumps({"segment": segment, "settings": settings, "commit": args.commit}), file=log, flush=True)
+
+        def record(conversation) -> None:
+            trajectory = conversation.trajectory
+            done.append({"segment": segment, "question": trajectory.example_id,
+                         "tokens": _conversation_tokens(trajectory), "peak_rss_mb": round(peak_rss_mb(), 1),
+                         "largest_kv_cache_mb": round(largest["bytes"] / 2**20, 1),
+                         "seconds": round(time.perf_counter() - started, 1), "rss_after_load_mb": round(loaded, 1)})
+            print(json.dumps(done[-1]), file=log, flush=True)
+
+        engine.run(conversations(remaining, 1, settings_for), record)
+    segments = {}
+    for entry in done:  # each run's last record holds its peaks and seconds
+        segments[entry["segment"]] = entry
+    lengths = sorted(entry["tokens"] for entry in done)
+    commits = [json.loads(line).get("commit") for line in progress.read_text().splitlines() if '"settings"' in line]
+    progress.unlink()  # finished: the result holds it all
     return {"questions": len(examples), "batch_size": args.validation_batch, "rss_after_load_mb": round(loaded, 1),
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "largest_kv_cache_mb": round(largest["bytes"] / 2**20, 1),
+            "wall_seconds": round(sum(entry["seconds"] for entry in segments.values()), 1),
+            "largest_kv_cache_mb": max(entry["largest_kv_cache_mb"] for entry in segments.values()),
+            "peak_rss_mb": max(entry["peak_rss_mb"] for entry in segments.values()),
+            "runs": len(segments), "commits_of_runs": commits,
             "conversation_tokens": {"median": lengths[len(lengths) // 2], "max": lengths[-1]}}
 
 
@@ -247,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", choices=WORKLOADS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--commit", help=argparse.SUPPRESS)
+    parser.add_argument("--validation-progress", default="runs/memory_bench/validate-progress.jsonl",
+                        help="validate: finished conversations, so that a killed run resumes (deleted when it ends)")
     args = parser.parse_args(argv)
     if args.workload:
         return run_one(args)
@@ -254,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         args.model, args.states, args.group_size, args.steps, args.max_new_tokens = "tiny-random", 2, 2, 2, 8
         args.sft_trajectories, args.validation_questions, args.validation_batch = 4, 4, 4
     workdir = Path(tempfile.mkdtemp(prefix="memory-bench-"))
+    args.validation_progress = str(workdir / "validate-progress.jsonl" if args.smoke
+                                   else Path(args.validation_progress).resolve())
     data = workdir / "trajectories.jsonl"
     data_info = write_trajectories(data, max(args.states * args.steps, args.sft_trajectories), 1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout
@@ -269,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                      "--validation-batch", str(args.validation_batch),
                      "--validation-max-new-tokens", str(args.validation_max_new_tokens), "--threads", str(args.threads),
                      "--gradient-checkpointing", args.gradient_checkpointing,
+                     "--validation-progress", args.validation_progress, "--commit", result["commit"],
                      *(["--glibc-default-heap"] if args.glibc_default_heap else [])]
         run = run_side(__file__, arguments, workdir / f"{workload}.json", workload)
         result["runs"].append(run)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from swirl_lightning.rollout.engine import GenerationEngine, SamplingConfig
-from swirl_lightning.rollout.kv_cache import SlotKVCache, attention_mask_for
+from swirl_lightning.rollout.kv_cache import SlotKVCache, attention_mask_for, slot_attention_for
 from swirl_lightning.testing import tiny_model_and_tokenizer
 
 
@@ -24,10 +24,13 @@ def feed(model, cache, rows, feeds):
     row_index = torch.tensor(rows)
     cache.select(row_index, num_new)
     lengths = cache.lengths[row_index]
-    hidden = model.base_model(
-        input_ids=input_ids, attention_mask=attention_mask_for(lengths, num_real, num_new, model.dtype),
-        position_ids=lengths[:, None] + torch.arange(num_new)[None], cache=cache, use_cache=True,
-    ).last_hidden_state
+    with slot_attention_for(model):
+        hidden = model.base_model(
+            input_ids=input_ids, attention_mask=attention_mask_for(lengths, num_real, num_new, model.dtype),
+            position_ids=lengths[:, None] + torch.arange(num_new)[None], cache=cache, use_cache=True,
+            **cache.forward_kwargs(),
+        ).last_hidden_state
+    cache.check_attended()
     cache.commit(row_index, num_real)
     return model.lm_head(hidden[torch.arange(len(rows)), num_real - 1])
 
@@ -37,7 +40,7 @@ def test_slot_cache_matches_full_forward_with_ragged_rows_and_growth(tiny):
     model, _ = tiny
     torch.manual_seed(1)
     sequences = [torch.randint(10, 5000, (n,)).tolist() for n in (7, 30, 15)]
-    cache = SlotKVCache(num_slots=3, block_tokens=4)  # forces the buffers to grow
+    cache = SlotKVCache(num_slots=3, num_layers=model.config.num_hidden_layers, block_tokens=4)  # rows grow
     feed(model, cache, [0, 1, 2], [s[:5] for s in sequences])
     feed(model, cache, [1, 2], [sequences[1][5:20], sequences[2][5:6]])  # ragged feeds, padded
     last_0_2 = feed(model, cache, [0, 2], [sequences[0][5:7], sequences[2][6:15]])  # non-consecutive slots
@@ -48,34 +51,43 @@ def test_slot_cache_matches_full_forward_with_ragged_rows_and_growth(tiny):
     assert cache.lengths.tolist() == [7, 30, 15]
 
 
-def test_the_cache_grows_in_blocks_with_the_longest_conversation_and_shrinks_when_it_leaves():
-    cache = SlotKVCache(num_slots=3, block_tokens=4, max_capacity=30)
-    assert cache.capacity == 0 and cache.nbytes() == 0  # nothing before the first forward pass
+def test_each_slot_grows_in_blocks_with_its_own_conversation_and_is_freed_when_it_leaves():
+    cache = SlotKVCache(num_slots=3, num_layers=2, block_tokens=4, max_capacity=30)
+    assert cache.nbytes() == 0  # nothing before the first forward pass
     keys = torch.zeros(1, 2, 9, 8)  # [rows, kv heads, new tokens, head dim]
     cache.select(torch.tensor([0]), 9)
     cache.update(keys, keys, layer_idx=0)
     cache.commit(torch.tensor([0]), torch.tensor([9]))
-    assert cache.capacity == 12  # 9 positions in blocks of 4
-    assert cache.nbytes() == 2 * 3 * 2 * 12 * 8 * 4
+    assert [cache.capacity(s) for s in range(3)] == [12, 0, 0]  # 9 positions in blocks of 4; no other slot has a row
+    assert cache.nbytes() == 2 * 2 * 2 * 12 * 8 * 4  # layers x keys and values x kv heads x positions x dim x fp32
     cache.select(torch.tensor([1]), 2)
     cache.update(keys[:, :, :2], keys[:, :, :2], layer_idx=0)
     cache.commit(torch.tensor([1]), torch.tensor([2]))
+    assert [cache.capacity(s) for s in range(3)] == [12, 4, 0]  # a short conversation holds a short row
     cache.select(torch.tensor([0]), 16)  # slot 0 grows to 25 positions
-    assert cache.capacity == 28
+    assert cache.capacity(0) == 28 and cache.capacity(1) == 4
     cache.lengths[0] = 25
     cache.select(torch.tensor([0]), 4)  # 29 positions: the next block would pass the context budget of 30
-    assert cache.capacity == 30
-    cache.release(0)  # the long conversation leaves: slot 1 holds 2 positions, one block
-    assert cache.capacity == 4 and cache.lengths.tolist() == [0, 2, 0]
-    assert cache.keys[0].shape[2] == 4 and cache.keys[0][1, :, :2].shape == (2, 2, 8)
+    assert cache.capacity(0) == 30
+    cache.release(0)  # the long conversation leaves: its row is freed, slot 1 keeps its block
+    assert [cache.capacity(s) for s in range(3)] == [0, 4, 0] and cache.lengths.tolist() == [0, 2, 0]
+    assert cache.nbytes() == 2 * 2 * 2 * 4 * 8 * 4
     cache.select(torch.tensor([1]), 2)  # 4 positions still fit: no resize
-    assert cache.capacity == 4
+    assert cache.capacity(1) == 4
     cache.lengths[1] = 4
     cache.select(torch.tensor([1]), 1)
-    assert cache.capacity == 8
-    cache.lengths[1] = 5
-    cache.release(2)  # an empty slot leaves: slot 1 needs 2 blocks, the rows hold 2: nothing to free
-    assert cache.capacity == 8
+    assert cache.capacity(1) == 8
+
+
+@torch.no_grad()
+def test_a_forward_pass_whose_attention_bypasses_the_slot_cache_is_an_error(tiny):
+    model, _ = tiny
+    cache = SlotKVCache(num_slots=1, num_layers=model.config.num_hidden_layers)
+    cache.select(torch.tensor([0]), 3)
+    model.base_model(input_ids=torch.tensor([[5, 6, 7]]), attention_mask=attention_mask_for(
+        torch.tensor([0]), torch.tensor([3]), 3, model.dtype), cache=cache, use_cache=True)  # plain SDPA attention
+    with pytest.raises(RuntimeError, match="does not dispatch through config._attn_implementation"):
+        cache.check_attended()
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -91,14 +103,14 @@ def test_tokens_do_not_depend_on_how_the_cache_grows_and_shrinks(tiny, temperatu
     prompts = [torch.randint(10, 5000, (n,)).tolist() for n in (31, 4, 17, 2, 25, 9, 13)]
     monkeypatch.setattr(engine_module, "SlotKVCache", partial(SlotKVCache, block_tokens=4096))
     unresized, _, _ = run(model, tokenizer, 3, temperature, prompts)
-    capacities = []
+    held_bytes = []
     release = SlotKVCache.release
-    monkeypatch.setattr(SlotKVCache, "release", lambda self, slot: release(self, slot) or capacities.append(self.capacity))
+    monkeypatch.setattr(SlotKVCache, "release", lambda self, slot: release(self, slot) or held_bytes.append(self.nbytes()))
     monkeypatch.setattr(engine_module, "SlotKVCache", partial(SlotKVCache, block_tokens=2))
     resized, finished, _ = run(model, tokenizer, 3, temperature, prompts)
     assert len(finished) == len(prompts)
     assert [c.turns for c in resized] == [c.turns for c in unresized]
-    assert any(later < earlier for earlier, later in zip(capacities, capacities[1:]))  # it did shrink
+    assert any(later < earlier for earlier, later in zip(held_bytes, held_bytes[1:]))  # rows were freed
 
 
 class EchoConversation:

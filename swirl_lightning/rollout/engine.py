@@ -1,12 +1,13 @@
 """Batched multi-turn generation that never re-encodes a conversation.
 
 Each batch *slot* holds one conversation's KV cache, contiguous at positions ``[0, length)`` of a per-slot row
-(:class:`~swirl_lightning.rollout.kv_cache.SlotKVCache`, sized by the longest live conversation). A conversation is
-fed its prompt once; after each turn only the new tokens (the turn's last sampled token, which ended it before it was fed, then the tool result's user turn and
-the next assistant header) are appended to its cache, so the cache always equals the recorded conversation.
-Finished conversations leave their slot and waiting ones take it (continuous batching). Each forward pass
-runs on a subset of slots with a 4D attention mask and explicit position ids, so slots of different
-lengths share one batch without padding the caches.
+(:class:`~swirl_lightning.rollout.kv_cache.SlotKVCache`, each row as long as its own conversation). A conversation is
+fed its prompt once; after each turn only the new tokens (the turn's last sampled token, which ended it before it was
+fed, then the tool result's user turn and the next assistant header) are appended to its cache, so the cache always
+equals the recorded conversation. Finished conversations leave their slot and waiting ones take it (continuous
+batching). Each forward pass runs on a subset of slots with a 4D attention mask and explicit position ids, and
+attention runs row by row over each slot's own keys (:func:`~swirl_lightning.rollout.kv_cache.slot_attention`), so
+slots of different lengths share one batch without padding the caches.
 
 A conversation is any object with the :class:`Conversation` methods; :mod:`swirl_lightning.rollout.conversation`
 implements one that parses actions and runs tools.
@@ -33,7 +34,7 @@ from typing import Protocol
 import torch
 
 from swirl_lightning.core.config import SamplingConfig
-from swirl_lightning.rollout.kv_cache import SlotKVCache, attention_mask_for
+from swirl_lightning.rollout.kv_cache import SlotKVCache, attention_mask_for, slot_attention_for
 
 
 class Conversation(Protocol):
@@ -161,6 +162,7 @@ class GenerationEngine:
         # transformers renamed the decoder's cache argument to `cache` (5.x; `past_key_values` goes in 5.40).
         self._cache_argument = "cache" if "cache" in inspect.signature(self._decoder.forward).parameters \
             else "past_key_values"
+        self._num_layers = model.config.get_text_config().num_hidden_layers
 
     @torch.inference_mode()
     def run(self, conversations: Iterable[Conversation], on_finished: Callable[[Conversation], None]) -> None:
@@ -168,7 +170,7 @@ class GenerationEngine:
         started = time.perf_counter()
         waiting = iter(conversations)
         slots: list[_Slot | None] = [None] * self.config.batch_size
-        cache = SlotKVCache(self.config.batch_size, max_capacity=self.config.max_context_tokens)
+        cache = SlotKVCache(self.config.batch_size, self._num_layers, max_capacity=self.config.max_context_tokens)
         # The first two conversations are taken up front to find the prompt head they share; the prefix is
         # then used for every conversation (the first included), so results do not depend on the batch size.
         ahead = [c for c in (next(waiting, None), next(waiting, None)) if c is not None]
@@ -352,13 +354,16 @@ class GenerationEngine:
         lengths = cache.lengths[row_index]
         position_ids = lengths.unsqueeze(1) + torch.arange(num_new).unsqueeze(0)
         mask = attention_mask_for(lengths, num_real, num_new, self.model.dtype)
-        hidden = self._decoder(
-            input_ids=input_ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=position_ids.to(self.device),
-            use_cache=True,
-            **{self._cache_argument: cache},
-        ).last_hidden_state
+        with slot_attention_for(self.model):
+            hidden = self._decoder(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=position_ids.to(self.device),
+                use_cache=True,
+                **{self._cache_argument: cache},
+                **cache.forward_kwargs(),
+            ).last_hidden_state
+        cache.check_attended()
         # Only each row's last real position needs logits: skip the vocabulary projection elsewhere.
         last_hidden = hidden[torch.arange(len(rows)), (num_real - 1).to(self.device)]
         cache.commit(row_index, num_real)
