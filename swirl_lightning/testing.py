@@ -27,10 +27,10 @@ import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from swirl_lightning.core.tasks import Task
-from swirl_lightning.core.transport import free_port  # noqa: F401 - a port for a test's server, here with the fakes
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import Episode, Tool, describe
 from swirl_lightning.core.trajectory import Example, Judgement, State, Step, Trajectory
+from swirl_lightning.core.transport import free_port  # noqa: F401 - a port for a test's server, here with the fakes
 from swirl_lightning.judging.base import StepJudgeBase
 
 Script = Callable[[list[dict[str, str]]], str] | Sequence[str]
@@ -112,7 +112,7 @@ def tiny_model_and_tokenizer(seed: int = 0, **config_overrides):
     import torch
     from transformers import LlamaForCausalLM
 
-    from swirl_lightning.core.models import load_tokenizer, tiny_llama_config, SMOLLM2_ALIAS
+    from swirl_lightning.core.models import SMOLLM2_ALIAS, load_tokenizer, tiny_llama_config
 
     tokenizer = load_tokenizer(SMOLLM2_ALIAS)
     torch.manual_seed(seed)

@@ -1,10 +1,10 @@
 """SwirlDataModule: token layout and loss mask, the split by example id, length grouping, rewards,
 states, over-long rows, and the resumable batch order."""
 
+import dataclasses
+
 import pytest
 import torch
-
-import dataclasses
 
 from swirl_lightning.core.config import TaskConfig
 from swirl_lightning.core.models import load_tokenizer

@@ -45,10 +45,22 @@ from typing import Any
 from swirl_lightning.core.config import JudgeConfig, TaskConfig
 from swirl_lightning.core.outputs import check_outputs_apart
 from swirl_lightning.core.trajectory import (
-    Example, Judgement, Step, Trajectory, read_trajectories, write_jsonl, write_text_atomic,
+    Example,
+    Judgement,
+    Step,
+    Trajectory,
+    read_trajectories,
+    write_jsonl,
+    write_text_atomic,
 )
 from swirl_lightning.judging.base import BAD, FAILED, GOOD, OutcomeJudge
-from swirl_lightning.judging.steps import FailureBudget, JudgementCache, JudgementStore, judge_trajectories, judgement_key
+from swirl_lightning.judging.steps import (
+    FailureBudget,
+    JudgementCache,
+    JudgementStore,
+    judge_trajectories,
+    judgement_key,
+)
 
 FILTER_MODES = ("none", "process", "outcome", "process+outcome", "step")
 
@@ -389,7 +401,6 @@ def run_filter(config: FilterConfig) -> dict[str, Any]:
 def cli_main(argv: list[str]) -> int:
     """``swirl filter --config FILE | --input F --output F [--group.field value ...]``; prints a one-line summary."""
     from swirl_lightning.core.config import parse_config
-
     from swirl_lightning.judging.served import JudgeConfigurationError
     from swirl_lightning.judging.steps import JudgeFailureError
 

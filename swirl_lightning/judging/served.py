@@ -40,11 +40,11 @@ from typing import Any
 
 from swirl_lightning.core.safe_load import loads_json
 from swirl_lightning.core.trajectory import Judgement, State, Step
+from swirl_lightning.core.transport import ConnectionFailed, HttpReply, ReplyTooLarge, RequestTimedOut, post
 from swirl_lightning.judging.base import BAD, FAILED, GOOD, StepJudgeBase
 from swirl_lightning.judging.judge_prompts import JudgePrompt, parse_group_verdicts, parse_verdict, shorten, transcript
 from swirl_lightning.judging.ratelimit import JudgeUsage, RateLimiter, RetryPolicy
 from swirl_lightning.judging.redact import redact
-from swirl_lightning.core.transport import ConnectionFailed, HttpReply, ReplyTooLarge, RequestTimedOut, post
 
 NO_KEY = "no-key"
 """The key sent when ``api_key_env`` is not set: servers without authentication accept any."""

@@ -2,8 +2,9 @@
 
 Each batch *slot* holds one conversation's KV cache, contiguous at positions ``[0, length)`` of a per-slot row
 (:class:`~swirl_lightning.rollout.kv_cache.SlotKVCache`, sized by the longest live conversation). A conversation is
-fed its prompt once; after each turn only the new tokens (the turn's last sampled token, which ended it before it was fed, then the tool result's user turn and
-the next assistant header) are appended to its cache, so the cache always equals the recorded conversation.
+fed its prompt once; after each turn only the new tokens (the turn's last sampled token, which ended it before it
+was fed, then the tool result's user turn and the next assistant header) are appended to its cache, so the cache
+always equals the recorded conversation.
 Finished conversations leave their slot and waiting ones take it (continuous batching). Each forward pass
 runs on a subset of slots with a 4D attention mask and explicit position ids, so slots of different
 lengths share one batch without padding the caches.

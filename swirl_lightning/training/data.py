@@ -30,13 +30,16 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as L
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from swirl_lightning.core.config import JudgeConfig, TaskConfig, ToolsConfig
+from swirl_lightning.core.tasks import load_task
+from swirl_lightning.core.trajectory import Example, State, Trajectory, read_trajectories
+from swirl_lightning.training.config import TrainDataConfig, ValidationDataConfig
 from swirl_lightning.training.sequences import (
     LengthReport,
     TrainingBatch,
@@ -46,10 +49,7 @@ from swirl_lightning.training.sequences import (
     collate_rows,
     group_by_length,
 )
-from swirl_lightning.core.config import JudgeConfig, TaskConfig, ToolsConfig
-from swirl_lightning.core.tasks import load_task
-from swirl_lightning.training.config import TrainDataConfig, ValidationDataConfig
-from swirl_lightning.core.trajectory import Example, State, Trajectory, read_trajectories
+
 
 class _Batches(Dataset):
     """Item i is batch i, collated."""
@@ -286,7 +286,8 @@ class SwirlDataModule(L.LightningDataModule):
             # A step-filtered trajectory ends with its first BAD step: a state for swirl, never a target here.
             trajectories = [t for t in map(good_steps_only, trajectories) if t.steps]
             reward = self._judge_id() if config.reward == "judge" else config.reward
-            self.train_items, self.report = build_rows(trajectories, self.objective.weights(trajectories, reward, config.weighting),
+            weights = self.objective.weights(trajectories, reward, config.weighting)
+            self.train_items, self.report = build_rows(trajectories, weights,
                                                        self.tokenizer, renderer, max_length=config.max_length,
                                                        overlength=config.overlength, retokenize=config.retokenize)
             lengths = [len(r.input_ids) for r in self.train_items]

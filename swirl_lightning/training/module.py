@@ -33,7 +33,11 @@ from swirl_lightning.rollout.backend import GenerationBackend
 from swirl_lightning.training.config import EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig, SwirlConfig
 from swirl_lightning.training.objectives import make_objective
 from swirl_lightning.training.policy import (
-    ActionScorer, describe_parameters, export_policy, load_trainable_policy, shard_with_fsdp2,
+    ActionScorer,
+    describe_parameters,
+    export_policy,
+    load_trainable_policy,
+    shard_with_fsdp2,
 )
 from swirl_lightning.training.scalars import BatchScalars, gradient_norm, reward_figures
 from swirl_lightning.training.sequences import TrainingBatch

@@ -158,7 +158,8 @@ class SwirlObjective(Objective):
         threshold = module.step_judge().threshold
         return torch.tensor([verdict_for(r, threshold) == GOOD for r in rewards.flatten().tolist()]).view_as(rewards)
 
-    def sample(self, module: SwirlModule, states: Sequence[State], group_size: int, seed: int) -> list[list[tuple[list[int], str]]]:
+    def sample(self, module: SwirlModule, states: Sequence[State], group_size: int,
+               seed: int) -> list[list[tuple[list[int], str]]]:
         """``group_size`` fresh actions per state, drawn with run seed ``seed`` by the module's generation backend
         (whose policy version is kept in :attr:`sampled_version`)."""
         from swirl_lightning.training.policy import action_sampling, sample_actions
@@ -206,7 +207,8 @@ class SwirlObjective(Objective):
                           sampling_seconds=sampling_seconds,
                           policy_staleness=module.weights_step - self.sampled_version)
 
-    def loss(self, module: SwirlModule, batch: SwirlBatch, old_logprobs: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, module: SwirlModule, batch: SwirlBatch,
+             old_logprobs: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss of a prepared batch under the current weights, and its stats (``logprobs`` included)."""
         config = module.swirl
         logprobs, entropy = module.scorer(**batch.inputs)

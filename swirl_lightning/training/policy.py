@@ -20,7 +20,6 @@ from swirl_lightning.core.trajectory import State
 from swirl_lightning.training.config import ExportConfig, LoraConfig
 from swirl_lightning.training.head import DEFAULT_CHUNK_TOKENS, head_logprobs
 
-
 AUTO_CHECKPOINT_ABOVE_TOKENS = 1024
 """``gradient_checkpointing: auto`` checkpoints the batches of more tokens (rows x length) than this."""
 
@@ -168,7 +167,8 @@ def load_trainable_policy(policy: PolicyConfig, lora: LoraConfig, device: torch.
         else:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora.r > 0:
-        from peft import LoraConfig as PeftLoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
         if lora.quantize != "none":
             lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=False)  # enabled above, non-reentrant

@@ -62,9 +62,9 @@ class PolicySampler:
         """A backend sampling with ``scorer``'s weights, which are those of optimizer step ``step`` (on vLLM: the
         adapter of the latest sync, published first when it is ``engine.sync_every`` steps old)."""
         if self.engine.name == "vllm":
-            from swirl_lightning.rollout.vllm_backend import VllmBackend
-
             from torch.distributed.fsdp import FSDPModule
+
+            from swirl_lightning.rollout.vllm_backend import VllmBackend
 
             if isinstance(scorer, FSDPModule):
                 raise ValueError("engine.name vllm with FSDP2 sharding is not built (the adapter would have to be "

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from swirl_lightning.training.packing import Segment, pack_trajectory, pad_rows
 from swirl_lightning.core.trajectory import Example, State, Trajectory
-
+from swirl_lightning.training.packing import Segment, pack_trajectory, pad_rows
 
 
 @dataclass

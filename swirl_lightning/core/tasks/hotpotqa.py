@@ -24,7 +24,9 @@ class HotpotQATask(Task):
         {"role": "assistant", "content": "I need the composer of Rusalka first. <{search}>Rusalka opera composer</{search}>"},
         {"role": "user", "content": "Rusalka opera composer -> Rusalka (opera): Rusalka is an opera by Antonín Dvořák."},
         {"role": "assistant", "content": "Now where Dvořák was born. <{search}>Antonín Dvořák birthplace</{search}>"},
-        {"role": "user", "content": "Antonín Dvořák birthplace -> Antonín Dvořák: Antonín Dvořák was a Czech composer, born in Nelahozeves, Bohemia."},
+        {"role": "user",
+         "content": "Antonín Dvořák birthplace -> Antonín Dvořák: Antonín Dvořák was a Czech composer, born in Nelahozeves, "
+                    "Bohemia."},
         {"role": "assistant", "content": "Nelahozeves is in today's Czech Republic. <answer>Czech Republic</answer>"},
     ]
 

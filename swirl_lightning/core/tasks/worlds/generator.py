@@ -232,7 +232,7 @@ def generate_world(seed: int, settings: WorldSettings = WorldSettings()) -> Worl
     for i in range(settings.people):
         family = [p.name.split()[1] for p in people]
 
-        def person_name() -> str:
+        def person_name(family: list[str] = family) -> str:
             last = rng.choice(family) if family and rng.random() < settings.similar_names else names.word(2)
             return f"{names.word(rng.randint(1, 2), ('', 'a', 'o', 'en'))} {last}"
 
