@@ -30,7 +30,7 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as L
 from lightning.pytorch.utilities import rank_zero_info
@@ -221,7 +221,9 @@ class SwirlDataModule(L.LightningDataModule):
             pool = [spec.reference_trajectory(example, settings.prompt(example.question), tags) for example in chosen]
             if any(t is None for t in pool):
                 raise ValueError(f"data.train.reference: task {task.name!r} has no reference trajectories")
-            return pool
+            return cast("list[Trajectory]", pool)
+        if config.path is None:
+            raise ValueError("data.train.path: expected a trajectory file (or data.train.reference: true)")
         trajectories = read_trajectories(config.path)
         if task.limit is not None or task.offset:
             keep = {e.id for e in chosen}
@@ -279,7 +281,7 @@ class SwirlDataModule(L.LightningDataModule):
         if self.objective.trains_on == "states":
             self.train_items, self.report = build_states(trajectories, self.examples, self.tokenizer, renderer,
                                                          max_length=config.max_length, retokenize=config.retokenize)
-            lengths = [len(s.token_ids) for s in self.train_items]
+            lengths = [len(cast("list[int]", s.token_ids)) for s in self.train_items]  # build_states sets them
         else:
             from swirl_lightning.judging.filter import good_steps_only
 
@@ -300,7 +302,7 @@ class SwirlDataModule(L.LightningDataModule):
     def training_states(self) -> list[State]:
         """The distinct states of the training trajectories (what ``swirl`` samples from), whatever the objective."""
         if self.objective.trains_on == "states":
-            return list(self.train_items)
+            return list(cast("list[State]", self.train_items))
         from swirl_lightning.rollout.conversation import ChatRenderer
 
         states, _ = build_states(self.train_trajectories, self.examples, self.tokenizer, ChatRenderer(self.tokenizer),

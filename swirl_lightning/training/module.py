@@ -103,7 +103,7 @@ class SwirlModule(L.LightningModule):
         self.sampler = PolicySampler(engine, policy, lora, self.tokenizer, self.rollout_settings().stop_strings,
                                      max(sampling.max_context_tokens, evaluation.sampling.max_context_tokens))
         self.step_judge()
-        self.scorer: ActionScorer | None = None
+        self.scorer: ActionScorer = None  # type: ignore[assignment]  # built by configure_model, before any use
         self.reference: ActionScorer | None = None
         self.batch_tokens = 0
         self._batch_started = 0.0

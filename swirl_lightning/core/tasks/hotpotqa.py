@@ -60,6 +60,6 @@ def load_hotpotqa(split: str = "train", path: DataPath | None = None, limit: int
             "type": record.get("type"),
             "level": record.get("level"),
         }
-        fields = (text_field(record, name, where) for name in ("id", "question", "answer"))
-        examples.append(Example(*fields, source="hotpotqa", metadata=metadata))
+        example_id, question, answer = (text_field(record, name, where) for name in ("id", "question", "answer"))
+        examples.append(Example(example_id, question, answer, source="hotpotqa", metadata=metadata))
     return examples

@@ -201,7 +201,8 @@ class _Names:
     """Invented names, unique within one world."""
 
     def __init__(self, rng: random.Random):
-        self.rng, self.used = rng, set()
+        self.rng = rng
+        self.used: set[str] = set()
 
     def word(self, syllables: int, ending: Sequence[str] = _CODAS) -> str:
         text = "".join(self.rng.choice(_ONSETS) + self.rng.choice(_VOWELS) for _ in range(syllables))
