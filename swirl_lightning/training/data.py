@@ -222,8 +222,7 @@ class SwirlDataModule(L.LightningDataModule):
             if any(t is None for t in pool):
                 raise ValueError(f"data.train.reference: task {task.name!r} has no reference trajectories")
             return cast("list[Trajectory]", pool)
-        if config.path is None:
-            raise ValueError("data.train.path: expected a trajectory file (or data.train.reference: true)")
+        assert config.path is not None  # __init__ checked: a path or reference
         trajectories = read_trajectories(config.path)
         if task.limit is not None or task.offset:
             keep = {e.id for e in chosen}
