@@ -156,7 +156,6 @@ def run_sft(args) -> dict:
 
 
 def run_validate(args) -> dict:
-
     from swirl_lightning.core.config import SamplingConfig, TaskConfig, ToolsConfig
     from swirl_lightning.core.models import load_model, load_tokenizer
     from swirl_lightning.core.tasks import load_task
