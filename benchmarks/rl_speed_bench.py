@@ -48,8 +48,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import (CHECKPOINTING, add_side_options, command_line, machine_info, peak_memory_mb,  # noqa: E402
-                    run_side, set_up_side_heap, subplots, write_result)
+from common import (  # noqa: E402
+    CHECKPOINTING,
+    add_side_options,
+    command_line,
+    machine_info,
+    peak_memory_mb,
+    run_side,
+    set_up_side_heap,
+    subplots,
+    write_result,
+)
 from sft_speed_bench import write_trajectories  # noqa: E402
 
 SIDES = {  # name: (subprocess side, LoRA, sampled on vLLM, label in the result)
@@ -88,8 +97,14 @@ def run_ours(args) -> dict:
 
     from swirl_lightning.core.config import EngineConfig, JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig
     from swirl_lightning.training import weight_sync
-    from swirl_lightning.training.config import (ExportConfig, LoraConfig, OptimizerConfig, SwirlConfig,
-                                                 TrainDataConfig, ValidationDataConfig)
+    from swirl_lightning.training.config import (
+        ExportConfig,
+        LoraConfig,
+        OptimizerConfig,
+        SwirlConfig,
+        TrainDataConfig,
+        ValidationDataConfig,
+    )
     from swirl_lightning.training.data import SwirlDataModule
     from swirl_lightning.training.module import SwirlModule
 
@@ -144,11 +159,10 @@ def run_trl(args) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from swirl_lightning.core.models import load_model, load_tokenizer
-    from swirl_lightning.core.tools import collect_tools, tool_tags
-    from swirl_lightning.core.trajectory import State, Step, parse_action
-    from swirl_lightning.judging.reference import ReferenceJudge
     from swirl_lightning.core.tasks import load_task
-    from swirl_lightning.core.trajectory import decompose, read_trajectories
+    from swirl_lightning.core.tools import collect_tools, tool_tags
+    from swirl_lightning.core.trajectory import State, Step, decompose, parse_action, read_trajectories
+    from swirl_lightning.judging.reference import ReferenceJudge
 
     torch.manual_seed(0)
     examples = {e.id: e for e in load_task("gsm8k", "train")}

@@ -6,10 +6,10 @@ sub-trajectory, completion-only loss), same data, model, batch size, sequence bu
 
 Data: GSM8K reference trajectories (worked solutions as calculator steps) with at least ``--min-steps`` steps,
 zero-shot prompt. Each side trains one epoch in its own subprocess (so peak memory is its own) with full
-fine-tuning, AdamW (lr 1e-5, gradient norm clipped at 1), fp32 on CPU (bf16 on a GPU that has it), batch ``--batch-size``: trajectories for
-swirl-lightning, decomposed samples for TRL (as a TRL user would batch them). Reported per side: seconds per
-epoch, real (non-pad) tokens processed per second, peak memory, and the loss curve; the JSON and PNG go to
-``benchmarks/results/``. Needs the ``bench`` extra (``pip install -e .[bench]``).
+fine-tuning, AdamW (lr 1e-5, gradient norm clipped at 1), fp32 on CPU (bf16 on a GPU that has it), batch
+``--batch-size``: trajectories for swirl-lightning, decomposed samples for TRL (as a TRL user would batch them).
+Reported per side: seconds per epoch, real (non-pad) tokens processed per second, peak memory, and the loss curve;
+the JSON and PNG go to ``benchmarks/results/``. Needs the ``bench`` extra (``pip install -e .[bench]``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import (CHECKPOINTING, add_side_options, machine_info, peak_memory_mb, run_side,  # noqa: E402
-                    set_up_side_heap, subplots, write_result)
+from common import (  # noqa: E402
+    CHECKPOINTING,
+    add_side_options,
+    machine_info,
+    peak_memory_mb,
+    run_side,
+    set_up_side_heap,
+    subplots,
+    write_result,
+)
 
 
 def write_trajectories(path: Path, count: int, min_steps: int) -> dict:

@@ -7,8 +7,8 @@ training states, before the first update and after the last) and the validation 
 start: the ``swirl validate`` run, ``tb/quickstart/validate``) and after it (the fit's last validation).
 It prints the reward at the first and last step, then accuracy and tool errors before and after on the same held-out
 questions, says plainly whether training lifted accuracy (or that it did not), and whether validation got worse, and
-why when it can tell: a handful of questions decides a change this small (the exact McNemar p-value says how likely it is by chance),
-and a tool-error rate can move because one rollout repeats a failing call.
+why when it can tell: a handful of questions decides a change this small (the exact McNemar p-value says how likely
+it is by chance), and a tool-error rate can move because one rollout repeats a failing call.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from swirl_lightning.core.memory import return_freed_memory_to_os
 from swirl_lightning.core.quiet import quiet_dependencies
@@ -141,7 +141,7 @@ def tools_call(args: argparse.Namespace) -> int:
                 "pid_namespace": True}
     flags = {"timeout_s": args.timeout, "max_output_chars": args.max_chars,
              "warm_up_timeout_s": args.warm_up_timeout, "pid_namespace": args.pid_namespace}
-    limits = {key: flags[key] if flags[key] is not None else getattr(config, key) if key in given else default
+    limits: dict[str, Any] = {key: flags[key] if flags[key] is not None else getattr(config, key) if key in given else default
               for key, default in defaults.items()}
     try:
         tools = select_tools(collect_tools(options=config.plugins), [args.name])

@@ -25,13 +25,17 @@ import dataclasses
 import os
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from swirl_lightning.core.tasks import Task
-from swirl_lightning.core.transport import free_port  # noqa: F401 - a port for a test's server, here with the fakes
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import Episode, Tool, describe
 from swirl_lightning.core.trajectory import Example, Judgement, State, Step, Trajectory
+from swirl_lightning.core.transport import free_port  # noqa: F401 - a port for a test's server, here with the fakes
 from swirl_lightning.judging.base import StepJudgeBase
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 Script = Callable[[list[dict[str, str]]], str] | Sequence[str]
 
@@ -112,7 +116,7 @@ def tiny_model_and_tokenizer(seed: int = 0, **config_overrides):
     import torch
     from transformers import LlamaForCausalLM
 
-    from swirl_lightning.core.models import load_tokenizer, tiny_llama_config, SMOLLM2_ALIAS
+    from swirl_lightning.core.models import SMOLLM2_ALIAS, load_tokenizer, tiny_llama_config
 
     tokenizer = load_tokenizer(SMOLLM2_ALIAS)
     torch.manual_seed(seed)
@@ -127,7 +131,8 @@ class ListTask(Task):
 
     def __init__(self, name: str, examples: Sequence[Example], tools: tuple[str, ...] = (), outcome_judge: str = "qa_em",
                  max_actions: int = 3) -> None:
-        self.name, self.examples, self.tools, self.outcome_judge, self.max_actions = (
+        # Task's class settings (ClassVars), set per instance for a throwaway task: hence the ignore
+        self.name, self.examples, self.tools, self.outcome_judge, self.max_actions = (  # type: ignore[misc]
             name, list(examples), tools, outcome_judge, max_actions)
 
     def load(self, split: str, limit: int | None = None, path=None) -> list[Example]:
@@ -252,10 +257,11 @@ class StubChatServer:
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()  # ends every wait of a handler when the server stops
-        self._server = None
+        self._server: ThreadingHTTPServer | None = None
 
     @property
     def base_url(self) -> str:
+        assert self._server is not None, "the stub server serves inside its with block"
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
     def count(self, predicate: Callable[[dict], bool] = lambda request: True) -> int:
@@ -277,8 +283,8 @@ class StubChatServer:
             if self.api_key is not None and handler.headers.get("Authorization") != f"Bearer {self.api_key}":
                 answer = StubResponse(status=401, raw_body='{"error": {"message": "bad key"}}')
             else:
-                answer = self.respond(body, seen)
-                answer = answer if isinstance(answer, StubResponse) else StubResponse(text=answer)
+                reply = self.respond(body, seen)
+                answer = reply if isinstance(reply, StubResponse) else StubResponse(text=reply)
             self._closing.wait(answer.delay_s)
             if answer.drop:
                 handler.close_connection = True
@@ -336,6 +342,7 @@ class StubChatServer:
 
     def __exit__(self, *exc: object) -> None:
         self._closing.set()
+        assert self._server is not None  # set by __enter__
         self._server.shutdown()
         self._server.server_close()
 
@@ -386,7 +393,7 @@ def transformers_serve(model: str, *, startup_timeout_s: float = 180.0, log_path
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         stop_process(process)
-        if log_path:
+        if not isinstance(log, int):  # our log file (not DEVNULL)
             log.close()
 
 

@@ -1,4 +1,3 @@
-import pytest
 """The `swirl` console entry: a tool call that times out is stopped (its worker killed) and the command leaves at
 once with exit code 1; `python -m swirl_lightning` is the same command."""
 
@@ -7,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 import time
+
+import pytest
 
 pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from swirl_lightning.training.cli import make_cli
 from swirl_lightning.training.data import SwirlDataModule
 from swirl_lightning.training.module import SwirlModule
-from swirl_lightning.training.cli import make_cli
 
 pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
 

@@ -1,10 +1,10 @@
 """SwirlDataModule: token layout and loss mask, the split by example id, length grouping, rewards,
 states, over-long rows, and the resumable batch order."""
 
+import dataclasses
+
 import pytest
 import torch
-
-import dataclasses
 
 from swirl_lightning.core.config import TaskConfig
 from swirl_lightning.core.models import load_tokenizer
@@ -135,6 +135,9 @@ def test_offline_weights_from_judges_outcomes_and_baselines():
     assert action_weights([a, b], "j", "advantage") == [[0.5, 0.0], [-0.5, 0.0]]  # mean of q1's steps: 0.5
     with pytest.raises(ValueError, match="no judgement by 'other'.*judged by: j"):
         action_weights([a], "other", "reward")
+    a.steps[1].judgements = [Judgement("j", "FAILED", None, error="timed out")]  # a failure has no score to train on
+    with pytest.raises(ValueError, match="step 1: the 'j' judgement failed \\(timed out\\)"):
+        action_weights([a], "j", "reward")
 
 
 def test_swirl_states_are_the_distinct_prefixes_before_each_action(tmp_path, tokenizer):

@@ -13,15 +13,15 @@ import ast
 import dataclasses
 import importlib
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("swirl_lightning", "swirl_calculator", "swirl_search", "swirl_python", "swirl_mcp", "swirl_tensorboard")
 # An absolute path: a package of ours, then .names, then an optional :attribute (not inside a file path or a URL).
-ABSOLUTE = re.compile(r"(?<![\w./-])((?:%s)(?:\.\w+)*(?::\w+(?:\.\w+)*)?)" % "|".join(PACKAGES))
+ABSOLUTE = re.compile(rf"(?<![\w./-])((?:{'|'.join(PACKAGES)})(?:\.\w+)*(?::\w+(?:\.\w+)*)?)")
 RELATIVE = re.compile(r":(?:mod|class|func|meth|attr|data|exc|obj):`~?(\.[\w.]+)`")
 DOCS = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").rglob("*.md")),
         *sorted(ROOT.glob("plugins/*/README.md")), *sorted(ROOT.glob("plugins/*/docs/**/*.md")),

@@ -5,14 +5,14 @@ import json
 
 import pytest
 
+from swirl_lightning.core.config import JudgeConfig, TaskConfig
+from swirl_lightning.core.trajectory import Action, Judgement, Step, Trajectory, read_trajectories, write_jsonl
 from swirl_lightning.judging.filter import (
     FilterConfig,
     cli_main,
     filter_trajectories,
     run_filter,
 )
-from swirl_lightning.core.config import JudgeConfig, TaskConfig
-from swirl_lightning.core.trajectory import Action, Judgement, Step, Trajectory, read_trajectories, write_jsonl
 
 JUDGE = "process:m"
 
@@ -117,7 +117,8 @@ def test_missing_data_is_an_error_naming_the_trajectory(trajectories) -> None:
 # ----------------------------------------------------------------------------------------------------
 # run_filter and the command line
 
-QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether?"
+QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+            "How many clips did Natalia sell altogether?")
 SOLUTION = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether.\n#### 72"
 
 

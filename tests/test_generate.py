@@ -8,12 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-
 import pytest
 
 from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig
-from swirl_lightning.rollout.generate import GenerateConfig, merge_shards, run_generate, shard_dir
 from swirl_lightning.core.trajectory import read_trajectories
+from swirl_lightning.rollout.generate import GenerateConfig, merge_shards, run_generate, shard_dir
 
 TINY = ["--policy.name", "tiny-random", "--sampling.max_new_tokens", "12", "--task.max_actions", "3", "--progress", "false"]
 

@@ -17,7 +17,13 @@ from swirl_lightning.core.tasks import get_task
 from swirl_lightning.core.tasks.gsm8k import reference_values
 from swirl_lightning.core.trajectory import Action, Example, Judgement, State, Step, Trajectory, parse_action
 from swirl_lightning.judging.base import (
-    OutcomeJudge, StepJudge, StepJudgeBase, available_judges, make_judge, make_outcome_judge, make_step_judge,
+    OutcomeJudge,
+    StepJudge,
+    StepJudgeBase,
+    available_judges,
+    make_judge,
+    make_outcome_judge,
+    make_step_judge,
 )
 from swirl_lightning.judging.filter import score_outcomes
 from swirl_lightning.judging.local_lm import LLMGrader, ProcessJudge, VerdictScorer
@@ -241,7 +247,8 @@ def process_judge(tiny) -> ProcessJudge:
     return ProcessJudge(model, tokenizer, model_name="tiny-random", batch_size=4)
 
 
-QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether?"
+QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+            "How many clips did Natalia sell altogether?")
 STATE = [
     {"role": "system", "content": "Use <math_exp> for arithmetic. SYSTEM-SECRET"},
     {"role": "user", "content": QUESTION},
@@ -283,7 +290,8 @@ def test_process_score_is_the_softmax_of_the_two_verdict_tokens(tiny, process_ju
 def test_process_batching_matches_one_by_one_and_is_deterministic(tiny, process_judge) -> None:
     model, tokenizer = tiny
     states = [STATE[:2], STATE, STATE[:2], STATE]
-    actions = ["<math_exp>48/2</math_exp>", "<answer>72</answer>", "I think " * 30 + "<answer>7</answer>", "<math_exp>48+24</math_exp>"]
+    actions = ["<math_exp>48/2</math_exp>", "<answer>72</answer>", "I think " * 30 + "<answer>7</answer>",
+               "<math_exp>48+24</math_exp>"]
     items = [at(state, sampled(action)) for state, action in zip(states, actions)]
     batched = action_rewards(process_judge, items)
     single = action_rewards(ProcessJudge(model, tokenizer, model_name="tiny-random", batch_size=1), items)
@@ -560,12 +568,14 @@ def test_the_control_judges_know_nothing_of_the_task():
 
     tags = {"math_exp": "calculator"}
     states = [State(f"q{i}", 0, [{"role": "user", "content": f"question {i}"}]) for i in range(400)]
-    steps = [Step(text=text, action=parse_action(text, tags)) for text in ("<math_exp>1+1</math_exp>", "<answer>3</answer>", "no action")]
+    steps = [Step(text=text, action=parse_action(text, tags))
+             for text in ("<math_exp>1+1</math_exp>", "<answer>3</answer>", "no action")]
     random_judge = make_step_judge("random", {"p": 0.25, "seed": 1})
     scores = [j.score for j in random_judge.judge_steps([(s, steps[0]) for s in states])]
     assert 0.18 < sum(scores) / len(scores) < 0.32
     assert scores == [j.score for j in random_judge.judge_steps([(s, steps[0]) for s in states])]
-    assert scores != [j.score for j in make_step_judge("random", {"p": 0.25, "seed": 2}).judge_steps([(s, steps[0]) for s in states])]
+    other_seed = make_step_judge("random", {"p": 0.25, "seed": 2})
+    assert scores != [j.score for j in other_seed.judge_steps([(s, steps[0]) for s in states])]
     with pytest.raises(ValueError, match="probability"):
         make_step_judge("random", {"p": 1.0})
     verdicts = [j.verdict for j in make_step_judge("format").judge_steps([(states[0], step) for step in steps])]

@@ -19,14 +19,19 @@ from swirl_lightning.core.trajectory import Judgement, write_jsonl
 from swirl_lightning.judging.base import StepJudgeBase
 from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings
 from swirl_lightning.training.config import (
-    EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig, SwirlConfig, TrainDataConfig, ValidationDataConfig,
+    EvaluationConfig,
+    ExportConfig,
+    LoraConfig,
+    OptimizerConfig,
+    SwirlConfig,
+    TrainDataConfig,
+    ValidationDataConfig,
 )
 from swirl_lightning.training.data import SwirlDataModule
 from swirl_lightning.training.loss import token_logprobs
 from swirl_lightning.training.module import SwirlModule
 from swirl_lightning.training.packing import unpacked_trajectory_rows
 from swirl_lightning.training.sequences import trajectory_segments
-
 
 # Unit tests call training_step without a Trainer; its self.log calls are then no-ops.
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread"),

@@ -8,11 +8,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from swirl_lightning.training.loss import offline_loss, segment_sums, sft_loss, swirl_loss, token_logprobs
 from swirl_lightning.training.packing import (
     batch_groups,
-    unpacked_group_rows,
-    unpacked_trajectory_rows,
     pack_group,
     pack_trajectory,
     pad_rows,
+    unpacked_group_rows,
+    unpacked_trajectory_rows,
 )
 
 VOCAB, PAD_ID = 128, 0

@@ -22,7 +22,8 @@ def test_config_parses(path):
 
 
 def test_flags_override_the_config_file():
-    config = parse_config(GenerateConfig, ["--config", str(CONF / "generate" / "gsm8k.yaml"), "--task.limit", "3"], "swirl generate")
+    config = parse_config(GenerateConfig, ["--config", str(CONF / "generate" / "gsm8k.yaml"), "--task.limit", "3"],
+                          "swirl generate")
     assert config.task.limit == 3 and config.samples == 4 and config.task.name == "gsm8k"
 
 

@@ -16,7 +16,14 @@ from swirl_lightning.cli import main as swirl
 from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.trajectory import (
-    Action, Example, Judgement, Step, Trajectory, read_trajectories, to_dict, write_jsonl,
+    Action,
+    Example,
+    Judgement,
+    Step,
+    Trajectory,
+    read_trajectories,
+    to_dict,
+    write_jsonl,
 )
 from swirl_lightning.testing import make_tool
 
@@ -332,8 +339,8 @@ def test_a_misconfigured_tool_makes_generate_warn_loudly_or_fail(tmp_path, capsy
 def test_a_prompt_over_the_context_budget_ends_before_any_tensor_is_made(tmp_path):
     from swirl_lightning.core.models import load_model, load_tokenizer
     from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings
-    from swirl_lightning.rollout.evaluation import evaluate
     from swirl_lightning.rollout.engine import GenerationEngine
+    from swirl_lightning.rollout.evaluation import evaluate
 
     model, tokenizer = load_model("tiny-random"), load_tokenizer("tiny-random")
     settings = RolloutSettings.for_task(TaskConfig(max_actions=2), ToolsConfig(), renderer=ChatRenderer(tokenizer))
@@ -525,7 +532,8 @@ def test_deep_json_and_repeated_keys_in_data_files_are_errors_naming_file_and_li
     """Deep nesting was a RecursionError; a repeated key was read, its last value silently winning."""
     good = json.dumps(to_dict(judged_trajectory()))
     deep = tmp_path / "deep.jsonl"
-    deep.write_text(good + "\n" + good.replace('"metadata": {}', '"metadata": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}") + "\n")
+    nested = '"metadata": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    deep.write_text(good + "\n" + good.replace('"metadata": {}', nested) + "\n")
     repeated = tmp_path / "repeated.jsonl"
     repeated.write_text(good + "\n" + good[:-1] + ', "outcome": 0.0}\n')
     for path, message in ((deep, "nested deeper than 100 levels"), (repeated, "key 'outcome' appears twice")):

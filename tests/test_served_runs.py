@@ -20,14 +20,28 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from swirl_lightning.cli import main as swirl_main
 from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig
 from swirl_lightning.core.trajectory import (
-    FAILED, Action, Judgement, Step, Trajectory, decompose, parse_action, read_trajectories, write_jsonl,
+    FAILED,
+    Action,
+    Judgement,
+    Step,
+    Trajectory,
+    decompose,
+    parse_action,
+    read_trajectories,
+    write_jsonl,
 )
 from swirl_lightning.judging.filter import FilterConfig, cli_main, filter_trajectories, run_filter
 from swirl_lightning.judging.served import ServedJudge
 from swirl_lightning.judging.steps import JudgeFailureError, judgement_key, verdict_settings
 from swirl_lightning.testing import StubChatServer, StubResponse
 from swirl_lightning.training.config import (
-    EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig, SwirlConfig, TrainDataConfig, ValidationDataConfig,
+    EvaluationConfig,
+    ExportConfig,
+    LoraConfig,
+    OptimizerConfig,
+    SwirlConfig,
+    TrainDataConfig,
+    ValidationDataConfig,
 )
 from swirl_lightning.training.data import SwirlDataModule
 from swirl_lightning.training.loss import group_advantages

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_lora(model, seed: int):
-    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
 
     torch.manual_seed(seed)
     return get_peft_model(model, PeftLoraConfig(r=2, lora_alpha=4, target_modules="all-linear", init_lora_weights=False))

@@ -43,7 +43,8 @@ def write_questions(path: Path, answers: list[str]) -> None:
 
 
 def save_random_adapter(folder: Path, seed: int) -> None:
-    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
 
     from swirl_lightning.core.models import load_model
 

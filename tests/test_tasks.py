@@ -11,10 +11,13 @@ from fractions import Fraction
 import pytest
 
 from swirl_lightning.core.tasks import Task, available_tasks, data_dir, get_task, load_task
-from swirl_lightning.core.tasks.gsm8k import (
-    gsm8k_split, load_gsm8k, reference_values, verify_reference_steps,
-)
 from swirl_lightning.core.tasks.gsm8k import gsm8k_reference_trajectory as _gsm8k_reference_trajectory
+from swirl_lightning.core.tasks.gsm8k import (
+    gsm8k_split,
+    load_gsm8k,
+    reference_values,
+    verify_reference_steps,
+)
 from swirl_lightning.core.tasks.hotpotqa import load_hotpotqa
 from swirl_lightning.core.tasks.jsonl import load_examples_jsonl
 from swirl_lightning.core.trajectory import Example, FormatError, decompose, parse_action

@@ -14,7 +14,6 @@ import pytest
 from swirl_lightning import hookimpl
 from swirl_lightning.core.config import TaskConfig, ToolsConfig, tools_group
 from swirl_lightning.core.plugins import PluginLoadWarning, get_plugin_manager, reset_plugin_manager
-from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import ToolOptionsError, collect_tools
 from swirl_lightning.core.trajectory import Example
 from swirl_lightning.testing import ListTask, registered

@@ -19,8 +19,8 @@ from swirl_lightning.core.tools import (
     select_tools,
     tool_tags,
 )
-from swirl_lightning.testing import make_tool
 from swirl_lightning.core.trajectory import parse_action
+from swirl_lightning.testing import make_tool
 
 
 def add(text: str) -> str:

@@ -5,8 +5,18 @@ import json
 import pytest
 
 from swirl_lightning.core.trajectory import (
-    Action, FormatError, Judgement, JsonlWriter, SCHEMA_VERSION, Step, Trajectory, decompose, parse_action,
-    read_trajectories, to_dict, write_jsonl,
+    SCHEMA_VERSION,
+    Action,
+    FormatError,
+    JsonlWriter,
+    Judgement,
+    Step,
+    Trajectory,
+    decompose,
+    parse_action,
+    read_trajectories,
+    to_dict,
+    write_jsonl,
 )
 
 TAGS = {"math_exp": "calculator", "search_query": "search"}

@@ -2,7 +2,11 @@
 
 from swirl_lightning.core.trajectory import Action, Judgement, Step, Trajectory
 from swirl_lightning.rollout.view import (
-    summary_table_markdown, trajectory_summary, trajectory_view, view_markdown, view_text,
+    summary_table_markdown,
+    trajectory_summary,
+    trajectory_view,
+    view_markdown,
+    view_text,
 )
 
 

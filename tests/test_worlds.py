@@ -14,7 +14,6 @@ from swirl_lightning.core.tasks.worlds import (
     load_worlds,
     questions_file,
     world_seed_of,
-    worlds_reference_trajectory,
     write_worlds,
 )
 from swirl_lightning.core.tasks.worlds.generator import (
@@ -25,7 +24,7 @@ from swirl_lightning.core.tasks.worlds.generator import (
     split_of_seed,
     world_seeds,
 )
-from swirl_lightning.core.trajectory import Action, Example, State, Step, decompose
+from swirl_lightning.core.trajectory import Action, Step, decompose
 
 SEEDS = [0, 1, 7, 1_000_000, 1_000_123, 2_000_005]
 
@@ -119,9 +118,11 @@ def test_a_world_folder_is_read_by_the_task(tmp_path):
 
 def test_a_folder_the_project_never_wrote_needs_no_code(tmp_path):
     """Any questions file with a corpus beside it: no world field, no generator record."""
-    (tmp_path / "corpus.jsonl").write_text(json.dumps({"id": "d1", "title": "Ada Quill", "text": "Ada Quill was born in Loam."}) + "\n")
-    (tmp_path / "questions.jsonl").write_text(json.dumps({"question": "Where was Ada Quill born?", "answer": "Loam",
-                                                          "path": ["Ada Quill"], "facts": ["Ada Quill was born in Loam."]}) + "\n")
+    document = {"id": "d1", "title": "Ada Quill", "text": "Ada Quill was born in Loam."}
+    question = {"question": "Where was Ada Quill born?", "answer": "Loam", "path": ["Ada Quill"],
+                "facts": ["Ada Quill was born in Loam."]}
+    (tmp_path / "corpus.jsonl").write_text(json.dumps(document) + "\n")
+    (tmp_path / "questions.jsonl").write_text(json.dumps(question) + "\n")
     [example] = load_task("worlds", "test", path=tmp_path)
     trajectory = get_task("worlds").reference_trajectory(example, [{"role": "user", "content": example.question}],
                                                          {"search": "lookup"})

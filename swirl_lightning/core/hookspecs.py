@@ -10,7 +10,8 @@ This API is fixed; changing it breaks third-party plugins. A hook may gain an ar
 ``options``): an implementation names only the arguments it uses, so older plugins keep working.
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

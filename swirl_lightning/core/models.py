@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import importlib.util
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator

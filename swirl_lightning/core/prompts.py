@@ -17,7 +17,7 @@ PROMPT_VERSION = "swirl-v1"
 
 _SYSTEM = """You answer questions in steps, using tools. In each turn, think briefly, then write exactly one action:
 {actions}
-After a tool call, its result comes back as "QUERY -> RESULT". Use at most {max_queries} tool calls, never repeat a query, and answer in a few words (for math, just the number)."""
+After a tool call, its result comes back as "QUERY -> RESULT". Use at most {max_queries} tool calls, never repeat a query, and answer in a few words (for math, just the number)."""  # noqa: E501 - the prompt's text, verbatim
 
 _ANSWER_LINE = "- <answer>...</answer>: your final answer."
 

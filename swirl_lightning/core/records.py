@@ -11,14 +11,17 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
 
 class FormatError(ValueError):
     """A record that does not match the schema; the message names the file, line and field."""
 
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -63,7 +66,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise FormatError(f"{where}: expected an object, got {type(value).__name__}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

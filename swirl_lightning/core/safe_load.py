@@ -124,7 +124,7 @@ def check_yaml(text: str, where: str, *, empty_ok: bool = True, numbered: bool =
                     open_nodes[-1][2].add(event.value)
                 expect_key[-1] = not expect_key[-1]
             if isinstance(event, yaml.CollectionStartEvent):
-                keys = set() if isinstance(event, yaml.MappingStartEvent) else None
+                keys: set[str] | None = set() if isinstance(event, yaml.MappingStartEvent) else None
                 open_nodes.append((event.anchor, expanded, keys))
                 expect_key.append(True)
                 expanded += 1
@@ -260,9 +260,10 @@ def check_interpolations(document: Any, where: str) -> None:
             # A resolver (oc.env, oc.select, oc.decode, ...): its own text, its interpolated arguments, and any
             # argument naming a key of the document (oc.select:a.b) expand; oc.dict.keys reads only the keys.
             keys_only = head.strip() == "oc.dict.keys"
-            found = [reference(argument, path) for argument in body.split(":", 1)[1].split(",") if "${" not in argument]
+            references = [reference(argument, path) for argument in body.split(":", 1)[1].split(",")
+                          if "${" not in argument]
             parts = [(sum(map(len, node_at(f)[1])), 0) if keys_only and isinstance(node_at(f)[1], dict) else followed(f)
-                     for f in found if f is not None]
+                     for f in references if f is not None]
             parts += [expanded(b, path) for b in inner]
             return len(body) + sum(s for s, _ in parts), max((c for _, c in parts), default=0)
         found = reference(body, path)
@@ -272,8 +273,8 @@ def check_interpolations(document: Any, where: str) -> None:
         if path in sized:
             return sized[path]
         if path in active:
-            chain = " -> ".join(shown(p) for p in active[active.index(path):] + [path])
-            raise LoadError(f"{where}: {shown(path)} refers to itself through its interpolations ({chain})")
+            cycle = " -> ".join(shown(p) for p in active[active.index(path):] + [path])
+            raise LoadError(f"{where}: {shown(path)} refers to itself through its interpolations ({cycle})")
         if len(active) > MAX_DEPTH + MAX_INTERPOLATION_CHAIN:  # deeper than nesting and a chain allow
             raise LoadError(f"{where}: {shown(path)}: interpolations chained more than {MAX_INTERPOLATION_CHAIN} deep "
                             "(a: ${b}, b: ${c}, ...); write the values out instead")

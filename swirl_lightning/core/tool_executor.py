@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from swirl_lightning.core.tool_process import ToolProcess, die_with_parent  # noqa: F401 - die_with_parent: re-exported
 
@@ -179,7 +179,7 @@ class ToolExecutor:
         problem = self._problem(reply, name, self.timeout_s, "the call")
         if problem is not None:
             return self._error(problem, elapsed)
-        _, output, total = reply
+        _, output, total = cast("tuple[str | None, str, int]", reply)  # no problem: the worker's answer
         if total > len(output):
             return ToolResult(output + truncation_marker(total, len(output)), None, elapsed, truncated=True)
         return ToolResult(output, None, elapsed, truncated=False)

@@ -19,8 +19,15 @@ from typing import Any
 
 import pluggy
 
-from swirl_lightning.core.plugins import (LOAD_PLUGINS_ENV, PluginLoadWarning, PluginOrigin, get_plugin_manager,
-                                          options_key, plugin_origin, requested_distributions)
+from swirl_lightning.core.plugins import (
+    LOAD_PLUGINS_ENV,
+    PluginLoadWarning,
+    PluginOrigin,
+    get_plugin_manager,
+    options_key,
+    plugin_origin,
+    requested_distributions,
+)
 from swirl_lightning.core.trajectory import ANSWER_TAG, THINKING_TAGS, Example
 
 TAG_PATTERN = re.compile(r"[A-Za-z_][\w-]*")

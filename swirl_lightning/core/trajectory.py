@@ -30,12 +30,15 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from swirl_lightning.core.records import FormatError, from_dict, to_dict
 from swirl_lightning.core.safe_load import loads_json
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 SCHEMA_VERSION = 3
 """3: ``Step.logprobs`` and ``Step.policy_version`` (what sampled each action). 2: ``Trajectory.gold_answer`` (the

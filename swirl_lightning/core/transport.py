@@ -113,7 +113,7 @@ class _HTTPHandler(urllib.request.HTTPHandler):
         self.deadline = deadline
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_HTTPConnection, req, deadline=self.deadline)
+        return self.do_open(_HTTPConnection, req, deadline=self.deadline)  # type: ignore[arg-type]  # do_open passes deadline on
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
@@ -122,7 +122,9 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         self.deadline = deadline
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_HTTPSConnection, req, context=self._context, deadline=self.deadline)
+        # do_open passes deadline on to the connection; _context: HTTPSHandler's own (not in the stubs)
+        return self.do_open(_HTTPSConnection, req, context=self._context,  # type: ignore[arg-type, attr-defined]
+                            deadline=self.deadline)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

@@ -74,6 +74,7 @@ class OutcomeJudge(Protocol):
 class StepJudgeBase:
     """Defaults for the optional parts of :class:`StepJudge`: subclass it and set ``judge_id`` and ``judge_steps``."""
 
+    judge_id: str  # set by the subclass
     prompt_version = "v1"
     threshold = 0.5
     cacheable = True
@@ -94,6 +95,8 @@ class StepJudgeBase:
 
 class OutcomeJudgeBase:
     """:meth:`OutcomeJudge.score_batch` from a per-answer ``score``."""
+
+    score: Callable[[str | None, str], float]  # the subclass's method
 
     def score_batch(self, predictions: Sequence[str | None], golds: Sequence[str],
                     questions: Sequence[str | None] | None = None) -> list[float]:

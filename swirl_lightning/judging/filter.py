@@ -45,10 +45,22 @@ from typing import Any
 from swirl_lightning.core.config import JudgeConfig, TaskConfig
 from swirl_lightning.core.outputs import check_outputs_apart
 from swirl_lightning.core.trajectory import (
-    Example, Judgement, Step, Trajectory, read_trajectories, write_jsonl, write_text_atomic,
+    Example,
+    Judgement,
+    Step,
+    Trajectory,
+    read_trajectories,
+    write_jsonl,
+    write_text_atomic,
 )
 from swirl_lightning.judging.base import BAD, FAILED, GOOD, OutcomeJudge
-from swirl_lightning.judging.steps import FailureBudget, JudgementCache, JudgementStore, judge_trajectories, judgement_key
+from swirl_lightning.judging.steps import (
+    FailureBudget,
+    JudgementCache,
+    JudgementStore,
+    judge_trajectories,
+    judgement_key,
+)
 
 FILTER_MODES = ("none", "process", "outcome", "process+outcome", "step")
 
@@ -89,14 +101,15 @@ def score_outcomes(trajectories: Sequence[Trajectory], examples: dict[str, Examp
     graded = _grade(outcome_judge, [predictions[i] for i in todo], [golds[i] for i in todo],
                     [questions[i] for i in todo]) if todo else []
     judgements: list[Judgement | None] = [cached.get(k) if k else None for k in keys]
-    for i, judgement in zip(todo, graded):
-        judgements[i] = judgement
+    for i, fresh in zip(todo, graded):
+        judgements[i] = fresh
     if cache is not None:
-        cache.put_many({keys[i]: j for i, j in zip(todo, graded) if keys[i]})
+        cache.put_many({key: j for i, j in zip(todo, graded) if (key := keys[i])})
     if failures is not None:
         failures.judged += len(trajectories) - len(todo)  # the cached grades
         failures.add(graded)
     for trajectory, judgement in zip(trajectories, judgements):
+        assert judgement is not None  # each one cached or graded
         trajectory.outcome = judgement.score
         trajectory.metadata["outcome_judge"] = outcome_judge.judge_id
         if judgement.failed:
@@ -160,10 +173,11 @@ def filter_trajectories(trajectories: Sequence[Trajectory], mode: str, step_judg
         raise ValueError(f"mode: expected one of {', '.join(FILTER_MODES)}, got {mode!r}")
     if _uses_process(mode) and not step_judge_id:
         raise ValueError(f"mode {mode!r} needs step_judge_id (the judge whose verdicts decide)")
+    judge_id = step_judge_id or ""  # read by the process modes only, which have it (checked above)
     kept, undecided = [], 0
     for trajectory in trajectories:
         if mode == "step":
-            cut = cut_after_first_bad(trajectory, step_judge_id)
+            cut = cut_after_first_bad(trajectory, judge_id)
             if cut.steps or not trajectory.steps:
                 kept.append(cut)
             else:  # its first step failed: nothing is known to keep
@@ -172,7 +186,7 @@ def filter_trajectories(trajectories: Sequence[Trajectory], mode: str, step_judg
         # rejected: a known BAD step or a wrong answer; failed: a verdict missing through a judge failure
         rejected = failed = False
         if _uses_process(mode):
-            verdicts = _verdicts(trajectory, step_judge_id)
+            verdicts = _verdicts(trajectory, judge_id)
             rejected = not verdicts or any(v not in (GOOD, FAILED) for v in verdicts)
             failed = FAILED in verdicts
         if _uses_outcome(mode):
@@ -214,7 +228,7 @@ def good_steps_only(trajectory: Trajectory) -> Trajectory:
     return dataclasses.replace(trajectory, steps=trajectory.steps[:good])
 
 
-def _share(part: int, whole: int) -> float | None:
+def _share(part: float, whole: int) -> float | None:
     return part / whole if whole else None
 
 
@@ -248,6 +262,8 @@ def filter_stats(trajectories: Sequence[Trajectory], kept: Sequence[Trajectory],
         with_failures += FAILED in verdicts
     scored = [t for t in trajectories if t.outcome is not None]
     kept_scored = [t for t in kept if t.outcome is not None]
+    outcomes = [t.outcome for t in scored if t.outcome is not None]
+    kept_outcomes = [t.outcome for t in kept_scored if t.outcome is not None]
     return {
         "mode": mode,
         "step_judge": step_judge_id,
@@ -266,9 +282,9 @@ def filter_stats(trajectories: Sequence[Trajectory], kept: Sequence[Trajectory],
         "trajectories_all_steps_good": all_good if step_judge_id else None,
         "trajectories_with_outcome": len(scored),
         "outcomes_failed": sum(_outcome_failed(t) for t in trajectories),
-        "outcome_accuracy": _share(sum(t.outcome >= outcome_threshold for t in scored), len(scored)),
-        "outcome_mean": _share(sum(t.outcome for t in scored), len(scored)),
-        "kept_outcome_accuracy": _share(sum(t.outcome >= outcome_threshold for t in kept_scored), len(kept_scored)),
+        "outcome_accuracy": _share(sum(o >= outcome_threshold for o in outcomes), len(scored)),
+        "outcome_mean": _share(sum(outcomes), len(scored)),
+        "kept_outcome_accuracy": _share(sum(o >= outcome_threshold for o in kept_outcomes), len(kept_scored)),
     }
 
 
@@ -349,7 +365,7 @@ def run_filter(config: FilterConfig) -> dict[str, Any]:
     step_failures, outcome_failures = FailureBudget.from_config(config.judge), FailureBudget.from_config(config.judge)
     # The options of both judges are checked, then both are built, before any step is judged: a bad option of either
     # is found before a model loads or a server is called.
-    outcome_name = None if examples is None else config.judge.outcome or get_task(task.name).outcome_judge
+    outcome_name = None if task is None else config.judge.outcome or get_task(task.name).outcome_judge
     if _uses_process(config.mode):
         check_judge_options(config.judge.name, config.judge.options)
     if outcome_name is not None:
@@ -364,13 +380,16 @@ def run_filter(config: FilterConfig) -> dict[str, Any]:
             judging = judge_trajectories(trajectories, judge, examples, cache, config.judge.batch_size,
                                          config.progress, step_failures)
             step_failures.check(final=True)
-            if getattr(judge, "usage", None) is not None:
-                usage["step_judge"] = judge.usage.as_dict()
+            judge_usage = getattr(judge, "usage", None)
+            if judge_usage is not None:
+                usage["step_judge"] = judge_usage.as_dict()
         if outcome_judge is not None:
+            assert examples is not None  # an outcome judge comes with the task's examples
             score_outcomes(trajectories, examples, outcome_judge, cache, outcome_failures)
             outcome_failures.check(final=True)
-            if getattr(outcome_judge, "usage", None) is not None:
-                usage["outcome_judge"] = outcome_judge.usage.as_dict()
+            outcome_usage = getattr(outcome_judge, "usage", None)
+            if outcome_usage is not None:
+                usage["outcome_judge"] = outcome_usage.as_dict()
     finally:
         if cache is not None:
             cache.close()
@@ -389,7 +408,6 @@ def run_filter(config: FilterConfig) -> dict[str, Any]:
 def cli_main(argv: list[str]) -> int:
     """``swirl filter --config FILE | --input F --output F [--group.field value ...]``; prints a one-line summary."""
     from swirl_lightning.core.config import parse_config
-
     from swirl_lightning.judging.served import JudgeConfigurationError
     from swirl_lightning.judging.steps import JudgeFailureError
 

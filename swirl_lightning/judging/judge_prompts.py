@@ -52,6 +52,7 @@ class JudgePrompt:
     @classmethod
     def parse(cls, text: str, path: Path) -> JudgePrompt:
         """A prompt from the text of a prompt file (module docstring); errors name the file."""
+        sections: dict[str, list[str]]
         version, current, sections = None, None, {}
         for number, line in enumerate(text.splitlines(), start=1):
             header = re.fullmatch(r"===\s*(\w+)\s*", line)

@@ -66,7 +66,7 @@ class VerdictScorer:
         """P(positive) after each conversation; ``None`` (nothing to ask) scores 0 without a model call."""
         asked = [i for i, c in enumerate(conversations) if c is not None]
         scores = [0.0] * len(conversations)
-        for i, p in zip(asked, self.probabilities([self.prompt_ids(conversations[i]) for i in asked])):
+        for i, p in zip(asked, self.probabilities([self.prompt_ids(c) for c in conversations if c is not None])):
             scores[i] = p
         return scores
 

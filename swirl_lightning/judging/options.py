@@ -29,7 +29,7 @@ def _parameters(factory: Callable[..., Any]) -> tuple[dict[str, inspect.Paramete
 
 
 def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
-    target = factory.__init__ if isinstance(factory, type) else factory
+    target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]  # a class: its __init__
     try:
         return typing.get_type_hints(target)
     except Exception:  # noqa: BLE001 - a plugin's annotation that does not resolve: its types go unchecked

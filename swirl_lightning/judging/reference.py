@@ -77,10 +77,12 @@ class ReferenceJudge(StepJudgeBase):
     def score_step(self, state: State, step: Step) -> float:
         """1.0 or 0.0 for one step: a recorded one (its observation holds the tool result) or a sampled one."""
         action, task = step.action, self._task(state.example)
+        assert state.example is not None  # _task raised otherwise
         if action.kind == "answer":
             return float(_outcome_judge(task.outcome_judge).score(action.answer, state.example.answer) >= 1.0)
         if action.kind == "invalid" or step.tool_error:
             return 0.0
+        result: str | None
         if step.observation is not None:
             result = observation_result(step.observation)
         else:
@@ -109,5 +111,6 @@ def earlier_progress(state: State, task: Task) -> frozenset[Any]:
     reached: set[Any] = set()
     for message in state.messages[first_action:]:
         if message["role"] == "user" and OBSERVATION_SEPARATOR in message["content"]:
+            assert state.example is not None  # the reference judge's states carry their example
             reached |= task.reference_progress(state.example, observation_result(message["content"]))
     return frozenset(reached)

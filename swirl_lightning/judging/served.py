@@ -33,18 +33,18 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
 from swirl_lightning.core.safe_load import loads_json
 from swirl_lightning.core.trajectory import Judgement, State, Step
+from swirl_lightning.core.transport import ConnectionFailed, HttpReply, ReplyTooLarge, RequestTimedOut, post
 from swirl_lightning.judging.base import BAD, FAILED, GOOD, StepJudgeBase
 from swirl_lightning.judging.judge_prompts import JudgePrompt, parse_group_verdicts, parse_verdict, shorten, transcript
 from swirl_lightning.judging.ratelimit import JudgeUsage, RateLimiter, RetryPolicy
 from swirl_lightning.judging.redact import redact
-from swirl_lightning.core.transport import ConnectionFailed, HttpReply, ReplyTooLarge, RequestTimedOut, post
 
 NO_KEY = "no-key"
 """The key sent when ``api_key_env`` is not set: servers without authentication accept any."""
@@ -325,7 +325,8 @@ class ServedJudge(_Served, StepJudgeBase):
     def _works(self, items: Sequence[tuple[State, Step]]) -> tuple[list[tuple[int, Judgement]], list[list[int]]]:
         """Invalid steps judged BAD at once, and the indices of the rest in requests: one each, or (``group``) one
         per state for its sampled actions."""
-        ready, works, by_state = [], [], {}
+        ready, works = [], []
+        by_state: dict[str, list[int]] = {}
         for index, (state, step) in enumerate(items):
             if step.action.kind == "invalid":
                 ready.append((index, self.judgement(0.0)))
@@ -346,6 +347,7 @@ class ServedJudge(_Served, StepJudgeBase):
         except RequestFailed as error:
             results = [(i, self.failure(str(error))) for i in indices]
         else:
+            verdicts: Mapping[int, str | None]
             if len(indices) == 1:
                 verdicts = {1: parse_verdict(reply, GOOD, BAD)}
             else:

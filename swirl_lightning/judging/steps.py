@@ -203,7 +203,7 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
     failures = failures if failures is not None else FailureBudget(max_rate=1.0)
     failed_before = failures.failed
-    use_cache = cache is not None and judge.cacheable
+    store = cache if judge.cacheable else None  # where verdicts are cached, if anywhere
     settings = verdict_settings(judge)
     pending: list[tuple[State, Step, str | None]] = []
     for trajectory in trajectories:
@@ -212,13 +212,14 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
             raise ValueError(f"judge {judge.judge_id} needs the examples (name the task); none for trajectory {trajectory.key}")
         for state, step in decompose(trajectory, example):
             key = judgement_key(judge.judge_id, judge.prompt_version, state.messages, step.text,
-                                settings) if use_cache else None
+                                settings) if store is not None else None
             pending.append((state, step, key))
-    cached = cache.get_many(k for _, _, k in pending if k) if use_cache else {}
+    cached = store.get_many(k for _, _, k in pending if k) if store is not None else {}
     todo, hits = [], []
     for state, step, key in pending:
-        if key in cached and not cached[key].failed:  # a store of another make may hold failures: no verdict
+        if key is not None and key in cached and not cached[key].failed:  # another make's store may hold failures
             hit = cached[key]
+            assert hit.score is not None  # not a failure: a score
             hits.append(Judgement(hit.judge, verdict_for(hit.score, judge.threshold), hit.score, hit.prompt_version))
             _set_judgement(step, hits[-1])
         else:
@@ -236,8 +237,9 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
                 arrived = []
                 for index, judgement in streaming(items):
                     _set_judgement(chunk[index][1], judgement)
-                    if use_cache and chunk[index][2]:
-                        cache.put_many({chunk[index][2]: judgement})
+                    key = chunk[index][2]
+                    if store is not None and key:
+                        store.put_many({key: judgement})
                     arrived.append(judgement)
                     failures.add([judgement])
                     bar.update(1)
@@ -250,8 +252,8 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
                                        f"{len(chunk)} steps")
                 for (_, step, _), judgement in zip(chunk, judgements):
                     _set_judgement(step, judgement)
-                if use_cache:
-                    cache.put_many({key: j for (_, _, key), j in zip(chunk, judgements) if key})
+                if store is not None:
+                    store.put_many({key: j for (_, _, key), j in zip(chunk, judgements) if key})
                 failures.add(judgements)
                 bar.update(len(chunk))
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from swirl_lightning.core import prompts
@@ -142,8 +143,10 @@ class RolloutConversation:
                     policy_version=policy_version)
         self.trajectory.steps.append(step)
         if action.kind == "answer":
-            return self._finish("answer", action.answer)
+            self._finish("answer", action.answer)
+            return None
         if action.kind == "tool":
+            assert action.tool is not None and action.query is not None  # a tool call names both
             in_flight = self.settings.in_flight
             mark = (in_flight.call(self.example.id, self.trajectory.sample_index, action.tool) if in_flight is not None
                     else contextlib.nullcontext())
@@ -154,7 +157,8 @@ class RolloutConversation:
         else:
             step.observation = prompts.corrective_note(action.reason or "invalid", self._tags)
         if len(self.trajectory.steps) >= self.settings.max_actions:
-            return self._finish("max_actions", None)
+            self._finish("max_actions", None)
+            return None
         if self.settings.renderer is None:
             return []
         step.observation_token_ids = self.settings.renderer.observation_ids(step.observation, finish_reason == "eos")
@@ -188,7 +192,7 @@ def sample_seed(example_id: str, sample_index: int) -> int:
 
 
 def conversations(
-    examples: Iterable[Example], num_samples: int, settings: RolloutSettings, skip: set[tuple[str, int]] = frozenset()
+    examples: Iterable[Example], num_samples: int, settings: RolloutSettings, skip: AbstractSet[tuple[str, int]] = frozenset()
 ) -> Iterable[RolloutConversation]:
     """One conversation per (example, sample) pair not in ``skip``, lazily."""
     for example in examples:

@@ -29,7 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 
@@ -202,8 +202,8 @@ class GenerationEngine:
             active = [i for i, s in enumerate(slots) if s is not None]
             if not active:
                 return
-            prefill = [i for i in active if len(slots[i].feed) > 1]
-            decode = [i for i in active if len(slots[i].feed) == 1]
+            prefill = [i for i, s in enumerate(slots) if s is not None and len(s.feed) > 1]
+            decode = [i for i, s in enumerate(slots) if s is not None and len(s.feed) == 1]
             # A prefill pass for one or two rows costs about as much as a decode pass for the whole batch,
             # so rows waiting to prefill are gathered until they are a quarter of the batch (or all of it).
             if prefill and (not decode or 4 * len(prefill) >= len(active)):
@@ -262,8 +262,9 @@ class GenerationEngine:
     def _prefill_group(self, prefill: list[int], slots: list[_Slot | None]) -> list[int]:
         """The longest-waiting prefill rows that fit the prefill token budget (at least one row)."""
         group: list[int] = []
+        live = cast("list[_Slot]", slots)  # the rows are live slots
         for i in prefill:
-            longest = max([len(slots[j].feed) for j in group] + [len(slots[i].feed)])
+            longest = max([len(live[j].feed) for j in group] + [len(live[i].feed)])
             if group and longest * (len(group) + 1) > self.config.prefill_batch_tokens:
                 break
             group.append(i)
@@ -272,27 +273,28 @@ class GenerationEngine:
     def _step(self, rows: list[int], slots: list[_Slot | None], cache: SlotKVCache, on_finished) -> None:
         # Samples of one question start with the same prompt: prefill it once and copy its KV rows.
         shared = self._shared_prompts(rows, slots, cache)
+        live = cast("list[_Slot]", slots)  # the rows are live slots (until a finished one is set to None below)
         computed = [i for i in rows if i not in shared]
-        decoding = all(len(slots[i].feed) == 1 for i in computed)
+        decoding = all(len(live[i].feed) == 1 for i in computed)
         start = time.perf_counter()
-        last_rows = self._forward(computed, [slots[i].feed for i in computed], cache)
+        last_rows = self._forward(computed, [live[i].feed for i in computed], cache)
         elapsed = time.perf_counter() - start
         last = dict(zip(computed, last_rows))
         for copy, source in shared.items():
             cache.copy_slot(source, copy)
             last[copy] = last[source]
-            self.stats.shared_prefill_tokens += len(slots[copy].feed)
+            self.stats.shared_prefill_tokens += len(live[copy].feed)
         self.stats.forward_seconds += elapsed
         if decoding:
             self.stats.decode_seconds += elapsed
         else:
-            self.stats.prefill_tokens += sum(len(slots[i].feed) for i in computed)
+            self.stats.prefill_tokens += sum(len(live[i].feed) for i in computed)
             self.stats.prefill_seconds += elapsed
         logits = torch.stack([last[i] for i in rows])
-        tokens = sample_rows(logits, self.config.temperature, self.config.top_p, [slots[i].generator for i in rows])
+        tokens = sample_rows(logits, self.config.temperature, self.config.top_p, [live[i].generator for i in rows])
         logprobs = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(tokens, device=logits.device)[:, None])
         for i, token, logprob in zip(rows, tokens, logprobs[:, 0].tolist()):
-            slot = slots[i]
+            slot = live[i]
             if decoding and len(rows) == len(slots):  # full decode steps only (see tokens_per_second_by_turn)
                 self.stats.seconds_by_turn[slot.turn_index] += elapsed / len(rows)
                 self.stats.tokens_by_turn[slot.turn_index] += 1
@@ -327,10 +329,11 @@ class GenerationEngine:
 
     def _shared_prompts(self, rows: list[int], slots: list[_Slot | None], cache: SlotKVCache) -> dict[int, int]:
         """Rows whose whole feed is a prompt identical to an earlier row's in this step: row -> that row."""
-        first: dict[tuple[int, ...], int] = {}
+        first: dict[tuple[int, tuple[int, ...]], int] = {}
         shared: dict[int, int] = {}
+        live = cast("list[_Slot]", slots)  # the rows are live slots
         for i in rows:
-            slot = slots[i]
+            slot = live[i]
             if slot.turn_index != 0 or slot.turn_ids or len(slot.feed) < 2:  # not a prompt waiting for prefill
                 continue
             # Same cached head (from the shared prefix) and same rest: the same prompt.

@@ -16,8 +16,9 @@ import hashlib
 import re
 import struct
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from swirl_lightning.core.trajectory import Example, JsonlWriter, Trajectory, read_trajectories
 

@@ -53,7 +53,8 @@ def _differences(stored: Any, current: Any, prefix: str = "") -> list[str]:
 def _changed_content(stored: dict[str, Any], current: dict[str, Any], cfg: GenerateConfig) -> str:
     """The inputs whose content differs from the run record's digests, named with their paths ('' when none). A record
     without digests (an older version wrote it) cannot vouch for its inputs: every one counts as changed."""
-    then = stored.get("content") if isinstance(stored.get("content"), dict) else {}
+    content = stored.get("content")
+    then = content if isinstance(content, dict) else {}
     paths = {"task.data_path": cfg.task.data_path, "policy.adapter": cfg.policy.adapter}
     return ", ".join(f"the content of {name} {paths[name]}" for name, digest in current["content"].items()
                      if digest is not None and then.get(name, "") != digest)

@@ -188,13 +188,14 @@ def served_model_folder(policy: PolicyConfig) -> str:
     from swirl_lightning.core.models import _build_once, cache_dir, load_model, merge_adapter, resolve_model_path
 
     folder = resolve_model_path(policy.name)
-    if not policy.adapter:
+    adapter = policy.adapter
+    if not adapter:
         return folder
 
     def build(out: Path) -> None:
         from swirl_lightning.core.models import load_tokenizer
 
-        merge_adapter(load_model(policy.name, dtype="float32"), policy.adapter).save_pretrained(out)
+        merge_adapter(load_model(policy.name, dtype="float32"), adapter).save_pretrained(out)
         load_tokenizer(policy.name).save_pretrained(out)
 
     name = f"{Path(folder).name}+{adapter_digest(policy.adapter)}"

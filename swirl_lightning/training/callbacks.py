@@ -123,7 +123,7 @@ class LiveEvaluation(L.Callback):
         if torch.distributed.is_available() and torch.distributed.is_initialized() and trainer.world_size > 1:
             parts: list[list[Trajectory] | None] = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(parts, trajectories)
-            trajectories = [t for part in parts for t in part]
+            trajectories = [t for part in parts if part is not None for t in part]
         unique = {t.key: t for t in trajectories}
         return [unique[key] for key in sorted(unique)]
 

@@ -30,13 +30,16 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as L
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from swirl_lightning.core.config import JudgeConfig, TaskConfig, ToolsConfig
+from swirl_lightning.core.tasks import load_task
+from swirl_lightning.core.trajectory import Example, State, Trajectory, read_trajectories
+from swirl_lightning.training.config import TrainDataConfig, ValidationDataConfig
 from swirl_lightning.training.sequences import (
     LengthReport,
     TrainingBatch,
@@ -46,10 +49,7 @@ from swirl_lightning.training.sequences import (
     collate_rows,
     group_by_length,
 )
-from swirl_lightning.core.config import JudgeConfig, TaskConfig, ToolsConfig
-from swirl_lightning.core.tasks import load_task
-from swirl_lightning.training.config import TrainDataConfig, ValidationDataConfig
-from swirl_lightning.core.trajectory import Example, State, Trajectory, read_trajectories
+
 
 class _Batches(Dataset):
     """Item i is batch i, collated."""
@@ -221,7 +221,8 @@ class SwirlDataModule(L.LightningDataModule):
             pool = [spec.reference_trajectory(example, settings.prompt(example.question), tags) for example in chosen]
             if any(t is None for t in pool):
                 raise ValueError(f"data.train.reference: task {task.name!r} has no reference trajectories")
-            return pool
+            return cast("list[Trajectory]", pool)
+        assert config.path is not None  # __init__ checked: a path or reference
         trajectories = read_trajectories(config.path)
         if task.limit is not None or task.offset:
             keep = {e.id for e in chosen}
@@ -279,14 +280,15 @@ class SwirlDataModule(L.LightningDataModule):
         if self.objective.trains_on == "states":
             self.train_items, self.report = build_states(trajectories, self.examples, self.tokenizer, renderer,
                                                          max_length=config.max_length, retokenize=config.retokenize)
-            lengths = [len(s.token_ids) for s in self.train_items]
+            lengths = [len(cast("list[int]", s.token_ids)) for s in self.train_items]  # build_states sets them
         else:
             from swirl_lightning.judging.filter import good_steps_only
 
             # A step-filtered trajectory ends with its first BAD step: a state for swirl, never a target here.
             trajectories = [t for t in map(good_steps_only, trajectories) if t.steps]
             reward = self._judge_id() if config.reward == "judge" else config.reward
-            self.train_items, self.report = build_rows(trajectories, self.objective.weights(trajectories, reward, config.weighting),
+            weights = self.objective.weights(trajectories, reward, config.weighting)
+            self.train_items, self.report = build_rows(trajectories, weights,
                                                        self.tokenizer, renderer, max_length=config.max_length,
                                                        overlength=config.overlength, retokenize=config.retokenize)
             lengths = [len(r.input_ids) for r in self.train_items]
@@ -299,7 +301,7 @@ class SwirlDataModule(L.LightningDataModule):
     def training_states(self) -> list[State]:
         """The distinct states of the training trajectories (what ``swirl`` samples from), whatever the objective."""
         if self.objective.trains_on == "states":
-            return list(self.train_items)
+            return list(cast("list[State]", self.train_items))
         from swirl_lightning.rollout.conversation import ChatRenderer
 
         states, _ = build_states(self.train_trajectories, self.examples, self.tokenizer, ChatRenderer(self.tokenizer),

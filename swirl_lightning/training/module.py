@@ -33,7 +33,11 @@ from swirl_lightning.rollout.backend import GenerationBackend
 from swirl_lightning.training.config import EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig, SwirlConfig
 from swirl_lightning.training.objectives import make_objective
 from swirl_lightning.training.policy import (
-    ActionScorer, describe_parameters, export_policy, load_trainable_policy, shard_with_fsdp2,
+    ActionScorer,
+    describe_parameters,
+    export_policy,
+    load_trainable_policy,
+    shard_with_fsdp2,
 )
 from swirl_lightning.training.scalars import BatchScalars, gradient_norm, reward_figures
 from swirl_lightning.training.sequences import TrainingBatch
@@ -99,7 +103,7 @@ class SwirlModule(L.LightningModule):
         self.sampler = PolicySampler(engine, policy, lora, self.tokenizer, self.rollout_settings().stop_strings,
                                      max(sampling.max_context_tokens, evaluation.sampling.max_context_tokens))
         self.step_judge()
-        self.scorer: ActionScorer | None = None
+        self.scorer: ActionScorer = None  # type: ignore[assignment]  # built by configure_model, before any use
         self.reference: ActionScorer | None = None
         self.batch_tokens = 0
         self._batch_started = 0.0

@@ -30,7 +30,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
 from torch import Tensor
@@ -158,7 +158,8 @@ class SwirlObjective(Objective):
         threshold = module.step_judge().threshold
         return torch.tensor([verdict_for(r, threshold) == GOOD for r in rewards.flatten().tolist()]).view_as(rewards)
 
-    def sample(self, module: SwirlModule, states: Sequence[State], group_size: int, seed: int) -> list[list[tuple[list[int], str]]]:
+    def sample(self, module: SwirlModule, states: Sequence[State], group_size: int,
+               seed: int) -> list[list[tuple[list[int], str]]]:
         """``group_size`` fresh actions per state, drawn with run seed ``seed`` by the module's generation backend
         (whose policy version is kept in :attr:`sampled_version`)."""
         from swirl_lightning.training.policy import action_sampling, sample_actions
@@ -186,7 +187,7 @@ class SwirlObjective(Objective):
         if nothing_judged and distributed:  # every rank takes part in the backward pass: all samples, zero advantages
             rows, valid = list(range(len(states))), torch.ones_like(valid)
             advantages = torch.zeros_like(rewards)
-        groups = [pack_group(states[n].token_ids, [ids for (ids, _), ok in zip(samples[n], valid[n]) if ok],
+        groups = [pack_group(cast("list[int]", states[n].token_ids), [ids for (ids, _), ok in zip(samples[n], valid[n]) if ok],
                              dtype=module.mask_dtype()) for n in rows]
         row_advantages = torch.zeros(len(rows), rewards.shape[1])
         for row, n in enumerate(rows):
@@ -206,9 +207,11 @@ class SwirlObjective(Objective):
                           sampling_seconds=sampling_seconds,
                           policy_staleness=module.weights_step - self.sampled_version)
 
-    def loss(self, module: SwirlModule, batch: SwirlBatch, old_logprobs: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, module: SwirlModule, batch: SwirlBatch,
+             old_logprobs: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss of a prepared batch under the current weights, and its stats (``logprobs`` included)."""
         config = module.swirl
+        assert batch.inputs is not None  # training_step returns before this when nothing was judged
         logprobs, entropy = module.scorer(**batch.inputs)
         loss, stats = swirl_loss(logprobs, batch.inputs["segment_ids"], batch.advantages, old_logprobs,
                                  batch.reference_logprobs, config.kl_beta, config.clip_eps)

@@ -10,6 +10,7 @@ import json
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +20,6 @@ from swirl_lightning.core.models import EXPORT_RECORD
 from swirl_lightning.core.trajectory import State
 from swirl_lightning.training.config import ExportConfig, LoraConfig
 from swirl_lightning.training.head import DEFAULT_CHUNK_TOKENS, head_logprobs
-
 
 AUTO_CHECKPOINT_ABOVE_TOKENS = 1024
 """``gradient_checkpointing: auto`` checkpoints the batches of more tokens (rows x length) than this."""
@@ -103,7 +103,7 @@ class ActionScorer(nn.Module):
 
 def action_sampling(sampling: SamplingConfig, states: Sequence[State]) -> SamplingConfig:
     """``sampling`` with a context budget that fits the longest of ``states`` and one action."""
-    longest = max(len(s.token_ids) for s in states)
+    longest = max(len(cast("list[int]", s.token_ids)) for s in states)  # swirl's states carry their ids
     return dataclasses.replace(sampling, max_context_tokens=longest + sampling.max_new_tokens + 1)
 
 
@@ -112,7 +112,8 @@ def sample_actions(backend, states: Sequence[State], group_size: int) -> list[li
     """``group_size`` actions (token ids, text) per state from a generation backend (the policy's current weights):
     one model turn each, no tool runs. Each (state, g) has its own seed, from the backend's ``sampling.seed`` and the
     state."""
-    conversations = [_OneTurn(s.token_ids, zlib.crc32(f"{s.example_id}\x00{s.step_index}\x00{g}".encode()) & 0x7FFFFFFF)
+    conversations = [_OneTurn(cast("list[int]", s.token_ids),
+                              zlib.crc32(f"{s.example_id}\x00{s.step_index}\x00{g}".encode()) & 0x7FFFFFFF)
                      for s in states for g in range(group_size)]
     backend.run(conversations, lambda c: None)
     return [[(c.token_ids, c.text) for c in conversations[i * group_size : (i + 1) * group_size]]
@@ -168,7 +169,8 @@ def load_trainable_policy(policy: PolicyConfig, lora: LoraConfig, device: torch.
         else:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora.r > 0:
-        from peft import LoraConfig as PeftLoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
         if lora.quantize != "none":
             lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=False)  # enabled above, non-reentrant

@@ -20,10 +20,15 @@ import atexit
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swirl_lightning.core.config import EngineConfig, PolicyConfig, SamplingConfig
 from swirl_lightning.rollout.backend import GenerationBackend
 from swirl_lightning.training.config import LoraConfig
+
+if TYPE_CHECKING:
+    from swirl_lightning.rollout.vllm_server import VllmServer
+    from swirl_lightning.training.weight_sync import AdapterSync
 
 
 class PolicySampler:
@@ -34,8 +39,8 @@ class PolicySampler:
         self.check_config(engine, lora)
         self.engine, self.policy, self.lora = engine, policy, lora
         self.tokenizer, self.stop_strings, self.max_context_tokens = tokenizer, list(stop_strings), max_context_tokens
-        self.server = None
-        self.sync = None
+        self.server: VllmServer | None = None
+        self.sync: AdapterSync | None = None
 
     @staticmethod
     def check_config(engine: EngineConfig, lora: LoraConfig) -> None:
@@ -62,9 +67,9 @@ class PolicySampler:
         """A backend sampling with ``scorer``'s weights, which are those of optimizer step ``step`` (on vLLM: the
         adapter of the latest sync, published first when it is ``engine.sync_every`` steps old)."""
         if self.engine.name == "vllm":
-            from swirl_lightning.rollout.vllm_backend import VllmBackend
-
             from torch.distributed.fsdp import FSDPModule
+
+            from swirl_lightning.rollout.vllm_backend import VllmBackend
 
             if isinstance(scorer, FSDPModule):
                 raise ValueError("engine.name vllm with FSDP2 sharding is not built (the adapter would have to be "

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from swirl_lightning.training.packing import Segment, pack_trajectory, pad_rows
 from swirl_lightning.core.trajectory import Example, State, Trajectory
-
+from swirl_lightning.training.packing import Segment, pack_trajectory, pad_rows
 
 
 @dataclass
@@ -71,11 +70,12 @@ def trajectory_segments(trajectory: Trajectory, tokenizer, renderer, retokenize:
     if not trajectory.steps:
         return []
     if has_token_ids(trajectory) and not retokenize:
-        segments: list[Segment] = [(list(trajectory.prompt_token_ids), False)]
+        # has_token_ids: none of these is None
+        segments: list[Segment] = [(list(trajectory.prompt_token_ids or ()), False)]
         for k, step in enumerate(trajectory.steps):
-            segments.append((list(step.token_ids), True))
+            segments.append((list(step.token_ids or ()), True))
             if k < len(trajectory.steps) - 1:
-                segments.append((list(step.observation_token_ids), False))
+                segments.append((list(step.observation_token_ids or ()), False))
         return segments
     segments = [(renderer.prompt_ids(trajectory.prompt), False)]
     for k, step in enumerate(trajectory.steps):
@@ -107,7 +107,7 @@ def step_rewards(trajectory: Trajectory, source: str) -> list[float]:
             raise ValueError(f"trajectory {trajectory.key}: reward 'outcome' but the outcome is not scored "
                              "(run swirl filter with a task, or pick another train.reward)")
         return [trajectory.outcome] * len(trajectory.steps)
-    rewards = []
+    rewards: list[float] = []
     for k, step in enumerate(trajectory.steps):
         if source == "step":
             if step.reward is None:
@@ -119,6 +119,9 @@ def step_rewards(trajectory: Trajectory, source: str) -> list[float]:
             known = sorted({j.judge for s in trajectory.steps for j in s.judgements})
             raise ValueError(f"trajectory {trajectory.key} step {k}: no judgement by {source!r} "
                              f"(judged by: {', '.join(known) or 'none'}); expected train.reward: outcome, step or a judge id")
+        if judgement.score is None:
+            raise ValueError(f"trajectory {trajectory.key} step {k}: the {source!r} judgement failed "
+                             f"({judgement.error}); it has no score to train on (re-run swirl filter)")
         rewards.append(judgement.score)
     return rewards
 

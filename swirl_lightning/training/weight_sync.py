@@ -41,6 +41,7 @@ class AdapterSync:
         when none is, or when the served one is ``every`` or more steps old."""
         if self.version is None or step - self.version >= self.every:
             self.publish(lm, step)
+        assert self.name is not None and self.version is not None  # publish() set both
         return self.name, self.version
 
     def publish(self, lm: nn.Module, version: int) -> None:

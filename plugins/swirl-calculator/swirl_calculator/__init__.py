@@ -18,15 +18,15 @@ import ast
 import math
 import re
 import warnings
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
-from typing import Callable, Union
 
 from swirl_lightning import hookimpl
 
 __all__ = ["CalculatorError", "calculator", "evaluate", "format_number", "normalise", "register_tools"]
 
-Number = Union[Fraction, float]
+Number = Fraction | float
 
 MAX_INPUT_CHARS = 500
 MAX_DEPTH = 100
@@ -270,7 +270,7 @@ def _bounded(value: Number) -> Number:
     return value
 
 
-def _exact(value: Union[int, Number]) -> Number:
+def _exact(value: int | Number) -> Number:
     """``Fraction // x`` gives an int and ``float // x`` a whole float: make both exact Fractions."""
     if isinstance(value, int) or value.is_integer():
         return Fraction(int(value))

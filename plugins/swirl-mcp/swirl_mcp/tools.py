@@ -173,6 +173,6 @@ class McpTool:
             raise McpToolError(str(error)) from None
         except McpToolError:
             raise
-        except Exception as error:  # an MCP protocol error (e.g. the server refused the arguments)
+        except Exception as error:  # noqa: BLE001 - an MCP protocol error (e.g. the server refused the arguments)
             raise McpToolError(f"{spec.name}: {describe(error)}") from None
         return result_text(result, spec.server.max_result_chars, spec.name)

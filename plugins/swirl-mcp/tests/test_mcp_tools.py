@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 import swirl_mcp
-from mcp_servers import (ALL_TOOLS, free_port, http_config, server_processes, start_http_server, stdio_config,
-                         write_server)
+from mcp_servers import (
+    ALL_TOOLS,
+    free_port,
+    http_config,
+    server_processes,
+    start_http_server,
+    stdio_config,
+    write_server,
+)
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import ToolOptionsError, collect_tools
 from swirl_lightning.testing import plugged_in_alone, rollout_once

@@ -12,17 +12,16 @@ import functools
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from swirl_lightning import hookimpl
-
 from swirl_search import settings
 from swirl_search.corpus import Document
 
 if TYPE_CHECKING:
     from swirl_lightning.core.tools import Episode
-
     from swirl_search.index import SearchIndex
     from swirl_search.lexical import LexicalIndex
 

@@ -2,7 +2,8 @@
 
 TensorBoard serves every route below under ``data/plugin/trajectories/``. The frontend is ``static/index.js``, an
 ES module TensorBoard loads into its dashboard frame (no build step, nothing fetched from outside);
-``index.html`` (with ``boot.js``) shows the same dashboard as a page of its own, and takes a link's ``run`` and ``file`` (or ``find``).
+``index.html`` (with ``boot.js``) shows the same dashboard as a page of its own, and takes a link's ``run`` and
+``file`` (or ``find``).
 
 Data routes (JSON; ``run`` and ``file`` name a source as ``runs`` lists it):
 
@@ -20,8 +21,9 @@ Data routes (JSON; ``run`` and ``file`` name a source as ``runs`` lists it):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin

@@ -231,7 +231,8 @@ def pair_views(before: Trajectory, after: Trajectory) -> dict[str, Any]:
             "differences": {"summary": [f for f in SUMMARY_FIELDS if a[f] != b[f]], "steps": steps}}
 
 
-def find_pair(before: list[Trajectory], after: list[Trajectory], example_id: str, sample_index: int) -> tuple[Trajectory, Trajectory]:
+def find_pair(before: list[Trajectory], after: list[Trajectory], example_id: str,
+              sample_index: int) -> tuple[Trajectory, Trajectory]:
     """The trajectories of one question on both sides; ``KeyError`` when a side lacks it."""
     key = (example_id, sample_index)
     left = next((t for t in before if t.key == key), None)

@@ -70,7 +70,7 @@ def tensorboard(logdir: Path):
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     log.flush()
-                    raise RuntimeError(f"tensorboard did not start: {(logdir.parent / log.name).read_text()[-2000:]}")
+                    raise RuntimeError(f"tensorboard did not start: {(logdir.parent / log.name).read_text()[-2000:]}") from None
                 time.sleep(0.5)
         yield base
     finally:

@@ -38,7 +38,8 @@ class Gsm8kTask(Task):
     outcome_judge = "numeric"
     # Written by hand, not drawn from the data set, so it never leaks into evaluation.
     few_shot = [
-        {"role": "user", "content": "A shop sells pens at $3 each. Tom buys 4 pens and pays with a $20 bill. How much change does he get?"},
+        {"role": "user",
+         "content": "A shop sells pens at $3 each. Tom buys 4 pens and pays with a $20 bill. How much change does he get?"},
         {"role": "assistant", "content": "First the cost of the pens. <{calculator}>3*4</{calculator}>"},
         {"role": "user", "content": "3*4 -> 12"},
         {"role": "assistant", "content": "Now the change from $20. <{calculator}>20-12</{calculator}>"},
@@ -89,7 +90,8 @@ def load_gsm8k(path: DataPath | None = None, limit: int | None = None) -> list[E
     return examples
 
 
-def gsm8k_split(examples: list[Example], val_size: int = GSM8K_VALIDATION_SIZE, seed: int = 0) -> tuple[list[Example], list[Example]]:
+def gsm8k_split(examples: list[Example], val_size: int = GSM8K_VALIDATION_SIZE,
+                seed: int = 0) -> tuple[list[Example], list[Example]]:
     """Deterministic (train, validation) split.
 
     The ids are sorted, shuffled with ``random.Random(seed)`` (an integer seed gives the same sequence
@@ -239,7 +241,7 @@ def verify_reference_steps(
             annotated = observation_result(step.observation)
             try:
                 calculated = str(calculate(expr))
-            except Exception as err:  # a broken tool is one of the causes being measured
+            except Exception as err:  # noqa: BLE001 - a broken tool is one of the causes being measured
                 calculated = f"{type(err).__name__}: {err}"
             cause = _compare(annotated, calculated)
             if cause in ("exact", "rounded"):

@@ -24,7 +24,9 @@ class HotpotQATask(Task):
         {"role": "assistant", "content": "I need the composer of Rusalka first. <{search}>Rusalka opera composer</{search}>"},
         {"role": "user", "content": "Rusalka opera composer -> Rusalka (opera): Rusalka is an opera by Antonín Dvořák."},
         {"role": "assistant", "content": "Now where Dvořák was born. <{search}>Antonín Dvořák birthplace</{search}>"},
-        {"role": "user", "content": "Antonín Dvořák birthplace -> Antonín Dvořák: Antonín Dvořák was a Czech composer, born in Nelahozeves, Bohemia."},
+        {"role": "user",
+         "content": "Antonín Dvořák birthplace -> Antonín Dvořák: Antonín Dvořák was a Czech composer, born in Nelahozeves, "
+                    "Bohemia."},
         {"role": "assistant", "content": "Nelahozeves is in today's Czech Republic. <answer>Czech Republic</answer>"},
     ]
 
@@ -58,6 +60,6 @@ def load_hotpotqa(split: str = "train", path: DataPath | None = None, limit: int
             "type": record.get("type"),
             "level": record.get("level"),
         }
-        fields = (text_field(record, name, where) for name in ("id", "question", "answer"))
-        examples.append(Example(*fields, source="hotpotqa", metadata=metadata))
+        example_id, question, answer = (text_field(record, name, where) for name in ("id", "question", "answer"))
+        examples.append(Example(example_id, question, answer, source="hotpotqa", metadata=metadata))
     return examples

@@ -34,7 +34,8 @@ def load_examples_jsonl(path: DataPath, limit: int | None = None, source: str = 
     Duplicate ids are an error.
     """
     stem = Path(str(path)).stem
-    examples, seen = [], {}
+    examples: list[Example] = []
+    seen: dict[str, int] = {}
     for where, index, record in read_records(path, limit):
         example_id = text_field(record, "id", where, numbers=True) if "id" in record else f"{stem}-{index}"
         if example_id in seen:

@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from swirl_lightning.core.tasks import DataPath, Task, read_records, text_field, titles_brought
 from swirl_lightning.core.tasks.jsonl import load_examples_jsonl
@@ -78,7 +78,7 @@ def questions_file(split: str, path: DataPath | None) -> Path:
     """The questions file of ``split`` under ``path`` (module docstring); the default worlds when ``path`` is None."""
     if path is None:
         return default_folder(split) / QUESTIONS_FILE
-    path = Path(os.fspath(path))
+    path = Path(os.fspath(cast("str | os.PathLike[str]", path)))  # a folder on disk
     if path.is_dir() and (path / split / QUESTIONS_FILE).is_file():
         return path / split / QUESTIONS_FILE
     if path.is_dir():
@@ -153,7 +153,7 @@ def worlds_reference_trajectory(example: Example, prompt: list[dict[str, str]], 
 # Writing world folders
 
 
-def write_worlds(folder: DataPath, split: str, count: int, settings: WorldSettings = WorldSettings(),
+def write_worlds(folder: str | os.PathLike[str], split: str, count: int, settings: WorldSettings = WorldSettings(),
                  first: int = 0) -> dict[str, Any]:
     """Generate worlds ``first`` to ``first + count`` of ``split`` into ``folder`` (``questions.jsonl``,
     ``corpus.jsonl``, ``world.json``); each file is written whole, then renamed into place. Returns the record of

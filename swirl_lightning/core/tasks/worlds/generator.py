@@ -201,7 +201,8 @@ class _Names:
     """Invented names, unique within one world."""
 
     def __init__(self, rng: random.Random):
-        self.rng, self.used = rng, set()
+        self.rng = rng
+        self.used: set[str] = set()
 
     def word(self, syllables: int, ending: Sequence[str] = _CODAS) -> str:
         text = "".join(self.rng.choice(_ONSETS) + self.rng.choice(_VOWELS) for _ in range(syllables))
@@ -232,7 +233,7 @@ def generate_world(seed: int, settings: WorldSettings = WorldSettings()) -> Worl
     for i in range(settings.people):
         family = [p.name.split()[1] for p in people]
 
-        def person_name() -> str:
+        def person_name(family: list[str] = family) -> str:
             last = rng.choice(family) if family and rng.random() < settings.similar_names else names.word(2)
             return f"{names.word(rng.randint(1, 2), ('', 'a', 'o', 'en'))} {last}"
 
