@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -143,6 +144,7 @@ class RequestLoop:
                 loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(self.concurrency,
                                                                                 thread_name_prefix="served-judge"))
                 threading.Thread(target=loop.run_forever, name="served-judge-loop", daemon=True).start()
+                weakref.finalize(self, loop.call_soon_threadsafe, loop.stop)  # a judge let go takes its thread along
                 self._loop, self._pid = loop, os.getpid()
                 self.limits = RateLimiter(*self._rates)
                 self._slots = asyncio.Semaphore(self.concurrency)
