@@ -351,12 +351,40 @@ def plugin_new(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------
+# swirl judges
+
+
+def add_judges_commands(subparsers: SubParsers) -> None:
+    """``swirl judges list [NAME ...]``: every registered judge with its options (what ``judge.options`` takes)."""
+    judges = subparsers.add_parser("judges", help="list the registered judges and their options")
+    commands = judges.add_subparsers(dest="judges_command", metavar="COMMAND", required=True)
+    listing = commands.add_parser("list", help="each judge's options: kind, default and what each does")
+    listing.add_argument("names", nargs="*", metavar="NAME", help="only these judges (default: all)")
+    listing.set_defaults(handler=judges_list)
+
+
+def judges_list(args: argparse.Namespace) -> int:
+    """Print each registered judge's options (from its ``Options`` dataclass, or its factory's signature)."""
+    from swirl_lightning.judging.base import available_judges
+    from swirl_lightning.judging.options import describe_options
+
+    factories = available_judges()
+    unknown = sorted(set(args.names) - set(factories))
+    if unknown:
+        raise ValueError(f"judge: expected one of {', '.join(sorted(factories))}, got {', '.join(unknown)}")
+    for name in args.names or factories:
+        print(describe_options(name, factories[name]))
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------
 # Dispatch
 
 COMMAND_GROUPS: dict[str, Callable[[SubParsers], None]] = {
     "tools": add_tools_commands,
     "data": add_data_commands,
     "plugin": add_plugin_commands,
+    "judges": add_judges_commands,
 }
 """Command name -> function adding its argparse subparsers (each sets ``handler``)."""
 

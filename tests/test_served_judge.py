@@ -3,6 +3,7 @@
 deadline for the whole request and a cap on the reply's size; the API key redacted from every message; options
 checked before the judge is built."""
 
+import asyncio
 import contextlib
 import json
 import random
@@ -16,8 +17,7 @@ import pytest
 
 from swirl_lightning.core.trajectory import FAILED, Judgement, State, Step, from_dict, parse_action, to_dict
 from swirl_lightning.judging.base import make_outcome_judge, make_step_judge
-from swirl_lightning.judging.judge_prompts import JudgePrompt, parse_group_verdicts, parse_verdict
-from swirl_lightning.judging.ratelimit import RateLimiter, RetryPolicy, TokenBucket
+from swirl_lightning.judging.ratelimit import RateLimiter, RetryPolicy
 from swirl_lightning.judging.redact import redact
 from swirl_lightning.judging.served import JudgeConfigurationError, ServedGrader, ServedJudge
 from swirl_lightning.testing import StubChatServer, StubResponse
@@ -151,33 +151,24 @@ def test_requests_per_minute_are_paced() -> None:
         assert judge.usage.as_dict()["wait_seconds"] >= 1.5
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_rate_limiter_holds_requests_and_tokens_per_minute() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(requests_per_minute=60, clock=clock, sleep=clock.sleep)
-    for _ in range(5):
-        limiter.acquire()
-    assert clock.now == pytest.approx(4.0)  # one a second after the first
-    clock = FakeClock()
-    limiter = RateLimiter(tokens_per_minute=6000, clock=clock, sleep=clock.sleep)  # 100 tokens a second
-    limiter.acquire(300)  # larger than the bucket: goes at once, leaving a debt of 200 tokens
-    limiter.acquire(100)
-    assert clock.now == pytest.approx(3.0)
-    limiter.settle(estimated=100, actual=400)  # the server said 400: 300 more are owed
-    limiter.acquire(100)
-    assert clock.now == pytest.approx(7.0)
+    async def seconds(limiter: RateLimiter, *steps) -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for step in steps:
+            await step(limiter)
+        return loop.time() - started
+
+    # 600 a minute: a second's worth (10) at once, then one every 0.1 s
+    elapsed = asyncio.run(seconds(RateLimiter(requests_per_minute=600), *[lambda limiter: limiter.acquire()] * 15))
+    assert elapsed == pytest.approx(0.5, abs=0.15)
+    # 6000 tokens a minute (100 a second): 150 tokens, larger than the bucket, wait out the 50 over it; the server
+    # said 100 for an estimate of 50: the 50 more are charged too
+    elapsed = asyncio.run(seconds(RateLimiter(tokens_per_minute=6000), lambda limiter: limiter.acquire(150),
+                                  lambda limiter: limiter.settle(estimated=50, actual=100)))
+    assert elapsed == pytest.approx(1.0, abs=0.15)
     with pytest.raises(ValueError, match="positive number per minute"):
-        TokenBucket(0)
+        RateLimiter(requests_per_minute=-1)
 
 
 def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
@@ -233,7 +224,7 @@ def test_shipped_prompts_load_and_say_what_the_paper_says() -> None:
 
 def test_a_prompt_file_of_ones_own(tmp_path) -> None:
     path = tmp_path / "mine.txt"
-    path.write_text("version: mine-v2\n# a comment\n=== system\nJudge {nothing}.\n=== user\n{transcript} | {step}\n")
+    path.write_text("version: mine-v2\n# a comment\n=== system\nJudge {nothing}.\n=== user\n{{ transcript }} | {{ step }}\n")
     prompt = JudgePrompt.load(str(path), "process")
     messages = prompt.messages("user", transcript="T", step="S")
     assert prompt.version == "mine-v2" and messages[1]["content"] == "T | S"
@@ -244,6 +235,42 @@ def test_a_prompt_file_of_ones_own(tmp_path) -> None:
     path.write_text("version: v\n=== system\nx\n=== users\ny\n")
     with pytest.raises(ValueError, match=r"mine.txt:4: unknown section 'users'"):
         JudgePrompt.load(str(path), "process")
+
+
+def test_an_old_single_brace_placeholder_or_a_misspelt_name_is_an_error_naming_it(tmp_path) -> None:
+    path = tmp_path / "old.txt"
+    path.write_text("version: old-v1\n=== system\nJudge.\n=== user\n{transcript} | {step}\n")
+    with pytest.raises(ValueError, match=r"old.txt:5: write the placeholder \{transcript\} as \{\{ transcript \}\}"):
+        JudgePrompt.load(str(path), "process")
+    path.write_text("version: old-v1\n=== system\nJudge.\n=== user\n{{ transcript }} | {{ stepp }}\n")
+    with pytest.raises(ValueError, match="'stepp' is undefined"):
+        JudgePrompt.load(str(path), "process").messages("user", transcript="T", step="S")
+
+
+def _single_brace_rendering(prompt: JudgePrompt, section: str, **values: object) -> list[dict[str, str]]:
+    """How the prompt rendered before Jinja2: single-brace placeholders replaced one after another."""
+    def old(text: str) -> str:
+        text = re.sub(r"\{\{ (\w+) \}\}", r"{\1}", text)
+        for key, value in values.items():
+            text = text.replace("{" + key + "}", str(value))
+        return text
+
+    return [{"role": "system", "content": old(prompt.sections["system"])},
+            {"role": "user", "content": old(prompt.sections[section])}]
+
+
+@pytest.mark.parametrize("kind, name", [("process", "math"), ("process", "search"), ("grader", "math"),
+                                        ("grader", "qa")])
+def test_the_shipped_prompts_render_the_same_text_as_before_jinja2(kind, name) -> None:
+    prompt = JudgePrompt.load(name, kind)
+    if kind == "grader":
+        cases = [("user", {"question": "What is 2+3?\nExplain.", "answer_key": "5", "prediction": "$5.00"})]
+    else:
+        context = "User: Question: what is 2+3? {braces} stay\n\nAssistant: <calc>2+3</calc>"
+        cases = [("user", {"transcript": context, "step": "<answer>5</answer>"}),
+                 ("user_group", {"transcript": context, "steps": "Step 1:\n<answer>5</answer>\n\nStep 2:\nno", "count": 2})]
+    for section, values in cases:
+        assert prompt.messages(section, **values) == _single_brace_rendering(prompt, section, **values)
 
 
 @pytest.mark.parametrize("reply, verdict", [

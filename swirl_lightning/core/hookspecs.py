@@ -46,9 +46,13 @@ def register_tools(register: Callable[..., None], options: dict[str, Any]) -> No
 def register_judges(register: Callable[..., None]) -> None:
     """Register step or outcome judges.
 
-    Call ``register(factory, name=...)``. ``factory(**options)`` returns an object with a
-    ``judge_id`` attribute and the methods of :class:`swirl_lightning.judging.base.StepJudge` or
-    :class:`swirl_lightning.judging.base.OutcomeJudge`.
+    Call ``register(factory, name=...)``. ``factory(**options)`` returns an object with every part of
+    :class:`swirl_lightning.judging.base.StepJudge` or :class:`swirl_lightning.judging.base.OutcomeJudge`
+    (subclass ``StepJudgeBase`` or ``OutcomeJudgeBase`` for the defaults of all but ``judge_id`` and the judging
+    method). A factory declares its options as a class attribute ``Options``, a dataclass deriving from
+    :class:`swirl_lightning.judging.options.JudgeOptions` (typed fields with attribute docstrings, shown by
+    ``swirl judges list``); a config's ``judge.options`` are checked against it before the judge is built. A plain
+    factory without one is checked against its signature.
     """
 
 

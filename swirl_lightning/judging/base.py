@@ -16,29 +16,39 @@ a *failure* for that step, ``Judgement(verdict=FAILED, score=None, error=...)``,
 the step out (see :mod:`.filter`), the ``swirl`` reward leaves the sample out of its batch, and the run counts the
 failures and stops above ``judge.max_failure_rate`` (:class:`~swirl_lightning.judging.steps.FailureBudget`).
 
-Four optional parts a step judge may have: ``configure_tools(tools)`` takes the run's tools group, for a judge that
-runs sampled tool calls itself (the ``reference`` judge builds them with its ``tools.plugins``);
-``iter_judgements(items)`` yields ``(index, judgement)`` as each one is ready (in any order), so that
+Every part the code calls on a judge is declared by its protocol, and :class:`StepJudgeBase` and
+:class:`OutcomeJudgeBase` give the parts a judge may leave out their defaults, so no caller asks a judge whether it
+has a part. Besides judging, a step judge has: ``configure_tools(tools)``, which takes the run's tools group (the
+``reference`` judge runs sampled tool calls itself, built with its ``tools.plugins``; a no-op by default);
+``iter_judgements(items)``, which yields ``(index, judgement)`` as each one is ready (in any order), so that
 :func:`~swirl_lightning.judging.steps.judge_trajectories` stores each in the cache at once (a killed run loses no
-answered request); ``usage`` is a :class:`~swirl_lightning.judging.ratelimit.JudgeUsage` (requests, tokens, cost) that
-filter stats and training logs report; ``verdict_settings`` names the attributes besides its id and prompt version
-that change a verdict, whose values the cache key holds (:class:`StepJudgeBase` names ``max_message_chars``).
+answered request; by default the judgements of ``judge_steps`` in order); ``usage``, a
+:class:`~swirl_lightning.judging.ratelimit.JudgeUsage` (requests, tokens, cost) that filter stats and training logs
+report, or ``None`` for a judge that counts nothing; and ``verdict_setting_values()``, the values of the settings
+besides its id and prompt version that change a verdict (``verdict_settings`` names them), which the cache key holds.
+An outcome judge has ``grade_batch`` (its grades as judgements, failures with their errors), ``prompt_version``,
+``cacheable`` and ``usage``.
+
+A judge declares its options as a dataclass (``Options``, :mod:`.options`); a factory without one is checked against
+its signature.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.trajectory import FAILED, Judgement, State, Step  # noqa: F401 - FAILED is re-exported
+from swirl_lightning.judging.ratelimit import JudgeUsage
 
 GOOD, BAD = "GOOD", "BAD"
 
 
 @runtime_checkable
 class StepJudge(Protocol):
-    """A judge of single steps. Everything the code reads of a judge is declared here."""
+    """A judge of single steps. Everything the code reads of a judge is declared here (:class:`StepJudgeBase` gives
+    the defaults of all but ``judge_id`` and ``judge_steps``)."""
 
     judge_id: str
     """Names the judge in every judgement and in the cache key (e.g. ``process:smollm2-135m-instruct``)."""
@@ -50,39 +60,84 @@ class StepJudge(Protocol):
     """Whether judgements may be cached by (judge id, prompt version, verdict settings, state, step text)."""
     needs_example: bool
     """Whether the judge reads each state's :class:`~swirl_lightning.core.trajectory.Example` (gold data)."""
+    usage: JudgeUsage | None
+    """What the judge used (requests, tokens, cost) for the logs and filter stats; ``None`` when it counts nothing."""
 
     def judge_steps(self, items: Sequence[tuple[State, Step]]) -> list[Judgement]:
         """One judgement per (state, step), in order. A step may have no observation (a sampled action).
         A judge that can fail gives a ``FAILED`` judgement for that step (module docstring)."""
 
+    def iter_judgements(self, items: Sequence[tuple[State, Step]]) -> Iterator[tuple[int, Judgement]]:
+        """``(index, judgement)`` of every item, each as soon as it is ready, in any order."""
+
+    def configure_tools(self, tools: ToolsConfig) -> None:
+        """Take the run's tools group (for a judge that runs sampled tool calls itself)."""
+
+    def verdict_setting_values(self) -> dict[str, Any]:
+        """The values of the settings other than ``judge_id`` and ``prompt_version`` that change a verdict."""
+
 
 @runtime_checkable
 class OutcomeJudge(Protocol):
-    """A judge of final answers against gold answers."""
+    """A judge of final answers against gold answers (:class:`OutcomeJudgeBase` gives the defaults of all but
+    ``judge_id`` and ``score``)."""
 
     judge_id: str
+    prompt_version: str | None
+    """The version of the rule or prompt, when the judge has one: its grades are cached only then."""
+    cacheable: bool
+    """Whether grades may be cached by (judge id, prompt version, question, prediction, gold answer)."""
+    usage: JudgeUsage | None
+    """What the judge used (requests, tokens, cost); ``None`` when it counts nothing."""
 
     def score_batch(self, predictions: Sequence[str | None], golds: Sequence[str],
                     questions: Sequence[str | None] | None = None) -> list[float | None]:
         """1.0/0.0 per answer (or a partial credit such as token F1); a missing prediction scores 0. ``None`` is a
         judge failure (a served grader that got no verdict), never a 0."""
 
-    def score(self, prediction: str | None, gold: str) -> float:
+    def score(self, prediction: str | None, gold: str) -> float | None:
         """The score of one answer."""
+
+    def grade_batch(self, predictions: Sequence[str | None], golds: Sequence[str],
+                    questions: Sequence[str | None] | None = None) -> list[Judgement]:
+        """One judgement per answer: GOOD (a score of 1), BAD, or a failure with its error."""
+
+
+STEP_JUDGE_PARTS = ("judge_id", "prompt_version", "threshold", "cacheable", "needs_example", "judge_steps", "usage",
+                    "iter_judgements", "configure_tools", "verdict_setting_values")
+OUTCOME_JUDGE_PARTS = ("judge_id", "score_batch", "score", "grade_batch", "prompt_version", "cacheable", "usage")
 
 
 class StepJudgeBase:
-    """Defaults for the optional parts of :class:`StepJudge`: subclass it and set ``judge_id`` and ``judge_steps``."""
+    """Defaults for the parts of :class:`StepJudge`: subclass it and set ``judge_id`` and ``judge_steps``."""
 
     judge_id: str  # set by the subclass
     prompt_version = "v1"
     threshold = 0.5
     cacheable = True
     needs_example = False
+    usage: JudgeUsage | None = None
     verdict_settings: tuple[str, ...] = ("max_message_chars",)
     """Attributes other than ``judge_id`` and ``prompt_version`` that change a verdict: the cache key holds the values
     of those the judge has, so a changed setting never reuses old verdicts. ``max_message_chars`` shortens what the
     judge reads; ``threshold`` is not one (a cached score gets the current threshold's verdict)."""
+
+    def judge_steps(self, items: Sequence[tuple[State, Step]]) -> list[Judgement]:
+        raise NotImplementedError(f"{type(self).__name__} must define judge_steps")
+
+    def iter_judgements(self, items: Sequence[tuple[State, Step]]) -> Iterator[tuple[int, Judgement]]:
+        """The judgements of :meth:`judge_steps`, in order (a judge that answers out of order overrides this)."""
+        judgements = self.judge_steps(items)
+        if len(judgements) != len(items):
+            raise RuntimeError(f"judge {self.judge_id} returned {len(judgements)} judgements for {len(items)} steps")
+        yield from enumerate(judgements)
+
+    def configure_tools(self, tools: ToolsConfig) -> None:
+        """Nothing: a judge that runs no tool call needs no tools."""
+
+    def verdict_setting_values(self) -> dict[str, Any]:
+        """The values of the ``verdict_settings`` this judge has (a name it lacks is left out)."""
+        return {name: getattr(self, name) for name in self.verdict_settings if hasattr(self, name)}
 
     def judgement(self, score: float) -> Judgement:
         """The judgement of a score, with this judge's id, threshold and prompt version."""
@@ -94,13 +149,29 @@ class StepJudgeBase:
 
 
 class OutcomeJudgeBase:
-    """:meth:`OutcomeJudge.score_batch` from a per-answer ``score``."""
+    """Defaults for the parts of :class:`OutcomeJudge`: subclass it and set ``judge_id`` and ``score``."""
+
+    prompt_version: str | None = None
+    cacheable = False
+    usage: JudgeUsage | None = None
+
+    def score(self, prediction: str | None, gold: str) -> float | None:
+        raise NotImplementedError(f"{type(self).__name__} must define score")
 
     score: Callable[[str | None, str], float]  # the subclass's method
 
     def score_batch(self, predictions: Sequence[str | None], golds: Sequence[str],
-                    questions: Sequence[str | None] | None = None) -> list[float]:
+                    questions: Sequence[str | None] | None = None) -> list[float | None]:
+        """:meth:`score` of each answer."""
         return [self.score(p, g) for p, g in zip(predictions, golds)]
+
+    def grade_batch(self, predictions: Sequence[str | None], golds: Sequence[str],
+                    questions: Sequence[str | None] | None = None) -> list[Judgement]:
+        """The scores of :meth:`score_batch` as judgements: a ``None`` score is a failure, 1 is GOOD."""
+        return [Judgement(self.judge_id, FAILED, None, self.prompt_version, error="the outcome judge gave no score")
+                if score is None else Judgement(self.judge_id, GOOD if score >= 1 else BAD, float(score),
+                                                self.prompt_version)
+                for score in self.score_batch(predictions, golds, questions)]
 
 
 def verdict_for(score: float, threshold: float) -> str:
@@ -158,24 +229,37 @@ def make_judge(name: str, pm: Any = None, **options: Any) -> Any:
 def make_step_judge(name: str, options: dict[str, Any] | None = None, pm: Any = None,
                     tools: ToolsConfig | None = None) -> StepJudge:
     """A step judge by name, checked against :class:`StepJudge` (a clear error naming what it lacks). ``tools``, the
-    run's tools group, goes to a judge that runs sampled tool calls itself (``configure_tools(tools)``, as the
-    ``reference`` judge has one), so that it builds them as the rollouts do."""
+    run's tools group, goes to its ``configure_tools`` (the ``reference`` judge runs sampled tool calls itself), so
+    that it builds them as the rollouts do."""
     judge = _factory(name, options, pm, "judge.options")(**(options or {}))
-    if tools is not None and hasattr(judge, "configure_tools"):
+    _conforms(judge, name, STEP_JUDGE_PARTS, "a step judge", "StepJudge", "StepJudgeBase")
+    if tools is not None:
         judge.configure_tools(tools)
-    missing = [a for a in ("judge_id", "prompt_version", "threshold", "cacheable", "needs_example", "judge_steps")
-               if not hasattr(judge, a)]
-    if missing:
-        raise TypeError(f"judge {name!r} is not a step judge: it lacks {', '.join(missing)} "
-                        "(see swirl_lightning.judging.base.StepJudge; StepJudgeBase gives the defaults)")
     return judge
+
+
+def step_judge_id(name: str, options: dict[str, Any] | None = None, pm: Any = None) -> str:
+    """The id of the step judge ``name`` with ``options``, without building it when its ``Options`` know the id (a
+    served judge then makes no client and reads no API key, a local one loads no model)."""
+    from swirl_lightning.judging.options import known_judge_id
+
+    known = known_judge_id(_factory(name, options, pm, "judge.options"), options or {})
+    return known if known is not None else make_step_judge(name, options, pm).judge_id
 
 
 def make_outcome_judge(name: str, pm: Any = None, options: dict[str, Any] | None = None) -> OutcomeJudge:
     """An outcome judge by name (built with ``options``), checked against :class:`OutcomeJudge`."""
     judge = _factory(name, options, pm, "judge.outcome_options")(**(options or {}))
-    missing = [a for a in ("judge_id", "score_batch", "score") if not hasattr(judge, a)]
-    if missing:
-        raise TypeError(f"judge {name!r} is not an outcome judge: it lacks {', '.join(missing)} "
-                        "(see swirl_lightning.judging.base.OutcomeJudge; OutcomeJudgeBase gives score_batch)")
+    _conforms(judge, name, OUTCOME_JUDGE_PARTS, "an outcome judge", "OutcomeJudge", "OutcomeJudgeBase")
     return judge
+
+
+def _conforms(judge: Any, name: str, parts: Sequence[str], kind: str, protocol: str, base: str) -> None:
+    """Raise ``TypeError`` naming the parts of the protocol a freshly built judge lacks (or has as ``None`` where
+    the protocol wants a value: an outcome judge's ``prompt_version`` of ``None`` is no step judge's version): found
+    once, when it is built, so that the code that uses it calls every part without asking."""
+    optional = {"usage"} | ({"prompt_version"} if protocol == "OutcomeJudge" else set())  # may be None
+    missing = [part for part in parts if getattr(judge, part, None) is None and part not in optional]
+    if missing:
+        raise TypeError(f"judge {name!r} is not {kind}: it lacks {', '.join(missing)} "
+                        f"(see swirl_lightning.judging.base.{protocol}; {base} gives the defaults)")

@@ -91,15 +91,15 @@ def score_outcomes(trajectories: Sequence[Trajectory], examples: dict[str, Examp
     predictions = [final_answer(t) for t in trajectories]
     golds = [examples[t.example_id].answer for t in trajectories]
     questions = [examples[t.example_id].question for t in trajectories]
-    version = getattr(outcome_judge, "prompt_version", None)
+    version = outcome_judge.prompt_version
     keys: list[str | None] = [None] * len(trajectories)
-    if cache is not None and getattr(outcome_judge, "cacheable", False) and version:
+    if cache is not None and outcome_judge.cacheable and version:
         keys = [judgement_key(outcome_judge.judge_id, version, [{"role": "user", "content": q}], f"{p}\n=> {g}")
                 for p, g, q in zip(predictions, golds, questions)]
     cached = cache.get_many(k for k in keys if k) if cache is not None and any(keys) else {}
     todo = [i for i, key in enumerate(keys) if key not in cached]
-    graded = _grade(outcome_judge, [predictions[i] for i in todo], [golds[i] for i in todo],
-                    [questions[i] for i in todo]) if todo else []
+    graded = outcome_judge.grade_batch([predictions[i] for i in todo], [golds[i] for i in todo],
+                                       [questions[i] for i in todo]) if todo else []
     judgements: list[Judgement | None] = [cached.get(k) if k else None for k in keys]
     for i, fresh in zip(todo, graded):
         judgements[i] = fresh
@@ -114,18 +114,6 @@ def score_outcomes(trajectories: Sequence[Trajectory], examples: dict[str, Examp
         trajectory.metadata["outcome_judge"] = outcome_judge.judge_id
         if judgement.failed:
             trajectory.metadata["outcome_error"] = judgement.error
-
-
-def _grade(outcome_judge: OutcomeJudge, predictions: list[str | None], golds: list[str],
-           questions: list[str]) -> list[Judgement]:
-    """The outcome judge's grades as judgements: its own (``grade_batch``, with the errors of failures) or made from
-    its scores (a ``None`` score is a failure)."""
-    if hasattr(outcome_judge, "grade_batch"):
-        return outcome_judge.grade_batch(predictions, golds, questions)
-    version = getattr(outcome_judge, "prompt_version", None)
-    return [Judgement(outcome_judge.judge_id, FAILED, None, version, error="the outcome judge gave no score")
-            if score is None else Judgement(outcome_judge.judge_id, GOOD if score >= 1 else BAD, float(score), version)
-            for score in outcome_judge.score_batch(predictions, golds, questions)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -380,16 +368,14 @@ def run_filter(config: FilterConfig) -> dict[str, Any]:
             judging = judge_trajectories(trajectories, judge, examples, cache, config.judge.batch_size,
                                          config.progress, step_failures)
             step_failures.check(final=True)
-            judge_usage = getattr(judge, "usage", None)
-            if judge_usage is not None:
-                usage["step_judge"] = judge_usage.as_dict()
+            if judge.usage is not None:
+                usage["step_judge"] = judge.usage.as_dict()
         if outcome_judge is not None:
             assert examples is not None  # an outcome judge comes with the task's examples
             score_outcomes(trajectories, examples, outcome_judge, cache, outcome_failures)
             outcome_failures.check(final=True)
-            outcome_usage = getattr(outcome_judge, "usage", None)
-            if outcome_usage is not None:
-                usage["outcome_judge"] = outcome_usage.as_dict()
+            if outcome_judge.usage is not None:
+                usage["outcome_judge"] = outcome_judge.usage.as_dict()
     finally:
         if cache is not None:
             cache.close()

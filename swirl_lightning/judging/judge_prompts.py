@@ -2,9 +2,11 @@
 
 A prompt file (``swirl_lightning/judging/prompts/*.txt``, or any file of the same form) starts with
 ``version: NAME-vN``, may have ``#`` comment lines, then sections ``=== system``, ``=== user`` and optionally
-``=== user_group`` (one request judging several candidate steps of one state). Placeholders in braces
-(``{transcript}``, ``{step}``, ``{steps}``, ``{count}``, ``{question}``, ``{answer_key}``, ``{prediction}``) are
-replaced; other braces are left alone. The version, plus a digest of the file and of the decoding settings, is the
+``=== user_group`` (one request judging several candidate steps of one state). Each section is a Jinja2 template
+(sandboxed; an undefined name is an error) given ``transcript`` and ``step`` (``user``), ``transcript``, ``steps``
+and ``count`` (``user_group``), or ``question``, ``answer_key`` and ``prediction`` (the grader's ``user``):
+``{{ transcript }}``. Single braces are text; a placeholder in the older single-brace form (``{transcript}``) is an
+error naming the line, so that an old file is never sent with its placeholders unfilled. The version, plus a digest of the file and of the decoding settings, is the
 ``prompt_version`` of every judgement (and so part of the cache key): editing a prompt never reuses the old verdicts.
 
 The verdict is the last ``Verdict: GOOD``/``Verdict: BAD`` line (any case, markdown allowed), else the last word
@@ -15,11 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 SECTIONS = ("system", "user", "user_group")
+PLACEHOLDERS = ("transcript", "step", "steps", "count", "question", "answer_key", "prediction")
+_OLD_PLACEHOLDER = re.compile(r"(?<!\{)\{(" + "|".join(PLACEHOLDERS) + r")\}(?!\})")
+# No autoescaping: the prompts are plain text, not HTML. StrictUndefined: a misspelt name is an error, not "".
+_TEMPLATES = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -38,6 +47,7 @@ class JudgePrompt:
     version: str
     sections: dict[str, str]
     digest: str
+    templates: dict[str, jinja2.Template] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, name: str, kind: str) -> JudgePrompt:
@@ -62,6 +72,10 @@ class JudgePrompt:
                     raise ValueError(f"{path}:{number}: unknown section {current!r}; expected {', '.join(SECTIONS)}")
                 sections[current] = []
             elif current is not None:
+                old = _OLD_PLACEHOLDER.search(line)
+                if old:
+                    raise ValueError(f"{path}:{number}: write the placeholder {old.group(0)} as "
+                                     f"{{{{ {old.group(1)} }}}} (prompt files are Jinja2 templates)")
                 sections[current].append(line)
             elif line.startswith("version:"):
                 version = line.partition(":")[2].strip()
@@ -72,17 +86,22 @@ class JudgePrompt:
         missing = [s for s in ("system", "user") if s not in sections]
         if missing:
             raise ValueError(f"{path}: missing section(s) {', '.join(missing)}")
-        return cls(path, version, {k: "\n".join(v).strip() for k, v in sections.items()},
-                   hashlib.sha256(text.encode("utf-8")).hexdigest())
+        texts = {k: "\n".join(v).strip() for k, v in sections.items()}
+        try:
+            templates = {k: _TEMPLATES.from_string(v) for k, v in texts.items()}
+        except jinja2.TemplateSyntaxError as error:
+            raise ValueError(f"{path}: a section is no valid Jinja2 template: {error.message} (its line {error.lineno})") from None
+        return cls(path, version, texts, hashlib.sha256(text.encode("utf-8")).hexdigest(), templates)
 
     def messages(self, section: str, **values: object) -> list[dict[str, str]]:
         """The chat messages: the system section, then ``section`` with its placeholders filled in."""
         if section not in self.sections:
             raise ValueError(f"{self.path}: no '=== {section}' section (needed to judge several steps in one request)")
-        user = self.sections[section]
-        for key, value in values.items():
-            user = user.replace("{" + key + "}", str(value))
-        return [{"role": "system", "content": self.sections["system"]}, {"role": "user", "content": user}]
+        try:
+            system, user = self.templates["system"].render(**values), self.templates[section].render(**values)
+        except jinja2.UndefinedError as error:
+            raise ValueError(f"{self.path}: section {section!r}: {error.message}") from None
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     def prompt_version(self, *settings: object) -> str:
         """``version#digest``: the digest covers the file's text and the decoding ``settings``."""

@@ -16,12 +16,14 @@ Models load on first use, so building a judge (to read its ``judge_id``) is chea
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from swirl_lightning.core.models import SMOLLM2_ALIAS, load_model, load_tokenizer
 from swirl_lightning.core.trajectory import Judgement, State, Step
-from swirl_lightning.judging.base import BAD, GOOD, StepJudgeBase
+from swirl_lightning.judging.base import BAD, GOOD, OutcomeJudgeBase, StepJudgeBase
 from swirl_lightning.judging.judge_prompts import shorten as _shorten
+from swirl_lightning.judging.options import JudgeOptions
 
 PROCESS_PROMPT_VERSION = "process-v1"
 GRADER_PROMPT_VERSION = "grader-v1"
@@ -127,6 +129,50 @@ class _ModelVerdicts:
         return self._scorer
 
 
+@dataclass(frozen=True)
+class LocalModelOptions(JudgeOptions):
+    """Options of a judge backed by a local causal LM (``grader``; ``process`` adds ``max_message_chars``)."""
+
+    model: str = SMOLLM2_ALIAS
+    """An alias, a local path or a hub id (the model loads on first use)."""
+    model_name: str | None = None
+    """The name in the judge id (``<judge>:<model_name or model>``): give a new one when the weights change."""
+    threshold: float = 0.5
+    """GOOD (or a right answer) when P(GOOD) (or P(Yes)) is at least this."""
+    batch_size: int = 16
+    """Prompts per forward pass."""
+    device: str = "cpu"
+    """Where the model runs (``cpu``, ``cuda``, ``cuda:1``)."""
+    dtype: str = "float32"
+    """The model's weights' dtype (``float32``, ``bfloat16``, ``float16``)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, got {self.batch_size}")
+
+    def name(self) -> str:
+        return self.model_name or self.model
+
+
+@dataclass(frozen=True)
+class ProcessOptions(LocalModelOptions):
+    """Options of the ``process`` judge."""
+
+    max_message_chars: int = 2000
+    """Longer messages are shortened to their head and tail before the judge reads them."""
+
+    def judge_id(self) -> str:
+        return f"process:{self.name()}"
+
+
+@dataclass(frozen=True)
+class GraderOptions(LocalModelOptions):
+    """Options of the ``grader`` outcome judge."""
+
+    def judge_id(self) -> str:
+        return f"grader:{self.name()}"
+
+
 PROCESS_SYSTEM = (
     "You check one step of a step-by-step solution written by an assistant that can call tools "
     "(search, calculator). Judge only the step shown, given the question and the earlier steps and results. "
@@ -145,6 +191,7 @@ class ProcessJudge(StepJudgeBase):
     since cached judgements are found by judge id.
     """
 
+    Options = ProcessOptions
     prompt_version = PROCESS_PROMPT_VERSION
 
     def __init__(self, model: str | Any = SMOLLM2_ALIAS, tokenizer: Any = None, *, model_name: str | None = None,
@@ -183,12 +230,14 @@ GRADER_SYSTEM = (
 )
 
 
-class LLMGrader:
+class LLMGrader(OutcomeJudgeBase):
     """Outcome judge: a causal LM says Yes/No to 'does the prediction match the gold answer?'.
 
     The score is 1.0 when P(Yes) >= ``threshold`` (P(Yes) from the next-token logits of ``" Yes"`` against
     ``" No"``, both single tokens for SmolLM2); :meth:`probabilities` gives P(Yes) itself.
     """
+
+    Options = GraderOptions
 
     def __init__(self, model: str | Any = SMOLLM2_ALIAS, tokenizer: Any = None, *, model_name: str | None = None,
                  threshold: float = 0.5, batch_size: int = 16, device: str = "cpu", dtype: str = "float32") -> None:

@@ -5,12 +5,21 @@
 from __future__ import annotations
 
 from swirl_lightning.core.answers import exact_match, parse_number, token_f1
+from dataclasses import dataclass
+
 from swirl_lightning.judging.base import OutcomeJudgeBase
+from swirl_lightning.judging.options import JudgeOptions
+
+
+@dataclass(frozen=True)
+class NoOptions(JudgeOptions):
+    """A rule-based outcome judge has no options."""
 
 
 class NumericJudge(OutcomeJudgeBase):
     """GSM8K outcome: 1.0 when the last number of the prediction equals the gold number exactly."""
 
+    Options = NoOptions
     judge_id = "numeric"
 
     def score(self, prediction: str | None, gold: str) -> float:
@@ -21,6 +30,7 @@ class NumericJudge(OutcomeJudgeBase):
 class ExactMatchJudge(OutcomeJudgeBase):
     """QA outcome: normalised exact match."""
 
+    Options = NoOptions
     judge_id = "qa_em"
 
     def score(self, prediction: str | None, gold: str) -> float:
@@ -30,6 +40,7 @@ class ExactMatchJudge(OutcomeJudgeBase):
 class TokenF1Judge(OutcomeJudgeBase):
     """QA outcome: token F1 (filter with an outcome threshold below 1.0 to accept partial answers)."""
 
+    Options = NoOptions
     judge_id = "qa_f1"
 
     def score(self, prediction: str | None, gold: str) -> float:

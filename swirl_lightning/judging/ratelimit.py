@@ -1,89 +1,74 @@
 """What a long run against a served judge relies on: request and token rate limits, retries with exponential
 backoff and jitter, and the usage (requests, tokens, estimated cost) to report.
 
-All three are thread-safe: a served judge sends its requests from a pool of worker threads.
+The limits are :mod:`aiolimiter` leaky buckets and the retries :mod:`tenacity` policies: this module only configures
+them. A served judge sends its requests from one event loop per process (:mod:`.chat_client`), so the limiters are
+made for that loop; the usage is counted from several threads and so is thread-safe.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiolimiter import AsyncLimiter
+from tenacity import RetryCallState, wait_exponential, wait_random_exponential
 
-class TokenBucket:
-    """``rate_per_minute`` units a minute, paced: the bucket holds at most one second's worth (at least one unit),
-    so a limit is never exceeded by a burst. A take larger than the bucket waits for a full bucket and leaves a debt
-    that later takes wait out, so the rate holds on average for any size."""
 
-    def __init__(self, rate_per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
-        if rate_per_minute <= 0:
-            raise ValueError(f"rate: expected a positive number per minute, got {rate_per_minute}")
-        self.rate = rate_per_minute / 60.0
-        self.capacity = max(1.0, self.rate)
-        self.level = self.capacity
-        self._clock = clock
-        self._last = clock()
+def _bucket(rate_per_minute: float) -> AsyncLimiter:
+    """A leaky bucket for ``rate_per_minute`` units, paced: it holds one second's worth (at least one unit), so a
+    limit is never exceeded by a burst (a bucket of a minute's worth would let a minute's requests go at once)."""
+    if not rate_per_minute > 0:
+        raise ValueError(f"rate: expected a positive number per minute, got {rate_per_minute}")
+    capacity = max(1.0, rate_per_minute / 60.0)
+    return AsyncLimiter(capacity, capacity * 60.0 / rate_per_minute)
 
-    def _refill(self) -> None:
-        now = self._clock()
-        self.level = min(self.capacity, self.level + (now - self._last) * self.rate)
-        self._last = now
 
-    def wait_time(self, amount: float) -> float:
-        """Seconds until ``amount`` may be taken (0 when now)."""
-        self._refill()
-        need = min(amount, self.capacity)
-        return 0.0 if self.level >= need else (need - self.level) / self.rate
-
-    def take(self, amount: float) -> None:
-        self._refill()
-        self.level -= amount
-
-    def give_back(self, amount: float) -> None:
-        """Return (or, negative, charge) units: the difference between a request's estimate and its real use."""
-        self._refill()
-        self.level = min(self.capacity, self.level + amount)
+async def _take(bucket: AsyncLimiter, amount: float) -> None:
+    """Take ``amount`` units, a bucketful at a time: a take larger than the bucket waits as long as the rate says."""
+    while amount > 0:
+        part = min(amount, bucket.max_rate)
+        await bucket.acquire(part)
+        amount -= part
 
 
 class RateLimiter:
-    """Requests-per-minute and tokens-per-minute limits (either may be ``None``: no limit).
+    """Requests-per-minute and tokens-per-minute limits (either may be ``None``: no limit), for one event loop.
 
-    :meth:`acquire` blocks until one request of an estimated size may go; :meth:`settle` corrects the token count
-    with what the server reported, so the token limit holds for the real use.
+    :meth:`acquire` waits until one request of an estimated size may go; :meth:`settle` charges the tokens the server
+    reported beyond the estimate, so the token limit holds for the real use (a request that used fewer tokens than
+    estimated gives nothing back: the limit errs on the safe side).
     """
 
-    def __init__(self, requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.requests = TokenBucket(requests_per_minute, clock) if requests_per_minute else None
-        self.tokens = TokenBucket(tokens_per_minute, clock) if tokens_per_minute else None
-        self._lock = threading.Lock()
-        self._sleep = sleep
+    def __init__(self, requests_per_minute: float | None = None, tokens_per_minute: float | None = None) -> None:
+        self.requests = _bucket(requests_per_minute) if requests_per_minute else None
+        self.tokens = _bucket(tokens_per_minute) if tokens_per_minute else None
 
-    def acquire(self, tokens: int = 0) -> float:
+    async def acquire(self, tokens: int = 0) -> float:
         """Wait until a request of ``tokens`` estimated tokens may be sent; returns the seconds waited."""
-        waited = 0.0
-        while True:
-            with self._lock:
-                wait = max(self.requests.wait_time(1) if self.requests else 0.0,
-                           self.tokens.wait_time(tokens) if self.tokens else 0.0)
-                if wait <= 0:
-                    if self.requests:
-                        self.requests.take(1)
-                    if self.tokens:
-                        self.tokens.take(tokens)
-                    return waited
-            self._sleep(wait)
-            waited += wait
+        started = asyncio.get_running_loop().time()
+        if self.requests is not None:
+            await self.requests.acquire()
+        if self.tokens is not None and tokens > 0:
+            await _take(self.tokens, tokens)
+        return asyncio.get_running_loop().time() - started
 
-    def settle(self, estimated: int, actual: int) -> None:
-        """Charge the difference between a request's estimated and real token count."""
-        if self.tokens is not None:
-            with self._lock:
-                self.tokens.give_back(estimated - actual)
+    async def settle(self, estimated: int, actual: int) -> None:
+        """Charge the tokens a request used beyond its estimate."""
+        if self.tokens is not None and actual > estimated:
+            await _take(self.tokens, actual - estimated)
+
+
+class RetryableError(Exception):
+    """An attempt that may succeed when made again (a 429, a 5xx, a time-out, a dropped connection, an unreadable
+    reply); ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -91,7 +76,7 @@ class RetryPolicy:
     """How often and how long to wait before asking again: ``max_retries`` retries after the first attempt, the
     k-th after ``min(max_backoff_s, backoff_s * 2**k)`` seconds with "equal jitter" (half fixed, half uniformly
     random, so that many workers hit by one 429 do not come back together). A server's ``Retry-After`` is honoured
-    up to ``max_backoff_s``."""
+    up to ``max_backoff_s``. :attr:`wait` is the tenacity wait strategy."""
 
     max_retries: int = 4
     backoff_s: float = 1.0
@@ -103,12 +88,34 @@ class RetryPolicy:
         if self.backoff_s < 0 or self.max_backoff_s < 0:
             raise ValueError(f"backoff_s and max_backoff_s: expected seconds >= 0, got {self.backoff_s}, {self.max_backoff_s}")
 
-    def delay(self, retry: int, rng: random.Random, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based)."""
-        cap = min(self.max_backoff_s, self.backoff_s * 2 ** retry)
-        delay = cap / 2 + rng.uniform(0, cap / 2)
-        if retry_after is not None and retry_after > 0:
-            delay = max(delay, min(retry_after, self.max_backoff_s))
+    @property
+    def wait(self) -> Any:
+        """The tenacity wait: exponential backoff with equal jitter, at least the server's ``Retry-After``."""
+        half, cap = self.backoff_s / 2, self.max_backoff_s / 2
+        backoff = wait_exponential(multiplier=half, max=cap) + wait_random_exponential(multiplier=half, max=cap)
+        return _AtLeastRetryAfter(backoff, self.max_backoff_s)
+
+    def delay(self, retry: int, rng: random.Random | None = None, retry_after: float | None = None) -> float:
+        """Seconds :attr:`wait` waits before retry number ``retry`` (0-based). ``rng`` is unused (tenacity draws the
+        jitter); kept so that a caller may pass one."""
+        state = RetryCallState(None, None, (), {})
+        state.attempt_number = retry + 1
+        state.set_exception((RetryableError, RetryableError("", retry_after), None))
+        return self.wait(state)
+
+
+@dataclass(frozen=True)
+class _AtLeastRetryAfter:
+    """A tenacity wait that waits at least what the failed attempt's ``Retry-After`` asked, up to ``cap``."""
+
+    backoff: Any
+    cap: float
+
+    def __call__(self, state: RetryCallState) -> float:
+        delay = self.backoff(state)
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, RetryableError) and failure.retry_after is not None and failure.retry_after > 0:
+            delay = max(delay, min(failure.retry_after, self.cap))
         return delay
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from swirl_lightning.core.config import ToolsConfig
@@ -27,8 +28,24 @@ from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import Episode, Tool
 from swirl_lightning.core.trajectory import Example, Judgement, State, Step
 from swirl_lightning.judging.base import OutcomeJudge, StepJudgeBase, make_outcome_judge
+from swirl_lightning.judging.options import JudgeOptions
 
 REFERENCE_VERSION = "reference-v2"  # v2: a value the state already had is no progress
+
+
+@dataclass(frozen=True)
+class ReferenceOptions(JudgeOptions):
+    """Options of the ``reference`` judge (its tools come from the run's ``tools`` group)."""
+
+    timeout_s: float = 10.0
+    """Seconds a sampled tool call the judge runs itself may take."""
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            raise ValueError(f"judge.options.timeout_s: expected seconds > 0, got {self.timeout_s}")
+
+    def judge_id(self) -> str:
+        return ReferenceJudge.judge_id
 
 
 class ReferenceJudge(StepJudgeBase):
@@ -38,6 +55,7 @@ class ReferenceJudge(StepJudgeBase):
     a call to a tool it does not have scores 0.
     """
 
+    Options = ReferenceOptions
     judge_id = "reference"
     prompt_version = REFERENCE_VERSION
     cacheable = False  # a few regexes: cheaper than the cache

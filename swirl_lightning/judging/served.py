@@ -9,11 +9,12 @@ of a state together), the validation GOOD rate. An invalid action is BAD without
 ``served_grader`` (:class:`ServedGrader`) says YES/NO to "is the prediction the answer key?" (``prompt: math``
 tolerates 10 / 10.00 / $10; ``prompt: qa`` for short answers).
 
-A long run can rely on: at most ``concurrency`` requests in flight, ``requests_per_minute`` and
-``tokens_per_minute`` limits, a deadline of ``timeout_s`` for each request as a whole (a reply that drips or stalls
-ends there) and a cap of ``max_reply_bytes`` on its size (:mod:`~swirl_lightning.core.transport`), and retries
-with exponential backoff and jitter on 429, 5xx, time-outs, connection errors and unreadable replies
-(:mod:`.ratelimit`). A request still failing after its retries, another 4xx answer, a reply over the cap, or a reply
+Options are the fields of :class:`ServedJudgeOptions` and :class:`ServedGraderOptions`, checked before a client is
+made. A long run can rely on (:mod:`.chat_client`): at most ``concurrency`` requests in flight, ``requests_per_minute``
+and ``tokens_per_minute`` limits (:mod:`aiolimiter`), a deadline of ``timeout_s`` for each request as a whole (a reply
+that drips or stalls ends there) and a cap of ``max_reply_bytes`` on its size (:mod:`~swirl_lightning.core.transport`),
+and retries with exponential backoff and jitter (:mod:`tenacity`), honouring ``Retry-After``, on 429, 5xx,
+time-outs, connection errors and unreadable replies (:mod:`.ratelimit`). A request still failing after its retries, another 4xx answer, a reply over the cap, or a reply
 without a verdict is a *judge failure* (``Judgement(verdict=FAILED, score=None)``), never a BAD or a 0. A 401, 403,
 404 or a redirect means no request can succeed (a wrong key, model or URL) and stops the run at once.
 
@@ -27,292 +28,158 @@ key in ``OPENAI_API_KEY`` never goes to a server that was not meant to get it.
 from __future__ import annotations
 
 import json
-import os
-import random
-import re
 import threading
-import time
-import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swirl_lightning.core.safe_load import loads_json
 from swirl_lightning.core.trajectory import Judgement, State, Step
-from swirl_lightning.core.transport import ConnectionFailed, HttpReply, ReplyTooLarge, RequestTimedOut, post
-from swirl_lightning.judging.base import BAD, FAILED, GOOD, StepJudgeBase
+from swirl_lightning.judging.base import BAD, FAILED, GOOD, OutcomeJudgeBase, StepJudgeBase
+from swirl_lightning.judging.chat_client import (  # noqa: F401 - the errors and the key reader are re-exported
+    ChatClient, JudgeConfigurationError, RequestFailed, RequestLoop, check_api_key_env, check_base_url, read_api_key,
+)
 from swirl_lightning.judging.judge_prompts import JudgePrompt, parse_group_verdicts, parse_verdict, shorten, transcript
-from swirl_lightning.judging.ratelimit import JudgeUsage, RateLimiter, RetryPolicy
-from swirl_lightning.judging.redact import redact
+from swirl_lightning.judging.options import JudgeOptions
+from swirl_lightning.judging.ratelimit import JudgeUsage, RetryPolicy
 
-NO_KEY = "no-key"
-"""The key sent when ``api_key_env`` is not set: servers without authentication accept any."""
 DEFAULT_MAX_REPLY_BYTES = 8 * 2**20
 """The largest reply read: far above any chat completion a judge asks for, far below what would strain memory."""
 
 
-class JudgeConfigurationError(RuntimeError):
-    """The server refuses every request (wrong API key, model or URL): the run stops at once."""
+@dataclass(frozen=True)
+class ServedOptions(JudgeOptions):
+    """The options both served judges take (the fields of :class:`ServedJudgeOptions` and
+    :class:`ServedGraderOptions`)."""
+
+    base_url: str
+    """The server's OpenAI-compatible API, e.g. ``http://127.0.0.1:8000/v1``."""
+    model: str
+    """The model name the server knows."""
+    api_key_env: str | None = None
+    """The NAME of the environment variable holding the API key (never the key); none: a placeholder key is sent."""
+    prompt: str = "math"
+    """A shipped prompt (``math``, ``search`` for the step judge; ``math``, ``qa`` for the grader) or a prompt file."""
+    model_name: str | None = None
+    """The name in the judge id (``served:<model_name or model>``): name the model when ``model`` is a path, or when
+    its weights change."""
+    temperature: float = 0.0
+    """Sent as it is."""
+    max_tokens: int = 256
+    """The longest reply asked for, in tokens."""
+    seed: int | None = None
+    """Sent as it is, when set."""
+    concurrency: int = 4
+    """The most requests in flight at once."""
+    requests_per_minute: float | None = None
+    """A limit on requests, paced (no burst of a minute's worth); none (or 0): no limit."""
+    tokens_per_minute: float | None = None
+    """A limit on tokens (estimated before a request, charged as the server reports); none (or 0): no limit."""
+    timeout_s: float = 60.0
+    """The deadline of one request as a whole, the reply's last byte included."""
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    """A longer reply is a judge failure (asking again would fetch as much again)."""
+    max_retries: int = 4
+    """Retries after the first attempt of a request (429, 5xx, time-outs, connection errors, unreadable replies)."""
+    backoff_s: float = 1.0
+    """The first retry's backoff; it doubles with each retry, with jitter."""
+    max_backoff_s: float = 30.0
+    """The longest backoff, and the most of a server's ``Retry-After`` honoured."""
+    price_input_per_mtok: float | None = None
+    """The price of a million prompt tokens, for the cost estimate."""
+    price_output_per_mtok: float | None = None
+    """The price of a million completion tokens, for the cost estimate."""
+    extra_body: dict[str, Any] | None = None
+    """More fields of the request body, sent as they are (e.g. ``{top_p: 0.9}``)."""
+
+    kind = "served"
+
+    def __post_init__(self) -> None:
+        if not self.base_url or not self.model:
+            raise ValueError("a served judge needs base_url (e.g. http://127.0.0.1:8000/v1) and model")
+        check_base_url(self.base_url)
+        if self.api_key_env is not None:
+            check_api_key_env(self.api_key_env)
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency: expected a positive integer, got {self.concurrency}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens: expected a positive integer, got {self.max_tokens}")
+        if not 0 < self.timeout_s <= threading.TIMEOUT_MAX:  # NaN too; a timer cannot wait longer than TIMEOUT_MAX
+            raise ValueError(f"timeout_s: expected seconds > 0, got {self.timeout_s}")
+        if self.max_reply_bytes < 1:
+            raise ValueError(f"max_reply_bytes: expected a positive integer, got {self.max_reply_bytes}")
+        for name, rate in (("requests_per_minute", self.requests_per_minute), ("tokens_per_minute", self.tokens_per_minute)):
+            if rate is not None and not rate >= 0:  # 0, as null, is no limit
+                raise ValueError(f"{name}: expected a positive number per minute, got {rate}")
+        self.retry_policy()  # its own checks
+
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy these options give."""
+        return RetryPolicy(self.max_retries, self.backoff_s, self.max_backoff_s)
+
+    def judge_id(self) -> str:
+        return f"{self.kind}:{self.model_name or self.model}"
 
 
-class RequestFailed(Exception):
-    """A request with no usable answer after its retries (the message says why)."""
+@dataclass(frozen=True)
+class ServedJudgeOptions(ServedOptions):
+    """Options of the ``served`` step judge."""
+
+    group: bool = False
+    """One request judges all sampled actions of a state together (the prompt needs a ``user_group`` section)."""
+    max_message_chars: int = 2000
+    """Longer messages are shortened to their head and tail before the judge reads them."""
+    threshold: float = 0.5
+    """A step is GOOD when its score (1 for GOOD, 0 for BAD) is at least this."""
 
 
-@dataclass
-class Reply:
-    """The text of a chat completion and the tokens it used."""
+@dataclass(frozen=True)
+class ServedGraderOptions(ServedOptions):
+    """Options of the ``served_grader`` outcome judge."""
 
-    text: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    max_tokens: int = 128
+    """The longest reply asked for, in tokens."""
 
-
-def read_api_key(api_key_env: str | None) -> str:
-    """The API key from the environment variable ``api_key_env``; a placeholder when it is ``None``."""
-    if api_key_env is None:
-        return NO_KEY
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):
-        # Never echo the value: it may be the key itself, put where its variable's name belongs.
-        raise ValueError("api_key_env: expected the NAME of an environment variable holding the API key "
-                         "(e.g. OPENAI_API_KEY), not the key itself")
-    key = os.environ.get(api_key_env)
-    if not key:
-        raise ValueError(f"api_key_env: the environment variable {api_key_env} is not set; export the API key in it "
-                         "(or leave api_key_env out for a server that needs no key)")
-    return key
-
-
-def _count(value: Any) -> int:
-    """A token count from a reply; 0 for anything that is not a plausible count (a string, -1, 10**40)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**40 else 0
-
-
-def parse_completion(body: bytes) -> tuple[Reply, bool]:
-    """The reply of a chat-completion body, and whether it reported its usage; ``ValueError`` when the body is no
-    chat completion."""
-    data = loads_json(body)  # bounded: deep nesting is a ValueError, never a RecursionError
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-    choices = data.get("choices")
-    first = choices[0] if isinstance(choices, list) and choices else None
-    message = first.get("message") if isinstance(first, dict) else None
-    text = message.get("content") if isinstance(message, dict) else None
-    if text is not None and not isinstance(text, str):
-        raise ValueError(f"the message content is {type(text).__name__}, not text")
-    usage = data.get("usage")
-    if not isinstance(usage, dict):
-        return Reply(text or ""), False
-    return Reply(text or "", _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))), True
-
-
-def _error_message(body: bytes) -> str:
-    """What an error body says: its ``error.message`` (the OpenAI convention) or its text."""
-    try:
-        data = loads_json(body)
-    except ValueError:
-        return body.decode("utf-8", "replace")
-    error = data.get("error") if isinstance(data, dict) else None
-    message = error.get("message") if isinstance(error, dict) else error
-    return message if isinstance(message, str) else body.decode("utf-8", "replace")
-
-
-def _retry_after(reply: HttpReply) -> float | None:
-    try:
-        return float(str(reply.headers.get("retry-after", "")))
-    except ValueError:
-        return None
-
-
-def _check_base_url(base_url: str) -> str:
-    """``base_url`` without a trailing slash; ``ValueError`` unless it is an http(s) URL with a host."""
-    try:
-        parts = urllib.parse.urlsplit(base_url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
-    except ValueError:  # a port that is no number, a broken IPv6 address
-        valid = False
-    if not valid:
-        raise ValueError(f"base_url: expected http(s)://HOST[:PORT]/v1, got {base_url!r}")
-    return base_url.rstrip("/")
-
-
-class ChatClient:
-    """Chat completions from one model on one server, within the limits, with retries, counting usage.
-
-    Each attempt has ``timeout_s`` seconds in all, from connecting to the reply's last byte, and a reply is at most
-    ``max_reply_bytes`` long (:mod:`~swirl_lightning.core.transport`). Every text that comes from the server or the
-    connection is redacted (:mod:`.redact`) before it reaches a message.
-    """
-
-    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, timeout_s: float = 60.0,
-                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES, retry: RetryPolicy = RetryPolicy(),
-                 limiter: RateLimiter | None = None, usage: JudgeUsage | None = None, seed: int | None = None,
-                 extra_body: dict[str, Any] | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
-        if not 0 < timeout_s <= threading.TIMEOUT_MAX:  # NaN included; a timer cannot wait longer than TIMEOUT_MAX
-            raise ValueError(f"timeout_s: expected seconds > 0, got {timeout_s}")
-        if max_reply_bytes < 1:
-            raise ValueError(f"max_reply_bytes: expected a positive integer, got {max_reply_bytes}")
-        self.base_url, self.model, self.timeout_s = _check_base_url(base_url), model, timeout_s
-        self.max_reply_bytes = max_reply_bytes
-        self.retry, self.limiter = retry, limiter or RateLimiter()
-        self.usage = usage if usage is not None else JudgeUsage()
-        self.seed, self.extra_body = seed, extra_body
-        self._sleep, self._rng = sleep, random.Random()
-        key = read_api_key(api_key_env)
-        self._secrets = () if key == NO_KEY else (key,)
-        self._headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-                         "Accept": "application/json", "User-Agent": "swirl-lightning"}
-
-    def redact(self, text: str) -> str:
-        """``text`` without the API key or any credential (:func:`.redact.redact`)."""
-        return redact(text, self._secrets)
-
-    def _quote(self, text: str, limit: int = 200) -> str:
-        """A server's text for a one-line message: redacted, on one line, shortened."""
-        return shorten(" ".join(self.redact(text).split()), limit)
-
-    def _status(self, reply: HttpReply) -> str:
-        """A reply that is no success, in one line: its status and what it says (or where it redirects to)."""
-        if 300 <= reply.status < 400:
-            said = f"redirected to {self._quote(str(reply.headers.get('Location', '?')))}"
-        else:
-            said = self._quote(_error_message(reply.body))
-        return f"HTTP {reply.status}" + (f": {said}" if said else "")
-
-    def complete(self, messages: list[dict[str, str]], max_tokens: int, temperature: float) -> Reply:
-        """The reply to ``messages``; :class:`RequestFailed` when none came after the retries."""
-        estimate = sum(len(m["content"]) for m in messages) // 4 + max_tokens
-        payload: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
-                                   "temperature": temperature}
-        if self.seed is not None:
-            payload["seed"] = self.seed
-        body = json.dumps({**payload, **(self.extra_body or {})}).encode("utf-8")
-        url = f"{self.base_url}/chat/completions"
-        last = "no attempt"
-        for attempt in range(self.retry.max_retries + 1):
-            waited = self.limiter.acquire(estimate)
-            self.usage.add(requests=1, retries=int(attempt > 0), wait_seconds=waited)
-            retry_after = None
-            try:
-                reply = post(url, body, self._headers, timeout_s=self.timeout_s, max_reply_bytes=self.max_reply_bytes)
-            except ReplyTooLarge as error:  # asking again would fetch as much again
-                self.usage.add(failed_requests=1)
-                raise RequestFailed(str(error)) from None
-            except RequestTimedOut as error:
-                last = str(error)
-            except ConnectionFailed as error:
-                last = f"connection error: {self._quote(str(error))}"
-            else:
-                if 200 <= reply.status < 300:
-                    try:
-                        answer, reported = parse_completion(reply.body)
-                    except ValueError as error:  # a body that is no chat completion
-                        quoted = self._quote(reply.body.decode("utf-8", "replace"), 100)
-                        last = f"unreadable response: {self._quote(str(error))}: {quoted!r}"
-                    else:
-                        self.usage.add(prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens)
-                        if reported:
-                            self.limiter.settle(estimate, answer.prompt_tokens + answer.completion_tokens)
-                        return answer
-                elif reply.status in (401, 403, 404) or 300 <= reply.status < 400:
-                    self.usage.add(failed_requests=1)
-                    raise JudgeConfigurationError(
-                        f"judge server {self.base_url} refused the request ({self._status(reply)}): check base_url, "
-                        f"the model name {self.model!r} and the API key variable (api_key_env)")
-                elif reply.status == 429 or reply.status >= 500:
-                    last, retry_after = self._status(reply), _retry_after(reply)
-                else:  # the request itself is refused (too long, malformed): asking again fails too
-                    self.usage.add(failed_requests=1)
-                    raise RequestFailed(self._status(reply))
-            self.usage.add(failed_requests=1)
-            if attempt < self.retry.max_retries:
-                delay = self.retry.delay(attempt, self._rng, retry_after)
-                self.usage.add(wait_seconds=delay)
-                self._sleep(delay)
-        raise RequestFailed(f"{last} (gave up after {self.retry.max_retries + 1} attempts)")
+    kind = "served_grader"
 
 
 class _Served:
-    """What both served judges share: the client, the usage, and a pool of ``concurrency`` worker threads."""
+    """What both served judges share: the options, the client, the usage and the loop their requests run on."""
 
-    def _setup(self, base_url: str, model: str, *, api_key_env: str | None, temperature: float,
-               max_tokens: int, seed: int | None, concurrency: int, requests_per_minute: float | None,
-               tokens_per_minute: float | None, timeout_s: float, max_reply_bytes: int, max_retries: int,
-               backoff_s: float, max_backoff_s: float, price_input_per_mtok: float | None,
-               price_output_per_mtok: float | None, extra_body: dict[str, Any] | None) -> None:
-        if not base_url or not model:
-            raise ValueError("a served judge needs base_url (e.g. http://127.0.0.1:8000/v1) and model")
-        if concurrency < 1:
-            raise ValueError(f"concurrency: expected a positive integer, got {concurrency}")
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens: expected a positive integer, got {max_tokens}")
-        self.model, self.temperature, self.max_tokens, self.concurrency = model, temperature, max_tokens, concurrency
-        self.usage = JudgeUsage(price_input_per_mtok, price_output_per_mtok)
-        self.client = ChatClient(base_url, model, api_key_env=api_key_env, timeout_s=timeout_s,
-                                 max_reply_bytes=max_reply_bytes,
-                                 retry=RetryPolicy(max_retries, backoff_s, max_backoff_s),
-                                 limiter=RateLimiter(requests_per_minute, tokens_per_minute), usage=self.usage,
-                                 seed=seed, extra_body=extra_body)
-        self._executor: ThreadPoolExecutor | None = None
-        self._pid = -1
-        self._lock = threading.Lock()
+    options: ServedOptions
 
-    def _run_unordered(self, fn: Callable[[Any], Any], works: Sequence[Any]) -> Iterator[Any]:
-        """``fn(work)`` for every work on the pool, yielded as each finishes; the rest are cancelled when the caller
-        stops early (an error, the failure limit)."""
-        with self._lock:
-            if self._executor is None or self._pid != os.getpid():  # a forked process gets its own threads
-                self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="served-judge")
-                self._pid = os.getpid()
-        futures = [self._executor.submit(fn, work) for work in works]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+    def _setup(self, options: ServedOptions, prompt_kind: str) -> None:
+        self.model, self.temperature, self.max_tokens = options.model, options.temperature, options.max_tokens
+        self.concurrency = options.concurrency
+        self.usage = JudgeUsage(options.price_input_per_mtok, options.price_output_per_mtok)
+        self.requests = RequestLoop(options.concurrency, options.requests_per_minute, options.tokens_per_minute)
+        self.client = ChatClient(options.base_url, options.model, requests=self.requests,
+                                 api_key_env=options.api_key_env, timeout_s=options.timeout_s,
+                                 max_reply_bytes=options.max_reply_bytes, retry=options.retry_policy(),
+                                 usage=self.usage, seed=options.seed, extra_body=options.extra_body)
+        self.prompt = JudgePrompt.load(options.prompt, prompt_kind)
 
-    def _ask(self, messages: list[dict[str, str]]) -> str:
-        return self.client.complete(messages, self.max_tokens, self.temperature).text
+    async def _ask(self, messages: list[dict[str, str]]) -> str:
+        return (await self.client.complete(messages, self.max_tokens, self.temperature)).text
 
 
 class ServedJudge(_Served, StepJudgeBase):
-    """The paper's gold-free process judge on an OpenAI-compatible server (module docstring).
+    """The paper's gold-free process judge on an OpenAI-compatible server (module docstring); its options are the
+    fields of :class:`ServedJudgeOptions`."""
 
-    Options (``judge.options``): ``base_url`` and ``model`` (required); ``api_key_env`` (the NAME of the variable
-    holding the key); ``prompt`` (``math``, ``search`` or a prompt file); ``model_name`` (the judge id is
-    ``served:<model_name or model>``: name the model when ``model`` is a path, or when its weights change);
-    ``temperature``, ``max_tokens``, ``seed``, ``extra_body`` (sent as they are); ``group`` (one request for all
-    sampled actions of a state); ``concurrency``, ``requests_per_minute``, ``tokens_per_minute``, ``timeout_s`` (the
-    deadline of one request, its reply's last byte included), ``max_reply_bytes`` (a longer reply is a failure),
-    ``max_retries``, ``backoff_s``, ``max_backoff_s``; ``price_input_per_mtok`` and ``price_output_per_mtok`` (for
-    the cost estimate); ``max_message_chars`` (longer messages are shortened).
-    """
-
+    Options = ServedJudgeOptions
     cacheable = True
     needs_example = False
+    verdict_settings = ("max_message_chars",)
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, prompt: str = "math",
-                 model_name: str | None = None, temperature: float = 0.0, max_tokens: int = 256, seed: int | None = None,
-                 group: bool = False, concurrency: int = 4, requests_per_minute: float | None = None,
-                 tokens_per_minute: float | None = None, timeout_s: float = 60.0,
-                 max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES, max_retries: int = 4, backoff_s: float = 1.0,
-                 max_backoff_s: float = 30.0, price_input_per_mtok: float | None = None,
-                 price_output_per_mtok: float | None = None, max_message_chars: int = 2000,
-                 extra_body: dict[str, Any] | None = None, threshold: float = 0.5) -> None:
-        self._setup(base_url, model, api_key_env=api_key_env, temperature=temperature, max_tokens=max_tokens,
-                    seed=seed, concurrency=concurrency, requests_per_minute=requests_per_minute,
-                    tokens_per_minute=tokens_per_minute, timeout_s=timeout_s, max_reply_bytes=max_reply_bytes,
-                    max_retries=max_retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
-                    price_input_per_mtok=price_input_per_mtok, price_output_per_mtok=price_output_per_mtok,
-                    extra_body=extra_body)
-        self.prompt = JudgePrompt.load(prompt, "process")
-        if group and "user_group" not in self.prompt.sections:
+    def __init__(self, base_url: str, model: str, **options: Any) -> None:
+        self.options = opts = ServedJudgeOptions(base_url, model, **options)
+        self._setup(opts, "process")
+        if opts.group and "user_group" not in self.prompt.sections:
             raise ValueError(f"group: the prompt {self.prompt.path} has no '=== user_group' section")
-        self.judge_id = f"served:{model_name or model}"
-        self.prompt_version = self.prompt.prompt_version(temperature, max_tokens, seed, extra_body, group)
-        self.group, self.threshold, self.max_message_chars = group, threshold, max_message_chars
+        self.judge_id = opts.judge_id()
+        self.prompt_version = self.prompt.prompt_version(opts.temperature, opts.max_tokens, opts.seed,
+                                                         opts.extra_body, opts.group)
+        self.group, self.threshold, self.max_message_chars = opts.group, opts.threshold, opts.max_message_chars
 
     def messages(self, state: State, steps: Sequence[Step]) -> list[dict[str, str]]:
         """The judge's chat messages for one step, or for several candidate steps of one state (group mode)."""
@@ -340,10 +207,10 @@ class ServedJudge(_Served, StepJudgeBase):
                 works.append([index])
         return ready, works
 
-    def _judge(self, items: Sequence[tuple[State, Step]], indices: list[int]) -> list[tuple[int, Judgement]]:
+    async def _judge(self, items: Sequence[tuple[State, Step]], indices: list[int]) -> list[tuple[int, Judgement]]:
         state = items[indices[0]][0]
         try:
-            reply = self._ask(self.messages(state, [items[i][1] for i in indices]))
+            reply = await self._ask(self.messages(state, [items[i][1] for i in indices]))
         except RequestFailed as error:
             results = [(i, self.failure(str(error))) for i in indices]
         else:
@@ -368,7 +235,7 @@ class ServedJudge(_Served, StepJudgeBase):
         """``(index, judgement)`` of every item as it is ready (requests in parallel, in any order)."""
         ready, works = self._works(items)
         yield from ready
-        for results in self._run_unordered(lambda indices: self._judge(items, indices), works):
+        for results in self.requests.run_unordered(lambda indices: self._judge(items, indices), works):
             yield from results
 
     def judge_steps(self, items: Sequence[tuple[State, Step]]) -> list[Judgement]:
@@ -379,39 +246,30 @@ class ServedJudge(_Served, StepJudgeBase):
         return judgements  # type: ignore[return-value]
 
 
-class ServedGrader(_Served):
-    """Outcome judge: the served LLM says YES/NO to "is the predicted answer the answer key?" (module docstring).
-
-    Options as :class:`ServedJudge` (``prompt``: ``math`` or ``qa``, or a prompt file), without ``group``.
+class ServedGrader(_Served, OutcomeJudgeBase):
+    """Outcome judge: the served LLM says YES/NO to "is the predicted answer the answer key?" (module docstring); its
+    options are the fields of :class:`ServedGraderOptions` (``prompt``: ``math`` or ``qa``, or a prompt file).
     ``score_batch`` gives 1.0 (YES), 0.0 (NO, or no prediction: no request) or ``None`` (a judge failure).
     """
 
+    Options = ServedGraderOptions
     cacheable = True
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, prompt: str = "math",
-                 model_name: str | None = None, temperature: float = 0.0, max_tokens: int = 128, seed: int | None = None,
-                 concurrency: int = 4, requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
-                 timeout_s: float = 60.0, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES, max_retries: int = 4,
-                 backoff_s: float = 1.0, max_backoff_s: float = 30.0, price_input_per_mtok: float | None = None,
-                 price_output_per_mtok: float | None = None, extra_body: dict[str, Any] | None = None) -> None:
-        self._setup(base_url, model, api_key_env=api_key_env, temperature=temperature, max_tokens=max_tokens,
-                    seed=seed, concurrency=concurrency, requests_per_minute=requests_per_minute,
-                    tokens_per_minute=tokens_per_minute, timeout_s=timeout_s, max_reply_bytes=max_reply_bytes,
-                    max_retries=max_retries, backoff_s=backoff_s, max_backoff_s=max_backoff_s,
-                    price_input_per_mtok=price_input_per_mtok, price_output_per_mtok=price_output_per_mtok,
-                    extra_body=extra_body)
-        self.prompt = JudgePrompt.load(prompt, "grader")
-        self.judge_id = f"served_grader:{model_name or model}"
-        self.prompt_version = self.prompt.prompt_version(temperature, max_tokens, seed, extra_body)
+    def __init__(self, base_url: str, model: str, **options: Any) -> None:
+        self.options = opts = ServedGraderOptions(base_url, model, **options)
+        self._setup(opts, "grader")
+        self.judge_id = opts.judge_id()
+        self.prompt_version = self.prompt.prompt_version(opts.temperature, opts.max_tokens, opts.seed,
+                                                         opts.extra_body)
 
     def messages(self, prediction: str, gold: str, question: str | None) -> list[dict[str, str]]:
         """The grader's chat messages."""
         return self.prompt.messages("user", question=question or "(not given)", answer_key=gold, prediction=prediction)
 
-    def _grade(self, work: tuple[int, str, str, str | None]) -> tuple[int, Judgement]:
+    async def _grade(self, work: tuple[int, str, str, str | None]) -> tuple[int, Judgement]:
         index, prediction, gold, question = work
         try:
-            reply = self._ask(self.messages(prediction, gold, question))
+            reply = await self._ask(self.messages(prediction, gold, question))
         except RequestFailed as error:
             judgement = Judgement(self.judge_id, FAILED, None, self.prompt_version, error=str(error))
         else:
@@ -435,7 +293,7 @@ class ServedGrader(_Served):
                 judgements[index] = Judgement(self.judge_id, BAD, 0.0, self.prompt_version)
             else:
                 works.append((index, prediction, gold, question))
-        for index, judgement in self._run_unordered(self._grade, works):
+        for index, judgement in self.requests.run_unordered(self._grade, works):
             judgements[index] = judgement
         return judgements  # type: ignore[return-value]
 

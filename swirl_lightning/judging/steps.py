@@ -119,10 +119,10 @@ def judgement_key(judge_id: str, prompt_version: str, state: list[dict[str, str]
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def verdict_settings(judge: Any) -> dict[str, Any]:
-    """The values of the judge's ``verdict_settings`` (attribute names; see
-    :class:`~swirl_lightning.judging.base.StepJudgeBase`) that it has: what else the cache key must hold."""
-    return {name: getattr(judge, name) for name in getattr(judge, "verdict_settings", ()) if hasattr(judge, name)}
+def verdict_settings(judge: StepJudge) -> dict[str, Any]:
+    """The values of the judge's settings that change a verdict (``verdict_setting_values``; see
+    :class:`~swirl_lightning.judging.base.StepJudgeBase`): what else the cache key must hold."""
+    return judge.verdict_setting_values()
 
 
 class JudgementStore(Protocol):
@@ -194,7 +194,7 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
 
     Each state carries its example (``examples`` by example id). Cached judgements are reused (their verdict
     re-derived with the judge's current ``threshold``); new ones are stored after each batch, or each as it
-    arrives from a judge with ``iter_judgements``, so an interrupted (even killed) run keeps its work. Judge
+    arrives (``iter_judgements``), so an interrupted (even killed) run keeps its work. Judge
     failures are set on their steps but never cached, and counted in ``failures`` (which raises
     :class:`JudgeFailureError` above its rate; a budget of ``max_rate=1`` is made when none is given). Returns the
     counts ``steps``, ``from_cache``, ``judged`` (fresh judgements, failures included) and ``failed``.
@@ -228,34 +228,21 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc=f"judging ({judge.judge_id})", unit="step", disable=not (progress and todo))
-    streaming = getattr(judge, "iter_judgements", None)
     try:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             items = [(state, step) for state, step, _ in chunk]
-            if streaming is not None:  # store each judgement as it arrives: a killed run loses no answered request
-                arrived = []
-                for index, judgement in streaming(items):
-                    _set_judgement(chunk[index][1], judgement)
-                    key = chunk[index][2]
-                    if store is not None and key:
-                        store.put_many({key: judgement})
-                    arrived.append(judgement)
-                    failures.add([judgement])
-                    bar.update(1)
-                if len(arrived) != len(chunk):
-                    raise RuntimeError(f"judge {judge.judge_id} returned {len(arrived)} judgements for {len(chunk)} steps")
-            else:
-                judgements = judge.judge_steps(items)
-                if len(judgements) != len(chunk):
-                    raise RuntimeError(f"judge {judge.judge_id} returned {len(judgements)} judgements for "
-                                       f"{len(chunk)} steps")
-                for (_, step, _), judgement in zip(chunk, judgements):
-                    _set_judgement(step, judgement)
-                if store is not None:
-                    store.put_many({key: j for (_, _, key), j in zip(chunk, judgements) if key})
-                failures.add(judgements)
-                bar.update(len(chunk))
+            arrived = 0
+            for index, judgement in judge.iter_judgements(items):
+                # stored as each arrives: a killed run loses no answered request
+                _set_judgement(chunk[index][1], judgement)
+                if use_cache and chunk[index][2]:
+                    cache.put_many({chunk[index][2]: judgement})
+                arrived += 1
+                failures.add([judgement])
+                bar.update(1)
+            if arrived != len(chunk):
+                raise RuntimeError(f"judge {judge.judge_id} returned {arrived} judgements for {len(chunk)} steps")
     finally:
         bar.close()
     return {"steps": len(pending), "from_cache": len(pending) - len(todo), "judged": len(todo),

@@ -199,9 +199,9 @@ class SwirlDataModule(L.LightningDataModule):
     # -- building -------------------------------------------------------------------------------
 
     def _judge_id(self) -> str:
-        from swirl_lightning.judging.base import make_step_judge
+        from swirl_lightning.judging.base import step_judge_id
 
-        return make_step_judge(self.judge.name, self.judge.options).judge_id
+        return step_judge_id(self.judge.name, self.judge.options)  # from its options: no client, no model
 
     def _questions(self, split: str | None = None, limit: int | None = None, offset: int = 0) -> list[Example]:
         return load_task(self.task.name, split or self.task.split, limit, offset=offset, path=self.task.data_path)
