@@ -14,7 +14,13 @@ from swirl_lightning.cli import main as swirl
 from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.trajectory import State, Step, parse_action
 from swirl_lightning.judging.base import (
-    OutcomeJudgeBase, StepJudgeBase, available_judges, make_judge, make_outcome_judge, make_step_judge, step_judge_id,
+    OutcomeJudgeBase,
+    StepJudgeBase,
+    available_judges,
+    make_judge,
+    make_outcome_judge,
+    make_step_judge,
+    step_judge_id,
 )
 from swirl_lightning.judging.options import JudgeOptions, describe_options, options_class
 
@@ -122,7 +128,8 @@ def test_the_base_classes_give_every_part_of_the_protocols() -> None:
     pm = plugin_manager()
     judge = make_step_judge("strict", {"score": 1.0}, pm, tools=ToolsConfig())  # configure_tools: a no-op
     assert judge.usage is None and judge.verdict_setting_values() == {}
-    items = [(State("q", 0, [{"role": "user", "content": "q"}]), Step("<answer>1</answer>", parse_action("<answer>1</answer>", {})))] * 2
+    answer = Step("<answer>1</answer>", parse_action("<answer>1</answer>", {}))
+    items = [(State("q", 0, [{"role": "user", "content": "q"}]), answer)] * 2
     assert [(i, j.verdict) for i, j in judge.iter_judgements(items)] == [(0, "GOOD"), (1, "GOOD")]
     grades = make_outcome_judge("grades", pm)
     assert (grades.prompt_version, grades.cacheable, grades.usage) == (None, False, None)

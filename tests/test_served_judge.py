@@ -17,6 +17,7 @@ import pytest
 
 from swirl_lightning.core.trajectory import FAILED, Judgement, State, Step, from_dict, parse_action, to_dict
 from swirl_lightning.judging.base import make_outcome_judge, make_step_judge
+from swirl_lightning.judging.judge_prompts import JudgePrompt, parse_group_verdicts, parse_verdict
 from swirl_lightning.judging.ratelimit import RateLimiter, RetryPolicy
 from swirl_lightning.judging.redact import redact
 from swirl_lightning.judging.served import JudgeConfigurationError, ServedGrader, ServedJudge

@@ -151,14 +151,13 @@ class StepJudgeBase:
 class OutcomeJudgeBase:
     """Defaults for the parts of :class:`OutcomeJudge`: subclass it and set ``judge_id`` and ``score``."""
 
+    judge_id: str  # set by the subclass
     prompt_version: str | None = None
     cacheable = False
     usage: JudgeUsage | None = None
 
     def score(self, prediction: str | None, gold: str) -> float | None:
         raise NotImplementedError(f"{type(self).__name__} must define score")
-
-    score: Callable[[str | None, str], float]  # the subclass's method
 
     def score_batch(self, predictions: Sequence[str | None], golds: Sequence[str],
                     questions: Sequence[str | None] | None = None) -> list[float | None]:

@@ -6,8 +6,9 @@ A prompt file (``swirl_lightning/judging/prompts/*.txt``, or any file of the sam
 (sandboxed; an undefined name is an error) given ``transcript`` and ``step`` (``user``), ``transcript``, ``steps``
 and ``count`` (``user_group``), or ``question``, ``answer_key`` and ``prediction`` (the grader's ``user``):
 ``{{ transcript }}``. Single braces are text; a placeholder in the older single-brace form (``{transcript}``) is an
-error naming the line, so that an old file is never sent with its placeholders unfilled. The version, plus a digest of the file and of the decoding settings, is the
-``prompt_version`` of every judgement (and so part of the cache key): editing a prompt never reuses the old verdicts.
+error naming the line, so that an old file is never sent with its placeholders unfilled. The version, plus a digest
+of the file and of the decoding settings, is the ``prompt_version`` of every judgement (and so part of the cache
+key): editing a prompt never reuses the old verdicts.
 
 The verdict is the last ``Verdict: GOOD``/``Verdict: BAD`` line (any case, markdown allowed), else the last word
 GOOD or BAD in capitals. No verdict is a judge failure, never a BAD.
@@ -90,7 +91,8 @@ class JudgePrompt:
         try:
             templates = {k: _TEMPLATES.from_string(v) for k, v in texts.items()}
         except jinja2.TemplateSyntaxError as error:
-            raise ValueError(f"{path}: a section is no valid Jinja2 template: {error.message} (its line {error.lineno})") from None
+            raise ValueError(f"{path}: a section is no valid Jinja2 template: {error.message} "
+                             f"(its line {error.lineno})") from None
         return cls(path, version, texts, hashlib.sha256(text.encode("utf-8")).hexdigest(), templates)
 
     def messages(self, section: str, **values: object) -> list[dict[str, str]]:

@@ -260,9 +260,9 @@ class LLMGrader(OutcomeJudgeBase):
             [None if p is None else self.prompt(p, g, q) for p, g, q in zip(predictions, golds, questions)])
 
     def score_batch(self, predictions: Sequence[str | None], golds: Sequence[str],
-                    questions: Sequence[str | None] | None = None) -> list[float]:
+                    questions: Sequence[str | None] | None = None) -> list[float | None]:
         probs = self.probabilities(predictions, golds, questions)
         return [float(pred is not None and p >= self.threshold) for pred, p in zip(predictions, probs)]
 
-    def score(self, prediction: str | None, gold: str) -> float:
+    def score(self, prediction: str | None, gold: str) -> float | None:
         return self.score_batch([prediction], [gold])[0]

@@ -21,7 +21,7 @@ import textwrap
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 _KINDS: dict[type, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
                            dict: "a mapping", list: "a list"}
@@ -40,7 +40,9 @@ class JudgeOptions:
 def options_class(factory: Callable[..., Any]) -> type[JudgeOptions] | None:
     """The ``Options`` dataclass a judge factory declares, or ``None`` for a plain factory."""
     declared = getattr(factory, "Options", None) if isinstance(factory, type) else None
-    return declared if isinstance(declared, type) and dataclasses.is_dataclass(declared) else None
+    if isinstance(declared, type) and dataclasses.is_dataclass(declared):
+        return cast("type[JudgeOptions]", declared)
+    return None
 
 
 def _parameters(factory: Callable[..., Any]) -> tuple[dict[str, bool], bool] | None:
@@ -61,7 +63,7 @@ def _parameters(factory: Callable[..., Any]) -> tuple[dict[str, bool], bool] | N
 
 def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
     declared = options_class(factory)
-    target = declared if declared is not None else factory.__init__ if isinstance(factory, type) else factory
+    target = declared if declared is not None else factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]  # a class: its __init__
     try:
         return typing.get_type_hints(target)
     except Exception:  # noqa: BLE001 - a plugin's annotation that does not resolve: its types go unchecked

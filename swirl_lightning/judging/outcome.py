@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
-from swirl_lightning.core.answers import exact_match, parse_number, token_f1
 from dataclasses import dataclass
 
+from swirl_lightning.core.answers import exact_match, parse_number, token_f1
 from swirl_lightning.judging.base import OutcomeJudgeBase
 from swirl_lightning.judging.options import JudgeOptions
 

@@ -98,7 +98,7 @@ class RetryPolicy:
     def delay(self, retry: int, rng: random.Random | None = None, retry_after: float | None = None) -> float:
         """Seconds :attr:`wait` waits before retry number ``retry`` (0-based). ``rng`` is unused (tenacity draws the
         jitter); kept so that a caller may pass one."""
-        state = RetryCallState(None, None, (), {})
+        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]  # a wait reads no Retrying
         state.attempt_number = retry + 1
         state.set_exception((RetryableError, RetryableError("", retry_after), None))
         return self.wait(state)

@@ -97,7 +97,8 @@ class ReferenceJudge(StepJudgeBase):
         action, task = step.action, self._task(state.example)
         assert state.example is not None  # _task raised otherwise
         if action.kind == "answer":
-            return float(_outcome_judge(task.outcome_judge).score(action.answer, state.example.answer) >= 1.0)
+            score = _outcome_judge(task.outcome_judge).score(action.answer, state.example.answer)
+            return float(score is not None and score >= 1.0)
         if action.kind == "invalid" or step.tool_error:
             return 0.0
         result: str | None

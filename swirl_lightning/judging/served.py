@@ -10,13 +10,14 @@ of a state together), the validation GOOD rate. An invalid action is BAD without
 tolerates 10 / 10.00 / $10; ``prompt: qa`` for short answers).
 
 Options are the fields of :class:`ServedJudgeOptions` and :class:`ServedGraderOptions`, checked before a client is
-made. A long run can rely on (:mod:`.chat_client`): at most ``concurrency`` requests in flight, ``requests_per_minute``
-and ``tokens_per_minute`` limits (:mod:`aiolimiter`), a deadline of ``timeout_s`` for each request as a whole (a reply
-that drips or stalls ends there) and a cap of ``max_reply_bytes`` on its size (:mod:`~swirl_lightning.core.transport`),
-and retries with exponential backoff and jitter (:mod:`tenacity`), honouring ``Retry-After``, on 429, 5xx,
-time-outs, connection errors and unreadable replies (:mod:`.ratelimit`). A request still failing after its retries, another 4xx answer, a reply over the cap, or a reply
-without a verdict is a *judge failure* (``Judgement(verdict=FAILED, score=None)``), never a BAD or a 0. A 401, 403,
-404 or a redirect means no request can succeed (a wrong key, model or URL) and stops the run at once.
+made. A long run can rely on (:mod:`.chat_client`): at most ``concurrency`` requests in flight,
+``requests_per_minute`` and ``tokens_per_minute`` limits (:mod:`aiolimiter`), a deadline of ``timeout_s`` for each
+request as a whole (a reply that drips or stalls ends there) and a cap of ``max_reply_bytes`` on its size
+(:mod:`~swirl_lightning.core.transport`), and retries with exponential backoff and jitter (:mod:`tenacity`), honouring
+``Retry-After``, on 429, 5xx, time-outs, connection errors and unreadable replies (:mod:`.ratelimit`). A request still
+failing after its retries, another 4xx answer, a reply over the cap, or a reply without a verdict is a *judge failure*
+(``Judgement(verdict=FAILED, score=None)``), never a BAD or a 0. A 401, 403, 404 or a redirect means no request can
+succeed (a wrong key, model or URL) and stops the run at once.
 
 The API key is read from the environment variable named by ``api_key_env`` when the client is made; it is never
 stored in a config, a judgement, the cache, a log or an output, and every text from the server or the connection
@@ -29,14 +30,20 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from swirl_lightning.core.trajectory import Judgement, State, Step
 from swirl_lightning.judging.base import BAD, FAILED, GOOD, OutcomeJudgeBase, StepJudgeBase
 from swirl_lightning.judging.chat_client import (  # noqa: F401 - the errors and the key reader are re-exported
-    ChatClient, JudgeConfigurationError, RequestFailed, RequestLoop, check_api_key_env, check_base_url, read_api_key,
+    ChatClient,
+    JudgeConfigurationError,
+    RequestFailed,
+    RequestLoop,
+    check_api_key_env,
+    check_base_url,
+    read_api_key,
 )
 from swirl_lightning.judging.judge_prompts import JudgePrompt, parse_group_verdicts, parse_verdict, shorten, transcript
 from swirl_lightning.judging.options import JudgeOptions
@@ -146,16 +153,18 @@ class _Served:
     """What both served judges share: the options, the client, the usage and the loop their requests run on."""
 
     options: ServedOptions
+    usage: JudgeUsage | None  # the protocols' type; _setup sets it (and _usage, the same object, typed as set)
+    _usage: JudgeUsage
 
     def _setup(self, options: ServedOptions, prompt_kind: str) -> None:
         self.model, self.temperature, self.max_tokens = options.model, options.temperature, options.max_tokens
         self.concurrency = options.concurrency
-        self.usage = JudgeUsage(options.price_input_per_mtok, options.price_output_per_mtok)
+        self.usage = self._usage = JudgeUsage(options.price_input_per_mtok, options.price_output_per_mtok)
         self.requests = RequestLoop(options.concurrency, options.requests_per_minute, options.tokens_per_minute)
         self.client = ChatClient(options.base_url, options.model, requests=self.requests,
                                  api_key_env=options.api_key_env, timeout_s=options.timeout_s,
                                  max_reply_bytes=options.max_reply_bytes, retry=options.retry_policy(),
-                                 usage=self.usage, seed=options.seed, extra_body=options.extra_body)
+                                 usage=self._usage, seed=options.seed, extra_body=options.extra_body)
         self.prompt = JudgePrompt.load(options.prompt, prompt_kind)
 
     async def _ask(self, messages: list[dict[str, str]]) -> str:
@@ -228,7 +237,7 @@ class ServedJudge(_Served, StepJudgeBase):
                     results.append((index, self.failure(f"no verdict{where} in the reply: {quoted!r}")))
                 else:
                     results.append((index, self.judgement(1.0 if verdict == GOOD else 0.0)))
-        self.usage.add(judgements=len(results), failures=sum(j.verdict == FAILED for _, j in results))
+        self._usage.add(judgements=len(results), failures=sum(j.verdict == FAILED for _, j in results))
         return results
 
     def iter_judgements(self, items: Sequence[tuple[State, Step]]) -> Iterator[tuple[int, Judgement]]:
@@ -279,7 +288,7 @@ class ServedGrader(_Served, OutcomeJudgeBase):
                          if verdict is None else
                          Judgement(self.judge_id, GOOD if verdict == "YES" else BAD, float(verdict == "YES"),
                                    self.prompt_version))
-        self.usage.add(judgements=1, failures=int(judgement.failed))
+        self._usage.add(judgements=1, failures=int(judgement.failed))
         return index, judgement
 
     def grade_batch(self, predictions: Sequence[str | None], golds: Sequence[str],

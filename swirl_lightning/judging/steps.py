@@ -236,8 +236,9 @@ def judge_trajectories(trajectories: Sequence[Trajectory], judge: StepJudge, exa
             for index, judgement in judge.iter_judgements(items):
                 # stored as each arrives: a killed run loses no answered request
                 _set_judgement(chunk[index][1], judgement)
-                if use_cache and chunk[index][2]:
-                    cache.put_many({chunk[index][2]: judgement})
+                key = chunk[index][2]
+                if store is not None and key:
+                    store.put_many({key: judgement})
                 arrived += 1
                 failures.add([judgement])
                 bar.update(1)

@@ -66,7 +66,7 @@ class RolloutSettings:
     example_turns: Sequence[dict[str, str]] = ()
     """The task's example turns (few-shot), put before the question."""
     policy_name: str = ""
-    outcome: Callable[[str | None, str], float] | None = None
+    outcome: Callable[[str | None, str], float | None] | None = None
     """Scores a final answer against the gold answer (1.0 right, 0.0 wrong)."""
     in_flight: InFlightToolCalls | None = None
     """Where each tool call is marked while it runs (``swirl generate``: a rollout that kills the run is not retried)."""

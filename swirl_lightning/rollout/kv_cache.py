@@ -87,16 +87,15 @@ class SlotKVCache:
 
     def load(self, slot: int, saved: torch.Tensor, length: int) -> None:
         """Make ``slot`` hold the first ``length`` positions of a :meth:`snapshot`."""
-        self._like = saved[0, 0, :, :0].unsqueeze(0)
-        self._reserve(slot, length)
-        self.rows[slot][:, :, :, :length] = saved[:, :, :, :length]
+        if self._like is None:
+            self._like = saved[0, 0, :, :0].unsqueeze(0)
+        self._row(slot, length)[:, :, :, :length] = saved[:, :, :, :length]
         self.lengths[slot] = length
 
     def copy_slot(self, source: int, target: int) -> None:
         """Make slot ``target`` hold the same tokens as slot ``source``."""
         length = int(self.lengths[source])
-        self._reserve(target, length)
-        self.rows[target][:, :, :, :length] = self.rows[source][:, :, :, :length]
+        self._row(target, length)[:, :, :, :length] = self._row(source, length)[:, :, :, :length]
         self.lengths[target] = length
 
     def select(self, rows: torch.Tensor, num_new: int) -> None:
@@ -104,25 +103,28 @@ class SlotKVCache:
         self._selected, self._num_new = rows.tolist(), num_new
         if self._like is not None:
             for slot in self._selected:
-                self._reserve(slot, int(self.lengths[slot]) + num_new)
+                self._row(slot, int(self.lengths[slot]) + num_new)
 
     def forward_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the model's forward pass, which carry the cache to :func:`slot_attention`."""
         return {"slot_kv_cache": self}
 
-    def _reserve(self, slot: int, needed: int) -> None:
-        """Grow the row of ``slot`` to hold ``needed`` positions (in whole blocks, within the context budget)."""
-        have = self.capacity(slot)
-        if needed <= have:
-            return
+    def _row(self, slot: int, needed: int) -> torch.Tensor:
+        """The row of ``slot``, grown first to hold ``needed`` positions (in whole blocks, within the context
+        budget)."""
+        have, row = self.capacity(slot), self.rows[slot]
+        if row is not None and needed <= have:
+            return row
         capacity = _round_up(needed, self.block_tokens)
         if self.max_capacity is not None:  # a block past the context budget would never be used
             capacity = max(needed, min(capacity, self.max_capacity))
         like = self._like
-        row = like.new_zeros((self.num_layers, 2, like.shape[1], capacity, like.shape[3]))
-        if have:
-            row[:, :, :, :have] = self.rows[slot]
-        self.rows[slot] = row
+        assert like is not None, "a row is made after the first keys arrive"
+        grown = like.new_zeros((self.num_layers, 2, like.shape[1], capacity, like.shape[3]))
+        if row is not None:
+            grown[:, :, :, :have] = row
+        self.rows[slot] = grown
+        return grown
 
     def commit(self, rows: torch.Tensor, num_real: torch.Tensor) -> None:
         """Advance the lengths of ``rows`` by the number of real (non-padding) tokens they fed."""
@@ -137,12 +139,10 @@ class SlotKVCache:
         selected slot's offset; return them unchanged (:func:`slot_attention` reads the rows)."""
         if self._like is None:
             self._like = key_states[:1, :, :0]
-            for slot in self._selected:
-                self._reserve(slot, int(self.lengths[slot]) + self._num_new)
         n = self._num_new
         for k, slot in enumerate(self._selected):
             start = int(self.lengths[slot])
-            row = self.rows[slot]
+            row = self._row(slot, start + n)
             row[layer_idx, 0, :, start : start + n] = key_states[k]
             row[layer_idx, 1, :, start : start + n] = value_states[k]
         self._updates += 1
@@ -156,7 +156,7 @@ class SlotKVCache:
         out = query.new_empty(rows, n, heads, dim)
         for k, slot in enumerate(self._selected):
             length = int(self.lengths[slot]) + n
-            row = self.rows[slot]
+            row = self._row(slot, length)
             keys, values = row[layer_idx, 0, :, :length], row[layer_idx, 1, :, :length]
             kv_heads = keys.shape[0]
             if n == 1:  # one new token sees every position: group the query heads by the kv head they share
