@@ -132,6 +132,16 @@ def test_no_import_circle_inside_a_package():
     assert not found, f"import circles: {found} (move what both need into a module of its own, or register by name)"
 
 
+def test_the_objectives_see_neither_the_lightning_module_nor_the_callbacks():
+    """An objective gets ObjectiveParts (issue 24): nothing under training/objectives/ may name the module or the
+    callbacks, not even for a type annotation."""
+    graph = import_graph()
+    objectives = [name for name in graph if name.startswith("swirl_lightning.training.objectives")]
+    assert len(objectives) >= 4
+    for name in objectives:
+        assert not graph[name] & {"swirl_lightning.training.module", "swirl_lightning.training.callbacks"}, name
+
+
 def test_no_import_circle_between_packages():
     packages: dict[str, set[str]] = {}
     for name, targets in import_graph().items():
