@@ -115,15 +115,10 @@ def checkpointing(args) -> dict:
 
 def run_swirl(args) -> dict:
     from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig
-    from swirl_lightning.training.config import (
-        ExportConfig,
-        OptimizerConfig,
-        SwirlConfig,
-        TrainDataConfig,
-        ValidationDataConfig,
-    )
+    from swirl_lightning.training.config import ExportConfig, OptimizerConfig, TrainDataConfig, ValidationDataConfig
     from swirl_lightning.training.data import SwirlDataModule
     from swirl_lightning.training.module import SwirlModule
+    from swirl_lightning.training.objectives.swirl import SwirlConfig
 
     task = TaskConfig(name="gsm8k", few_shot=False)
     data = SwirlDataModule(task=task, objective="swirl", tokenizer=args.model,

@@ -101,12 +101,12 @@ def run_ours(args) -> dict:
         ExportConfig,
         LoraConfig,
         OptimizerConfig,
-        SwirlConfig,
         TrainDataConfig,
         ValidationDataConfig,
     )
     from swirl_lightning.training.data import SwirlDataModule
     from swirl_lightning.training.module import SwirlModule
+    from swirl_lightning.training.objectives.swirl import SwirlConfig
 
     torch.manual_seed(0)
     task = TaskConfig(name="gsm8k", few_shot=False)
@@ -126,16 +126,19 @@ def run_ours(args) -> dict:
                          gradient_checkpointing=CHECKPOINTING[args.gradient_checkpointing])
     publish = Timer(weight_sync.AdapterSync.publish)  # the adapter syncs to the server (inside generation_seconds)
     weight_sync.AdapterSync.publish = lambda self, lm, version: publish(self, lm, version)
+    # The objective's sampler and judging, timed where the objective calls them.
+    from swirl_lightning.training.objectives import swirl as swirl_objective
+    from swirl_lightning.training.trained_policy import TrainedPolicy
+
     sampled_tokens: list[int] = []
-    objective = module.objective
-    sample, score = Timer(objective.sample), Timer(objective.rewards)
+    sample, score = Timer(TrainedPolicy.sample), Timer(swirl_objective.judged_rewards)
 
     def counted_sample(*sample_args):
-        groups = sample(*sample_args)
+        groups, version = sample(*sample_args)
         sampled_tokens.extend(len(ids) for group in groups for ids, _ in group)
-        return groups
+        return groups, version
 
-    objective.sample, objective.rewards = counted_sample, score
+    TrainedPolicy.sample, swirl_objective.judged_rewards = counted_sample, score
     trainer = L.Trainer(max_steps=args.steps, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         num_sanity_val_steps=0, default_root_dir=tempfile.mkdtemp(prefix="rl-bench-ours-"))

@@ -150,9 +150,10 @@ class ConstantJudge(StepJudgeBase):
 
 
 @contextlib.contextmanager
-def registered(*, tasks: Sequence[Task] = (), judges: Mapping[str, Callable] = {}, tools: Sequence[Tool] = ()):
-    """Register throwaway tasks, judges (name -> factory) and tools as a plugin for the duration of a ``with``
-    block, in this process, then unregister them."""
+def registered(*, tasks: Sequence[Task] = (), judges: Mapping[str, Callable] = {}, tools: Sequence[Tool] = (),
+               objectives: Sequence[type] = ()):
+    """Register throwaway tasks, judges (name -> factory), tools and objectives (``Objective`` subclasses) as a plugin
+    for the duration of a ``with`` block, in this process, then unregister them."""
     import swirl_lightning
     from swirl_lightning.core.plugins import get_plugin_manager
 
@@ -166,6 +167,11 @@ def registered(*, tasks: Sequence[Task] = (), judges: Mapping[str, Callable] = {
         def register_judges(self, register):
             for name, factory in judges.items():
                 register(factory, name=name)
+
+        @swirl_lightning.hookimpl
+        def register_objectives(self, register):
+            for objective in objectives:
+                register(objective)
 
         @swirl_lightning.hookimpl
         def register_tools(self, register):

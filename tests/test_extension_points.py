@@ -1,6 +1,8 @@
 """The extension points, used as a third party would: a throwaway task and a throwaway judge, added by a plugin
-registered in the test (the core untouched), run through generate -> filter -> fit with the tiny model."""
+registered in the test (the core untouched), run through generate -> filter -> fit with the tiny model; a throwaway
+objective trains with fit."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from swirl_lightning.judging.filter import FilterConfig, run_filter
 from swirl_lightning.rollout.generate import GenerateConfig, run_generate
 from swirl_lightning.testing import ConstantJudge, ListTask, registered
 from swirl_lightning.training.cli import make_cli
+from swirl_lightning.training.objectives import Objective, ObjectiveParts, PreparedBatch, make_objective
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -49,3 +52,47 @@ def test_a_throwaway_task_and_judge_run_through_generate_filter_and_fit(tmp_path
         validated = read_trajectories(rollouts)
         assert len(validated) == 1 and validated[0].example_id in {"cap-0", "cap-1", "cap-2", "cap-3"}
         assert {j.judge for t in validated for s in t.steps for j in s.judgements} == {"constant:1"}
+
+
+@dataclass
+class ScaledNllConfig:
+    """The throwaway objective's one hyperparameter."""
+
+    scale: float = 1.0
+    """What the NLL of the stored actions is multiplied by."""
+
+
+class ScaledNll(Objective):
+    """A throwaway objective: the NLL of the stored actions, scaled. It sees only the parts it is given."""
+
+    name = "scaled_nll"
+    Config = ScaledNllConfig
+    seen: list[object] = []
+
+    def prepare(self, parts: ObjectiveParts, batch) -> PreparedBatch:
+        return PreparedBatch(batch, size=len(batch.example_ids), tokens=batch.num_tokens)
+
+    def loss(self, parts: ObjectiveParts, prepared: PreparedBatch):
+        ScaledNll.seen.append(parts)
+        batch = prepared.data
+        logprobs, _ = parts.policy.score(batch.input_ids, batch.attention_mask, batch.segment_ids)
+        nll = -logprobs.sum() / (batch.segment_ids > 0).sum()
+        return self.config.scale * nll, {"train/scaled_nll_scale": self.config.scale}
+
+
+def test_a_throwaway_objective_registered_by_a_plugin_trains_with_fit(tmp_path: Path):
+    with registered(objectives=[ScaledNll]):
+        cli = make_cli(["fit", "--seed_everything", "0", "--policy.name", "tiny-random", "--task.limit", "6",
+                        "--model.objective", "scaled_nll", "--model.objective_options", '{"scale": 0.5}',
+                        "--model.lora.r", "4", "--model.export.enabled", "false",
+                        "--data.train.reference", "true", "--data.train.batch_size", "2",
+                        "--data.validation.questions", "1", "--trainer.max_steps", "2",
+                        "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
+                        "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+                        "--trainer.enable_checkpointing", "false", "--trainer.logger", "false"])
+    assert cli.trainer.global_step == 2 and cli.model.objective.config == ScaledNllConfig(scale=0.5)
+    assert ScaledNll.seen and all(isinstance(parts, ObjectiveParts) for parts in ScaledNll.seen)
+    assert float(cli.trainer.callback_metrics["train/scaled_nll_scale"]) == 0.5
+    assert float(cli.trainer.callback_metrics["train/loss"]) > 0
+    with pytest.raises(ValueError, match="scaled_nll"):  # unregistered with the plugin: a clear error naming it
+        make_objective("scaled_nll")

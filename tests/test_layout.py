@@ -9,12 +9,6 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "swirl_lightning"
 LAYERS = ["core", "judging", "rollout", "training"]  # each may import the ones before it
-# Circles known and owned elsewhere: each entry is the exact set of modules of one circle. The test fails for any new
-# circle and for one of these that grows. training/: objectives.py names SwirlModule (a type-checking import) while
-# module.py and callbacks.py import objectives.py; issue 24 item 1 (the objective as a typed component) removes it,
-# and this entry with it.
-KNOWN_CIRCLES = [{"swirl_lightning.training.module", "swirl_lightning.training.objectives",
-                  "swirl_lightning.training.callbacks"}]
 PLUGIN_MODULES = ("swirl_calculator", "swirl_search", "swirl_tensorboard", "swirl_python", "swirl_mcp")
 PLUGIN_TAGS = ("math_exp", "search_query")
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
@@ -134,8 +128,18 @@ def test_circles_finds_a_circle():
 
 
 def test_no_import_circle_inside_a_package():
-    new = [sorted(c) for c in circles(import_graph()) if c not in KNOWN_CIRCLES]
-    assert not new, f"import circles: {new} (move what both need into a module of its own, or register by name)"
+    found = [sorted(c) for c in circles(import_graph())]
+    assert not found, f"import circles: {found} (move what both need into a module of its own, or register by name)"
+
+
+def test_the_objectives_see_neither_the_lightning_module_nor_the_callbacks():
+    """An objective gets ObjectiveParts (issue 24): nothing under training/objectives/ may name the module or the
+    callbacks, not even for a type annotation."""
+    graph = import_graph()
+    objectives = [name for name in graph if name.startswith("swirl_lightning.training.objectives")]
+    assert len(objectives) >= 4
+    for name in objectives:
+        assert not graph[name] & {"swirl_lightning.training.module", "swirl_lightning.training.callbacks"}, name
 
 
 def test_no_import_circle_between_packages():
@@ -153,10 +157,15 @@ def test_the_built_ins_register_from_a_module_of_their_own():
     from swirl_lightning.core.tasks import available_tasks
     from swirl_lightning.judging.base import DEFAULT_PLUGIN as JUDGES
     from swirl_lightning.judging.base import available_judges
+    from swirl_lightning.training.objectives.base import DEFAULT_PLUGIN as OBJECTIVES
+    from swirl_lightning.training.objectives.base import available_objectives
 
     graph = import_graph()
     assert TASKS in NAMES and TASKS not in graph["swirl_lightning.core.tasks"]
     assert JUDGES in NAMES and JUDGES not in graph["swirl_lightning.judging.base"]
+    assert OBJECTIVES in NAMES and OBJECTIVES not in graph["swirl_lightning.training.objectives.base"]
+    assert OBJECTIVES not in graph["swirl_lightning.training.objectives"]
+    assert set(available_objectives()) >= {"sft", "offline", "swirl"}
     assert {"gsm8k", "hotpotqa", "jsonl", "worlds"} <= set(available_tasks())
     assert {"process", "reference", "served", "qa_em"} <= set(available_judges())
 

@@ -23,13 +23,13 @@ from swirl_lightning.training.config import (
     ExportConfig,
     LoraConfig,
     OptimizerConfig,
-    SwirlConfig,
     TrainDataConfig,
     ValidationDataConfig,
 )
 from swirl_lightning.training.data import SwirlDataModule
 from swirl_lightning.training.loss import token_logprobs
 from swirl_lightning.training.module import SwirlModule
+from swirl_lightning.training.objectives.swirl import SwirlConfig
 from swirl_lightning.training.packing import unpacked_trajectory_rows
 from swirl_lightning.training.sequences import trajectory_segments
 
@@ -175,10 +175,11 @@ def test_swirl_with_gradient_checkpointing_samples_the_same_and_gives_the_same_l
         module = make_module("swirl", swirl=SwirlConfig(group_size=3), judge=JudgeConfig(hash_judge),
                              sampling=SamplingConfig(max_new_tokens=6), gradient_checkpointing=checkpointing)
         module.scorer.train()
-        batch = module.objective.prepare(module, states)
-        loss, _ = module.objective.loss(module, batch)
+        parts = module.objective_parts()
+        prepared = module.objective.prepare(parts, states)
+        loss, _ = module.objective.loss(parts, prepared)
         loss.backward()
-        results.append((batch.samples, loss.detach(),
+        results.append((prepared.data.samples, loss.detach(),
                         [p.grad.clone() for p in module.scorer.parameters() if p.requires_grad]))
     assert results[0][0] == results[1][0]
     torch.testing.assert_close(results[0][1], results[1][1])
@@ -218,7 +219,9 @@ def test_swirl_batch_samples_judges_and_packs(hash_judge):
     module = make_module("swirl", swirl=SwirlConfig(group_size=4, kl_beta=0.1), judge=JudgeConfig(hash_judge),
                          sampling=SamplingConfig(max_new_tokens=6))
     states = data.train_items[:3]
-    batch = module.objective.prepare(module, states)
+    parts = module.objective_parts()
+    prepared = module.objective.prepare(parts, states)
+    batch = prepared.data
     assert [len(group) for group in batch.samples] == [4, 4, 4]
     assert all(1 <= len(ids) <= 6 for group in batch.samples for ids, _ in group)
     assert batch.rewards.shape == (3, 4) and batch.rewards.std() > 0
@@ -226,17 +229,17 @@ def test_swirl_batch_samples_judges_and_packs(hash_judge):
     torch.testing.assert_close(batch.advantages, batch.rewards - batch.rewards.mean(dim=1, keepdim=True))
     assert batch.inputs["attention_mask"].ndim == 4 and batch.inputs["input_ids"].shape[0] == 3  # one row per state
 
-    loss, stats = module.objective.loss(module, batch)
+    loss, metrics = module.objective.loss(parts, prepared)
     assert torch.isfinite(loss)
     # A fresh LoRA adapter changes nothing yet: the policy equals its reference, the KL is 0.
-    assert abs(float(stats["kl"])) < 1e-6
+    assert abs(float(metrics["train/kl"])) < 1e-6
     # The packed row gives each action the log-probs of a separate pass over state + action.
     lm = module.scorer.causal_lm
     for g in (0, 3):
         ids = torch.tensor(states[0].token_ids + batch.samples[0][g][0]).unsqueeze(0)
         with torch.no_grad():
             separate = token_logprobs(lm(input_ids=ids).logits, ids)[0, len(states[0].token_ids):].sum()
-        packed = stats["logprobs"][0][batch.inputs["segment_ids"][0] == g + 1].sum()
+        packed = batch.old_logprobs[0][batch.inputs["segment_ids"][0] == g + 1].sum()  # kept by the first update
         torch.testing.assert_close(packed, separate, rtol=1e-4, atol=1e-4)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.scorer.parameters() if p.requires_grad)

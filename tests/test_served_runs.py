@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from swirl_lightning.cli import main as swirl_main
 from swirl_lightning.core.config import JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig
+from swirl_lightning.core.models import load_tokenizer
 from swirl_lightning.core.trajectory import (
     FAILED,
     Action,
@@ -39,14 +40,14 @@ from swirl_lightning.training.config import (
     ExportConfig,
     LoraConfig,
     OptimizerConfig,
-    SwirlConfig,
     TrainDataConfig,
     ValidationDataConfig,
 )
 from swirl_lightning.training.data import SwirlDataModule
 from swirl_lightning.training.loss import group_advantages
 from swirl_lightning.training.module import SwirlModule
-from swirl_lightning.training.objectives import SwirlObjective
+from swirl_lightning.training.objectives.swirl import SwirlConfig
+from swirl_lightning.training.trained_policy import TrainedPolicy
 
 pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
 
@@ -295,11 +296,13 @@ def stub_verdict(body, seen) -> str:
 def scripted_actions(monkeypatch):
     """Sampled actions that are valid tool calls (a tiny random policy writes none, and an invalid action is BAD
     without a request): the policy's own tokens of calculator calls."""
-    def sample(self, module, states, group_size, seed):
-        texts = [[f"<math_exp>{g}+{seed % 97 + n}</math_exp>" for g in range(group_size)] for n in range(len(states))]
-        return [[(module.tokenizer(t, add_special_tokens=False)["input_ids"], t) for t in group] for group in texts]
+    tokenizer = load_tokenizer("tiny-random")
 
-    monkeypatch.setattr(SwirlObjective, "sample", sample)
+    def sample(self, states, group_size, seed):
+        texts = [[f"<math_exp>{g}+{seed % 97 + n}</math_exp>" for g in range(group_size)] for n in range(len(states))]
+        return [[(tokenizer(t, add_special_tokens=False)["input_ids"], t) for t in group] for group in texts], 0
+
+    monkeypatch.setattr(TrainedPolicy, "sample", sample)
 
 
 def swirl_module(server: StubChatServer, judge: JudgeConfig | None = None, group_size: int = 3) -> SwirlModule:
@@ -328,7 +331,7 @@ def test_failed_samples_are_left_out_of_the_reward_batch() -> None:
     with StubChatServer(stub_verdict) as server:
         module = swirl_module(server, group_size=4)
         states = swirl_data().train_items[:3]
-        batch = module.objective.prepare(module, states)
+        batch = module.objective.prepare(module.objective_parts(), states).data
         assert len(server.requests) == 12
         valid = ~batch.rewards.isnan()
         assert torch.equal(valid, batch.valid) and 0 < int(valid.sum()) < 12  # some failed, never scored 0
@@ -343,7 +346,7 @@ def test_failed_samples_are_left_out_of_the_reward_batch() -> None:
             assert not batch.advantages[row, count:].any()
             judged = batch.rewards[n][valid[n]]
             torch.testing.assert_close(batch.advantages[row, :count], judged - judged.mean())  # the valid ones' baseline
-        assert module.objective.failures.failed == int((~valid).sum()) and module.objective.failures.judged == 12
+        assert module.judge_failures.failed == int((~valid).sum()) and module.judge_failures.judged == 12
 
 
 @pytest.mark.usefixtures("one_torch_thread", "scripted_actions")
@@ -377,7 +380,7 @@ def test_a_batch_without_a_judged_sample_makes_no_update() -> None:
         trainer.fit(module, swirl_data())
         assert len(server.requests) > 0 and trainer.global_step == 0  # two batches judged, no update made
         assert not any(p.abs().sum() for n, p in module.scorer.named_parameters() if "lora_B" in n)
-        assert module.objective.failures.failed == module.objective.failures.judged == len(server.requests)
+        assert module.judge_failures.failed == module.judge_failures.judged == len(server.requests)
 
 
 @pytest.mark.usefixtures("one_torch_thread", "scripted_actions")
@@ -442,7 +445,7 @@ def test_a_server_that_drips_or_stalls_costs_a_swirl_reward_batch_its_deadline_a
         module = swirl_module(server, judge, group_size=2)
         states = swirl_data().train_items[:2]
         started = time.monotonic()
-        batch = module.objective.prepare(module, states)
+        batch = module.objective.prepare(module.objective_parts(), states).data
         elapsed = time.monotonic() - started
     assert len(server.requests) == 4 and elapsed < 1.0 + 3.0  # the requests run together, each ends at its deadline
     assert bool(batch.rewards.isnan().all()) and not bool(batch.valid.any())  # failures, never a score

@@ -16,7 +16,7 @@ from swirl_lightning.core.trajectory import read_trajectories
 from swirl_lightning.judging.base import StepJudgeBase
 from swirl_lightning.testing import registered
 from swirl_lightning.training.cli import log_dirs, make_cli
-from swirl_lightning.training.objectives import SwirlObjective
+from swirl_lightning.training.objectives.swirl import SwirlObjective
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -48,14 +48,14 @@ def short_fit(tmp_path_factory):
     batches; every sampled batch's rewards, step indices and verdicts recorded as the objective measured them."""
     root = tmp_path_factory.mktemp("fit")
     measured = []
-    prepare = SwirlObjective.prepare
+    sample_batch = SwirlObjective.sample_batch
 
-    def recording_prepare(self, module, states):
-        batch = prepare(self, module, states)
-        measured.append((module.global_step, batch.rewards.clone(), batch.step_index.clone(), batch.good.clone()))
+    def recording_sample_batch(self, parts, states):
+        batch = sample_batch(self, parts, states)
+        measured.append((parts.step, batch.rewards.clone(), batch.step_index.clone(), batch.good.clone()))
         return batch
 
-    SwirlObjective.prepare = recording_prepare
+    SwirlObjective.sample_batch = recording_sample_batch
     try:
         with registered(judges={"hash": HashJudge}):
             cli = make_cli([
@@ -71,7 +71,7 @@ def short_fit(tmp_path_factory):
                 "--trainer.callbacks.init_args.every_n_steps", "4",
             ])
     finally:
-        SwirlObjective.prepare = prepare
+        SwirlObjective.sample_batch = sample_batch
     assert cli.trainer.global_step == 10
     return root, measured
 

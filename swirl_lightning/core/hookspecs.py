@@ -64,3 +64,15 @@ def register_tasks(register: Callable[..., None]) -> None:
     it by ``task.name``. Adding a task is one such class: loading, default tools and action cap, outcome judge,
     example turns, and optionally gold data for the ``reference`` judge and for warm-start trajectories.
     """
+
+
+@hookspec
+def register_objectives(register: Callable[..., None]) -> None:
+    """Register training objectives.
+
+    Call ``register(cls)`` with a subclass of :class:`swirl_lightning.training.objectives.Objective`; configs name it
+    by ``cls.name`` (``model.objective``). The objective gets the policy that scores and samples, the step judge and
+    the reference policy (:class:`swirl_lightning.training.objectives.ObjectiveParts`), and returns a loss and its
+    metrics; the trainer does the backward pass, the optimizer step and the logging. Its hyperparameters are the
+    fields of its ``Config`` dataclass, given as ``model.objective_options``.
+    """

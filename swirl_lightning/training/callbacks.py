@@ -20,7 +20,8 @@ evaluated (during ``fit``, the steps taken so far; in ``swirl validate --ckpt_pa
 :class:`RewardProbe` shows the first thing an RL trainer must show: the judged reward of *fresh* samples at a
 fixed set of training states rises as training goes on. Before the first update, every ``every_n_steps`` optimizer steps
 and after the last one, it samples ``samples`` new actions at each of ``states`` training states (drawn once, with
-``seed``) with the current policy, scores them with the module's reward judge and logs ``probe/reward_mean`` (and
+``seed``) with the current policy, scores them with the module's reward judge (the sampler and judge the ``swirl``
+objective uses, given by the module's ``objective_parts()``) and logs ``probe/reward_mean`` (and
 ``probe/good_rate``, the share scored 1). Every probe uses the same sampling seeds, so two probes differ only
 because the policy did (common random numbers: the difference has less noise than two independent draws).
 The history (with each state's mean reward, for paired comparisons) is written to ``<log_dir>/probe.json``.
@@ -30,6 +31,7 @@ The history (with each state's mean reward, for paired comparisons) is written t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -42,11 +44,13 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor
 
 from swirl_lightning.core.digests import examples_digest
 from swirl_lightning.core.trajectory import Example, Trajectory
 from swirl_lightning.rollout.journal import EvaluationJournal, fingerprint, journals_of_other_questions
-from swirl_lightning.training.objectives import SwirlObjective
+from swirl_lightning.training.action_rewards import judged_rewards
+from swirl_lightning.training.objectives.base import ObjectiveParts
 
 JOURNAL_DIR = "evaluation_journal"
 """Below the trainer's root folder: the journals of unfinished evaluations (:mod:`swirl_lightning.rollout.journal`)."""
@@ -71,7 +75,7 @@ class LiveEvaluation(L.Callback):
     def _start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.trajectories, self.started = [], time.monotonic()
         self._close_journal(finished=False)  # one an exception left open (e.g. a run interrupted in this process)
-        if trainer.sanity_checking or not hasattr(module, "evaluate_batch"):  # a SwirlModule
+        if trainer.sanity_checking:
             return
         stage = evaluation_stage(trainer)
         rank = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
@@ -133,7 +137,7 @@ class LiveEvaluation(L.Callback):
         from swirl_lightning.rollout.evaluation import summarize
 
         trajectories = self.gathered(trainer)
-        judge_id = module.step_judge().judge_id if module.evaluation.judge_steps else None
+        judge_id = module.step_judge.judge_id if module.evaluation.judge_steps else None
         summary = summarize(trajectories, judge_id)
         metrics = {f"{stage}/accuracy": summary["accuracy"] or 0.0}
         for name in EVALUATION_FIGURES[1:]:
@@ -197,7 +201,7 @@ def evaluation_step(trainer: L.Trainer, module: L.LightningModule) -> int:
     they were loaded from (0 without one)."""
     if trainer.state.fn == "fit":
         return trainer.global_step
-    return max(trainer.global_step, getattr(module, "loaded_step", 0))
+    return max(trainer.global_step, module.loaded_step)
 
 
 def evaluation_fingerprint(module: L.LightningModule, examples: Sequence[Example]) -> str:
@@ -290,7 +294,7 @@ class RewardProbe(L.Callback):
             random.Random(self.seed).shuffle(order)
             self._pool = [pool[i] for i in sorted(order[: self.states])]
         started = time.perf_counter()
-        rewards = SwirlObjective().probe_rewards(module, self._pool, self.samples, self.seed)
+        rewards = self.rewards(module.objective_parts())
         judged = ~rewards.isnan()  # a judge failure is no reward: left out of the means
         # With no verdict at all there is no mean: None in probe.json (valid JSON), nothing on the scalar charts.
         scored = rewards[judged]
@@ -312,6 +316,15 @@ class RewardProbe(L.Callback):
             path = Path(log_dir) / "probe.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(self.history, indent=1) + "\n")
+
+    @torch.no_grad()
+    def rewards(self, parts: ObjectiveParts) -> Tensor:
+        """Rewards ``[N, samples]`` of fresh actions sampled at the pool's states with the fixed seed. A probe's judge
+        failures are counted apart from training's (each probe has a budget of its own)."""
+        assert self._pool is not None  # drawn before the first probe
+        samples, _ = parts.policy.sample(self._pool, self.samples, self.seed)
+        failures = dataclasses.replace(parts.failures, judged=0, failed=0, last_error=None)
+        return judged_rewards(parts.judge, parts.policy.action_tags, self._pool, samples, failures)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # A resumed run has its baseline in the restored history: probing again at the resumed step would cost a probe

@@ -1,6 +1,6 @@
-"""Typed options of training only: what is trained (LoRA, quantization), the optimizer, the objectives, the data
-and live evaluation. The groups every command shares (policy, task, sampling, tools, judge) are in
-:mod:`swirl_lightning.core.config`.
+"""Typed options of training only: what is trained (LoRA, quantization), the optimizer, the data and live
+evaluation. Each objective's own options sit with it (``swirl``'s in :mod:`.objectives.swirl`). The groups every
+command shares (policy, task, sampling, tools, judge) are in :mod:`swirl_lightning.core.config`.
 
 Attribute docstrings are the ``swirl fit --help`` text (LightningCLI reads them). Values are checked in
 ``__post_init__``, when the command line is parsed, before any model loads.
@@ -84,30 +84,6 @@ class OptimizerConfig:
         _check(self.warmup_steps >= 0, f"optimizer.warmup_steps: expected >= 0, got {self.warmup_steps}")
         _check(self.max_grad_norm is None or self.max_grad_norm > 0,
                f"optimizer.max_grad_norm: expected a number > 0 or null, got {self.max_grad_norm}")
-
-
-@dataclass
-class SwirlConfig:
-    """The ``swirl`` objective's update (its actions are sampled with ``sampling`` and scored by ``judge``)."""
-
-    group_size: int = 4
-    """Actions G sampled per state."""
-    advantage: Literal["mean", "leave_one_out"] = "mean"
-    """Baseline: the group's mean reward, or the mean of the other G-1."""
-    normalize_std: bool = False
-    """Divide advantages by the group's reward standard deviation."""
-    kl_beta: float = 0.0
-    """Weight of the k3 KL penalty to the initial policy; 0 for none."""
-    clip_eps: float = 0.2
-    """Ratio clipping range, active when ``ppo_epochs > 1``."""
-    ppo_epochs: int = 1
-    """Optimizer updates per sampled batch."""
-
-    def __post_init__(self) -> None:
-        _check(self.group_size >= 1, f"swirl.group_size: expected a positive integer, got {self.group_size}")
-        _check(self.ppo_epochs >= 1, f"swirl.ppo_epochs: expected a positive integer, got {self.ppo_epochs}")
-        _check(self.kl_beta >= 0, f"swirl.kl_beta: expected >= 0, got {self.kl_beta}")
-        _check(self.clip_eps > 0, f"swirl.clip_eps: expected > 0, got {self.clip_eps}")
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Training data: trajectories -> token rows (``sft``/``offline``) or states (``swirl``), batched by length,
 and held-out questions for live validation.
 
-What a batch holds is the objective's choice (:attr:`~.objectives.Objective.trains_on`).
+What a batch holds is the objective's choice (:attr:`~.objectives.base.Objective.trains_on`).
 
 Rows (``sft``/``offline``): a trajectory ``[prompt, a_1, o_1, ..., a_K]`` is ONE row of token ids;
 ``segment_ids`` marks action k's tokens with k (prompt, tool results and padding get 0), so one forward
@@ -149,7 +149,7 @@ class ResumableLoader(DataLoader):
 
 
 class SwirlDataModule(L.LightningDataModule):
-    """Trajectories -> training batches for the ``sft``, ``offline`` and ``swirl`` objectives; held-out
+    """Trajectories -> training batches for the objective (``sft``, ``offline``, ``swirl`` or a plugin's); held-out
     questions for live validation (the batches of the validation, test and predict loaders are lists
     of :class:`~swirl_lightning.core.trajectory.Example`)."""
 
@@ -179,9 +179,9 @@ class SwirlDataModule(L.LightningDataModule):
             num_workers: DataLoader worker processes.
         """
         super().__init__()
-        from swirl_lightning.training.objectives import make_objective
+        from swirl_lightning.training.objectives import objective_class
 
-        self.objective = make_objective(objective)
+        self.objective = objective_class(objective)  # what its batches hold and weigh: the class says
         if (train.path is None) == (not train.reference):
             raise ValueError("data.train: give exactly one of path (a trajectory JSONL) and reference: true")
         self.task, self.tools, self.judge = task, tools, judge

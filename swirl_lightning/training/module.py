@@ -1,7 +1,9 @@
 """The LightningModule: a causal LM policy trained with one :mod:`objective <.objectives>`, validated live.
 
-- Training: the objective (``sft``, ``offline`` or ``swirl``) turns each batch into an update; see
-  :mod:`.objectives` for each one's algorithm.
+- Training: the objective named by ``objective`` (``sft``, ``offline``, ``swirl`` or one a plugin registers) turns each
+  batch into a loss and its metrics, given :class:`~.objectives.ObjectiveParts` (the policy that scores and samples, the
+  judge, the reference policy), never this module; the module owns the loop: one :meth:`~.objectives.Objective.prepare`
+  per batch, then a loss per update, the backward pass, the optimizer step and the logging.
 - Validation, test and predict roll the policy out live with tools on held-out questions; the
   :class:`~.callbacks.LiveEvaluation` callback (added by :meth:`configure_callbacks`) summarises and logs them.
 - Training figures are written at the optimizer step the batch started from (:mod:`.scalars` says why not through
@@ -19,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from functools import cached_property
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,8 +32,11 @@ from torch import Tensor
 from swirl_lightning.core.config import EngineConfig, JudgeConfig, PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
 from swirl_lightning.core.trajectory import Example, Trajectory
 from swirl_lightning.rollout.backend import GenerationBackend
-from swirl_lightning.training.config import EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig, SwirlConfig
-from swirl_lightning.training.objectives import make_objective
+from swirl_lightning.training.callbacks import LiveEvaluation
+from swirl_lightning.training.config import EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig
+from swirl_lightning.training.objectives import ObjectiveParts, make_objective
+from swirl_lightning.training.objectives.base import PreparedBatch, check_finite
+from swirl_lightning.training.objectives.swirl import SwirlConfig
 from swirl_lightning.training.policy import (
     ActionScorer,
     describe_parameters,
@@ -40,11 +45,11 @@ from swirl_lightning.training.policy import (
     shard_with_fsdp2,
 )
 from swirl_lightning.training.scalars import BatchScalars, gradient_norm, reward_figures
-from swirl_lightning.training.sequences import TrainingBatch
+from swirl_lightning.training.trained_policy import TrainedPolicy, frozen_reference
 
 
 class SwirlModule(L.LightningModule):
-    """Trains a causal LM policy with ``sft``, ``offline`` or ``swirl``; validates with live rollouts."""
+    """Trains a causal LM policy with a registered objective; validates with live rollouts."""
 
     # Config instances as defaults (never mutated): LightningCLI shows their fields as the options' defaults.
     def __init__(
@@ -62,6 +67,7 @@ class SwirlModule(L.LightningModule):
         swirl: SwirlConfig = SwirlConfig(),
         evaluation: EvaluationConfig = EvaluationConfig(),
         export: ExportConfig = ExportConfig(),
+        objective_options: dict[str, Any] | None = None,
     ):
         """
         Args:
@@ -71,8 +77,8 @@ class SwirlModule(L.LightningModule):
             engine: What samples: the in-process engine or a vLLM server (linked to ``engine``).
             tools: The tools of live evaluation (linked to ``tools``).
             judge: The ``swirl`` reward and the validation GOOD rate (linked to ``judge``).
-            objective: ``sft`` (NLL of the actions), ``offline`` (judged-reward-weighted NLL) or ``swirl``
-                (online step-level RL).
+            objective: ``sft`` (NLL of the actions), ``offline`` (judged-reward-weighted NLL), ``swirl`` (online
+                step-level RL), or an objective a plugin registers (``register_objectives``).
             lora: Which weights train: LoRA (``lora.r > 0``, optionally on 4/8-bit weights) or all.
             gradient_checkpointing: Recompute each layer's activations in the backward pass: far less memory, about a
                 third more compute. ``auto``: for batches of more than 1,024 tokens (rows x length) only.
@@ -80,11 +86,16 @@ class SwirlModule(L.LightningModule):
             swirl: The ``swirl`` update: group size, baseline, KL, clipping.
             evaluation: Live rollouts of validation, test and predict.
             export: The policy saved at the end of ``fit``.
+            objective_options: The hyperparameters of a plugin's objective (the fields of its ``Config``); the
+                built-in ``swirl`` takes ``swirl`` instead.
         """
         super().__init__()
         if lora.quantize != "none" and policy.adapter:
             raise ValueError("policy.adapter with lora.quantize: export the merged model first, then quantize it")
-        self.objective = make_objective(objective)
+        typed_options = {"swirl": swirl}  # built-ins whose hyperparameters are a group of the module's (with --help)
+        if objective_options and objective in typed_options:
+            raise ValueError(f"model.objective_options: objective {objective!r} takes model.{objective} instead")
+        self.objective = make_objective(objective, typed_options.get(objective, objective_options))
         # Not to the loggers: the CLI logs the whole resolved config (trainer included) with the val/* figures.
         self.save_hyperparameters(logger=False)
         self.policy, self.task, self.sampling, self.tools, self.judge = policy, task, sampling, tools, judge
@@ -93,6 +104,10 @@ class SwirlModule(L.LightningModule):
         self.automatic_optimization = self.objective.automatic_optimization
         self.strict_loading = lora.r <= 0
         from swirl_lightning.core.models import check_adapter_dir, check_model_name, load_tokenizer
+        from swirl_lightning.core.tools import tool_tags
+        from swirl_lightning.judging.base import make_step_judge
+        from swirl_lightning.judging.steps import FailureBudget
+        from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings
         from swirl_lightning.training.sampler import PolicySampler
 
         # Every name and path is checked here, before any weights load: a typo costs a second, not a model load.
@@ -100,12 +115,18 @@ class SwirlModule(L.LightningModule):
         if policy.adapter:
             check_adapter_dir(policy.adapter)
         self.tokenizer = load_tokenizer(policy.name)
-        self.sampler = PolicySampler(engine, policy, lora, self.tokenizer, self.rollout_settings().stop_strings,
+        # The task's tools, step cap, prompt framing and outcome judge; the step judge of `judge`.
+        self.rollout_settings = RolloutSettings.for_task(task, tools, renderer=ChatRenderer(self.tokenizer),
+                                                         policy_name=policy.label)
+        self.action_tags = tool_tags(self.rollout_settings.tools)
+        self.sampler = PolicySampler(engine, policy, lora, self.tokenizer, self.rollout_settings.stop_strings,
                                      max(sampling.max_context_tokens, evaluation.sampling.max_context_tokens))
-        self.step_judge()
+        self.step_judge = make_step_judge(judge.name, judge.options, tools=tools)
+        self.judge_failures = FailureBudget.from_config(judge)  # the run's, in training (the swirl rewards)
         self.scorer: ActionScorer = None  # type: ignore[assignment]  # built by configure_model, before any use
         self.reference: ActionScorer | None = None
         self.batch_tokens = 0
+        self.live_evaluation: LiveEvaluation | None = None
         self._batch_started = 0.0
         self.scalars = BatchScalars()
         self.loaded_step, self.loaded_checkpoint = 0, False  # the optimizer step of the checkpoint loaded, if any
@@ -117,7 +138,7 @@ class SwirlModule(L.LightningModule):
             return
         device = self.trainer.strategy.root_device if self._trainer is not None else self.device
         lm = load_trainable_policy(self.policy, self.lora, device, gradient_checkpointing=self.gradient_checkpointing)
-        if self.objective.name == "swirl" and self.swirl.kl_beta > 0 and self.lora.r <= 0:
+        if self.objective.needs_reference and self.lora.r <= 0:
             self.reference = ActionScorer(copy.deepcopy(lm)).requires_grad_(False)
         self.scorer = ActionScorer(lm, checkpointing=self.gradient_checkpointing)
         if self._device_mesh is not None:
@@ -125,45 +146,14 @@ class SwirlModule(L.LightningModule):
                 raise ValueError("lora.quantize cannot be combined with FSDP2 sharding")
             shard_with_fsdp2([self.scorer, self.reference], self._device_mesh)
 
-    @contextlib.contextmanager
-    def reference_policy(self):
-        """The frozen initial policy: the LoRA adapter disabled, or the frozen copy."""
-        if self.reference is not None:
-            self.reference.eval()  # only while in use: Lightning expects train mode everywhere between steps
-            try:
-                yield self.reference
-            finally:
-                self.reference.train()
-        else:
-            with self.scorer.lm.disable_adapter():
-                yield self.scorer
-
-    def mask_dtype(self) -> torch.dtype:
-        """The dtype of the 4D attention masks: the autocast dtype, else the weights'."""
-        if torch.is_autocast_enabled(self.device.type):
-            return torch.get_autocast_dtype(self.device.type)
-        return next(p.dtype for p in self.scorer.parameters() if p.is_floating_point())
-
-    @cached_property
-    def _rollout_settings(self):
-        from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings
-
-        return RolloutSettings.for_task(self.task, self.tools, renderer=ChatRenderer(self.tokenizer),
-                                        policy_name=self.policy.label)
-
-    def rollout_settings(self):
-        """The task's tools, step cap, prompt framing and outcome judge (built once)."""
-        return self._rollout_settings
-
-    @cached_property
-    def _step_judge(self):
-        from swirl_lightning.judging.base import make_step_judge
-
-        return make_step_judge(self.judge.name, self.judge.options, tools=self.tools)
-
-    def step_judge(self):
-        """The step judge of ``judge`` (built once)."""
-        return self._step_judge
+    def objective_parts(self) -> ObjectiveParts:
+        """What the objective (and the reward probe) may use of this module, for the batch starting now."""
+        policy = TrainedPolicy(self.scorer, self.generation_backend, self.sampling, device=self.device,
+                               pad_token_id=self.tokenizer.pad_token_id, action_tags=self.action_tags,
+                               version=self.weights_step)
+        return ObjectiveParts(policy, self.step_judge, partial(frozen_reference, self.scorer, self.reference),
+                              self.judge_failures, self.global_step, self.global_rank,
+                              self.trainer.world_size if self._trainer is not None else 1)
 
     # -- training -------------------------------------------------------------------------------
 
@@ -171,8 +161,7 @@ class SwirlModule(L.LightningModule):
         from swirl_lightning.training.optimizer import build_optimizer
 
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        if not self.objective.automatic_optimization:
-            total *= self.swirl.ppo_epochs
+        total *= self.objective.updates_per_batch
         return build_optimizer(self.optimizer_config, (p for p in self.scorer.parameters() if p.requires_grad), total)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -184,8 +173,6 @@ class SwirlModule(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def configure_callbacks(self):
-        from swirl_lightning.training.callbacks import LiveEvaluation
-
         self.live_evaluation = LiveEvaluation()
         return [self.live_evaluation]
 
@@ -193,8 +180,28 @@ class SwirlModule(L.LightningModule):
         print(f"[rank {self.global_rank}/{self.trainer.world_size}] {type(self.trainer.strategy).__name__}: "
               f"{describe_parameters(self.scorer)}", flush=True)
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self.objective.training_step(self, batch)
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        """Prepare the batch, then one loss per update; with manual optimization, this steps the optimizer itself."""
+        parts = self.objective_parts()
+        prepared = self.objective.prepare(parts, batch)
+        self.log_prepared(prepared)
+        loss = torch.zeros((), device=self.device)  # no update: nothing to learn from
+        metrics: dict[str, float | Tensor] = {}
+        for _ in range(prepared.updates):
+            loss, metrics = self.objective.loss(parts, prepared)
+            check_finite(loss, self.global_step)
+            if not self.automatic_optimization:
+                optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                self.configure_gradient_clipping(optimizer)
+                optimizer.step()
+                scheduler.step()
+        if prepared.updates:
+            self.log_scalars({"train/loss": loss, **metrics}, prepared.size, prog_bar=("train/loss",))
+        if not self.automatic_optimization:
+            return loss.detach()
+        return loss if prepared.updates else None  # None: Lightning makes no update
 
     def log_scalars(self, values: dict[str, float | Tensor], batch_size: int, prog_bar: tuple[str, ...] = ()) -> None:
         """Figures of this batch: to the loggers at the batch's starting step (see :mod:`.scalars`), and to
@@ -203,21 +210,19 @@ class SwirlModule(L.LightningModule):
             self.log(name, value, logger=False, prog_bar=name in prog_bar, batch_size=batch_size)
         self.scalars.add(values)
 
-    def log_row_batch(self, batch: TrainingBatch, loss: Tensor, entropy: Tensor) -> None:
-        """The training scalars of a batch of trajectory rows."""
-        self.batch_tokens = batch.num_tokens
-        self.log_scalars({"train/loss": loss, "train/entropy": entropy,
-                          "train/action_tokens": float((batch.segment_ids > 0).sum())},
-                         len(batch.example_ids), prog_bar=("train/loss",))
-
-    def log_rewards(self, rewards: Tensor, step_index: Tensor, good: Tensor | None = None) -> None:
-        """Reward mean and spread, the GOOD rate (with ``good``: the judge's verdicts), a histogram, and the mean
-        reward at each step index this batch holds (to the loggers only: the indices differ from batch to batch)."""
-        figures = reward_figures(rewards, step_index, good)
-        by_step = {name: value for name, value in figures.items() if "/reward_by_step/" in name}
-        self.log_scalars({name: value for name, value in figures.items() if name not in by_step}, rewards.numel())
-        self.scalars.add(by_step)
-        self.scalars.add_histogram("train/reward", rewards)
+    def log_prepared(self, prepared: PreparedBatch) -> None:
+        """What the objective measured while preparing a batch: its own figures, and its rewards' mean and spread, the
+        GOOD rate (with the judge's verdicts), a histogram, and the mean reward at each step index this batch holds
+        (to the loggers only: the indices differ from batch to batch)."""
+        self.batch_tokens = prepared.tokens
+        if prepared.metrics:
+            self.log_scalars(prepared.metrics, prepared.size)
+        if (rewards := prepared.rewards) is not None:
+            figures = reward_figures(rewards.values, rewards.step_index, rewards.good)
+            by_step = {name: value for name, value in figures.items() if "/reward_by_step/" in name}
+            self.log_scalars({n: v for n, v in figures.items() if n not in by_step}, rewards.values.numel())
+            self.scalars.add(by_step)
+            self.scalars.add_histogram("train/reward", rewards.values)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._batch_started = time.perf_counter()
@@ -235,10 +240,9 @@ class SwirlModule(L.LightningModule):
         """Roll the current policy out with tools on ``examples`` (each step judged when ``evaluation.judge_steps``)."""
         from swirl_lightning.rollout.evaluation import evaluate
 
-        settings = self.rollout_settings()
+        judge, samples = self.step_judge if self.evaluation.judge_steps else None, self.evaluation.num_samples
         with self.generation_backend(self.evaluation.sampling) as backend:
-            _, trajectories = evaluate(backend, examples, settings, num_samples=self.evaluation.num_samples,
-                                       step_judge=self.step_judge() if self.evaluation.judge_steps else None)
+            _, trajectories = evaluate(backend, examples, self.rollout_settings, num_samples=samples, step_judge=judge)
         return trajectories
 
     def generation_backend(self, sampling: SamplingConfig) -> contextlib.AbstractContextManager[GenerationBackend]:
@@ -254,7 +258,7 @@ class SwirlModule(L.LightningModule):
     def evaluate_batch(self, batch: list[Example], batch_idx: int = 0) -> list[Trajectory]:
         """The rollouts of one evaluation batch: from the evaluation's journal (:mod:`swirl_lightning.rollout.journal`)
         for the questions a killed run of the same evaluation finished, live for the others."""
-        journal = getattr(getattr(self, "live_evaluation", None), "journal", None)
+        journal = self.live_evaluation.journal if self.live_evaluation is not None else None
         return journal.roll_out(batch, self.rollout) if journal is not None else self.rollout(batch)
 
     validation_step = test_step = predict_step = evaluate_batch
