@@ -26,6 +26,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
+from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.tasks import Task
 from swirl_lightning.core.transport import free_port  # noqa: F401 - a port for a test's server, here with the fakes
 from swirl_lightning.core.tool_executor import ToolExecutor
@@ -99,7 +100,7 @@ def rollout_once(
     that takes its episode sees in ``episode.metadata``)."""
     from swirl_lightning.rollout.conversation import RolloutConversation, RolloutSettings
 
-    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, timeout_s=timeout_s), max_actions=max_actions,
+    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, ToolsConfig(timeout_s=timeout_s)), max_actions=max_actions,
                                policy_name="scripted")
     conversation = RolloutConversation(Example("q0", question, gold, "test", dict(metadata or {})), 0, settings,
                                        seed=0)
