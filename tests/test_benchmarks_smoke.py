@@ -152,8 +152,8 @@ def test_learning_benchmark_on_generated_worlds_smoke(tmp_path):
 
     for split in ("train", "validation"):
         write_worlds(tmp_path / "worlds" / split, split, 1, WorldSettings(questions=4, hops=(1, 2)))
-    result = run_smoke("learning_bench.py", tmp_path / "learning.json", "--task", "worlds", "--run", str(tmp_path / "run"),
-                       "--data-path", str(tmp_path / "worlds"), "--arms", "swirl_step", "random")
+    result = run_smoke("learning_bench.py", tmp_path / "learning.json", "--task.name", "worlds", "--run",
+                       str(tmp_path / "run"), "--task.data_path", str(tmp_path / "worlds"), "--arms", "swirl_step", "random")
     assert list(result["arms"]) == ["warm", "swirl_step", "random"]
     assert result["arms"]["random"]["reward"] == "random" and result["arms"]["swirl_step"]["reward"] == "reference"
     last = result["arms"]["random"]["validations"][-1]

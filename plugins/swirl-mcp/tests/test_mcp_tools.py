@@ -251,7 +251,7 @@ def test_the_readme_commands_with_the_shipped_example_server() -> None:
     assert swirl("tools", "call", "add", "{}").returncode == 2  # no servers configured: no MCP tools
     bad = swirl("tools", "list", "--tools.plugins", "{mcp: {servers: [{name: example, url: ftp://x, tools: [add]}]}}")
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "swirl tools: error: tools.plugins.mcp (swirl-mcp 0.1.0): McpConfigError: servers[0] (example): 'url' must be "
+        "swirl tools list: error: tools.plugins.mcp (swirl-mcp 0.1.0): McpConfigError: servers[0] (example): 'url' must be "
         "an http(s):// address, got 'ftp://x' (--debug shows where)")
 
 
