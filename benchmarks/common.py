@@ -84,8 +84,8 @@ def add_side_options(parser: argparse.ArgumentParser) -> None:
 
 
 SHARED_SPELLINGS = {"--model": "--policy.name", "--adapter": "--policy.adapter", "--questions": "--task.limit",
-                    "--offset": "--task.offset", "--max-actions": "--task.max_actions", "--data-path": "--task.data_path",
-                    "--max-new-tokens": "--sampling.max_new_tokens"}
+                    "--offset": "--task.offset", "--max-actions": "--task.max_actions",
+                    "--data-path": "--task.data_path", "--max-new-tokens": "--sampling.max_new_tokens"}
 """The flags a benchmark had of its own for the library's settings -> the shared group's flag that replaced each."""
 
 

@@ -58,18 +58,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import (  # noqa: E402
-    Stages,
-    command_line,
-    group_flags,
-    log_dirs,
-    machine_info,
-    parse_with_shared_groups,
-    read_probe,
-    scalar_curves,
-    subplots,
-    write_result,
-)
+from common import Stages, command_line, group_flags, log_dirs, machine_info, parse_with_shared_groups  # noqa: E402
+from common import read_probe, scalar_curves, subplots, write_result  # noqa: E402
 from significance import exact_sign_test_p, wilson_interval  # noqa: E402
 
 # arm -> (objective, the filter its data comes from, the step judge that rewards it)
@@ -406,7 +396,8 @@ def shared_defaults(args: argparse.Namespace, given) -> dict:
                 "task": {"name": name, "limit": 2, "offset": 0, "max_actions": 2},
                 "sampling": {"max_new_tokens": 8, "batch_size": 32}}
     return {"policy": {"name": "smollm2-135m-instruct", "adapter": task["adapter"]},
-            "task": {"name": name, "limit": task["questions"], "offset": task["offset"], "max_actions": task["max_actions"]},
+            "task": {"name": name, "limit": task["questions"], "offset": task["offset"],
+                     "max_actions": task["max_actions"]},
             "sampling": {"max_new_tokens": task["max_new_tokens"], "batch_size": 32}}
 
 

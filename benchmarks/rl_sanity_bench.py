@@ -36,17 +36,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import (  # noqa: E402
-    Stages,
-    command_line,
-    group_flags,
-    machine_info,
-    parse_with_shared_groups,
-    read_probe,
-    scalar_curves,
-    subplots,
-    write_result,
-)
+from common import Stages, command_line, group_flags, machine_info, parse_with_shared_groups  # noqa: E402
+from common import read_probe, scalar_curves, subplots, write_result  # noqa: E402
 
 STAGE_SETTINGS = {"policy": ("name", "adapter"), "task": ("offset", "limit", "max_actions"),
                   "sampling": ("max_new_tokens",)}
@@ -59,7 +50,8 @@ def run(args: argparse.Namespace) -> dict:
     stages = Stages(run_dir, report_only=args.report_only)
     trajectories, pool = run_dir / "trajectories.jsonl", run_dir / "pool.jsonl"
     policy = group_flags(groups, {"policy": STAGE_SETTINGS["policy"]})
-    stages.run("generate", ["generate", "--config", "conf/generate/gsm8k_warm.yaml", *group_flags(groups, STAGE_SETTINGS),
+    stages.run("generate", ["generate", "--config", "conf/generate/gsm8k_warm.yaml",
+                            *group_flags(groups, STAGE_SETTINGS),
                             "--samples", str(args.samples), "--progress", "false", "--output", str(trajectories)],
                done=run_dir / "generate.done", marker=True)
     stages.run("filter", ["filter", "--config", "conf/filter/gsm8k_reference.yaml", "--mode", "step",
@@ -114,7 +106,8 @@ def plot(result: dict):  # the figure write_result saves
 def defaults(args: argparse.Namespace, given) -> dict:
     """The shared groups' starting point: the warm start on 16 questions from offset 1000 (smoke: tiny and short)."""
     if args.smoke:
-        return {"policy": {"name": "tiny-random", "adapter": None}, "task": {"limit": 2, "offset": 1000, "max_actions": 2},
+        return {"policy": {"name": "tiny-random", "adapter": None},
+                "task": {"limit": 2, "offset": 1000, "max_actions": 2},
                 "sampling": {"max_new_tokens": 8}}
     return {"policy": {"name": "smollm2-135m-instruct", "adapter": "adapters/gsm8k_warmup"},
             "task": {"limit": 16, "offset": 1000, "max_actions": 10}, "sampling": {"max_new_tokens": 96}}

@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     stages = Stages(run)
     if "4hop" in args.sets:
         worlds = max(1, -(-args.four_hop_questions // 20))
-        stages.run("data_4hop", ["data", "worlds", "--split", "test", "--worlds", str(worlds), "--hops", "4",
-                                 "--output", str(run / "worlds_4hop"), "--overwrite"], run / "worlds_4hop" / "world.json")
+        stages.run("data_4hop", ["data", "worlds", "--split", "test", "--worlds", str(worlds), "--world.hops", "[4]",
+                                 "--output", str(run / "worlds_4hop"), "--overwrite", "true"],
+                   run / "worlds_4hop" / "world.json")
     if args.smoke:  # the pooled HotPotQA index takes minutes to build: a smoke run searches the small world instead
         import os
 

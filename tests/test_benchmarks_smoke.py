@@ -310,4 +310,4 @@ def test_transfer_benchmark_smoke(tmp_path):
     assert set(result["sets"]) == {"hotpotqa", "4hop"}
     assert all(p["questions"] == 2 and 0 <= p["accuracy"] <= 1 for s in result["sets"].values() for p in s.values())
     assert [c.split()[1] for c in result["stage_commands"]] == ["data", "validate", "validate"]
-    assert "--hops 4" in result["stage_commands"][0] and "--task.max_actions 6" in result["stage_commands"][1]
+    assert "--world.hops '[4]'" in result["stage_commands"][0] and "--task.max_actions 6" in result["stage_commands"][1]
