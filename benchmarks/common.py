@@ -1,5 +1,6 @@
-"""What the benchmark scripts share: the machine description in every result, and running one side of a
-comparison in its own subprocess (so its peak memory and threads are its own)."""
+"""What the benchmark scripts share: the machine description in every result, running one side of a comparison in its
+own subprocess (so its peak memory and threads are its own), and the parsing of the library's shared groups
+(``--policy.*``, ``--task.*``, ``--sampling.*``, ``--tools.*``) beside a benchmark's own flags."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from swirl_lightning.core.config import PolicyConfig, SamplingConfig, TaskConfig, ToolsConfig
 
 
 def machine_info() -> dict:
@@ -75,6 +81,61 @@ def add_side_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
+
+
+SHARED_SPELLINGS = {"--model": "--policy.name", "--adapter": "--policy.adapter", "--questions": "--task.limit",
+                    "--offset": "--task.offset", "--max-actions": "--task.max_actions",
+                    "--data-path": "--task.data_path", "--max-new-tokens": "--sampling.max_new_tokens"}
+"""The flags a benchmark had of its own for the library's settings -> the shared group's flag that replaced each."""
+
+
+@dataclass
+class SharedGroups:
+    """The library's settings of a benchmark: the shared groups, as every ``swirl`` command takes them."""
+
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """The policy."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """The questions."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How turns are sampled."""
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    """The tools."""
+
+
+def parse_with_shared_groups(parser: argparse.ArgumentParser, argv: list[str] | None,
+                             defaults: Callable[[argparse.Namespace, SharedGroups], dict[str, dict[str, Any]]],
+                             ) -> argparse.Namespace:
+    """A benchmark's own flags (``parser``: ``--threads``, ``--smoke``, ...), with the library's shared groups
+    (``--policy.*``, ``--task.*``, ``--sampling.*``, ``--tools.*``) as their ``shared``
+    (:class:`SharedGroups`), parsed by ``parse_config``, as every ``swirl`` command parses them.
+    ``defaults(own, given)`` is the benchmark's starting point for the groups (its smoke mode's too, or the task's
+    that ``given`` names), applied as the first config: a flag on the command line wins."""
+    from swirl_lightning.core.config import parse_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for token in argv:
+        if token.partition("=")[0] in SHARED_SPELLINGS:
+            old = token.partition("=")[0]
+            parser.error(f"{old} is renamed {SHARED_SPELLINGS[old]}")  # usage, then one line; exit 2
+    parser.allow_abbrev = False  # --task.limit is no abbreviation of a flag of the benchmark's
+    parser.epilog = ("The library's settings are swirl's shared groups, spelled as `swirl generate --help` shows them: "
+                     "--policy.*, --task.*, --sampling.*, --tools.*.")
+    own, rest = parser.parse_known_args(argv)
+    given = parse_config(SharedGroups, rest, parser.prog)
+    own.shared = parse_config(SharedGroups, ["--config", json.dumps(defaults(own, given)), *rest], parser.prog)
+    return own
+
+
+def group_flags(groups: SharedGroups, keys: dict[str, tuple[str, ...]]) -> list[str]:
+    """``--group.key value`` of the parsed ``groups`` for ``keys`` (group -> keys): the settings a stage's ``swirl``
+    command gets, spelled as it takes them."""
+    flags = []
+    for group, names in keys.items():
+        for name in names:
+            value = getattr(getattr(groups, group), name)
+            flags += [f"--{group}.{name}", value if isinstance(value, str) else json.dumps(value)]
+    return flags
 
 
 def command_line(argv: list[str] | None) -> str:

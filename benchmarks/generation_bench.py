@@ -1,11 +1,12 @@
 """Rollout throughput and greedy agreement of the generation backends: the in-process engine against vLLM, side by side.
 
     python benchmarks/generation_bench.py [--backends engine_fp32 engine_bf16 engine_fp32_lora vllm_fp32 vllm_bf16
-                                            vllm_bf16_lora] [--batch-sizes 16] [--questions 24] [--max-new-tokens 64]
+                                            vllm_bf16_lora] [--batch-sizes 16] [--task.limit 24]
+                                          [--task.max_actions 4] [--sampling.max_new_tokens 64]
                                           [--vllm-python .venv-vllm/bin/python
                                            | --base-url URL [--base-url-dtype float32]]
                                           [--out benchmarks/results/generation.json]
-    python benchmarks/generation_bench.py --backends engine_fp32 --batch-sizes 1 8 16 32 --questions 96   # the
+    python benchmarks/generation_bench.py --backends engine_fp32 --batch-sizes 1 8 16 32 --task.limit 96   # the
                                           # in-process engine's batch-size sweep (3 x the largest batch keeps it full)
     python benchmarks/generation_bench.py --smoke [--base-url URL]    # tiny random model, seconds (the test suite)
 
@@ -17,13 +18,15 @@ Arms (``--backends``), each ``<backend>_<dtype>[_lora]``:
   that dtype's arms are done, and at the end in any case) and its start time is recorded. With ``--base-url`` the
   vLLM arms run on that one server instead (``--base-url-dtype``: the dtype it was started with; arms of another dtype
   are left out);
-- ``_lora``: the warm-start adapter ``--adapter`` (``adapters/gsm8k_warmup``, rank 16) applied *unmerged*: in process
-  through PEFT (``PeftModel.from_pretrained``: the LoRA matmuls run at every step), on vLLM hot-loaded with
+- ``_lora``: the warm-start adapter ``--policy.adapter`` (``adapters/gsm8k_warmup``, rank 16) applied *unmerged*: in
+  process through PEFT (``PeftModel.from_pretrained``: the LoRA matmuls run at every step), on vLLM hot-loaded with
   ``/v1/load_lora_adapter`` (vLLM's LoRA path; its CPU version is a slow fallback). A merged adapter would cost
   nothing at generation time and is not what training on vLLM does (it syncs an unmerged adapter).
 
-Every arm rolls out the same ``--questions`` GSM8K train questions (one sample each, the zero-shot prompt, the
-calculator, at most ``--max-actions`` model turns of at most ``--max-new-tokens`` tokens) twice, at each batch size:
+Every arm rolls out the same ``--task.limit`` GSM8K train questions (one sample each, the zero-shot prompt, the
+calculator, at most ``--task.max_actions`` model turns of at most ``--sampling.max_new_tokens`` tokens) twice, at each
+batch size (the library's settings are its shared groups, ``--policy.name`` the model, spelled as ``swirl`` spells
+them):
 
 1. a sampled pass (temperature 1, ``sampling.seed`` 0: the same seeds on every arm): generated tokens/s over the
    pass's whole wall time, the throughput figure;
@@ -66,7 +69,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import command_line, machine_info, subplots, write_result  # noqa: E402
+from common import command_line, machine_info, parse_with_shared_groups, subplots, write_result  # noqa: E402
 
 ARMS = ("engine_fp32", "engine_bf16", "engine_fp32_lora", "vllm_fp32", "vllm_bf16", "vllm_bf16_lora")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -255,7 +258,8 @@ class Servers:
                 server = VllmServer.connect(EngineConfig(name="vllm", base_url=self.args.base_url),
                                             PolicyConfig(arm.model), log)
             else:
-                rank = max(16, adapter_rank(self.args.adapter) if self.args.adapter else 16)
+                adapter = self.args.shared.policy.adapter
+                rank = max(16, adapter_rank(adapter) if adapter else 16)
                 engine = EngineConfig(name="vllm", python=self.args.vllm_python, dtype=arm.dtype,
                                       kv_cache_gib=self.args.kv_cache_gib, max_lora_rank=rank,
                                       server_args=list(self.args.server_args))
@@ -355,16 +359,23 @@ def plot(result: dict):  # the figure write_result saves
     return fig
 
 
+def shared_defaults(args: argparse.Namespace, given) -> dict:
+    """The shared groups' starting point: GSM8K train questions, zero-shot, with the calculator (smoke: the tiny
+    random model, 4 questions of 2 short actions)."""
+    if args.smoke:
+        return {"policy": {"name": "tiny-random"},
+                "task": {"name": "gsm8k", "limit": 4, "max_actions": 2, "few_shot": False},
+                "sampling": {"max_new_tokens": 8}, "tools": {"names": ["calculator"]}}
+    return {"policy": {"name": "smollm2-135m-instruct", "adapter": str(ROOT / "adapters" / "gsm8k_warmup")},
+            "task": {"name": "gsm8k", "limit": 24, "max_actions": 4, "few_shot": False},
+            "sampling": {"max_new_tokens": 64}, "tools": {"names": ["calculator"]}}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser = argparse.ArgumentParser(prog="generation_bench.py", description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=list(ARMS), metavar="ARM",
                         help=f"arms, <engine|vllm>_<fp32|bf16>[_lora] (default: {' '.join(ARMS)})")
-    parser.add_argument("--adapter", default=str(ROOT / "adapters" / "gsm8k_warmup"), help="LoRA of the _lora arms")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16])
-    parser.add_argument("--questions", type=int, default=24, help="GSM8K train questions, the same for every arm")
-    parser.add_argument("--max-actions", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads, and the managed server's cores (0: every core this process may use)")
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"),
@@ -381,25 +392,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "results" / "generation.json"))
     parser.add_argument("--smoke", action="store_true",
                         help="tiny random model, 4 questions, batch 1 and 4; with --base-url also vllm_fp32 (smollm2)")
-    args = parser.parse_args(argv)
+    args = parse_with_shared_groups(parser, argv, shared_defaults)
+    shared = args.shared
 
     import torch
 
     workdir = Path(tempfile.mkdtemp(prefix="generation-bench-"))
     smoke_vllm: list[Arm] = []
     if args.smoke:
-        args.model, args.batch_sizes, args.questions = "tiny-random", [1, 4], 4
-        args.max_actions, args.max_new_tokens = 2, 8
+        args.batch_sizes = [1, 4]
         args.backends, args.quiet_retries = ["engine_fp32", "engine_bf16", "engine_fp32_lora"], 0
         args.threads = args.threads or 1
-        args.adapter = random_adapter(args.model, workdir / "tiny-lora")
+        shared.policy.adapter = random_adapter(shared.policy.name, workdir / "tiny-lora")
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     threads = args.threads or len(cores)
     torch.set_num_threads(threads)
     if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:  # a managed server gets the same cores as the engine
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores[:threads]))
 
-    arms = arms_to_run(args.backends, args.model, args.adapter)
+    arms = arms_to_run(args.backends, shared.policy.name, shared.policy.adapter)
     if args.base_url and not args.smoke:
         dropped = [a.name for a in arms if a.backend == "vllm" and a.dtype != args.base_url_dtype]
         if dropped:
@@ -409,17 +420,18 @@ def main(argv: list[str] | None = None) -> int:
         smoke_vllm = [Arm(name, "smollm2-135m-instruct", None) for name in ("engine_fp32", "vllm_fp32")]
 
     quiet = wait_for_quiet(args)
-    result = {"benchmark": "generation", "command": command_line(argv), "model": args.model,
+    result = {"benchmark": "generation", "command": command_line(argv), "model": shared.policy.name,
               "machine": machine_info(), "quiet_check": quiet, "threads": threads,
               "vllm_cpu_omp_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND"),
-              "questions": args.questions, "max_actions": args.max_actions, "max_new_tokens": args.max_new_tokens,
+              "questions": shared.task.limit, "max_actions": shared.task.max_actions,
+              "max_new_tokens": shared.sampling.max_new_tokens,
               "batch_sizes": args.batch_sizes, "sampled_pass": {"temperature": 1.0, "seed": 0},
               "arms": [a.name for a in arms] + [f"{a.name} ({a.model})" for a in smoke_vllm],
               "servers": {}, "runs": []}
     servers = Servers(args, workdir)
     greedy_of: dict[tuple[str, str, int], dict] = {}
     try:
-        plan = [(a, args.questions, args.batch_sizes, args.max_new_tokens) for a in arms]
+        plan = [(a, shared.task.limit, args.batch_sizes, shared.sampling.max_new_tokens) for a in arms]
         plan += [(a, 2, [2], 24) for a in smoke_vllm]
         for arm, questions, batch_sizes, max_new_tokens in plan:
             run_one(arm, questions, batch_sizes, max_new_tokens, args, servers, greedy_of, result)
@@ -440,7 +452,6 @@ def run_one(arm: Arm, questions: int, batch_sizes: list[int], max_new_tokens: in
     """Run ``arm`` at each batch size and add its records (greedy agreement against its reference) to ``result``."""
     import gc
 
-    from swirl_lightning.core.config import TaskConfig, ToolsConfig
     from swirl_lightning.core.models import load_tokenizer
     from swirl_lightning.core.tasks import load_task
     from swirl_lightning.rollout.conversation import ChatRenderer, RolloutSettings
@@ -453,10 +464,10 @@ def run_one(arm: Arm, questions: int, batch_sizes: list[int], max_new_tokens: in
         loaded = (None, load_tokenizer(arm.model))
         server, server_record = servers.get(arm)
     tokenizer = loaded[1]
-    settings = RolloutSettings.for_task(TaskConfig("gsm8k", max_actions=args.max_actions, few_shot=False),
-                                        ToolsConfig(names=["calculator"]), renderer=ChatRenderer(tokenizer),
+    settings = RolloutSettings.for_task(args.shared.task, args.shared.tools, renderer=ChatRenderer(tokenizer),
                                         policy_name=arm.model + (f"+{arm.adapter}" if arm.adapter else ""))
-    examples = load_task("gsm8k", "train", questions)
+    task = args.shared.task
+    examples = load_task(task.name, task.split, questions, offset=task.offset, path=task.data_path)
     for batch_size in batch_sizes:
         record = run_arm(arm, loaded, server, settings, examples, batch_size, max_new_tokens)
         greedy = record.pop("_greedy")

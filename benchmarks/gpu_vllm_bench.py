@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         sides = ["ours_vllm"] if args.base_url else ["ours_lora", "trl_lora"]
         rl = ["--smoke", "--threads", "1", "--sides", *sides, *(["--base-url", args.base_url] if args.base_url else [])]
     else:
-        generation = ["--model", args.model, "--backends", *GENERATION_ARMS, "--batch-sizes", str(args.batch_size),
-                      "--questions", str(args.questions), "--max-new-tokens", str(args.max_new_tokens),
+        generation = ["--policy.name", args.model, "--backends", *GENERATION_ARMS, "--batch-sizes", str(args.batch_size),
+                      "--task.limit", str(args.questions), "--sampling.max_new_tokens", str(args.max_new_tokens),
                       "--quiet-retries", "0", *server, server_args]
         rl = ["--model", args.model, "--sides", *RL_SIDES, "--group-sizes", str(args.rl_group_size),
               "--states", str(args.rl_states), "--steps", str(args.rl_steps), "--max-new-tokens",

@@ -5,16 +5,20 @@ larger pool (the good prefixes of every trajectory), at an equal training budget
 (if a control gains as much, the gain does not come from the judge).
 
     python benchmarks/learning_bench.py                 # GSM8K + calculator, the CPU budget (benchmarks/README.md)
-    python benchmarks/learning_bench.py --task worlds   # generated worlds + search, all five arms
+    python benchmarks/learning_bench.py --task.name worlds   # generated worlds + search, all five arms
     python benchmarks/learning_bench.py --smoke         # tiny random model, a few steps (run by the test suite)
 
-``--task`` picks the configs, the warm start and the defaults (:data:`TASKS`): ``gsm8k`` (SmolLM2-135M-Instruct +
+``--task.name`` picks the configs, the warm start and the defaults (:data:`TASKS`): ``gsm8k`` (SmolLM2-135M-Instruct +
 ``adapters/gsm8k_warmup``, live calculator, 500 held-out GSM8K questions) or ``worlds`` (+ ``adapters/worlds_warmup``,
 live search in each question's own world, 1000 held-out questions of validation worlds, reported by hop count).
-Every stage is a plain ``swirl`` command (recorded in the result), from the warm-start policy, zero-shot prompt:
+The library's settings are its shared groups, spelled as ``swirl`` spells them (``--policy.name``, ``--policy.adapter``,
+``--task.name``, ``--task.data_path``, ``--task.limit``, ``--task.offset``, ``--task.max_actions``,
+``--sampling.max_new_tokens``, ``--sampling.batch_size``), the task's defaults unless given; the rest are the
+benchmark's own. Every stage is a plain ``swirl`` command (recorded in the result), from the warm-start policy,
+zero-shot prompt:
 
-1. ``swirl generate``: ``--samples`` trajectories for each of ``--questions`` train questions the warm start was
-   not trained on (``--offset``), temperature 1.
+1. ``swirl generate``: ``--samples`` trajectories for each of ``--task.limit`` train questions the warm start was
+   not trained on (``--task.offset``), temperature 1.
 2. ``swirl filter`` with the reference-guided step judge, three ways: ``process+outcome`` (every step GOOD and the
    answer right: the sft data), ``process`` (every step GOOD: the paper's RL states) and ``step`` (every trajectory
    cut after its first BAD step: the states before every GOOD step and before each first mistake); with ``--arms
@@ -53,7 +57,18 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import Stages, command_line, log_dirs, machine_info, read_probe, scalar_curves, subplots, write_result  # noqa: E402
+from common import (  # noqa: E402  # noqa: E402
+    Stages,
+    command_line,
+    group_flags,
+    log_dirs,
+    machine_info,
+    parse_with_shared_groups,
+    read_probe,
+    scalar_curves,
+    subplots,
+    write_result,
+)
 from significance import exact_sign_test_p, wilson_interval  # noqa: E402
 
 # arm -> (objective, the filter its data comes from, the step judge that rewards it)
@@ -112,15 +127,17 @@ class Benchmark:
     def __init__(self, args: argparse.Namespace):
         self.args, self.run_dir = args, Path(args.run)
         self.stages = Stages(self.run_dir, report_only=args.report_only)
-        self.policy = ["--policy.name", args.model, "--policy.adapter", args.adapter or "null"]
-        self.data_path = ["--task.data_path", args.data_path] if args.data_path else []
+        self.shared, self.task = args.shared, TASKS[args.shared.task.name]
+        self.policy = group_flags(args.shared, {"policy": ("name", "adapter")})
+        data_path = args.shared.task.data_path
+        self.data_path = ["--task.data_path", data_path] if data_path else []
 
     def kept(self, mode: str) -> Path:
         return self.run_dir / f"kept_{filter_name(mode)}.jsonl"
 
     def fit_args(self, arm: str) -> list[str]:
         a = self.args
-        common = ["--config", TASKS[a.task]["train"], "--trainer.default_root_dir", str(self.run_dir / arm), *self.policy,
+        common = ["--config", self.task["train"], "--trainer.default_root_dir", str(self.run_dir / arm), *self.policy,
                   *self.data_path,
                   "--data.validation.questions", str(a.val_questions), "--trainer.max_steps", str(a.steps),
                   "--trainer.val_check_interval", str(a.val_every), "--model.optimizer.lr", str(a.lr),
@@ -150,16 +167,16 @@ class Benchmark:
         trajectories = run / "trajectories.jsonl"
         if self.wanted("generate"):
             self.stages.run("generate", [
-                "generate", "--config", TASKS[a.task]["generate"], *self.policy, *self.data_path,
-                "--task.offset", str(a.offset), "--task.limit", str(a.questions), "--task.max_actions", str(a.max_actions),
-                "--sampling.max_new_tokens", str(a.max_new_tokens), "--sampling.batch_size", str(a.batch_size),
+                "generate", "--config", self.task["generate"], *self.policy, *self.data_path,
+                *group_flags(self.shared, {"task": ("offset", "limit", "max_actions"),
+                                           "sampling": ("max_new_tokens", "batch_size")}),
                 "--samples", str(a.samples), "--processes", str(a.generate_processes), "--progress", "false",
                 "--output", str(trajectories)],
                 done=run / "generate.done", marker=True)
         for mode in dict.fromkeys(ARMS[arm][1] for arm in a.arms):
             name = filter_stage(mode)
             if self.wanted(name):
-                self.stages.run(name, ["filter", "--config", TASKS[a.task]["filter"], *self.data_path,
+                self.stages.run(name, ["filter", "--config", self.task["filter"], *self.data_path,
                                        "--mode", "none" if a.smoke else mode, "--progress", "false",
                                        "--input", str(trajectories), "--output", str(self.kept(mode))],
                                 done=self.kept(mode))
@@ -275,14 +292,14 @@ def held_out_check(bench: Benchmark, held_out: set[str]) -> dict:
     check = {"held_out_questions": len(held_out)}
     generated = {t.example_id for t in read_trajectories(bench.run_dir / "trajectories.jsonl")}
     training = set(generated)
-    adapter = Path(bench.args.adapter) / "training_questions.txt" if bench.args.adapter else None
+    adapter = Path(bench.shared.policy.adapter) / "training_questions.txt" if bench.shared.policy.adapter else None
     if adapter is not None:
         warm = set(adapter.read_text().split()) if adapter.exists() else None
         check["warm_start_training_questions"] = None if warm is None else len(warm)
         check["overlap_warm_start"] = None if warm is None else len(held_out & warm)
         training |= warm or set()
     check["overlap_generated"] = len(held_out & generated)
-    if bench.args.task == "worlds":
+    if bench.shared.task.name == "worlds":
         from swirl_lightning.core.tasks.worlds import held_out_seeds_in, world_seed_of
 
         check["overlap_worlds"] = len({world_seed_of(i) for i in held_out} & {world_seed_of(i) for i in training})
@@ -297,7 +314,7 @@ def collect(bench: Benchmark) -> dict:
     warm_points = validation_points(run / "warm")
     if not warm_points:
         raise SystemExit(f"no validation rollouts under {run / 'warm'}")
-    examples = held_out_examples(bench.args.task, bench.args.data_path)
+    examples = held_out_examples(bench.shared.task.name, bench.shared.task.data_path)
     warm, warm_outcomes = score_rollouts(warm_points[min(warm_points)], examples)
     arms: dict[str, dict] = {"warm": {"label": LABELS["warm"], "validations": [{"step": 0, **warm}]}}
     last_outcomes: dict[str, dict[str, bool]] = {}
@@ -375,18 +392,29 @@ def plot(result: dict):  # the figure write_result saves
     return fig
 
 
+def shared_defaults(args: argparse.Namespace, given) -> dict:
+    """The shared groups' starting point: the named task's warm start, questions and caps (smoke: tiny and short);
+    a flag on the command line wins."""
+    name = given.task.name
+    if name not in TASKS:
+        raise SystemExit(f"learning_bench.py: error: --task.name: expected one of {', '.join(TASKS)}, got {name!r}")
+    task = TASKS[name]
+    if args.smoke:
+        # A random model's steps are never GOOD: every filter keeps all so that every arm has data to fit.
+        return {"policy": {"name": "tiny-random", "adapter": None},
+                "task": {"name": name, "limit": 2, "offset": 0, "max_actions": 2},
+                "sampling": {"max_new_tokens": 8, "batch_size": 32}}
+    return {"policy": {"name": "smollm2-135m-instruct", "adapter": task["adapter"]},
+            "task": {"name": name, "limit": task["questions"], "offset": task["offset"],
+                     "max_actions": task["max_actions"]},
+            "sampling": {"max_new_tokens": task["max_new_tokens"], "batch_size": 32}}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=list(TASKS), default="gsm8k", help="the task, its configs and defaults")
-    parser.add_argument("--data-path", default=None, help="the task's data (task.data_path); its default when unset")
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--adapter", default=None, help="warm-start LoRA (the task's by default); empty: the bare model")
-    parser.add_argument("--questions", type=int, default=None, help="training questions for the synthetic data")
+    """The benchmark's own flags, with the library's shared groups as ``shared``."""
+    parser = argparse.ArgumentParser(prog="learning_bench.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=4, help="trajectories per training question")
-    parser.add_argument("--offset", type=int, default=None, help="skip the questions the warm start was trained on")
-    parser.add_argument("--max-actions", type=int, default=None, help="actions per rollout (GSM8K: 10, worlds: 5)")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens per generated turn")
-    parser.add_argument("--batch-size", type=int, default=32, help="generation slots")
     parser.add_argument("--generate-processes", type=int, default=1,
                         help="data-parallel generation processes (one thread each on a CPU: one per free core)")
     parser.add_argument("--val-questions", type=int, default=None, help="held-out questions (GSM8K: at most 500)")
@@ -412,18 +440,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run no stage: write the result from what --run holds (e.g. a run copied from a GPU machine)")
     parser.add_argument("--ran-on", help="the machine the stages ran on, when not this one (with --report-only)")
     parser.add_argument("--note", default="", help="a remark kept in the result (e.g. how a run differed)")
-    args = parser.parse_args(argv)
-    for name, value in TASKS[args.task].items():
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--task" in given[:-1] and given[given.index("--task") + 1] in TASKS:
+        parser.error("--task is renamed --task.name")
+    args = parse_with_shared_groups(parser, given, shared_defaults)
+    for name, value in TASKS[args.shared.task.name].items():
         if getattr(args, name, "unset") is None:
             setattr(args, name, value)
     stages = stage_names(list(ARMS))
     if unknown := [stage for stage in args.only or [] if stage not in stages]:
         parser.error(f"--only: no stage {', '.join(unknown)} (the stages: {', '.join(stages)})")
     if args.smoke:
-        # A random model's steps are never GOOD: every filter keeps all so that every arm has data to fit.
-        args.model, args.adapter, args.questions, args.samples, args.offset = "tiny-random", "", 2, 2, 0
-        args.max_actions, args.max_new_tokens, args.val_questions, args.steps, args.val_every = 2, 8, 2, 2, 1
-        args.probe_every = 1
+        args.samples, args.val_questions, args.steps, args.val_every, args.probe_every = 2, 2, 2, 1, 1
         args.examples_per_step, args.group_size, args.probe_states, args.probe_samples = 2, 2, 2, 2
         args.fit_args = ("--sampling.max_new_tokens 4 --model.evaluation.sampling.max_new_tokens 4 --task.max_actions 2 "
                          + args.fit_args)
@@ -444,8 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = {
         "benchmark": "learning", "command": command_line(argv), "machine": info, "ran_on": args.ran_on or "this machine",
-        "note": args.note, "task": args.task, "data_path": args.data_path, "model": args.model,
-        "adapter": args.adapter or None, "judge": "reference (gold-guided)",
+        "note": args.note, "task": args.shared.task.name, "data_path": args.shared.task.data_path,
+        "model": args.shared.policy.name, "adapter": args.shared.policy.adapter, "judge": "reference (gold-guided)",
         "step_good_judge": REFERENCE_VERSION,  # the judge that scored every step GOOD rate (score_rollouts)
         "budget": {"steps": args.steps, "val_every": args.val_every, "probe_every": args.probe_every,
                    "val_questions": args.val_questions, "lr": args.lr,

@@ -3,11 +3,15 @@
     python benchmarks/rl_sanity_bench.py           # the CPU budget (benchmarks/README.md)
     python benchmarks/rl_sanity_bench.py --smoke   # tiny random model, a few steps (run by the test suite)
 
+The library's settings are its shared groups, spelled as ``swirl`` spells them: ``--policy.name``, ``--policy.adapter``
+(null: the bare model), ``--task.limit`` (training questions), ``--task.offset``, ``--task.max_actions``,
+``--sampling.max_new_tokens``; the rest are the benchmark's own.
+
 The first thing an RL trainer must show. Every stage is a plain ``swirl`` command (recorded in the result), from the
 warm-start policy (SmolLM2-135M-Instruct + ``adapters/gsm8k_warmup``), zero-shot prompt, live calculator:
 
-1. ``swirl generate``: ``--samples`` trajectories for each of ``--questions`` GSM8K train questions the warm start
-   was not trained on (``--offset``), temperature 1.
+1. ``swirl generate``: ``--samples`` trajectories for each of ``--task.limit`` GSM8K train questions the warm start
+   was not trained on (``--task.offset``), temperature 1.
 2. ``swirl filter --mode step`` with the reference judge: each trajectory's good prefix. The pool is their distinct
    states: the states before every GOOD step and before each trajectory's first BAD one.
 3. ``swirl fit`` with ``swirl`` on the pool, ``--steps`` optimizer steps of ``--states-per-step`` states x G sampled
@@ -32,17 +36,31 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import Stages, command_line, machine_info, read_probe, scalar_curves, subplots, write_result  # noqa: E402
+from common import (  # noqa: E402  # noqa: E402
+    Stages,
+    command_line,
+    group_flags,
+    machine_info,
+    parse_with_shared_groups,
+    read_probe,
+    scalar_curves,
+    subplots,
+    write_result,
+)
+
+STAGE_SETTINGS = {"policy": ("name", "adapter"), "task": ("offset", "limit", "max_actions"),
+                  "sampling": ("max_new_tokens",)}
+"""The shared settings the generate stage gets from the command line (fit gets the policy)."""
 
 
 def run(args: argparse.Namespace) -> dict:
+    groups = args.shared
     run_dir = Path(args.run)
     stages = Stages(run_dir, report_only=args.report_only)
     trajectories, pool = run_dir / "trajectories.jsonl", run_dir / "pool.jsonl"
-    policy = ["--policy.name", args.model, "--policy.adapter", args.adapter or "null"]
-    stages.run("generate", ["generate", "--config", "conf/generate/gsm8k_warm.yaml", *policy,
-                            "--task.offset", str(args.offset), "--task.limit", str(args.questions),
-                            "--task.max_actions", str(args.max_actions), "--sampling.max_new_tokens", str(args.max_new_tokens),
+    policy = group_flags(groups, {"policy": STAGE_SETTINGS["policy"]})
+    stages.run("generate", ["generate", "--config", "conf/generate/gsm8k_warm.yaml",
+                            *group_flags(groups, STAGE_SETTINGS),
                             "--samples", str(args.samples), "--progress", "false", "--output", str(trajectories)],
                done=run_dir / "generate.done", marker=True)
     stages.run("filter", ["filter", "--config", "conf/filter/gsm8k_reference.yaml", "--mode", "step",
@@ -66,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "probe": points,
         "first_vs_last": rise,
-        "pool": {"states": points[0]["states"], "questions": args.questions, "samples_per_question": args.samples},
+        "pool": {"states": points[0]["states"], "questions": groups.task.limit, "samples_per_question": args.samples},
         "training_curves": scalar_curves(fit_dir, ("train/reward_mean", "train/loss", "train/kl", "train/entropy")),
         "stage_commands": stages.commands, "stage_seconds": stages.seconds,
     }
@@ -94,15 +112,21 @@ def plot(result: dict):  # the figure write_result saves
     return fig
 
 
+def defaults(args: argparse.Namespace, given) -> dict:
+    """The shared groups' starting point: the warm start on 16 questions from offset 1000 (smoke: tiny and short)."""
+    if args.smoke:
+        return {"policy": {"name": "tiny-random", "adapter": None},
+                "task": {"limit": 2, "offset": 1000, "max_actions": 2},
+                "sampling": {"max_new_tokens": 8}}
+    return {"policy": {"name": "smollm2-135m-instruct", "adapter": "adapters/gsm8k_warmup"},
+            "task": {"limit": 16, "offset": 1000, "max_actions": 10}, "sampling": {"max_new_tokens": 96}}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--adapter", default="adapters/gsm8k_warmup", help="warm-start LoRA; empty: the bare model")
-    parser.add_argument("--questions", type=int, default=16, help="training questions whose states form the pool")
+    """The benchmark's own flags and the library's shared groups."""
+    parser = argparse.ArgumentParser(prog="rl_sanity_bench.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=4, help="trajectories per question")
-    parser.add_argument("--offset", type=int, default=1000, help="skip the questions the warm start was trained on")
-    parser.add_argument("--max-actions", type=int, default=10, help="actions per rollout (GSM8K: 10)")
-    parser.add_argument("--max-new-tokens", type=int, default=96, help="tokens per generated turn")
     parser.add_argument("--steps", type=int, default=40, help="swirl optimizer steps")
     parser.add_argument("--states-per-step", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -113,22 +137,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(HERE / "results" / "rl_sanity.json"))
     parser.add_argument("--report-only", action="store_true", help="run no stage: report from what --run holds")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, a few steps")
-    args = parser.parse_args(argv)
+    args = parse_with_shared_groups(parser, argv, defaults)
     if args.smoke:
-        args.model, args.adapter, args.questions, args.samples, args.max_actions, args.max_new_tokens = \
-            "tiny-random", "", 2, 2, 2, 8
-        args.steps, args.states_per_step, args.probe_every, args.probe_samples = 2, 2, 1, 2
+        args.samples, args.steps, args.states_per_step, args.probe_every, args.probe_samples = 2, 2, 2, 1, 2
         args.fit_args = ("--sampling.max_new_tokens 4 --task.max_actions 2 --model.swirl.group_size 2 " + args.fit_args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    groups = args.shared
     Stages.work_from_repository(args, ROOT, ("run", "out"))
     started = time.perf_counter()
     info = machine_info()
-    result = {"benchmark": "rl_sanity", "command": command_line(argv), "machine": info, "model": args.model,
-              "adapter": args.adapter or None, "judge": "reference (gold-guided)",
+    result = {"benchmark": "rl_sanity", "command": command_line(argv), "machine": info, "model": groups.policy.name,
+              "adapter": groups.policy.adapter, "judge": "reference (gold-guided)",
               "budget": {"steps": args.steps, "states_per_step": args.states_per_step, "lr": args.lr,
                          "probe_every": args.probe_every, "probe_samples": args.probe_samples},
               **run(args), "wall_seconds": time.perf_counter() - started}

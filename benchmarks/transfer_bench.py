@@ -8,10 +8,12 @@
     python benchmarks/transfer_bench.py --policies warm=adapters/worlds_warmup swirl=adapters/worlds_swirl
     python benchmarks/transfer_bench.py --smoke        # tiny random model, 2 questions per set (run by the test suite)
 
-Every stage is a plain ``swirl`` command (``swirl data worlds``, ``swirl validate``), skipped when its output exists,
-so the same command goes on where it stopped. Reported per set and policy: accuracy with a Wilson 95% interval, the
-step GOOD rate (reference judge: a search that brings a gold article the state lacked), mean steps, and, against
-the first policy, questions gained and lost with the exact McNemar p-value. Whatever it shows is the result.
+The model is ``--policy.name`` and the action cap ``--task.max_actions`` (5; the 4-hop set gets one more), swirl's
+shared groups as every ``swirl`` command spells them. Every stage is a plain ``swirl`` command (``swirl data worlds``,
+``swirl validate``), skipped when its output exists, so the same command goes on where it stopped. Reported per set
+and policy: accuracy with a Wilson 95% interval, the step GOOD rate (reference judge: a search that brings a gold
+article the state lacked), mean steps, and, against the first policy, questions gained and lost with the exact
+McNemar p-value. Whatever it shows is the result.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import Stages, command_line, log_dirs, machine_info, subplots, write_result  # noqa: E402
+from common import Stages, command_line, log_dirs, machine_info, parse_with_shared_groups, subplots, write_result  # noqa: E402  # noqa: E402
 from significance import exact_sign_test_p, wilson_interval  # noqa: E402
 
 CONFIG = "conf/worlds_search.yaml"
@@ -33,11 +35,12 @@ CONFIG = "conf/worlds_search.yaml"
 
 def set_args(name: str, args: argparse.Namespace, run: Path) -> list[str]:
     """The options that make ``swirl validate`` roll out on one held-out set."""
+    max_actions = args.shared.task.max_actions
     if name == "hotpotqa":
         return ["--task.name", "hotpotqa", "--data.validation.split", "validation",
-                "--data.validation.questions", str(args.hotpotqa_questions), "--task.max_actions", str(args.max_actions)]
+                "--data.validation.questions", str(args.hotpotqa_questions), "--task.max_actions", str(max_actions)]
     return ["--task.data_path", str(run / "worlds_4hop"), "--data.validation.split", "test",
-            "--data.validation.questions", str(args.four_hop_questions), "--task.max_actions", str(args.max_actions + 1)]
+            "--data.validation.questions", str(args.four_hop_questions), "--task.max_actions", str(max_actions + 1)]
 
 
 def score(path: Path) -> tuple[dict, dict[str, bool]]:
@@ -69,22 +72,26 @@ def plot(result: dict):
     return fig
 
 
+def shared_defaults(args: argparse.Namespace, given) -> dict:
+    """The shared groups' starting point: SmolLM2-135M-Instruct (smoke: the tiny random model), 5 actions."""
+    return {"policy": {"name": "tiny-random" if args.smoke else "smollm2-135m-instruct"}, "task": {"max_actions": 5}}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="transfer_bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--policies", nargs="+", default=["warm=adapters/worlds_warmup", "swirl=adapters/worlds_swirl"],
                         help="NAME=ADAPTER pairs; the first is the baseline of the paired comparisons")
-    parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--sets", nargs="+", default=["hotpotqa", "4hop"], choices=["hotpotqa", "4hop"])
     parser.add_argument("--hotpotqa-questions", type=int, default=300)
     parser.add_argument("--four-hop-questions", type=int, default=500, help="4-hop test-world questions (20 per world)")
-    parser.add_argument("--max-actions", type=int, default=5, help="actions per rollout (the 4-hop set gets one more)")
     parser.add_argument("--fit-args", default="", help="extra options for every swirl validate")
     parser.add_argument("--run", default="runs/transfer")
     parser.add_argument("--out", default=str(HERE / "results" / "transfer.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 questions per set")
-    args = parser.parse_args(argv)
+    args = parse_with_shared_groups(parser, argv, shared_defaults)
+    model = args.shared.policy.name
     if args.smoke:
-        args.model, args.policies, args.hotpotqa_questions, args.four_hop_questions = "tiny-random", ["bare="], 2, 2
+        args.policies, args.hotpotqa_questions, args.four_hop_questions = ["bare="], 2, 2
         args.sets = ["4hop", "hotpotqa"]  # the world first: the smoke run's search corpus
         args.fit_args = "--model.evaluation.sampling.max_new_tokens 4 " + args.fit_args
     policies = dict(pair.split("=", 1) for pair in args.policies)
@@ -93,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     stages = Stages(run)
     if "4hop" in args.sets:
         worlds = max(1, -(-args.four_hop_questions // 20))
-        stages.run("data_4hop", ["data", "worlds", "--split", "test", "--worlds", str(worlds), "--hops", "4",
-                                 "--output", str(run / "worlds_4hop"), "--overwrite"], run / "worlds_4hop" / "world.json")
+        stages.run("data_4hop", ["data", "worlds", "--split", "test", "--worlds", str(worlds), "--world.hops", "[4]",
+                                 "--output", str(run / "worlds_4hop"), "--overwrite", "true"],
+                   run / "worlds_4hop" / "world.json")
     if args.smoke:  # the pooled HotPotQA index takes minutes to build: a smoke run searches the small world instead
         import os
 
@@ -106,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, adapter in policies.items():
             root = run / f"{name}_{label}"
             stages.run(f"{name}_{label}", [
-                "validate", "--config", CONFIG, "--policy.name", args.model, "--policy.adapter", adapter or "null",
+                "validate", "--config", CONFIG, "--policy.name", model, "--policy.adapter", adapter or "null",
                 "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
                 *set_args(name, args, run), *args.fit_args.split()], run / f"{name}_{label}.done", marker=True)
             rollouts = sorted(p for folder in log_dirs(root / "tb") for p in folder.glob("rollouts/val-step*.jsonl"))
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures["vs_first"] = {"gained": gained, "lost": lost, "mcnemar_exact_p": exact_sign_test_p(gained, lost)}
             baseline = outcomes if baseline is None else baseline
             result_sets[name][label] = {"adapter": adapter or None, **figures}
-    result = {"benchmark": "transfer", "command": command_line(argv), "machine": info, "model": args.model,
+    result = {"benchmark": "transfer", "command": command_line(argv), "machine": info, "model": model,
               "policies": policies, "sets": result_sets, "stage_commands": stages.commands,
               "stage_seconds": stages.seconds, "wall_seconds": time.perf_counter() - started}
     write_result(result, Path(args.out), plot)

@@ -29,7 +29,7 @@ common=(--config conf/quickstart.yaml --trainer.default_root_dir "$RUN" --data.t
 
 echo "== 1. a generated world, and the search tool reading it (the tool sees its episode: the question's world)"
 swirl tools list
-swirl data worlds --split validation --worlds 1 --output "$RUN/world" --overwrite
+swirl data worlds --split validation --worlds 1 --output "$RUN/world" --overwrite true
 head -n 1 "$RUN/world/questions.jsonl"
 swirl tools call search "$(python -c 'import json, sys; print(json.loads(open(sys.argv[1]).readline())["path"][0])' "$RUN/world/questions.jsonl")" \
     --episode "{\"metadata\": {\"corpus\": \"$RUN/world/corpus.jsonl\"}}"

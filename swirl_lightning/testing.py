@@ -27,6 +27,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.tasks import Task
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import Episode, Tool, describe
@@ -103,8 +104,8 @@ def rollout_once(
     that takes its episode sees in ``episode.metadata``)."""
     from swirl_lightning.rollout.conversation import RolloutConversation, RolloutSettings
 
-    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, timeout_s=timeout_s), max_actions=max_actions,
-                               policy_name="scripted")
+    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, ToolsConfig(timeout_s=timeout_s)),
+                               max_actions=max_actions, policy_name="scripted")
     conversation = RolloutConversation(Example("q0", question, gold, "test", dict(metadata or {})), 0, settings,
                                        seed=0)
     ScriptedPolicy(script).run([conversation], lambda c: None)

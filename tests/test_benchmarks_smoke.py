@@ -152,8 +152,8 @@ def test_learning_benchmark_on_generated_worlds_smoke(tmp_path):
 
     for split in ("train", "validation"):
         write_worlds(tmp_path / "worlds" / split, split, 1, WorldSettings(questions=4, hops=(1, 2)))
-    result = run_smoke("learning_bench.py", tmp_path / "learning.json", "--task", "worlds", "--run", str(tmp_path / "run"),
-                       "--data-path", str(tmp_path / "worlds"), "--arms", "swirl_step", "random")
+    result = run_smoke("learning_bench.py", tmp_path / "learning.json", "--task.name", "worlds", "--run",
+                       str(tmp_path / "run"), "--task.data_path", str(tmp_path / "worlds"), "--arms", "swirl_step", "random")
     assert list(result["arms"]) == ["warm", "swirl_step", "random"]
     assert result["arms"]["random"]["reward"] == "random" and result["arms"]["swirl_step"]["reward"] == "reference"
     last = result["arms"]["random"]["validations"][-1]
@@ -310,4 +310,4 @@ def test_transfer_benchmark_smoke(tmp_path):
     assert set(result["sets"]) == {"hotpotqa", "4hop"}
     assert all(p["questions"] == 2 and 0 <= p["accuracy"] <= 1 for s in result["sets"].values() for p in s.values())
     assert [c.split()[1] for c in result["stage_commands"]] == ["data", "validate", "validate"]
-    assert "--hops 4" in result["stage_commands"][0] and "--task.max_actions 6" in result["stage_commands"][1]
+    assert "--world.hops '[4]'" in result["stage_commands"][0] and "--task.max_actions 6" in result["stage_commands"][1]

@@ -30,7 +30,7 @@ def test_a_timed_out_tool_call_is_stopped_and_exits_1_at_once(tmp_path):
     '''))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "swirl_lightning", "tools", "call", "stall", "x", "--timeout", "0.3"],
+    result = subprocess.run([sys.executable, "-m", "swirl_lightning", "tools", "call", "stall", "x", "--tools.timeout_s", "0.3"],
                             env=env, capture_output=True, text=True, timeout=50)
     assert result.returncode == 1, result.stderr
     assert "tool 'stall' timed out after 0.3 s" in result.stderr

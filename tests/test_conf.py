@@ -74,7 +74,8 @@ OVERLAYS = sorted((CONF / "mcp").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", OVERLAYS, ids=lambda p: p.name)
 def test_a_tools_overlay_applies_to_generate_fit_and_swirl_tools(path, capsys):
-    from swirl_lightning.core.config import parse_config, tools_group
+    from swirl_lightning.commands.tools import ToolsListConfig
+    from swirl_lightning.core.config import parse_config
     from swirl_lightning.rollout.generate import GenerateConfig
 
     raw = yaml.safe_load(path.read_text())
@@ -88,4 +89,5 @@ def test_a_tools_overlay_applies_to_generate_fit_and_swirl_tools(path, capsys):
         make_cli(["fit", "--config", str(CONF / "quickstart.yaml"), "--config", str(path), "--print_config"])
     assert exit_info.value.code in (0, None)
     assert yaml.safe_load(capsys.readouterr().out)["tools"]["plugins"] == raw["tools"]["plugins"]
-    assert tools_group([str(path)])[0].plugins == raw["tools"]["plugins"]
+    listed = parse_config(ToolsListConfig, ["--config", str(path)], "swirl tools list", only_own_groups=True)
+    assert listed.tools.plugins == raw["tools"]["plugins"]

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 import swirl_lightning
-from swirl_lightning.core.config import SHARED_GROUPS, JudgeConfig, PolicyConfig, SamplingConfig, parse_config
+from swirl_lightning.core.config import (
+    SHARED_GROUPS,
+    JudgeConfig,
+    PolicyConfig,
+    SamplingConfig,
+    config_parser,
+    parse_config,
+)
 from swirl_lightning.judging.filter import FilterConfig
 from swirl_lightning.rollout.generate import GenerateConfig
 
@@ -66,57 +73,104 @@ def test_config_docstrings_spell_boolean_flags_as_the_commands_take_them():
 
 
 def test_the_readme_lists_every_option_of_swirl_tools_call():
-    """The README's row for `swirl tools call` lacked --warm-up-timeout (issue 27)."""
-    import argparse
+    """The README's row for `swirl tools call` lacked --warm-up-timeout (issue 27); its limits are now the tools
+    group's keys, spelled as every command spells them."""
+    from swirl_lightning.commands.tools import ToolsCallConfig
 
-    from swirl_lightning.cli import build_parser
-
-    parser = build_parser()
-    tools = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["tools"]
-    call = next(a for a in tools._actions if isinstance(a, argparse._SubParsersAction)).choices["call"]
-    options = {s for action in call._actions for s in action.option_strings if s.startswith("--") and s != "--help"}
+    parser = config_parser(ToolsCallConfig, "swirl tools call", positional=("name", "query"))
+    options = {s for action in parser._actions for s in action.option_strings
+               if s.startswith("--") and s not in ("--help", "--print_config", "--tools")}
     row = next(line for line in (ROOT / "README.md").read_text().splitlines()
                if line.startswith("| `swirl tools call"))
-    assert options >= {"--warm-up-timeout", "--no-pid-namespace"}
-    assert not [option for option in sorted(options) if f"`{option}" not in row], row
+    limits = {"--tools.timeout_s", "--tools.max_output_chars", "--tools.warm_up_timeout_s", "--tools.pid_namespace",
+              "--tools.plugins"}
+    assert options >= limits
+    named = limits | {option for option in options if not option.startswith("--tools.")}  # --config, --episode
+    assert not [option for option in sorted(named) if f"`{option}" not in row], row
 
 
-def test_tool_plugin_options_are_spelled_tools_plugins_by_every_command_that_builds_tools(tmp_path):
-    """``tools.plugins`` (issue 25: MCP servers in the tools config): one spelling in generate, fit and the swirl tools
-    commands, on the command line and in a config file."""
-    import argparse
+# ----------------------------------------------------------------------------------------------------
+# swirl tools and swirl data take the shared groups (issue 24): one parser, one spelling
 
-    from swirl_lightning import hookimpl
-    from swirl_lightning.cli import build_parser
-    from swirl_lightning.core.config import ToolsConfig, tools_group
-    from swirl_lightning.core.plugins import get_plugin_manager
-    from swirl_lightning.training.cli import make_cli
 
-    class Greeter:  # fit builds its tools: a plugin of that name, which starts nothing
-        @hookimpl
-        def register_tools(self, register, options):
-            register(lambda name: f"{options['greeting']}, {name}", name="greet")
+def _swirl_config(command: str, argv: list[str]):
+    """The config ``swirl COMMAND argv`` runs with: parsed as the command parses it, nothing run."""
+    from swirl_lightning.commands import data, plugin, tools
 
-    options = "{greeter: {greeting: Ahoy, names: [Ada, Bob]}}"
-    expected = {"greeter": {"greeting": "Ahoy", "names": ["Ada", "Bob"]}}
-    overlay = tmp_path / "tools.yaml"
-    overlay.write_text(f"tools:\n  plugins: {options}\n")
-    generate = parse_config(GenerateConfig, ["--tools.plugins", options], "swirl generate")
-    from_file = parse_config(GenerateConfig, ["--config", str(overlay)], "swirl generate")
-    plugin = Greeter()
-    get_plugin_manager().register(plugin, name="greeter")
-    try:
-        fit = make_cli(["--config", str(ROOT / "conf" / "quickstart.yaml"), "--tools.plugins", options,
-                        "--trainer.default_root_dir", str(tmp_path)], run=False)
-    finally:
-        get_plugin_manager().unregister(plugin)
-    assert generate.tools.plugins == from_file.tools.plugins == fit.model.tools.plugins == expected
-    assert fit.datamodule.tools == fit.model.tools and isinstance(fit.model.tools, ToolsConfig)
-    assert tools_group([str(overlay)])[0].plugins == tools_group([], options)[0].plugins == expected
-    tools = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["tools"]
-    for command in ("list", "call"):
-        parser = next(a for a in tools._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
-        assert {"--config", "--tools.plugins"} <= {s for action in parser._actions for s in action.option_strings}
+    configs = {"tools list": (tools.ToolsListConfig, ()), "tools call": (tools.ToolsCallConfig, ("name", "query")),
+               "data reference": (data.DataReferenceConfig, ()), "data worlds": (data.DataWorldsConfig, ()),
+               "data show": (data.DataShowConfig, ("input",)), "data stats": (data.DataStatsConfig, ("input",)),
+               "plugin new": (plugin.PluginNewConfig, ("name",)), "generate": (GenerateConfig, ()),
+               "filter": (FilterConfig, ())}
+    cls, positional = configs[command]
+    return parse_config(cls, argv, f"swirl {command}", positional=positional,
+                        only_own_groups=command.startswith(("tools", "data")))
+
+
+def test_every_swirl_command_is_parsed_by_parse_config_or_lightning_cli():
+    """One parser machinery: each command's function reads its argv with parse_config (jsonargparse over a dataclass
+    of the shared groups) or LightningCLI (jsonargparse over the same groups); none has an argparse parser of its
+    own."""
+    from swirl_lightning.cli import COMMANDS
+
+    for command, (target, _) in COMMANDS.items():
+        module_name, _, function_name = target.partition(":")
+        source = inspect.getsource(getattr(importlib.import_module(module_name), function_name))
+        assert "parse_config(" in source or "make_cli(" in source or "_main(" in source, command
+        assert "import argparse" not in inspect.getsource(importlib.import_module(module_name)), module_name
+
+
+def test_tools_and_data_commands_spell_the_shared_groups_as_generate_does(tmp_path):
+    from swirl_lightning.core.config import TaskConfig, ToolsConfig
+
+    tools = ["--tools.timeout_s", "3", "--tools.max_output_chars", "7", "--tools.warm_up_timeout_s", "5",
+             "--tools.pid_namespace", "false", "--tools.plugins", "{greeter: {greeting: Hi}}"]
+    task = ["--task.name", "gsm8k", "--task.split", "validation", "--task.limit", "2", "--task.offset", "1",
+            "--task.data_path", "q.jsonl", "--task.few_shot", "false", "--task.max_actions", "4"]
+    generate = _swirl_config("generate", [*tools, *task, "--output", "o.jsonl"])
+    assert isinstance(generate.tools, ToolsConfig) and isinstance(generate.task, TaskConfig)
+    assert _swirl_config("tools list", tools).tools == generate.tools
+    assert _swirl_config("tools call", ["greet", "Ada", *tools]).tools == generate.tools
+    reference = _swirl_config("data reference", [*tools, *task, "--output", "o.jsonl"])
+    assert (reference.tools, reference.task, reference.output) == (generate.tools, generate.task, generate.output)
+    # the file a command writes is --output, the file it reads --input, as generate and filter spell them
+    filtering = _swirl_config("filter", ["--input", "i.jsonl", "--output", "o.jsonl"])
+    worlds, plugin = _swirl_config("data worlds", ["--output", "o"]), _swirl_config("plugin new", ["x", "--output", "o"])
+    assert worlds.output == plugin.output == "o"
+    show, stats = _swirl_config("data show", ["i.jsonl"]), _swirl_config("data stats", ["i.jsonl"])
+    assert show.input == stats.input == filtering.input
+    # and a rollout's defaults: `swirl tools call` is the wrapper a rollout uses, cap and timeout included
+    assert _swirl_config("tools call", ["greet", "Ada"]).tools == ToolsConfig() == _swirl_config("generate", []).tools
+    # a run's config gives them its groups; the groups they do not take are left aside
+    run = tmp_path / "run.yaml"
+    run.write_text("policy: {name: tiny-random}\nsampling: {temperature: 0.5}\ntools: {timeout_s: 3}\n"
+                   "task: {name: gsm8k, limit: 2}\n")
+    assert _swirl_config("tools call", ["greet", "Ada", "--config", str(run)]).tools.timeout_s == 3
+    assert _swirl_config("data reference", ["--config", str(run), "--output", "o"]).task.limit == 2
+
+
+def test_no_tools_or_data_command_keeps_a_spelling_of_its_own():
+    """Their flags are the config's fields: no ``--out``, ``--timeout``, ``--max-chars``, ``--data-path`` beside the
+    shared ``--output``, ``--tools.timeout_s``, ``--tools.max_output_chars``, ``--task.data_path``."""
+    from swirl_lightning.commands import data, plugin, tools
+    from swirl_lightning.core.renamed import RENAMED_FLAGS
+
+    own = {"format", "name", "query", "episode", "output", "overwrite", "split", "worlds", "first", "world", "input",
+           "count", "step_judge", "tool", "tag"}
+    for cls in (tools.ToolsListConfig, tools.ToolsCallConfig, data.DataReferenceConfig, data.DataWorldsConfig,
+                data.DataShowConfig, data.DataStatsConfig, plugin.PluginNewConfig):
+        for field in dataclasses.fields(cls):
+            if field.name in SHARED_GROUPS:
+                assert field.default_factory is SHARED_GROUPS[field.name], (cls.__name__, field.name)
+            else:
+                assert field.name in own, (cls.__name__, field.name)
+    for command, renamed in RENAMED_FLAGS.items():  # each old flag names a flag the command has now
+        config_class = {"swirl tools list": tools.ToolsListConfig, "swirl tools call": tools.ToolsCallConfig,
+                        "swirl data reference": data.DataReferenceConfig, "swirl data worlds": data.DataWorldsConfig,
+                        "swirl data show": data.DataShowConfig, "swirl data stats": data.DataStatsConfig}[command]
+        parser = config_parser(config_class, command)
+        options = {s for action in parser._actions for s in action.option_strings}
+        assert {new.split()[0] for new in renamed.values()} <= options, command
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -263,7 +263,7 @@ def test_pip_installed_plugin_is_listed_by_the_cli(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(REPO_ROOT)]),
                SWIRL_LOAD_PLUGINS="swirl-pip-echo", HF_HUB_OFFLINE="1")
     listing = subprocess.run(
-        [sys.executable, "-m", "swirl_lightning.cli", "tools", "list", "--json"],
+        [sys.executable, "-m", "swirl_lightning.cli", "tools", "list", "--format", "json"],
         check=True, capture_output=True, text=True, env=env, cwd=tmp_path,
     )
     assert json.loads(listing.stdout) == [{

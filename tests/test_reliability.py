@@ -122,7 +122,8 @@ def test_filter_refuses_stats_written_over_its_kept_trajectories(tmp_path, capsy
 def test_data_reference_refuses_an_existing_output(tmp_path, capsys):
     out = tmp_path / "ref.jsonl"
     out.write_text("precious\n")
-    assert "exists: pass --overwrite" in one_line_error(capsys, "data", "reference", "--limit", "1", "--out", str(out))
+    line = one_line_error(capsys, "data", "reference", "--task.limit", "1", "--output", str(out))
+    assert "exists: pass --overwrite true" in line
     assert out.read_text() == "precious\n"
 
 
@@ -709,6 +710,6 @@ def test_tools_call_takes_a_warm_up_timeout(tmp_path, capsys):
 
     with registered(tools=[hostile_tools(tmp_path)["stuck"]]):
         started = time.perf_counter()
-        assert swirl(["tools", "call", "stuck", "go", "--warm-up-timeout", "0.5"]) == 1
+        assert swirl(["tools", "call", "stuck", "go", "--tools.warm_up_timeout_s", "0.5"]) == 1
     assert time.perf_counter() - started < 30
     assert "warm-up was stopped" in capsys.readouterr().err

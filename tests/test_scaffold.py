@@ -74,7 +74,7 @@ def test_the_new_plugin_installs_passes_its_tests_and_is_listed_and_called(tmp_p
     tests = run("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", cwd=folder)
     assert tests.returncode == 0 and "5 passed" in tests.stdout, tests.stdout + tests.stderr
 
-    listed = run("-m", "swirl_lightning", "tools", "list", "--json")
+    listed = run("-m", "swirl_lightning", "tools", "list", "--format", "json")
     assert listed.returncode == 0, listed.stderr
     rows = {row["name"]: row for row in json.loads(listed.stdout)}
     assert rows["wordcount"] == {"name": "wordcount", "tag": "wordcount", "distribution": "swirl-wordcount",

@@ -9,6 +9,7 @@ import pickle
 import pytest
 
 from swirl_lightning import cli, hookimpl
+from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.plugins import PluginOrigin, SwirlPluginManager, get_plugin_manager, reset_plugin_manager
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import Episode, ToolRegistrationError, collect_tools
@@ -130,7 +131,7 @@ def test_a_plain_tool_ignores_the_episode(store_plugin):
 
 
 def test_a_tool_that_takes_its_episode_keeps_the_error_observations(store_plugin):
-    with ToolExecutor(collect_tools(), timeout_s=5) as executor:
+    with ToolExecutor(collect_tools(), ToolsConfig(timeout_s=5)) as executor:
         failed = executor.run("lookup", "sky", episode({}))  # no "store" key: the tool raises
         assert (failed.error, failed.output) == ("KeyError: 'store'", "Error: KeyError: 'store'")
         assert executor.run("lookup", "sky", episode({"store": {"sky": "blue"}})).output == "blue"
@@ -142,7 +143,7 @@ def test_a_tool_that_takes_its_episode_keeps_the_error_observations(store_plugin
 
 def test_each_rollout_passes_its_own_examples_episode(store_plugin):
     tools = collect_tools()
-    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, timeout_s=5.0), max_actions=3,
+    settings = RolloutSettings(tools=tools, executor=ToolExecutor(tools, ToolsConfig(timeout_s=5.0)), max_actions=3,
                                policy_name="scripted")
     examples = [store_example("w1-q0", {"sky": "green"}), store_example("w2-q0", {"sky": "violet"})]
     conversations = [RolloutConversation(example, 0, settings, seed=0) for example in examples]

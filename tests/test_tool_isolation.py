@@ -107,7 +107,7 @@ def test_a_tool_that_signals_its_parent_or_group_reaches_neither_caller_nor_its_
         caller["pid"] = os.getpid()
         tried = ["kill parent", "stop parent", "kill group", "stop group"] + (["kill caller", "stop caller"] * pid_namespace)
         results = {}
-        with ToolExecutor({"hostile": make_tool(hostile)}, timeout_s=1.0, pid_namespace=pid_namespace) as executor:
+        with ToolExecutor({"hostile": make_tool(hostile)}, ToolsConfig(timeout_s=1.0, pid_namespace=pid_namespace)) as executor:
             for text in tried:
                 result = executor.run("hostile", text)
                 # A worker that lost its keeper may answer once more before it dies: the run goes on either way.
@@ -142,7 +142,7 @@ def test_swirl_tools_call_survives_a_tool_that_kills_or_stops_its_parent_or_grou
     def calls() -> dict[str, tuple[int, str]]:
         from swirl_lightning.cli import main
 
-        flags = ["--timeout", "1"] + ([] if pid_namespace else ["--no-pid-namespace"])
+        flags = ["--tools.timeout_s", "1"] + ([] if pid_namespace else ["--tools.pid_namespace", "false"])
         results = {}
         with registered(tools=[make_tool(hostile)]):
             for text in ("kill parent", "stop parent", "kill group", "stop group"):
@@ -178,7 +178,7 @@ def test_a_tools_processes_die_with_its_time_out_and_with_its_caller(pid_namespa
     spawned = 3 if pid_namespace else 2
 
     def timed_out_then_closed() -> list[int]:
-        with ToolExecutor({"spawn": make_tool(spawn)}, timeout_s=1.0, pid_namespace=pid_namespace) as executor:
+        with ToolExecutor({"spawn": make_tool(spawn)}, ToolsConfig(timeout_s=1.0, pid_namespace=pid_namespace)) as executor:
             assert "timed out" in executor.run("spawn", "0").output
             assert _all_gone(_pids_of(f"{token}0"), 2.0)
             assert executor.run("spawn", "1").output == "started"
@@ -189,7 +189,7 @@ def test_a_tools_processes_die_with_its_time_out_and_with_its_caller(pid_namespa
     assert len(running) == spawned and _all_gone(running)
 
     def killed_caller() -> int:
-        executor = ToolExecutor({"spawn": make_tool(spawn)}, pid_namespace=pid_namespace)
+        executor = ToolExecutor({"spawn": make_tool(spawn)}, ToolsConfig(pid_namespace=pid_namespace))
         assert executor.run("spawn", "2").output == "started"
         assert len(_started(f"{token}2", spawned)) == spawned
         os.kill(os.getpid(), signal.SIGKILL)

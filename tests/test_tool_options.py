@@ -12,7 +12,7 @@ import warnings
 import pytest
 
 from swirl_lightning import hookimpl
-from swirl_lightning.core.config import TaskConfig, ToolsConfig, tools_group
+from swirl_lightning.core.config import TaskConfig, ToolsConfig, parse_config
 from swirl_lightning.core.plugins import PluginLoadWarning, get_plugin_manager, reset_plugin_manager
 from swirl_lightning.core.tools import ToolOptionsError, collect_tools
 from swirl_lightning.core.trajectory import Example
@@ -162,21 +162,27 @@ def test_the_config_checks_the_plugins_field() -> None:
 
 
 def test_the_tools_group_of_config_files_and_an_inline_value(tmp_path) -> None:
+    """``swirl tools call`` reads the tools group of a run's config (its other groups left aside) and of an overlay,
+    a later file's keys over an earlier one's, then the flags: as ``swirl generate`` reads it."""
+    from swirl_lightning.commands.tools import ToolsCallConfig
+
+    def tools(*argv: str) -> ToolsConfig:
+        return parse_config(ToolsCallConfig, ["greet", "Ada", *argv], "swirl tools call", positional=("name", "query"),
+                            only_own_groups=True).tools
+
     run = tmp_path / "run.yaml"
-    run.write_text("policy: {name: tiny-random}\ntask: {name: gsm8k}\ntools:\n  names: [greet]\n  timeout_s: 3\n")
+    run.write_text("policy: {name: tiny-random}\ntask: {name: gsm8k}\ntools:\n  names: [greet]\n  timeout_s: 3\n"
+                   "  max_output_chars: ${sampling.max_new_tokens}\nsampling: {max_new_tokens: 77}\n")
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text("tools:\n  plugins:\n    greeter: {greeting: Ahoy}\n")
-    config, given = tools_group([str(run), str(overlay)])
+    config = tools("--config", str(run), "--config", str(overlay))
     assert (config.names, config.timeout_s, config.plugins) == (["greet"], 3.0, {"greeter": {"greeting": "Ahoy"}})
-    assert given == {"names", "timeout_s", "plugins"}
-    config, _ = tools_group([str(overlay)], json.dumps({"greeter": {"greeting": "Hi"}}))
+    assert config.max_output_chars == 77  # ${...} resolved against the group left aside
+    config = tools("--config", str(overlay), "--tools.plugins", json.dumps({"greeter": {"greeting": "Hi"}}))
     assert config.plugins == {"greeter": {"greeting": "Hi"}}  # the flag after the files, as in swirl generate
-    no_tools = tmp_path / "no_tools.yaml"
-    no_tools.write_text("policy: {name: tiny-random}\n")
-    with pytest.raises(ValueError, match="expected a config with a tools group"):
-        tools_group([str(no_tools)])
-    with pytest.raises(ValueError, match='Parser key "tools.plugins": Expected a'):
-        tools_group([], "{greeter: 3}")
+    assert tools() == ToolsConfig()  # a rollout's defaults: the same cap, timeout and warm-up
+    with pytest.raises(SystemExit):
+        tools("--tools.plugins", "{greeter: 3}")
 
 
 def test_a_resume_must_have_the_same_plugin_options() -> None:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from swirl_lightning import hookimpl
+from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.plugins import PluginOrigin, SwirlPluginManager
 from swirl_lightning.core.tool_executor import ToolExecutor, truncation_marker, without_host_paths
 from swirl_lightning.core.tools import (
@@ -57,7 +58,7 @@ def test_a_hanging_tool_is_stopped_at_the_timeout_and_the_next_call_gets_a_fresh
             time.sleep(60)
         return f"ok from {os.readlink('/proc/self')}"  # the host's pid: in a PID namespace os.getpid() is always 2
 
-    executor = ToolExecutor({"hang": make_tool(hang)}, timeout_s=0.3)
+    executor = ToolExecutor({"hang": make_tool(hang)}, ToolsConfig(timeout_s=0.3))
     first_worker = executor.run("hang", "x").output
     started = time.perf_counter()
     result = executor.run("hang", "hang")
@@ -171,7 +172,7 @@ def test_long_output_is_capped_with_a_visible_marker():
     def long(text: str) -> str:
         return "x" * 5000
 
-    result = ToolExecutor({"long": make_tool(long)}, max_output_chars=100).run("long", "")
+    result = ToolExecutor({"long": make_tool(long)}, ToolsConfig(max_output_chars=100)).run("long", "")
     assert result.truncated and result.error is None
     assert result.output == "x" * 100 + truncation_marker(5000, 100)
     assert "[output truncated: 5000 chars, showing 100]" in result.output
@@ -181,7 +182,7 @@ def test_output_exactly_at_the_cap_is_kept_whole():
     def exact(text: str) -> str:
         return "y" * 100
 
-    result = ToolExecutor({"exact": make_tool(exact)}, max_output_chars=100).run("exact", "")
+    result = ToolExecutor({"exact": make_tool(exact)}, ToolsConfig(max_output_chars=100)).run("exact", "")
     assert (result.output, result.truncated) == ("y" * 100, False)
 
 
@@ -189,7 +190,7 @@ def test_a_long_error_message_is_capped_too():
     def verbose_failure(text: str) -> str:
         raise RuntimeError("z" * 500)
 
-    result = ToolExecutor({"verbose_failure": make_tool(verbose_failure)}, max_output_chars=50).run(
+    result = ToolExecutor({"verbose_failure": make_tool(verbose_failure)}, ToolsConfig(max_output_chars=50)).run(
         "verbose_failure", "")
     assert result.truncated and result.error == "RuntimeError: " + "z" * 500
     assert result.output.startswith("Error: RuntimeError: zzz")
@@ -207,7 +208,7 @@ def test_running_an_unknown_tool_raises_with_the_known_names():
 ])
 def test_executor_rejects_bad_limits(options, field):
     with pytest.raises(ValueError, match=field):
-        ToolExecutor({}, **options)
+        ToolExecutor({}, ToolsConfig(**options))
 
 
 def _collect_one(fn, **kwargs) -> dict[str, Tool]:
@@ -289,7 +290,7 @@ def test_warm_up_runs_once_before_the_first_call_outside_the_timeout(tmp_path):
             fh.write(text + "\n")
         return text
 
-    with ToolExecutor({"echo": make_tool(echo, warm_up=slow_start)}, timeout_s=0.3) as executor:
+    with ToolExecutor({"echo": make_tool(echo, warm_up=slow_start)}, ToolsConfig(timeout_s=0.3)) as executor:
         assert executor.run("echo", "a").output == "a"
         assert executor.run("echo", "b").error is None
     assert log.read_text().split() == ["warm", "a", "b"]
@@ -301,7 +302,7 @@ def test_a_warm_up_that_never_returns_is_stopped_at_its_own_timeout():
         time.sleep(60)
 
     with ToolExecutor({"echo": make_tool(lambda text: text, name="echo", warm_up=never_ready)},
-                      warm_up_timeout_s=0.5) as executor:
+                      ToolsConfig(warm_up_timeout_s=0.5)) as executor:
         started = time.perf_counter()
         result = executor.run("echo", "a")
     assert result.error == "tool 'echo' failed to start: tool 'echo' timed out after 0.5 s (its warm-up was stopped)"

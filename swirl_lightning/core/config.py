@@ -7,10 +7,10 @@ dumped beside every run:
 group          what it says                                     read by
 =============  ===============================================  ==========================================
 ``policy``     the model and its warm-start adapter             generate, fit, validate
-``task``       the questions: task, split, slice, step cap       generate, filter, fit, validate
+``task``       the questions: task, split, slice, action cap     generate, filter, fit, validate, data reference
 ``sampling``   how model turns are sampled                      generate; fit (``swirl``'s G actions)
 ``engine``     what samples them: in-process or a vLLM server   generate, fit, validate
-``tools``      which tools, their limits, plugins' options      generate, fit, validate, ``swirl tools``
+``tools``      which tools, their limits, plugins' options      generate, fit, validate, tools, data reference
 ``judge``      the step judge and the outcome judge             filter, fit (reward, data filter), validate
 =============  ===============================================  ==========================================
 
@@ -206,7 +206,9 @@ class ToolsConfig:
         _check(self.warm_up_timeout_s > 0, f"tools.warm_up_timeout_s: expected a number > 0, got {self.warm_up_timeout_s}")
         _check(0 <= self.max_error_rate <= 1, f"tools.max_error_rate: expected a share in [0, 1], got {self.max_error_rate}")
         _check(self.on_error_rate in ("warn", "fail"), f"tools.on_error_rate: expected warn or fail, got {self.on_error_rate!r}")
-        _check(self.max_output_chars >= 1, f"tools.max_output_chars: expected a positive integer, got {self.max_output_chars}")
+        _check(isinstance(self.max_output_chars, int) and not isinstance(self.max_output_chars, bool)
+               and self.max_output_chars >= 1,
+               f"tools.max_output_chars: expected a positive integer, got {self.max_output_chars}")
         _check(isinstance(self.plugins, dict) and all(isinstance(k, str) and isinstance(v, dict)
                                                       for k, v in self.plugins.items()),
                f"tools.plugins: expected a mapping of plugin names to mappings of options, got {self.plugins!r:.200}")
@@ -255,19 +257,22 @@ SHARED_GROUPS: dict[str, type] = {
 # Dataclass configs as command lines
 
 
-def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
-    """Parse ``argv`` (``--config`` files and ``--field`` / ``--group.field`` overrides) into dataclass ``cls``.
-    Every config file and inline value is checked against the bounds of :mod:`.safe_load` first."""
-    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
-
+def parse_config(cls: type[T], argv: list[str], prog: str, positional: Sequence[str] = (),
+                 only_own_groups: bool = False) -> T:
+    """Parse ``argv`` (``--config`` files and ``--field`` / ``--group.field`` overrides) into dataclass ``cls``: the
+    parser of every ``swirl`` command but LightningCLI's. ``positional`` fields are given by position
+    (``swirl tools call NAME QUERY``). With ``only_own_groups``, a ``--config`` file's keys that ``cls`` lacks are left
+    aside: a run's config given to a command that reads one of its groups (``swirl tools call --config run.yaml``).
+    Every config file and inline value is checked against the bounds of :mod:`.safe_load` first, and a flag a release
+    renamed is a one-line error naming the new one (:mod:`.renamed`)."""
+    from swirl_lightning.core.renamed import check_renamed_flags
     from swirl_lightning.core.safe_load import check_config_arguments
 
     check_config_arguments(argv)
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip(), parser_mode="omegaconf",
-                            exit_on_error=True)
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (later flags override it)")
-    parser.add_class_arguments(cls, as_group=False)
+    check_renamed_flags(prog, argv)
+    if only_own_groups:
+        argv = _own_groups_of_config_files(cls, argv)
+    parser = config_parser(cls, prog, positional)
     namespace = parser.parse_args(argv)
     try:
         # jsonargparse 4.49 renamed instantiate_classes to instantiate (the old name warns, and goes in 5.0).
@@ -275,39 +280,58 @@ def parse_config(cls: type[T], argv: list[str], prog: str) -> T:
         return cls(**{f.name: instance[f.name] for f in dataclasses.fields(cls) if f.name in instance})
     except ValueError as error:  # a dataclass's own validation: report it like any bad flag
         parser.error(str(error))
+        raise  # parser.error exits
 
 
-def tools_group(config_files: Sequence[str] = (), plugins: str | None = None) -> tuple[ToolsConfig, set[str]]:
-    """The ``tools`` group of ``config_files`` and of an inline ``--tools.plugins`` value, parsed and checked as
-    ``swirl generate`` parses them, with the keys they set: what ``swirl tools list`` and ``swirl tools call`` read.
-    A file is a run's config (its other groups are left aside) or a tools overlay such as ``conf/mcp/example.yaml``;
-    a later file sets the keys it has over an earlier one's."""
-    from jsonargparse import ArgumentParser
+def config_parser(cls: type, prog: str, positional: Sequence[str] = ()) -> Any:
+    """The jsonargparse parser :func:`parse_config` reads a command line of ``cls`` with (its ``--help``)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = ArgumentParser(prog=prog, description=(cls.__doc__ or "").strip(), parser_mode="omegaconf",
+                            exit_on_error=True)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file (later flags override it)")
+    parser.add_class_arguments(cls, as_group=False, skip=set(positional))
+    docs = _attribute_docstrings(cls)
+    lists = {f.name for f in dataclasses.fields(cls) if f.default_factory is list}  # any number of them, maybe none
+    for name in positional:
+        if name in lists:
+            parser.add_argument(name, metavar=name.upper(), help=docs.get(name, ""), nargs="*", default=[])
+        else:
+            parser.add_argument(name, metavar=name.upper(), help=docs.get(name, ""))
+    return parser
+
+
+def _attribute_docstrings(cls: type) -> dict[str, str]:
+    """The docstring under each annotated attribute of dataclass ``cls`` (a positional argument's help)."""
+    import ast
+    import inspect
+    import textwrap
+
+    definition = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+    assert isinstance(definition, ast.ClassDef)
+    body = definition.body
+    return {node.target.id: " ".join(after.value.value.split()) for node, after in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)}
+
+
+def _own_groups_of_config_files(cls: type, argv: list[str]) -> list[str]:
+    """``argv`` with each ``--config FILE`` replaced by the file's keys that ``cls`` has (inline): as a run reads it,
+    with OmegaConf, every ``${...}`` resolved first (one may name a group left aside)."""
     from omegaconf import OmegaConf
 
-    from swirl_lightning.core.safe_load import check_config_arguments
-
-    argv: list[str] = []
-    given: set[str] = set()
-    for path in config_files:
-        check_config_arguments(["--config", path])
-        # As a run reads it: OmegaConf, every ${...} resolved (one may name another group of the file).
+    own = {f.name for f in dataclasses.fields(cls)}
+    result, tokens = [], iter(argv)
+    for token in tokens:
+        option, given, value = token.partition("=")
+        if option != "--config":
+            result.append(token)
+            continue
+        path = value if given else next(tokens, "")
         document = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        group = document.get("tools") if isinstance(document, dict) else None
-        if not isinstance(group, dict):
-            raise ValueError(f"--config {path}: expected a config with a tools group, e.g. tools: {{plugins: {{mcp: "
-                             "...}} (conf/mcp/example.yaml)")
-        argv += ["--tools", json.dumps(group)]
-        given |= set(group)
-    if plugins is not None:
-        check_config_arguments(["--tools.plugins", plugins])
-        argv += ["--tools.plugins", plugins]
-        given.add("plugins")
-    parser = ArgumentParser(parser_mode="omegaconf", exit_on_error=False)
-    parser.add_class_arguments(ToolsConfig, "tools")
-    try:
-        namespace = parser.parse_args(argv)
-        tools = (parser.instantiate if hasattr(parser, "instantiate") else parser.instantiate_classes)(namespace).tools
-    except Exception as error:  # noqa: BLE001 - jsonargparse's errors span lines: one line for the command's error
-        raise ValueError(" ".join(str(error).split())) from error
-    return tools, given
+        if not isinstance(document, dict):
+            raise ValueError(f"--config {path}: expected a mapping of config groups")
+        result += ["--config", json.dumps({key: part for key, part in document.items() if key in own})]
+    return result

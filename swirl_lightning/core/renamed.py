@@ -17,6 +17,22 @@ RENAMED_KEYS: dict[str, str] = {
 """Old dotted key -> its new name. A key matches at any depth (``model.task.max_steps`` too)."""
 
 
+RENAMED_FLAGS: dict[str, dict[str, str]] = {
+    "swirl tools list": {"--json": "--format json"},
+    "swirl tools call": {"--timeout": "--tools.timeout_s", "--max-chars": "--tools.max_output_chars",
+                         "--warm-up-timeout": "--tools.warm_up_timeout_s",
+                         "--no-pid-namespace": "--tools.pid_namespace false"},
+    "swirl data reference": {"--out": "--output", "--split": "--task.split", "--limit": "--task.limit",
+                             "--data-path": "--task.data_path", "--no-few-shot": "--task.few_shot false"},
+    "swirl data worlds": {f"--{knob}": f"--world.{knob.replace('-', '_')}" for knob in (
+        "people", "organisations", "places", "questions", "distractors", "similar-names", "hops")},
+    "swirl data show": {"--limit": "--count"},
+    "swirl data stats": {"--step-judge": "--step_judge"},
+}
+"""Command -> its flags of an earlier release (their own argparse spellings, before every command took the shared
+groups) -> the flag that replaced each."""
+
+
 class RenamedKeyError(ValueError):
     """A config or flag uses a key under its old name."""
 
@@ -34,6 +50,15 @@ def check_renamed_option(option: str) -> None:
     new = _renamed(option.removeprefix("--"))
     if option.startswith("--") and new is not None:
         raise RenamedKeyError(f"{option} is renamed --{new}")
+
+
+def check_renamed_flags(command: str, argv: list[str]) -> None:
+    """Raise :class:`RenamedKeyError` for a flag of ``command`` spelled as an earlier release did (``--out``)."""
+    renamed = RENAMED_FLAGS.get(command, {})
+    for token in argv:
+        option = token.partition("=")[0]
+        if option in renamed:
+            raise RenamedKeyError(f"{option} is renamed {renamed[option]}")
 
 
 def check_renamed_keys(document: Any, where: str, prefix: str = "") -> None:

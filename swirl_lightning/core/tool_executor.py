@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, cast
 
+from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.tool_process import ToolProcess, die_with_parent  # noqa: F401 - die_with_parent: re-exported
 
 if TYPE_CHECKING:
@@ -132,24 +133,19 @@ class _Worker:
 class ToolExecutor:
     """Runs tool calls for a rollout in a worker process: a timeout per call, errors as observations, capped output.
 
-    ``timeout_s=None`` waits as long as a call takes; ``warm_up_timeout_s`` bounds each tool's ``warm_up`` (an index
-    build may take minutes). A failed or timed-out warm-up is that call's error and is retried on the next call.
-    Use it as a context manager, or call :meth:`close`, to stop the worker (it also stops when the caller exits).
-    ``pid_namespace`` gives the worker a PID namespace of its own where the OS allows (root); turn it off for a tool
-    that must see the host's process ids.
+    Its limits are those of ``config``, the run's :class:`~swirl_lightning.core.config.ToolsConfig` (its defaults when
+    ``None``): ``timeout_s`` per call, ``max_output_chars``, ``warm_up_timeout_s`` for each tool's ``warm_up`` (an index
+    build may take minutes) and ``pid_namespace``. A failed or timed-out warm-up is that call's error and is retried on
+    the next call. Use it as a context manager, or call :meth:`close`, to stop the worker (it also stops when the
+    caller exits).
     """
 
-    def __init__(self, tools: Mapping[str, Tool], timeout_s: float | None = 10.0, max_output_chars: int = 2000,
-                 warm_up_timeout_s: float = 900.0, pid_namespace: bool = True) -> None:
-        if timeout_s is not None and not timeout_s > 0:
-            raise ValueError(f"timeout_s: expected a positive number of seconds or None, got {timeout_s!r}")
-        if isinstance(max_output_chars, bool) or not isinstance(max_output_chars, int) or max_output_chars < 1:
-            raise ValueError(f"max_output_chars: expected a positive int, got {max_output_chars!r}")
-        if not warm_up_timeout_s > 0:
-            raise ValueError(f"warm_up_timeout_s: expected a positive number of seconds, got {warm_up_timeout_s!r}")
+    def __init__(self, tools: Mapping[str, Tool], config: ToolsConfig | None = None) -> None:
+        # The limits are the run's tools group (checked there): one place holds them and their defaults.
+        config = ToolsConfig() if config is None else config
         self.tools = dict(tools)
-        self.timeout_s, self.max_output_chars, self.warm_up_timeout_s = timeout_s, max_output_chars, warm_up_timeout_s
-        self.pid_namespace = pid_namespace
+        self.timeout_s, self.max_output_chars = config.timeout_s, config.max_output_chars
+        self.warm_up_timeout_s, self.pid_namespace = config.warm_up_timeout_s, config.pid_namespace
         self._worker: _Worker | None = None
 
     def run(self, name: str, query: str, episode: Episode | None = None) -> ToolResult:

@@ -80,7 +80,7 @@ class ReferenceJudge(StepJudgeBase):
                 from swirl_lightning.core.tools import collect_tools
 
                 self._tools = collect_tools(options=self.tool_options)
-            self._executor = ToolExecutor(self._tools, timeout_s=self.timeout_s)
+            self._executor = ToolExecutor(self._tools, ToolsConfig(timeout_s=self.timeout_s))
         if tool not in self._executor.tools:
             return None
         result = self._executor.run(tool, query, episode)

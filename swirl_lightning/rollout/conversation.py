@@ -86,8 +86,7 @@ class RolloutSettings:
         registered = collect_tools(options=tools.plugins)
         selected = select_tools(registered, tools.names if tools.names is not None else (list(spec.tools) or None))
         turns = spec.example_turns({tool.name: tool.tag for tool in selected.values()}) if task.few_shot else []
-        executor = ToolExecutor(selected, timeout_s=tools.timeout_s, max_output_chars=tools.max_output_chars,
-                                warm_up_timeout_s=tools.warm_up_timeout_s, pid_namespace=tools.pid_namespace)
+        executor = ToolExecutor(selected, tools)
         return cls(tools=selected, executor=executor,
                    max_actions=task.max_actions or spec.max_actions, renderer=renderer, example_turns=turns,
                    policy_name=policy_name, outcome=make_outcome_judge(spec.outcome_judge).score)

@@ -21,6 +21,7 @@ from mcp_servers import (
     stdio_config,
     write_server,
 )
+from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import ToolOptionsError, collect_tools
 from swirl_lightning.testing import plugged_in_alone, rollout_once
@@ -113,7 +114,7 @@ def test_a_server_that_does_not_start_is_a_warning_and_error_observations(monkey
     with pytest.warns(swirl_mcp.McpServerWarning, match="server 'broken' could not be listed"):
         tools = tools_of(monkeypatch, config)
     assert list(tools) == ["echo"]
-    with ToolExecutor(tools, timeout_s=20) as executor:
+    with ToolExecutor(tools, ToolsConfig(timeout_s=20)) as executor:
         result = executor.run("echo", "hello")
     assert result.error is not None and "MCP server 'broken' failed to start" in result.output
 
@@ -148,13 +149,13 @@ def test_in_a_rollout_every_failure_is_an_observation_and_the_rollout_goes_on(mo
 def test_stdio_servers_die_with_the_tool_worker(monkeypatch, tmp_path) -> None:
     script = write_server(tmp_path)  # a path of its own: its processes are this test's alone
     tools = tools_of(monkeypatch, stdio_config(script, name="mortal", tools=["echo", "whoami"]))
-    executor = ToolExecutor(tools, timeout_s=20)
+    executor = ToolExecutor(tools, ToolsConfig(timeout_s=20))
     assert executor.run("echo", "hi").output == "hi"
     assert len(server_processes(script)) == 1
     executor.close()
     _wait_until(lambda: not server_processes(script))
     # A worker killed outright (SIGKILL, as at a timeout) takes its server along too.
-    executor = ToolExecutor(tools, timeout_s=20)
+    executor = ToolExecutor(tools, ToolsConfig(timeout_s=20))
     assert executor.run("echo", "hi").output == "hi"
     (pid,) = server_processes(script)
     os.kill(pid, 0)
@@ -170,7 +171,7 @@ def test_over_streamable_http_on_localhost(monkeypatch, script) -> None:
     try:
         tools = tools_of(monkeypatch, http_config("web", port, ["echo", "add", "fail"], call_timeout_s=5))
         assert list(tools) == ["add", "echo", "fail"]
-        with ToolExecutor(tools, timeout_s=20) as executor:
+        with ToolExecutor(tools, ToolsConfig(timeout_s=20)) as executor:
             assert executor.run("echo", "over http").output == "over http"
             assert executor.run("add", '{"a": 2, "b": 3}').output == "5"
             assert "reported an error" in executor.run("fail", "x").output
@@ -187,7 +188,7 @@ def test_an_unreachable_http_server_is_an_error_observation(monkeypatch) -> None
     config = http_config("nowhere", free_port(), ["echo"], startup_timeout_s=5)
     with pytest.warns(swirl_mcp.McpServerWarning, match="'nowhere' could not be listed"):
         tools = tools_of(monkeypatch, config)
-    with ToolExecutor(tools, timeout_s=20) as executor:
+    with ToolExecutor(tools, ToolsConfig(timeout_s=20)) as executor:
         result = executor.run("echo", "hello")
     assert result.error is not None and "nowhere" in result.output
 
@@ -257,7 +258,7 @@ def test_the_readme_commands_with_the_shipped_example_server() -> None:
     assert swirl("tools", "call", "add", "{}").returncode == 2  # no servers configured: no MCP tools
     bad = swirl("tools", "list", "--tools.plugins", "{mcp: {servers: [{name: example, url: ftp://x, tools: [add]}]}}")
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "swirl tools: error: tools.plugins.mcp (swirl-mcp 0.1.0): McpConfigError: servers[0] (example): 'url' must be "
+        "swirl tools list: error: tools.plugins.mcp (swirl-mcp 0.1.0): McpConfigError: servers[0] (example): 'url' must be "
         "an http(s):// address, got 'ftp://x' (--debug shows where)")
 
 
@@ -268,7 +269,7 @@ def test_a_server_that_prints_stray_lines_works_without_tracebacks(monkeypatch, 
     chatty.write_text(SERVER_SOURCE.replace('server = MCPServer("swirl-test")',
                                             'print("starting up...")\nserver = MCPServer("swirl-test")'))
     tools = tools_of(monkeypatch, stdio_config(chatty, name="chatty", tools=["echo"]))
-    with ToolExecutor(tools, timeout_s=20) as executor:
+    with ToolExecutor(tools, ToolsConfig(timeout_s=20)) as executor:
         assert executor.run("echo", "hi").output == "hi"
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err + captured.out

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.testing import make_tool, rollout_once
 from swirl_python import PythonError, python
@@ -210,7 +211,7 @@ def test_limits_are_per_run_and_tight_ones_hold() -> None:
 
 
 def test_the_executor_survives_a_snippet_that_kills_everything_it_can() -> None:
-    with ToolExecutor({"python": make_tool(python, name="python", tag="python")}, timeout_s=20) as executor:
+    with ToolExecutor({"python": make_tool(python, name="python", tag="python")}, ToolsConfig(timeout_s=20)) as executor:
         executor.run("python", "import os, signal\nos.kill(-1, signal.SIGKILL)")
         assert executor.run("python", "print(6 * 7)").output == "42"
     assert os.getpid() > 0 and signal.getsignal(signal.SIGTERM) is not None
