@@ -259,6 +259,7 @@ def with_base_configs(argv: Sequence[str]) -> list[str]:
     whole; given first, the base is merged key by key, as several ``--config`` files are, and the file's keys win.
     Each file is checked against the bounds of :mod:`.safe_load` before it is read."""
     import os
+    from pathlib import Path
 
     import yaml
 
@@ -268,7 +269,7 @@ def with_base_configs(argv: Sequence[str]) -> list[str]:
         if not path.endswith((".yaml", ".yml", ".json")) or not os.path.isfile(path):
             return []
         check_config_arguments(["--config", path])
-        document = yaml.safe_load(open(path, encoding="utf-8"))
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         base = document.get("config") if isinstance(document, dict) else None
         if not isinstance(base, str):
             return []
