@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("swirl_lightning", "swirl_calculator", "swirl_search", "swirl_python", "swirl_mcp", "swirl_tensorboard")
 # An absolute path: a package of ours, then .names, then an optional :attribute (not inside a file path or a URL).
 ABSOLUTE = re.compile(r"(?<![\w./-])((?:%s)(?:\.\w+)*(?::\w+(?:\.\w+)*)?)" % "|".join(PACKAGES))
@@ -134,7 +134,7 @@ def test_each_package_data_glob_matches_a_file(pyproject):
 
 FILE_PATH = re.compile(r"(?<![\w./-])((?:conf|benchmarks|scripts|adapters|tests|docs|plugins|swirl_lightning)/[\w./-]*\w"
                        r"\.(?:py|yaml|yml|md|sh|json|txt|png|toml))(?![\w/-])")
-"""A file of the repository by its path from the root: ``conf/quickstart.yaml``, ``tests/test_conf.py``."""
+"""A file of the repository by its path from the root: ``conf/quickstart.yaml``, ``tests/repo/test_conf.py``."""
 TEXTS = [*DOCS, *PYPROJECTS, *CONFIGS_AND_SCRIPTS]
 
 

@@ -12,7 +12,7 @@ from swirl_lightning.training.cli import make_cli
 
 pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 CONFIGS = sorted(CONF.glob("*.yaml"))
 # Configs written for GPUs are built on the CPU with these overrides (the parse itself is unchanged).
 CPU_OVERRIDES = {"gsm8k_fsdp.yaml": ["--trainer.accelerator", "cpu", "--trainer.devices", "2",

@@ -15,7 +15,7 @@ import yaml
 
 from swirl_lightning.core.config import parse_config, with_base_configs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 STAGES = {"fit": sorted(CONF.glob("*.yaml")), "generate": sorted((CONF / "generate").glob("*.yaml")),
           "filter": sorted((CONF / "filter").glob("*.yaml"))}
