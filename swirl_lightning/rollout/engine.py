@@ -110,8 +110,7 @@ def sample_rows(logits: torch.Tensor, temperature: float, top_p: float, generato
 
     Inverse-CDF sampling: the softmax and cumulative sums run on all rows at once and each row draws a
     single uniform number from its own generator, so a row's token does not depend on the other rows.
-    (``torch.multinomial`` per row cost about a millisecond each on a 49k vocabulary: ~12% of a batch-16
-    decode step on a CPU.)
+    (``torch.multinomial`` per row was a measurable share of a CPU decode step: benchmarks/README.md, Run times.)
     """
     if temperature <= 0:
         return torch.argmax(logits, dim=-1).tolist()

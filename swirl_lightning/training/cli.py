@@ -32,7 +32,7 @@ from typing import Any
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from swirl_lightning.core.config import SHARED_GROUPS
+from swirl_lightning.core.config import SHARED_GROUPS, with_base_configs
 from swirl_lightning.core.safe_load import check_config_arguments
 from swirl_lightning.training.callbacks import EVALUATION_FIGURES
 from swirl_lightning.training.data import SwirlDataModule
@@ -143,6 +143,7 @@ class SwirlCLI(LightningCLI):
         self.config_files = config_files(argv) if isinstance(argv, (list, tuple)) else []
         if isinstance(argv, (list, tuple)):  # an alias bomb is stopped before jsonargparse expands it
             check_config_arguments(argv)
+            args = with_base_configs(argv)  # a config's base (its `config:` key) first, merged key by key
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:

@@ -67,7 +67,7 @@ def test_the_shipped_swirl_policy_finds_its_warm_start_from_any_working_folder(t
     works from any folder, not only the repository root."""
     from pathlib import Path
 
-    adapters = Path(__file__).resolve().parents[1] / "adapters"
+    adapters = Path(__file__).resolve().parents[2] / "adapters"
     monkeypatch.chdir(tmp_path)
     assert Path(merged_adapter_of(adapters / "worlds_swirl")).resolve() == (adapters / "worlds_warmup").resolve()
     assert merged_adapter_of(adapters / "worlds_warmup") is None

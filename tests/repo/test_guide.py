@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-GUIDE = Path(__file__).resolve().parents[1] / "docs" / "writing-a-tool-plugin.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "writing-a-tool-plugin.md"
 BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 

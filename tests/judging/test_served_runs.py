@@ -51,7 +51,7 @@ from swirl_lightning.training.trained_policy import TrainedPolicy
 
 pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TAGS = {"calc": "calculator"}
 FAST = {"model": "stub-model", "backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 5.0}
 

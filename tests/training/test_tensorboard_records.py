@@ -20,7 +20,7 @@ from swirl_lightning.training.objectives.swirl import SwirlObjective
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 class HashJudge(StepJudgeBase):

@@ -1,5 +1,5 @@
-"""Every training config in conf/ parses, resolves its interpolations and builds the model, data and trainer; every
-tools-group overlay (conf/mcp/) applies on top of a run's config."""
+"""Every training config in conf/ parses over its base (conf/base/fit.yaml), resolves its interpolations and builds the
+model, data and trainer; every tools-group overlay (conf/mcp/) applies on top of a run's config."""
 
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from swirl_lightning.training.module import SwirlModule
 
 pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 CONFIGS = sorted(CONF.glob("*.yaml"))
 # Configs written for GPUs are built on the CPU with these overrides (the parse itself is unchanged).
 CPU_OVERRIDES = {"gsm8k_fsdp.yaml": ["--trainer.accelerator", "cpu", "--trainer.devices", "2",
@@ -50,10 +50,20 @@ def test_config_prints_resolved(path, capsys):
     assert printed["model"]["objective"] in ("sft", "offline", "swirl")
 
 
+def merged(path: Path) -> dict:
+    """A config over its base (``config:``, conf/base/fit.yaml), group by group, as ``swirl fit`` reads them."""
+    def merge(base: dict, over: dict) -> dict:
+        return {**base, **{key: merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict)
+                           else value for key, value in over.items()}}
+
+    document = yaml.safe_load(path.read_text())
+    return merge(merged(path.parent / document.pop("config")), document) if "config" in document else document
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_builds_model_data_and_trainer(path):
     cli = make_cli(["--config", str(path), *CPU_OVERRIDES.get(path.name, [])], run=False)
-    raw = yaml.safe_load(path.read_text())
+    raw = merged(path)
     assert isinstance(cli.model, SwirlModule) and isinstance(cli.datamodule, SwirlDataModule)
     assert cli.model.objective.name == cli.datamodule.objective.name == raw["model"]["objective"]
     assert cli.datamodule.tokenizer_name == cli.model.policy.name == raw["policy"]["name"]  # linked

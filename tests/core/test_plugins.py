@@ -24,7 +24,7 @@ from swirl_lightning.core.plugins import (
 from swirl_lightning.core.tool_executor import ToolExecutor
 from swirl_lightning.core.tools import ToolConflictError, collect_tools
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from swirl_lightning.core.config import (
 from swirl_lightning.judging.filter import FilterConfig
 from swirl_lightning.rollout.generate import GenerateConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GENERIC = {"name", "seed", "batch_size", "dtype", "options", "split", "enabled", "dir", "overwrite"}
 
 

@@ -14,7 +14,7 @@ from swirl_lightning.core.trajectory import read_trajectories
 
 pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quickstart_script_runs_the_whole_loop_with_a_tiny_model(tmp_path):

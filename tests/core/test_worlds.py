@@ -182,7 +182,7 @@ def test_no_held_out_world_is_in_a_shipped_adapters_training_data(adapter: str, 
     the held-out data of every learning result, was ever trained on."""
     from pathlib import Path
 
-    listed = (Path(__file__).resolve().parents[1] / "adapters" / adapter / "training_questions.txt").read_text().split()
+    listed = (Path(__file__).resolve().parents[2] / "adapters" / adapter / "training_questions.txt").read_text().split()
     assert len(listed) == questions and all(world_seed_of(i) is not None for i in listed)
     assert held_out_seeds_in(listed) == []
     assert {split_of_seed(world_seed_of(i)) for i in listed} == {"train"}

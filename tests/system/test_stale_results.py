@@ -16,7 +16,7 @@ from swirl_lightning.core.trajectory import read_trajectories
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def one_line_error(capsys, *argv: str) -> str:

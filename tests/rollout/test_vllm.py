@@ -22,7 +22,7 @@ from swirl_lightning.core.trajectory import State, read_trajectories
 from swirl_lightning.rollout.vllm_backend import VllmBackend
 from swirl_lightning.rollout.vllm_server import ServerDied, VllmServer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 

@@ -1,5 +1,5 @@
 """The ``vllm`` engine without vLLM: the managed server's life (a stand-in server from ``swirl_lightning.testing``),
-the reply parsing, the adapter versions and the config checks. The real server's tests are in ``test_vllm.py``."""
+the reply parsing, the adapter versions and the config checks. The real server's tests are in ``rollout/test_vllm.py``."""
 
 import json
 import os
@@ -18,7 +18,7 @@ from swirl_lightning.rollout.vllm_server import ServerDied, VllmServer
 from swirl_lightning.testing import fake_vllm_python
 from swirl_lightning.training.weight_sync import AdapterSync
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def alive(pid: int) -> bool:

@@ -1,11 +1,13 @@
-"""Every dotted path the docs, the docstrings and the pyproject files name resolves, so that none goes stale in a move.
+"""Every dotted path the docs, the docstrings and the pyproject files name resolves, and every repository file they,
+the configs, the Makefile and the scripts name exists, so that none goes stale in a move.
 
 A *dotted path* is a module, or an object in one: ``swirl_lightning.judging.base``,
 ``swirl_lightning.judging.base.StepJudge``, ``swirl_lightning.cli:entry`` (an entry point's ``module:attribute``),
 or in a docstring a Sphinx reference relative to the module's package (``:mod:`.options``` in
 ``judging/base.py`` is ``swirl_lightning.judging.options``). Looked for in the README, ``docs/``,
-``benchmarks/README.md``, the plugins' and adapters' READMEs, the library's and the plugins' docstrings, and every
-``pyproject.toml``, whose package-data globs must each match a file too. A bare name in a reference
+``benchmarks/README.md``, the plugins' and adapters' READMEs, the configs, the Makefile and the scripts, the
+docstrings of the library, the plugins, the benchmarks, the scripts and the tests, and every ``pyproject.toml``,
+whose package-data globs must each match a file too. A bare name in a reference
 (``:meth:`load```) is not a path: it is left to the reader's context.
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("swirl_lightning", "swirl_calculator", "swirl_search", "swirl_python", "swirl_mcp", "swirl_tensorboard")
 # An absolute path: a package of ours, then .names, then an optional :attribute (not inside a file path or a URL).
 ABSOLUTE = re.compile(rf"(?<![\w./-])((?:{'|'.join(PACKAGES)})(?:\.\w+)*(?::\w+(?:\.\w+)*)?)")
@@ -28,6 +30,10 @@ DOCS = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "
         *sorted(ROOT.glob("adapters/*/README.md"))]
 PYPROJECTS = [ROOT / "pyproject.toml", *sorted(ROOT.glob("plugins/*/pyproject.toml"))]
 SOURCES = sorted([*(ROOT / "swirl_lightning").rglob("*.py"), *ROOT.glob("plugins/*/swirl_*/**/*.py")])
+CONFIGS_AND_SCRIPTS = [ROOT / "Makefile", *sorted((ROOT / "scripts").glob("*.sh")), *sorted((ROOT / "conf").rglob("*.yaml"))]
+SCRIPTS = sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "scripts").glob("*.py"), *(ROOT / "tests").rglob("*.py")])
+"""Python files outside the packages: their docstrings are read for absolute paths (they have no package to be
+relative to)."""
 
 
 def module_of(path: Path) -> tuple[str, str]:
@@ -52,9 +58,13 @@ def named_paths() -> dict[str, set[str]]:
     def add(name: str, where: Path) -> None:
         found.setdefault(name.rstrip("."), set()).add(str(where.relative_to(ROOT)))
 
-    for path in [*DOCS, *PYPROJECTS]:
+    for path in [*DOCS, *PYPROJECTS, *CONFIGS_AND_SCRIPTS]:
         for match in ABSOLUTE.finditer(path.read_text()):
             add(match.group(1), path)
+    for path in SCRIPTS:
+        for text in docstrings(path):
+            for match in ABSOLUTE.finditer(text):
+                add(match.group(1), path)
     for path in SOURCES:
         module, package = module_of(path)
         for text in docstrings(path):
@@ -120,3 +130,40 @@ def test_each_package_data_glob_matches_a_file(pyproject):
         folder = pyproject.parent / package.replace(".", "/")
         empty = [glob for glob in globs if not any(p.is_file() for p in folder.glob(glob))]
         assert not empty, f"{pyproject.relative_to(ROOT)}: package-data of {package} matches no file: {empty}"
+
+
+FILE_PATH = re.compile(r"(?<![\w./-])((?:conf|benchmarks|scripts|adapters|tests|docs|plugins|swirl_lightning)/[\w./-]*\w"
+                       r"\.(?:py|yaml|yml|md|sh|json|txt|png|toml))(?![\w/-])")
+"""A file of the repository by its path from the root: ``conf/quickstart.yaml``, ``tests/repo/test_conf.py``."""
+TEXTS = [*DOCS, *PYPROJECTS, *CONFIGS_AND_SCRIPTS]
+
+
+def named_files() -> dict[str, set[str]]:
+    """Repository file path -> the files that name it: the docs, the configs, the Makefile and scripts, and the
+    docstrings of the library, the plugins, the benchmarks, the scripts and the tests."""
+    found: dict[str, set[str]] = {}
+    texts = [(path, path.read_text()) for path in TEXTS]
+    texts += [(path, text) for path in [*SOURCES, *SCRIPTS] for text in docstrings(path)]
+    for path, text in texts:
+        for match in FILE_PATH.finditer(text):
+            if "*" not in match.group(1) and "..." not in match.group(1):  # a pattern or an elision: no one file
+                found.setdefault(match.group(1), set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+FILES = named_files()
+
+
+def test_the_docs_name_files():
+    assert {"conf/quickstart.yaml", "benchmarks/README.md"} <= set(FILES)
+
+
+@pytest.mark.parametrize("path", sorted(FILES))
+def test_a_named_file_exists(path):
+    namers = sorted(FILES[path])
+    # A plugin's README names its own files from the plugin's folder; a benchmark names the result file it writes.
+    folders = [ROOT, *(ROOT / Path(namer).parents[-3] for namer in namers if namer.startswith("plugins/"))]
+    writes = path.startswith("benchmarks/results/") and all(n.startswith("benchmarks/") and n.endswith(".py")
+                                                           for n in namers)
+    assert writes or any((folder / path).exists() for folder in folders), \
+        f"{path} does not exist (named in {', '.join(namers)})"

@@ -190,7 +190,7 @@ def test_no_held_out_question_was_in_the_shipped_warm_starts_training_data(gsm8k
     of those questions (its export lists them), and the benchmark's arms train from --task.offset 1000 on."""
     from pathlib import Path
 
-    listed = Path(__file__).resolve().parents[1] / "adapters" / "gsm8k_warmup" / "training_questions.txt"
+    listed = Path(__file__).resolve().parents[2] / "adapters" / "gsm8k_warmup" / "training_questions.txt"
     trained_on = set(listed.read_text().split())
     train, val = gsm8k_split(gsm8k)
     assert len(trained_on) == 1000 and trained_on == {e.id for e in train[:1000]}

@@ -27,7 +27,7 @@ from swirl_lightning.core.trajectory import (
 )
 from swirl_lightning.testing import make_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May."
 
 

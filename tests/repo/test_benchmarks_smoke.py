@@ -9,7 +9,7 @@ import pytest
 
 pytestmark = pytest.mark.integration  # starts processes or runs whole stages: not in make test-fast
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_smoke(script: str, out: Path, *args: str) -> dict:
@@ -38,7 +38,7 @@ def test_generation_benchmark_smoke(tmp_path):
     assert result["servers"] == {} and result["quiet_check"]["waits"] == 0
 
 
-@pytest.mark.slow  # (make test-slow) the default suite tests these paths in test_vllm.py and the smokes above
+@pytest.mark.slow  # (make test-slow) the default suite tests these paths in rollout/test_vllm.py and the smokes above
 def test_generation_benchmark_smoke_on_vllm(vllm_server, tmp_path):
     """With the test run's vLLM server (float32): its greedy actions equal the in-process engine's, token for token."""
     pytest.importorskip("swirl_calculator", reason="the calculator plugin is not installed")
@@ -88,7 +88,7 @@ def test_rl_speed_benchmark_smoke(tmp_path):
     assert list(result["speedup_states_per_second"]) == ["swirl-lightning / trl"] and "CUDA" in result["trl_vllm"]
 
 
-@pytest.mark.slow  # (make test-slow) the default suite tests these paths in test_vllm.py and the smokes above
+@pytest.mark.slow  # (make test-slow) the default suite tests these paths in rollout/test_vllm.py and the smokes above
 def test_rl_speed_benchmark_smoke_on_vllm(vllm_server, tmp_path):
     """The ``swirl-lightning (vllm)`` side on the test run's server: LoRA rank 8, the adapter synced every step."""
     pytest.importorskip("trl", reason="the bench extra (trl) is not installed")
@@ -102,7 +102,7 @@ def test_rl_speed_benchmark_smoke_on_vllm(vllm_server, tmp_path):
     assert result["vllm_server"] == {"managed": False, "base_url": vllm_server.base_url}
 
 
-@pytest.mark.slow  # (make test-slow) the default suite tests these paths in test_vllm.py and the smokes above
+@pytest.mark.slow  # (make test-slow) the default suite tests these paths in rollout/test_vllm.py and the smokes above
 def test_gpu_vllm_benchmark_smoke(tmp_path):
     """The GPU script, on the CPU through both benchmarks' smoke modes: one result holding both."""
     pytest.importorskip("trl", reason="the bench extra (trl) is not installed")

@@ -17,7 +17,7 @@ from swirl_lightning.core.models import resolve_model_path  # noqa: E402
 from swirl_lightning.core.trajectory import Step, Trajectory, parse_action, read_trajectories, write_jsonl  # noqa: E402
 from swirl_lightning.testing import transformers_serve  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 

@@ -18,7 +18,7 @@ from swirl_lightning.core.trajectory import read_trajectories
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 # The warm start (sft on GSM8K reference trajectories), shrunk: tiny model, 8 questions, 2 held out, short turns.
 TINY_WARMUP = [
     "--config", str(CONF / "gsm8k_warmup.yaml"),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "swirl_lightning"
+PACKAGE = Path(__file__).resolve().parents[2] / "swirl_lightning"
 LAYERS = ["core", "judging", "rollout", "training"]  # each may import the ones before it
 PLUGIN_MODULES = ("swirl_calculator", "swirl_search", "swirl_tensorboard", "swirl_python", "swirl_mcp")
 PLUGIN_TAGS = ("math_exp", "search_query")

@@ -8,7 +8,7 @@ from swirl_lightning.core.config import parse_config
 from swirl_lightning.judging.filter import FilterConfig
 from swirl_lightning.rollout.generate import GenerateConfig
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 KINDS = {"generate": GenerateConfig, "filter": FilterConfig}
 
 
