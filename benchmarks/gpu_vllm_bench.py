@@ -14,7 +14,8 @@ reach PyPI, or bring a ready virtualenv. It runs the two benchmarks below one af
 process with GPU settings, and collects their JSON results into one (``parts``), with a summary and a PNG:
 
 1. ``generation_bench.py``: arms ``engine_fp32 engine_bf16 engine_fp32_lora vllm_fp32 vllm_bf16 vllm_bf16_lora``,
-   ``--questions`` (256) GSM8K questions at batch ``--batch-size`` (64), actions of up to ``--max-new-tokens`` (128):
+   ``--task.limit`` (256) GSM8K questions at batch ``--batch-size`` (64), actions of up to
+   ``--sampling.max_new_tokens`` (128), policy ``--policy.name`` (SmolLM2-135M-Instruct):
    generated tokens/s of a sampled pass and the greedy agreement with the in-process fp32 reference (the managed
    servers get ``--tensor-parallel-size`` and ``--gpu-memory-utilization`` through ``engine.server_args``);
 2. ``rl_speed_bench.py``: sides ``ours_lora ours_vllm trl_lora`` (swirl with LoRA sampling in process, the same on a
@@ -42,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import command_line, machine_info, subplots, write_result  # noqa: E402
+from common import command_line, machine_info, parse_with_shared_groups, subplots, write_result  # noqa: E402
 
 GENERATION_ARMS = ["engine_fp32", "engine_bf16", "engine_fp32_lora", "vllm_fp32", "vllm_bf16", "vllm_bf16_lora"]
 RL_SIDES = ["ours_lora", "ours_vllm", "trl_lora"]
@@ -108,18 +109,20 @@ def plot(result: dict):  # the figure write_result saves
     return fig
 
 
+def shared_defaults(args: argparse.Namespace, given) -> dict:
+    """The shared groups' starting point: SmolLM2-135M-Instruct, 256 questions, actions of up to 128 tokens."""
+    return {"policy": {"name": "smollm2-135m-instruct"}, "task": {"limit": 256}, "sampling": {"max_new_tokens": 128}}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser = argparse.ArgumentParser(prog="gpu_vllm_bench.py", description=__doc__.splitlines()[0])
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"),
                         help="a Python with (CUDA) vllm installed: the managed servers run from it")
     parser.add_argument("--base-url", help="a running vLLM server instead of managed ones (float32)")
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM's, through engine.server_args")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM's share of the GPU memory")
     parser.add_argument("--parts", nargs="+", choices=["generation", "rl_speed"], default=["generation", "rl_speed"])
-    parser.add_argument("--questions", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--rl-group-size", type=int, default=8)
     parser.add_argument("--rl-states", type=int, default=16)
     parser.add_argument("--rl-steps", type=int, default=4)
@@ -128,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-cpu", action="store_true", help="run the GPU settings without a GPU")
     parser.add_argument("--out", default=str(HERE / "results" / "gpu_vllm.json"))
     parser.add_argument("--smoke", action="store_true", help="both benchmarks' smoke modes (CPU, seconds)")
-    args = parser.parse_args(argv)
+    args = parse_with_shared_groups(parser, argv, shared_defaults)
+    shared = args.shared  # --policy.name, --task.limit, --sampling.max_new_tokens, as every swirl command spells them
+    args.model, args.questions, args.max_new_tokens = shared.policy.name, shared.task.limit, shared.sampling.max_new_tokens
 
     import torch
 
@@ -147,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         generation = ["--policy.name", args.model, "--backends", *GENERATION_ARMS, "--batch-sizes", str(args.batch_size),
                       "--task.limit", str(args.questions), "--sampling.max_new_tokens", str(args.max_new_tokens),
                       "--quiet-retries", "0", *server, server_args]
-        rl = ["--model", args.model, "--sides", *RL_SIDES, "--group-sizes", str(args.rl_group_size),
-              "--states", str(args.rl_states), "--steps", str(args.rl_steps), "--max-new-tokens",
+        rl = ["--policy.name", args.model, "--sides", *RL_SIDES, "--group-sizes", str(args.rl_group_size),
+              "--states", str(args.rl_states), "--steps", str(args.rl_steps), "--sampling.max_new_tokens",
               str(args.max_new_tokens), "--lora-r", str(args.lora_r), "--vllm-dtype", args.rl_vllm_dtype,
               *server, server_args]
     result = {"benchmark": "gpu_vllm", "command": command_line(argv), "model": args.model, "smoke": args.smoke,

@@ -8,7 +8,7 @@ Each workload runs in its own subprocess (so its peak RSS is its own) on SmolLM2
 
 - ``swirl``: ``swirl fit`` steps with the ``swirl`` objective, as ``rl_speed_bench.py`` runs them (GSM8K reference
   trajectories' states, the reference judge, full fine-tuning, AdamW), ``--states`` states x G = ``--group-size``
-  actions of at most ``--max-new-tokens`` tokens per step, ``--steps`` steps;
+  actions of at most ``--sampling.max_new_tokens`` tokens per step, ``--steps`` steps;
 - ``sft``: one ``sft`` epoch of ``--sft-trajectories`` reference trajectories, batch 4, as ``sft_speed_bench.py``;
 - ``validate``: live rollouts of ``--validation-questions`` GSM8K validation questions (zero-shot prompt, calculator,
   actions of at most ``--validation-max-new-tokens`` tokens) at batch ``--validation-batch``, greedy, on the in-process
@@ -36,7 +36,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import CHECKPOINTING, command_line, machine_info, peak_rss_mb, run_side, subplots, write_result  # noqa: E402
+from common import (  # noqa: E402
+    CHECKPOINTING,
+    command_line,
+    machine_info,
+    parse_with_shared_groups,
+    peak_rss_mb,
+    run_side,
+    subplots,
+    write_result,
+)
 from sft_speed_bench import write_trajectories  # noqa: E402
 
 WORKLOADS = ("swirl", "sft", "validate")
@@ -264,15 +273,21 @@ def plot(result: dict):  # the figure write_result saves
     return fig
 
 
+def shared_defaults(args: argparse.Namespace, given) -> dict:
+    """The shared groups' starting point: SmolLM2-135M-Instruct, ``swirl`` actions of at most 64 tokens (smoke: the
+    tiny random model, 8 tokens)."""
+    if args.smoke:
+        return {"policy": {"name": "tiny-random"}, "sampling": {"max_new_tokens": 8}}
+    return {"policy": {"name": "smollm2-135m-instruct"}, "sampling": {"max_new_tokens": 64}}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser = argparse.ArgumentParser(prog="memory_bench.py", description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--states", type=int, default=8, help="swirl: states per step")
     parser.add_argument("--group-size", type=int, default=4, help="swirl: actions per state (G)")
     parser.add_argument("--steps", type=int, default=3, help="swirl: optimizer steps (the last is profiled and not "
                         "counted in the peak)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--sft-trajectories", type=int, default=16)
     parser.add_argument("--validation-questions", type=int, default=500)
     parser.add_argument("--validation-batch", type=int, default=32)
@@ -291,11 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", help=argparse.SUPPRESS)
     parser.add_argument("--validation-progress", default="runs/memory_bench/validate-progress.jsonl",
                         help="validate: finished conversations, so that a killed run resumes (deleted when it ends)")
-    args = parser.parse_args(argv)
+    args = parse_with_shared_groups(parser, argv, shared_defaults)
+    # The policy (--policy.name) and the swirl actions' length (--sampling.max_new_tokens) are the shared groups'.
+    args.model, args.max_new_tokens = args.shared.policy.name, args.shared.sampling.max_new_tokens
     if args.workload:
         return run_one(args)
     if args.smoke:
-        args.model, args.states, args.group_size, args.steps, args.max_new_tokens = "tiny-random", 2, 2, 2, 8
+        args.states, args.group_size, args.steps = 2, 2, 2
         args.sft_trajectories, args.validation_questions, args.validation_batch = 4, 4, 4
     workdir = Path(tempfile.mkdtemp(prefix="memory-bench-"))
     args.validation_progress = str(workdir / "validate-progress.jsonl" if args.smoke
@@ -308,9 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "memory", "command": command_line(argv), "model": args.model, "machine": machine_info(),
               "commit": commit.strip() + ("+changes" if dirty.strip() else ""), "data": data_info, "runs": []}
     for workload in args.workloads:
-        arguments = ["--workload", workload, "--data", str(data), "--model", args.model, "--states", str(args.states),
+        arguments = ["--workload", workload, "--data", str(data), "--policy.name", args.model, "--states", str(args.states),
                      "--group-size", str(args.group_size), "--steps", str(args.steps),
-                     "--max-new-tokens", str(args.max_new_tokens), "--sft-trajectories", str(args.sft_trajectories),
+                     "--sampling.max_new_tokens", str(args.max_new_tokens), "--sft-trajectories", str(args.sft_trajectories),
                      "--validation-questions", str(args.validation_questions),
                      "--validation-batch", str(args.validation_batch),
                      "--validation-max-new-tokens", str(args.validation_max_new_tokens), "--threads", str(args.threads),

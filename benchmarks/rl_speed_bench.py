@@ -1,7 +1,7 @@
 """Online step-wise RL speed: swirl-lightning's ``swirl`` objective against TRL ``GRPOTrainer`` with each
 state before an action as a prompt and the same judge as reward function; our actions sampled in process or on vLLM.
 
-    python benchmarks/rl_speed_bench.py [--model smollm2-135m-instruct] [--group-sizes 4 8] [--steps 4] [--states 4]
+    python benchmarks/rl_speed_bench.py [--policy.name smollm2-135m-instruct] [--group-sizes 4 8] [--steps 4] [--states 4]
     python benchmarks/rl_speed_bench.py --sides ours_lora ours_vllm trl_lora [--lora-r 16]
                                         [--vllm-python .venv-vllm/bin/python [--vllm-dtype float32] | --base-url URL]
                                         --out benchmarks/results/rl_speed_vllm.json
@@ -28,7 +28,7 @@ process (transformers ``generate``) here; on a CPU the fair pairs are ``ours`` /
 
 Data: the states of GSM8K reference trajectories (zero-shot prompt); reward: the reference-guided step judge (a
 sampled calculator call is run and compared with the worked solution). Every side: AdamW lr 1e-5, no KL term, one
-update per sampled batch, G sampled actions of at most ``--max-new-tokens`` tokens per state, temperature 1,
+update per sampled batch, G sampled actions of at most ``--sampling.max_new_tokens`` tokens per state, temperature 1,
 ``--states`` states per step, ``--steps`` steps, fp32 (on CPU here). Reported: states/s and the split of the wall time
 between generation, judging and the rest (log-probs, backward, optimizer), and sampled tokens per action. Needs the
 ``bench`` extra.
@@ -53,6 +53,7 @@ from common import (  # noqa: E402
     add_side_options,
     command_line,
     machine_info,
+    parse_with_shared_groups,
     peak_memory_mb,
     run_side,
     set_up_side_heap,
@@ -266,15 +267,22 @@ def start_server(args, workdir: Path) -> tuple[object, dict]:
                     "log": str(log), "max_lora_rank": engine.max_lora_rank, "server_args": list(args.server_args)}
 
 
+def shared_defaults(args: argparse.Namespace, given) -> dict:
+    """The shared groups' starting point: SmolLM2-135M-Instruct, actions of at most 64 tokens (smoke: the tiny random
+    model, 8 tokens; SmolLM2 when a vLLM server is a side, since the server serves a real model)."""
+    if args.smoke:
+        model = "smollm2-135m-instruct" if "ours_vllm" in args.sides else "tiny-random"
+        return {"policy": {"name": model}, "sampling": {"max_new_tokens": 8}}
+    return {"policy": {"name": "smollm2-135m-instruct"}, "sampling": {"max_new_tokens": 64}}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser = argparse.ArgumentParser(prog="rl_speed_bench.py", description=__doc__.splitlines()[0])
     parser.add_argument("--sides", nargs="+", choices=list(SIDES), default=["ours", "trl"],
                         help="which sides run (default: ours trl, full fine-tuning)")
     parser.add_argument("--group-sizes", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--states", type=int, default=4, help="states per step")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank of the _lora and _vllm sides")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per side (0: torch's default)")
     parser.add_argument("--gradient-checkpointing", choices=list(CHECKPOINTING), default="auto",
@@ -295,13 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side-label", help=argparse.SUPPRESS)
     parser.add_argument("--use-lora", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--engine-url", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse_with_shared_groups(parser, argv, shared_defaults)
+    # The policy (--policy.name) and the action length (--sampling.max_new_tokens) are the shared groups'.
+    args.model, args.max_new_tokens = args.shared.policy.name, args.shared.sampling.max_new_tokens
     if args.side:
         return run_one_side(args)
     if args.smoke:
-        args.model, args.group_sizes, args.steps, args.states, args.max_new_tokens = "tiny-random", [2], 2, 2, 8
+        args.group_sizes, args.steps, args.states = [2], 2, 2
         if "ours_vllm" in args.sides:  # the server serves a real model (the test's: SmolLM2, LoRA up to rank 8)
-            args.model, args.lora_r = "smollm2-135m-instruct", min(args.lora_r, 8)
+            args.lora_r = min(args.lora_r, 8)
     sides = list(dict.fromkeys(args.sides))
 
     workdir = Path(tempfile.mkdtemp(prefix="rl-bench-"))
@@ -328,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                     engine_url = server.base_url
             for group_size in args.group_sizes:
                 arguments = ["--side", name, "--side-label", label, "--group-size", str(group_size),
-                             "--data", str(data), "--model", args.model, "--steps", str(args.steps),
-                             "--states", str(args.states), "--max-new-tokens", str(args.max_new_tokens),
+                             "--data", str(data), "--policy.name", args.model, "--steps", str(args.steps),
+                             "--states", str(args.states), "--sampling.max_new_tokens", str(args.max_new_tokens),
                              "--threads", str(args.threads), "--lora-r", str(args.lora_r),
                              "--gradient-checkpointing", args.gradient_checkpointing]
                 arguments += ["--use-lora"] if lora else []

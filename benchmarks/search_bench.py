@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(scratch_name)
         if args.smoke:
             inputs = [_write_subset(questions, scratch / "hotpotqa-smoke.jsonl")]
-        figures = _measure(inputs, questions, scratch, model_path=args.model)
+        figures = _measure(inputs, questions, scratch, model_path=args.embedding_model)
     report = {
         "benchmark": "swirl-search dense retrieval on pooled HotPotQA context paragraphs",
         "command": shlex.join(["python", *sys.argv]),
@@ -77,8 +77,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="folder with HotPotQA train.jsonl and dev.jsonl "
                              "(default: the data shipped with swirl-lightning)")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="sentence-transformers model folder (default: the packaged MiniLM)")
+    parser.add_argument("--embedding-model", type=Path, default=None,
+                        help="sentence-transformers model folder (default: the packaged MiniLM); not the policy")
     return parser.parse_args(argv)
 
 

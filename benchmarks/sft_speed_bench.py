@@ -1,7 +1,7 @@
 """Offline/SFT training speed: swirl-lightning (one pass per trajectory) against TRL ``SFTTrainer`` (one sample per
 sub-trajectory, completion-only loss), same data, model, batch size, sequence budget, optimizer and precision.
 
-    python benchmarks/sft_speed_bench.py [--model smollm2-135m-instruct] [--trajectories 16] [--batch-size 4]
+    python benchmarks/sft_speed_bench.py [--policy.name smollm2-135m-instruct] [--trajectories 16] [--batch-size 4]
     python benchmarks/sft_speed_bench.py --smoke      # tiny random model, a few trajectories (run by the test suite)
 
 Data: GSM8K reference trajectories (worked solutions as calculator steps) with at least ``--min-steps`` steps,
@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     CHECKPOINTING,
     add_side_options,
     machine_info,
+    parse_with_shared_groups,
     peak_memory_mb,
     run_side,
     set_up_side_heap,
@@ -159,9 +160,13 @@ def plot(result: dict):  # the figure write_result saves
     return fig
 
 
+def shared_defaults(args: argparse.Namespace, given) -> dict:
+    """The shared groups' starting point: SmolLM2-135M-Instruct (smoke: the tiny random model)."""
+    return {"policy": {"name": "tiny-random" if args.smoke else "smollm2-135m-instruct"}}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser = argparse.ArgumentParser(prog="sft_speed_bench.py", description=__doc__.splitlines()[0])
     parser.add_argument("--trajectories", type=int, default=16)
     parser.add_argument("--min-steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -173,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "results" / "sft_speed.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 4 trajectories")
     add_side_options(parser)
-    args = parser.parse_args(argv)
+    args = parse_with_shared_groups(parser, argv, shared_defaults)
+    args.model = args.shared.policy.name  # --policy.name, as every swirl command spells it
     if args.side:
         return run_one_side(args)
     if args.smoke:
-        args.model, args.trajectories = "tiny-random", 4
+        args.trajectories = 4
 
     workdir = Path(tempfile.mkdtemp(prefix="sft-bench-"))
     data = workdir / "trajectories.jsonl"
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
               "gradient_checkpointing": {"ours": args.gradient_checkpointing, "trl": "SFTConfig's default (on)"},
               "sides": []}
     for side in [name for name in ("ours", "trl") if name in args.sides]:
-        side_result = run_side(__file__, ["--side", side, "--data", str(data), "--model", args.model,
+        side_result = run_side(__file__, ["--side", side, "--data", str(data), "--policy.name", args.model,
                                           "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
                                           "--threads", str(args.threads),
                                           "--gradient-checkpointing", args.gradient_checkpointing],

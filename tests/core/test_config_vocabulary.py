@@ -4,6 +4,7 @@ import dataclasses
 import importlib
 import inspect
 import pkgutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,22 @@ def test_task_max_actions_is_the_only_name_of_the_action_cap():
             if "max_steps" in line.replace("trainer.max_steps", "") and not any(a in line for a in allowed):
                 stray.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not stray, stray
+
+
+def test_no_benchmark_spells_a_shared_setting_its_own_way():
+    """Every benchmark takes the library's settings as the shared groups (``--policy.name``, ``--task.limit``,
+    ``--sampling.max_new_tokens``, ...): none declares a flag of its own that a shared group's flag replaced."""
+    import ast
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from common import SHARED_SPELLINGS
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    offenders = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"
+                    and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in SHARED_SPELLINGS):
+                offenders.append(f"{path.name}: {node.args[0].value} (use {SHARED_SPELLINGS[node.args[0].value]})")
+    assert offenders == []
