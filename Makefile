@@ -1,7 +1,7 @@
 # swirl-lightning: two commands on a fresh machine.
 #   make quickstart   set up .venv, then run the main job on the embedded default (shipped data, SmolLM2-135M)
 #   make test         set up .venv and .venv-vllm, then lint and run the test suite (make test-fast: lint and the unit
-#                     tests only, about a minute; make lint: ruff and mypy only, a few seconds)
+#                     tests only; make lint: ruff and mypy only; times: benchmarks/README.md, Set-up and test times)
 #   make vllm         the vLLM server's own virtualenv, .venv-vllm (the `vllm` engine: README, Rollouts on vLLM)
 SHELL := /bin/bash
 VENV ?= .venv
@@ -72,7 +72,7 @@ lint: setup
 test: setup vllm lint   # the vllm engine's tests start a real server from .venv-vllm (and fail, not skip, without it)
 	SWIRL_REQUIRE_VLLM=1 $(PY) -m pytest -q
 
-test-fast: setup lint   # the unit tests, one worker per core (pytest-xdist), one torch thread each: about 50 s here
+test-fast: setup lint   # the unit tests, one worker per core (pytest-xdist), one torch thread each
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto -m "not slow and not integration"
 
 test-slow: setup

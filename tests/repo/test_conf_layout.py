@@ -2,8 +2,12 @@
 by a top-level ``config:`` key) and restates none of the base's values; no config sets a value equal to the code's
 default, unless it pins it on purpose (a ``# pinned: why`` comment on the line), overrides a different value of its
 base, or names what the run is (model, task, objective, judge); and no header carries a measured figure (times,
-memory, accuracies live in benchmarks/README.md and the adapters' READMEs)."""
+memory, accuracies live in benchmarks/README.md and the adapters' READMEs), nor does the README (its prose, its tables
+and the comments of its code blocks; inline code is a command or a value, not a figure), a Makefile comment, a
+script's comments or a Python script's docstring. Sizes in GiB and MiB are settings here (``engine.kv_cache_gib``),
+so the detector leaves those units out."""
 
+import ast
 import contextlib
 import dataclasses
 import io
@@ -24,7 +28,10 @@ BASES = {"fit": CONF / "base" / "fit.yaml", "generate": CONF / "base" / "generat
 CONFIGS = [(stage, path) for stage, paths in STAGES.items() for path in paths]
 NAMES_THE_RUN = {"policy.name", "task.name", "model.objective", "judge.name"}
 """What a run is: every config may name these, even where they equal the code's default."""
-FIGURE = re.compile(r"\d(?:[\d.,]*\d)? ?(?:ms|s|min|h|GB|MB|%|tokens/s)(?![\w-])|\d+(?:\.\d+)?x (?:faster|slower)")
+FIGURE = re.compile(r"\d(?:[\d.,]*\d)? ?(?:ms|s|min|minutes?|seconds?|h|hours?|GB|MB|%|(?:tokens|steps|states)/s)"
+                    r"(?![\w-])"
+                    r"|\d+(?:\.\d+)?x (?:faster|slower|the time)|\bp [=<] ?\d")
+"""A measured figure: a time, a memory size, a share, a rate, a speed-up, a p-value."""
 
 
 def flat(document: object, prefix: str = "") -> dict[str, object]:
@@ -126,6 +133,46 @@ def test_a_header_says_what_and_why_not_how_fast(path):
     figures = [(number, line) for number, line in enumerate(path.read_text().splitlines(), 1)
                if line.lstrip().startswith("#") and FIGURE.search(line)]
     assert not figures, f"{path.relative_to(ROOT)}: measured figures belong in benchmarks/README.md: {figures}"
+
+
+def prose(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of what a file says rather than runs: the README's lines (in a fenced block, only a comment)
+    without inline code; a Makefile's or a shell script's comments; a Python script's docstrings."""
+    text = path.read_text()
+    if path.suffix == ".py":
+        return [(node.lineno, node.value.value) for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Expr)
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)]
+    found, fenced = [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        if path.suffix == ".md":
+            if line.startswith("```"):
+                fenced = not fenced
+                continue
+            if fenced:
+                line = line.partition("# ")[2]
+            found.append((number, re.sub(r"`[^`]*`", "", line)))
+        elif "#" in line and not line.lstrip().startswith(("echo", "@echo")):
+            found.append((number, line[line.index("#"):]))
+    return found
+
+
+SAID = [ROOT / "README.md", ROOT / "Makefile", *sorted((ROOT / "scripts").glob("*.sh")),
+        *sorted((ROOT / "scripts").glob("*.py"))]
+
+
+@pytest.mark.parametrize("path", SAID, ids=lambda p: p.name)
+def test_the_readme_makefile_and_scripts_say_what_and_why_not_how_fast(path):
+    figures = [(number, line.strip()) for number, line in prose(path) if FIGURE.search(line)]
+    assert not figures, f"{path.relative_to(ROOT)}: measured figures belong in benchmarks/README.md: {figures}"
+
+
+def test_the_figure_detector_tells_figures_from_settings():
+    measured = ["about 50 s here", "about 7 minutes", "26.0% to 36.5%", "5.2 GB of memory", "0.23 steps/s",
+                "exact McNemar p = 0.002", "at 100x the time", "1,588 s of CPU time"]
+    settings = ["`engine.kv_cache_gib` (2 GiB)", "defaults to 16384", "1 MiB or more", "20 steps of step-wise RL",
+                "1 to 4 hops", "96 held-out questions", "title weighted x3"]
+    assert all(FIGURE.search(text) for text in measured)
+    assert not [text for text in settings if FIGURE.search(re.sub(r"`[^`]*`", "", text))]
 
 
 def test_a_base_is_merged_key_by_key_and_loops_are_errors(tmp_path):
