@@ -57,7 +57,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import (  # noqa: E402  # noqa: E402
+from common import (  # noqa: E402
     Stages,
     command_line,
     group_flags,

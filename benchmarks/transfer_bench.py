@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import Stages, command_line, log_dirs, machine_info, parse_with_shared_groups, subplots, write_result  # noqa: E402  # noqa: E402
+from common import Stages, command_line, log_dirs, machine_info, parse_with_shared_groups, subplots, write_result  # noqa: E402
 from significance import exact_sign_test_p, wilson_interval  # noqa: E402
 
 CONFIG = "conf/worlds_search.yaml"
