@@ -11,7 +11,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -103,27 +103,47 @@ class SharedGroups:
     """The tools."""
 
 
+def parse_benchmark_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """A benchmark's flags, for one that takes none of the library's settings; ``--print-config`` prints them and
+    exits, as it does for :func:`parse_with_shared_groups` (a test parses every result's stated command that way)."""
+    parser.add_argument("--print-config", action="store_true", help="print the settings as JSON and exit")
+    args = parser.parse_args(argv)
+    if args.print_config:
+        print(json.dumps({k: v for k, v in vars(args).items() if k != "print_config"}, indent=2, default=str))
+        raise SystemExit(0)
+    return args
+
+
 def parse_with_shared_groups(parser: argparse.ArgumentParser, argv: list[str] | None,
-                             defaults: Callable[[argparse.Namespace, SharedGroups], dict[str, dict[str, Any]]],
-                             ) -> argparse.Namespace:
+                             defaults: Callable[[argparse.Namespace, Any], dict[str, dict[str, Any]]],
+                             groups: type = SharedGroups,
+                             renamed: dict[str, str] | None = None) -> argparse.Namespace:
     """A benchmark's own flags (``parser``: ``--threads``, ``--smoke``, ...), with the library's shared groups
-    (``--policy.*``, ``--task.*``, ``--sampling.*``, ``--tools.*``) as their ``shared``
-    (:class:`SharedGroups`), parsed by ``parse_config``, as every ``swirl`` command parses them.
+    as their ``shared`` (a ``groups`` dataclass, :class:`SharedGroups` unless given: ``--policy.*``, ``--task.*``,
+    ``--sampling.*``, ``--tools.*``), parsed by ``parse_config``, as every ``swirl`` command parses them.
     ``defaults(own, given)`` is the benchmark's starting point for the groups (its smoke mode's too, or the task's
-    that ``given`` names), applied as the first config: a flag on the command line wins."""
+    that ``given`` names), applied as the first config: a flag on the command line wins. ``renamed``: old flags of
+    the benchmark -> what replaced them (a one-line error, as for :data:`SHARED_SPELLINGS`). ``--print-config``
+    prints the settings as JSON and exits."""
     from swirl_lightning.core.config import parse_config
 
+    renamed = {**SHARED_SPELLINGS, **(renamed or {})}
     argv = list(sys.argv[1:] if argv is None else argv)
     for token in argv:
-        if token.partition("=")[0] in SHARED_SPELLINGS:
+        if token.partition("=")[0] in renamed:
             old = token.partition("=")[0]
-            parser.error(f"{old} is renamed {SHARED_SPELLINGS[old]}")  # usage, then one line; exit 2
+            parser.error(f"{old} is renamed {renamed[old]}")  # usage, then one line; exit 2
     parser.allow_abbrev = False  # --task.limit is no abbreviation of a flag of the benchmark's
-    parser.epilog = ("The library's settings are swirl's shared groups, spelled as `swirl generate --help` shows them: "
-                     "--policy.*, --task.*, --sampling.*, --tools.*.")
+    names = ", ".join(f"--{f.name}.*" for f in fields(groups))
+    parser.epilog = f"The library's settings are swirl's groups, spelled as `swirl generate --help` shows them: {names}."
+    parser.add_argument("--print-config", action="store_true", help="print the settings as JSON and exit")
     own, rest = parser.parse_known_args(argv)
-    given = parse_config(SharedGroups, rest, parser.prog)
-    own.shared = parse_config(SharedGroups, ["--config", json.dumps(defaults(own, given)), *rest], parser.prog)
+    given = parse_config(groups, rest, parser.prog)
+    own.shared = parse_config(groups, ["--config", json.dumps(defaults(own, given)), *rest], parser.prog)
+    if own.print_config:
+        settings = {k: v for k, v in vars(own).items() if k not in ("shared", "print_config")}
+        print(json.dumps({**settings, **asdict(own.shared)}, indent=2, default=str))
+        raise SystemExit(0)
     return own
 
 

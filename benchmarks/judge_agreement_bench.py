@@ -2,10 +2,15 @@
 steps of policy rollouts: the local ``process`` judge (P(GOOD) from a local LM) or the ``served`` judge (any
 OpenAI-compatible server), for which its speed at several concurrencies is measured too.
 
-    python benchmarks/judge_agreement_bench.py --trajectories runs/learning/trajectories.jsonl   # ~5 min on 2 cores
-    python benchmarks/judge_agreement_bench.py --judge served --trajectories runs/judge/trajectories.jsonl
-    python benchmarks/judge_agreement_bench.py --judge served --base-url http://127.0.0.1:8000/v1 --judge-model M
-    python benchmarks/judge_agreement_bench.py --smoke [--judge served]   # tiny judge / stub server (the test suite)
+    python benchmarks/judge_agreement_bench.py --judge.options '{batch_size: 8}'
+    python benchmarks/judge_agreement_bench.py --judge.name served --trajectories runs/judge/trajectories.jsonl
+    python benchmarks/judge_agreement_bench.py --judge.name served --judge.options '{base_url: http://HOST:8000/v1, model: M}'
+    python benchmarks/judge_agreement_bench.py --smoke [--judge.name served]   # tiny judge / stub server (the test suite)
+
+The judge is the library's ``judge`` group, spelled as ``swirl filter`` takes it: ``--judge.name`` (``process``, the
+default here, or ``served``; ``reference`` is what they are measured against) and ``--judge.options``, the judge's
+options as ``swirl judges list`` shows them. A ``served`` judge without ``base_url`` is served by ``transformers
+serve``, started here on 127.0.0.1 with the local folder of its ``model`` (SmolLM2-135M-Instruct by default).
 
 The steps are drawn from a GSM8K trajectory file (e.g. the learning benchmark's warm-start samples, or
 ``swirl generate --config conf/generate/gsm8k_warm.yaml --task.limit 32 --output runs/judge/trajectories.jsonl``):
@@ -13,15 +18,13 @@ every step is judged by the ``reference`` judge (a calculator result equal to a 
 right final answer), then ``--steps`` valid steps are drawn, half GOOD and half BAD by that judge (invalid actions
 are left out: both judges call them BAD without asking a model).
 
-``process`` (``--judge-model``, default SmolLM2-135M-Instruct): ROC AUC of P(GOOD) for the reference verdict (0.5 =
-no signal) with a bootstrap 95% interval, the agreement at the judge's threshold, and P(GOOD) by class.
+``process``: ROC AUC of P(GOOD) for the reference verdict (0.5 = no signal) with a bootstrap 95% interval, the
+agreement at the judge's threshold, and P(GOOD) by class.
 
-``served``: the judge's prompt (``--prompt``, the shipped ``math`` one by default: reason, then ``Verdict: GOOD``)
-on every drawn step, at concurrency 4; reported: the share of steps with a verdict (the rest are judge failures),
-and on those the agreement with the reference judge (accuracy with a Wilson 95% interval; ROC AUC of the GOOD/BAD
-verdict, which for a 0/1 score is the balanced accuracy, with a bootstrap interval). Then the speed: the first
+``served``: the judge on every drawn step; reported: the share of steps with a verdict (the rest are judge
+failures), and on those the agreement with the reference judge (accuracy with a Wilson 95% interval; ROC AUC of the
+GOOD/BAD verdict, which for a 0/1 score is the balanced accuracy, with a bootstrap interval). Then the speed: the first
 ``--throughput-steps`` steps judged afresh (no cache) at each ``--concurrency``, with ``--throughput-max-tokens``.
-Without ``--base-url`` it starts ``transformers serve`` on 127.0.0.1 with the local folder of ``--judge-model``.
 """
 
 from __future__ import annotations
@@ -30,12 +33,16 @@ import argparse
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from swirl_lightning.core.config import JudgeConfig
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import command_line, machine_info, subplots, write_result  # noqa: E402
+from common import command_line, machine_info, parse_with_shared_groups, subplots, write_result  # noqa: E402
 from significance import wilson_interval  # noqa: E402
 
 
@@ -143,9 +150,10 @@ def smoke_trajectories(out: Path) -> Path:
 
 
 def run_process(args: argparse.Namespace, drawn: list, pool: dict, argv: list[str] | None, started: float) -> dict:
-    from swirl_lightning.judging.local_lm import ProcessJudge
+    from swirl_lightning.judging.base import make_step_judge
+    from swirl_lightning.judging.local_lm import ProcessOptions
 
-    judge = ProcessJudge(args.judge_model, batch_size=args.batch_size)
+    judge: Any = make_step_judge("process", args.shared.judge.options)
     scored = time.perf_counter()
     scores = [j.score for j in judge.judge_steps([pair for pair, _ in drawn])]
     judge_seconds = time.perf_counter() - scored
@@ -156,7 +164,8 @@ def run_process(args: argparse.Namespace, drawn: list, pool: dict, argv: list[st
         "benchmark": "judge_agreement",
         "command": command_line(argv),
         "machine": machine_info(), "trajectories": str(args.trajectories), "pool": pool,
-        "judge_model": args.judge_model, "judge_id": judge.judge_id, "threshold": judge.threshold,
+        "judge_model": ProcessOptions(**args.shared.judge.options).model,
+        "judge_options": args.shared.judge.options, "judge_id": judge.judge_id, "threshold": judge.threshold,
         "steps": len(drawn), "auc": roc_auc(good, bad), "auc_ci95": bootstrap_auc(good, bad),
         "agreement_at_threshold": agree / max(len(drawn), 1),
         "mean_p_good": {"GOOD": sum(good) / max(len(good), 1), "BAD": sum(bad) / max(len(bad), 1)},
@@ -172,17 +181,18 @@ def run_process(args: argparse.Namespace, drawn: list, pool: dict, argv: list[st
     return result
 
 
-def served_judge(args: argparse.Namespace, base_url: str, model: str, max_tokens: int, concurrency: int):
-    from swirl_lightning.judging.served import ServedJudge
+def served_judge(options: dict[str, Any], **overrides: Any) -> Any:
+    """The ``served`` step judge with ``options`` (the run's ``--judge.options``), some of them overridden."""
+    from swirl_lightning.judging.base import make_step_judge
 
-    return ServedJudge(base_url, model, api_key_env=args.api_key_env, prompt=args.prompt, max_tokens=max_tokens,
-                       concurrency=concurrency, timeout_s=args.timeout_s, max_retries=2, backoff_s=0.5)
+    return make_step_judge("served", {**options, **overrides})
 
 
-def measure_served(args: argparse.Namespace, drawn: list, base_url: str, model: str) -> dict:
-    """Agreement at concurrency 4, then steps per second at each concurrency (judged afresh: no cache)."""
+def measure_served(args: argparse.Namespace, drawn: list, options: dict[str, Any]) -> dict:
+    """Agreement at the judge's concurrency, then steps per second at each ``--concurrency`` (judged afresh: no
+    cache)."""
     pairs = [pair for pair, _ in drawn]
-    judge = served_judge(args, base_url, model, args.max_tokens, 4)
+    judge = served_judge(options)
     begun = time.perf_counter()
     judgements = judge.judge_steps(pairs)
     agreement_seconds = time.perf_counter() - begun
@@ -195,7 +205,7 @@ def measure_served(args: argparse.Namespace, drawn: list, base_url: str, model: 
     bad = [score for score, label in with_verdict if label == 0]
     throughput = []
     for concurrency in args.concurrency if args.throughput_steps > 0 else []:
-        timed = served_judge(args, base_url, model, args.throughput_max_tokens, concurrency)
+        timed = served_judge(options, max_tokens=args.throughput_max_tokens, concurrency=concurrency)
         steps = pairs[: args.throughput_steps]
         begun = time.perf_counter()
         results = timed.judge_steps(steps)
@@ -206,7 +216,7 @@ def measure_served(args: argparse.Namespace, drawn: list, base_url: str, model: 
         print(f"concurrency {concurrency}: {len(steps)} steps in {seconds:.1f} s = {len(steps) / seconds:.2f} steps/s "
               f"({throughput[-1]['failures']} without a verdict)", flush=True)
     return {
-        "judge_id": judge.judge_id, "prompt_version": judge.prompt_version, "max_tokens": args.max_tokens,
+        "judge_id": judge.judge_id, "prompt_version": judge.prompt_version, "judge_options": options,
         "steps": len(drawn), "verdicts_by_reference": by_reference,
         "verdict_rate": len(with_verdict) / max(len(drawn), 1),
         "failure_examples": sorted({j.error for j in judgements if j.failed})[:5],
@@ -225,20 +235,22 @@ def run_served(args: argparse.Namespace, drawn: list, pool: dict, argv: list[str
 
     from swirl_lightning.testing import StubChatServer, transformers_serve
 
+    options = dict(args.shared.judge.options)
     if args.smoke:  # a stub server that calls a step BAD when it holds the made-up wrong answer
         server = StubChatServer(lambda body, seen: "Verdict: BAD" if "answer>-1" in body["messages"][-1]["content"]
                                 else "Looks right.\nVerdict: GOOD")
-        model, label = "stub", "stub server"
-    elif args.base_url:
-        server, model, label = contextlib.nullcontext(args.base_url), args.judge_model, args.judge_model
+        label = "stub server"
+    elif options.get("base_url"):
+        server, label = contextlib.nullcontext(options["base_url"]), options["model"]
     else:
-        from swirl_lightning.core.models import resolve_model_path
+        from swirl_lightning.core.models import SMOLLM2_ALIAS, resolve_model_path
 
-        model = str(resolve_model_path(args.judge_model))
-        server, label = transformers_serve(model), f"{args.judge_model} on transformers serve (CPU)"
+        label = options.get("model", SMOLLM2_ALIAS)
+        options["model"] = str(resolve_model_path(label))
+        server, label = transformers_serve(options["model"]), f"{label} on transformers serve (CPU)"
     with server as running:
-        base_url = running.base_url if isinstance(running, StubChatServer) else running
-        measured = measure_served(args, drawn, base_url, model)
+        options["base_url"] = running.base_url if isinstance(running, StubChatServer) else running
+        measured = measure_served(args, drawn, options)
     result = {"benchmark": "judge_agreement", "judge": "served", "command": command_line(argv),
               "machine": machine_info(), "trajectories": str(args.trajectories), "pool": pool,
               "judge_model_label": label, **measured, "wall_seconds": time.perf_counter() - started}
@@ -249,41 +261,63 @@ def run_served(args: argparse.Namespace, drawn: list, pool: dict, argv: list[str
     return result
 
 
+@dataclass
+class JudgeGroup:
+    """The library's setting this benchmark takes: the step judge measured."""
+
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    """The judge measured against the ``reference`` judge: ``process`` or ``served``, with its options."""
+
+
+RENAMED = {"--judge": "--judge.name", **{old: f"--judge.options '{{{key}: ...}}'" for old, key in (
+    ("--judge-model", "model"), ("--batch-size", "batch_size"), ("--base-url", "base_url"),
+    ("--api-key-env", "api_key_env"), ("--prompt", "prompt"), ("--max-tokens", "max_tokens"),
+    ("--timeout-s", "timeout_s"))}}
+"""This benchmark's old flags -> the judge group's spelling that replaced each."""
+
+
+def judge_defaults(own: argparse.Namespace, given: JudgeGroup) -> dict[str, dict[str, Any]]:
+    """``process`` unless a judge is named (``reference`` is the yardstick); a smoke run's tiny judge or stub."""
+    name = "process" if given.judge.name == "reference" else given.judge.name
+    if not own.smoke:
+        return {"judge": {"name": name}}
+    # the stub server's base_url is filled in once it runs
+    return {"judge": {"name": name, "options": {"model": "tiny-random" if name == "process" else "stub"}}}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--judge", choices=["process", "served"], default="process")
+    from swirl_lightning.judging.base import check_judge_options
+
+    parser = argparse.ArgumentParser(prog="judge_agreement_bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--trajectories", default="runs/learning/trajectories.jsonl", help="GSM8K rollouts to draw from")
     parser.add_argument("--steps", type=int, default=200, help="steps to score (half GOOD, half BAD)")
-    parser.add_argument("--judge-model", default="smollm2-135m-instruct",
-                        help="process: the local LM; served: the served model's name (or, without --base-url, the "
-                             "alias or folder transformers serve serves)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--base-url", help="served: the OpenAI-compatible server (default: start transformers serve)")
-    parser.add_argument("--api-key-env", help="served: the environment variable holding the API key")
-    parser.add_argument("--prompt", default="math", help="served: the process prompt (math, search or a file)")
-    parser.add_argument("--max-tokens", type=int, default=128, help="served: reply tokens for the agreement run")
-    parser.add_argument("--timeout-s", type=float, default=120.0, help="served: time-out per request")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="served: concurrencies timed")
     parser.add_argument("--throughput-steps", type=int, default=24,
                         help="served: steps judged at each concurrency (0: no speed runs)")
     parser.add_argument("--throughput-max-tokens", type=int, default=32, help="served: reply tokens when timing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="result JSON (default results/judge_agreement.json, or "
-                                      "results/judge_agreement_served.json for --judge served)")
+                                      "results/judge_agreement_served.json for a served judge)")
     parser.add_argument("--smoke", action="store_true", help="reference trajectories, a tiny random judge or a stub server")
-    args = parser.parse_args(argv)
-    args.out = args.out or str(HERE / "results" / ("judge_agreement_served.json" if args.judge == "served"
+    args = parse_with_shared_groups(parser, argv, judge_defaults, groups=JudgeGroup, renamed=RENAMED)
+    judge = args.shared.judge
+    if judge.name not in ("process", "served"):
+        parser.error(f"--judge.name: expected process or served (measured against the reference judge), got {judge.name}")
+    # Checked before any model loads or server starts (a served judge's base_url may come from the server started here).
+    check_judge_options(judge.name, {"base_url": "http://127.0.0.1:1/v1", "model": "M", **judge.options}
+                        if judge.name == "served" else judge.options)
+    args.out = args.out or str(HERE / "results" / ("judge_agreement_served.json" if judge.name == "served"
                                                    else "judge_agreement.json"))
     started = time.perf_counter()
     source = Path(args.trajectories)
     if args.smoke:
-        args.judge_model, args.steps, args.concurrency, args.throughput_steps = "tiny-random", 4, [1, 4], 4
+        args.steps, args.concurrency, args.throughput_steps = 4, [1, 4], 4
         source = smoke_trajectories(Path(args.out))
     if not source.exists():
         raise SystemExit(f"{source}: no such trajectory file; run benchmarks/learning_bench.py first (its generate "
                          f"stage writes it) or name GSM8K rollouts with --trajectories")
     drawn, pool = draw_steps(source, args.steps, args.seed)
-    run = run_served if args.judge == "served" else run_process
+    run = run_served if judge.name == "served" else run_process
     write_result(run(args, drawn, pool, argv, started), Path(args.out), plot)
     return 0
 

@@ -27,9 +27,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
+from common import parse_benchmark_args  # noqa: E402
 from swirl_search import settings  # noqa: E402
 from swirl_search.corpus import build_hotpotqa_corpus, packaged_hotpotqa_files  # noqa: E402
 from swirl_search.index import SearchIndex, load_model  # noqa: E402
@@ -79,7 +81,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default: the data shipped with swirl-lightning)")
     parser.add_argument("--embedding-model", type=Path, default=None,
                         help="sentence-transformers model folder (default: the packaged MiniLM); not the policy")
-    return parser.parse_args(argv)
+    return parse_benchmark_args(parser, argv)
 
 
 def _input_files(data_dir: Path | None) -> list[Path]:

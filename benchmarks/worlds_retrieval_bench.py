@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from common import command_line, machine_info, subplots, write_result  # noqa: E402
+from common import command_line, machine_info, parse_benchmark_args, subplots, write_result  # noqa: E402
 
 QUERY_KINDS = ("name", "lowercase", "name_and_relation", "question")
 RETRIEVERS = ("bm25", "dense")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worlds", type=int, default=30)
     parser.add_argument("--out", default=str(HERE / "results" / "worlds_retrieval.json"))
     parser.add_argument("--smoke", action="store_true", help="2 worlds")
-    args = parser.parse_args(argv)
+    args = parse_benchmark_args(parser, argv)
     worlds = 2 if args.smoke else args.worlds
     from swirl_lightning.core.tasks import load_task
     from swirl_lightning.core.tasks.worlds import write_worlds

@@ -257,7 +257,7 @@ def test_judge_agreement_benchmark_smoke(tmp_path):
 
 
 def test_judge_agreement_benchmark_smoke_with_a_served_judge(tmp_path):
-    result = run_smoke("judge_agreement_bench.py", tmp_path / "served.json", "--judge", "served")
+    result = run_smoke("judge_agreement_bench.py", tmp_path / "served.json", "--judge.name", "served")
     # A stub server that calls the made-up wrong answers BAD and everything else GOOD: full agreement.
     assert result["judge"] == "served" and result["judge_id"] == "served:stub" and result["steps"] == 4
     assert result["verdicts_by_reference"] == {"GOOD": {"GOOD": 2, "BAD": 0, "FAILED": 0},
