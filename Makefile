@@ -4,6 +4,9 @@
 #                     tests only; make lint: ruff and mypy only; times: benchmarks/README.md, Set-up and test times)
 #   make vllm         the vLLM server's own virtualenv, .venv-vllm (the `vllm` engine: README, Rollouts on vLLM)
 SHELL := /bin/bash
+# The library's, plugins' and tests' modules compile once and are reused (git ignores __pycache__), where a machine
+# sets PYTHONDONTWRITEBYTECODE: every test run would otherwise compile them all again.
+unexport PYTHONDONTWRITEBYTECODE
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip

@@ -22,7 +22,8 @@ from swirl_lightning.core.tool_process import pid_namespaces_allowed
 from swirl_lightning.core.trajectory import Example, read_trajectories
 from swirl_lightning.testing import ListTask, make_tool, registered
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="follows processes through /proc")
+pytestmark = [pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="follows processes through /proc"),
+              pytest.mark.integration]  # starts, stops and kills process trees: not in make test-fast
 
 MODES = [pytest.param(False, id="session"),
          pytest.param(True, id="pid-namespace", marks=pytest.mark.skipif(not pid_namespaces_allowed(),

@@ -20,6 +20,8 @@ from swirl_lightning.testing import make_tool, rollout_once
 from swirl_python import PythonError, python
 from swirl_python.sandbox import Limits, isolation, run_snippet, sandbox_uid
 
+pytestmark = pytest.mark.integration  # each case runs hostile code in a sandbox process: not in make test-fast
+
 SECRET = "sk-test-4f1c9e2b7a0d-do-not-leak"
 namespaces = pytest.mark.skipif(isolation() != "namespaces",
                                 reason="needs root with unshare and setpriv (the sandbox's 'limits' mode is documented)")
