@@ -1,6 +1,6 @@
 """Fakes for tests, here and in plugin authors' own suites: a scripted policy, tools, a task, a judge, a tiny model,
-a stub OpenAI-compatible server for served judges,
-and :func:`registered` to plug them in for one ``with`` block.
+a stub OpenAI-compatible server for served judges, an event loop on a virtual clock (:func:`run_on_virtual_clock`, for
+rate limits and backoffs), and :func:`registered` to plug them in for one ``with`` block.
 
 Example: run a tool through a full rollout without any model::
 
@@ -20,12 +20,13 @@ A tool that takes its episode (``register(fn, takes_episode=True)``) can be call
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
 import subprocess
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from swirl_lightning.core.config import ToolsConfig
 from swirl_lightning.core.tasks import Task
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
 Script = Callable[[list[dict[str, str]]], str] | Sequence[str]
+T = TypeVar("T")
 
 
 class ScriptedPolicy:
@@ -222,6 +224,32 @@ def json_paths(value: object, prefix: tuple = ()) -> Iterator[tuple[tuple, objec
     elif isinstance(value, list):
         for index, child in enumerate(value):
             yield from json_paths(child, prefix + (index,))
+
+
+# ----------------------------------------------------------------------------------------------------
+# An event loop on a virtual clock, for what waits (rate limits, backoffs)
+
+
+def run_on_virtual_clock(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on an event loop whose clock starts at 0 and jumps ahead whenever the loop would wait for a
+    timer (no I/O is ready), so that waits take no real time and ``asyncio.get_running_loop().time()`` reads exact
+    seconds: a limiter's pacing can be asserted to the second without sleeping."""
+    loop = asyncio.SelectorEventLoop()
+    now = [0.0]
+    select = loop._selector.select  # type: ignore[attr-defined]  # the loop waits for its next timer here
+
+    def select_or_jump(timeout: float | None = None) -> list:
+        ready = select(0)
+        if not ready and timeout:
+            now[0] += timeout
+        return ready
+
+    loop._selector.select = select_or_jump  # type: ignore[attr-defined]
+    loop.time = lambda: now[0]  # type: ignore[method-assign]
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
 
 
 # ----------------------------------------------------------------------------------------------------

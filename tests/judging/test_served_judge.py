@@ -21,7 +21,7 @@ from swirl_lightning.judging.judge_prompts import JudgePrompt, parse_group_verdi
 from swirl_lightning.judging.ratelimit import RateLimiter, RetryPolicy
 from swirl_lightning.judging.redact import redact
 from swirl_lightning.judging.served import JudgeConfigurationError, ServedGrader, ServedJudge
-from swirl_lightning.testing import StubChatServer, StubResponse
+from swirl_lightning.testing import StubChatServer, StubResponse, run_on_virtual_clock
 
 FAST = {"backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 5.0}
 
@@ -153,21 +153,21 @@ def test_requests_per_minute_are_paced() -> None:
 
 
 def test_rate_limiter_holds_requests_and_tokens_per_minute() -> None:
-    async def seconds(limiter: RateLimiter, *steps) -> float:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+    async def times(limiter: RateLimiter, *steps) -> list[float]:
+        loop, seen = asyncio.get_running_loop(), []
         for step in steps:
             await step(limiter)
-        return loop.time() - started
+            seen.append(loop.time())
+        return seen
 
-    # 600 a minute: a second's worth (10) at once, then one every 0.1 s
-    elapsed = asyncio.run(seconds(RateLimiter(requests_per_minute=600), *[lambda limiter: limiter.acquire()] * 15))
-    assert elapsed == pytest.approx(0.5, abs=0.15)
-    # 6000 tokens a minute (100 a second): 150 tokens, larger than the bucket, wait out the 50 over it; the server
-    # said 100 for an estimate of 50: the 50 more are charged too
-    elapsed = asyncio.run(seconds(RateLimiter(tokens_per_minute=6000), lambda limiter: limiter.acquire(150),
-                                  lambda limiter: limiter.settle(estimated=50, actual=100)))
-    assert elapsed == pytest.approx(1.0, abs=0.15)
+    acquire = lambda tokens=0: lambda limiter: limiter.acquire(tokens)  # noqa: E731
+    # 60 a minute: one a second after the first
+    assert run_on_virtual_clock(times(RateLimiter(requests_per_minute=60), *[acquire()] * 5))[-1] == pytest.approx(4.0)
+    # 6000 tokens a minute (100 a second): 300 tokens, larger than the bucket, hold the next request until they are
+    # paid; the server said 400 for an estimate of 100: the 300 more are owed too
+    seen = run_on_virtual_clock(times(RateLimiter(tokens_per_minute=6000), acquire(300), acquire(100),
+                                      lambda limiter: limiter.settle(estimated=100, actual=400), acquire(100)))
+    assert seen[1] == pytest.approx(3.0) and seen[3] == pytest.approx(7.0)
     with pytest.raises(ValueError, match="positive number per minute"):
         RateLimiter(requests_per_minute=-1)
 
