@@ -124,6 +124,13 @@ def check_base_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
+def _close_loop(loop: asyncio.AbstractEventLoop, executor: concurrent.futures.ThreadPoolExecutor) -> None:
+    """Stop a dropped judge's event loop and end its request threads (idle ones at once, busy ones when their
+    request ends)."""
+    loop.call_soon_threadsafe(loop.stop)
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
 class RequestLoop:
     """An event loop on a thread of its own, made again in a forked process, that runs a judge's requests: at most
     ``concurrency`` at once, within the rate limits (both made for this loop, as :mod:`aiolimiter` requires)."""
@@ -141,10 +148,10 @@ class RequestLoop:
             if self._pid != os.getpid():  # a forked process gets its own loop, threads and limiters
                 loop = asyncio.new_event_loop()
                 # the transport blocks a thread per request: as many threads as requests in flight
-                loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(self.concurrency,
-                                                                                thread_name_prefix="served-judge"))
+                executor = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="served-judge")
+                loop.set_default_executor(executor)
                 threading.Thread(target=loop.run_forever, name="served-judge-loop", daemon=True).start()
-                weakref.finalize(self, loop.call_soon_threadsafe, loop.stop)  # a judge let go takes its thread along
+                weakref.finalize(self, _close_loop, loop, executor)  # a judge let go takes its threads along
                 self._loop, self._pid = loop, os.getpid()
                 self.limits = RateLimiter(*self._rates)
                 self._slots = asyncio.Semaphore(self.concurrency)

@@ -5,6 +5,7 @@ checked before the judge is built."""
 
 import asyncio
 import contextlib
+import gc
 import json
 import random
 import re
@@ -141,6 +142,26 @@ def test_concurrency_is_bounded() -> None:
         judgements = judge.judge_steps([item(f"<answer>{n}</answer>") for n in range(9)])
         assert [j.verdict for j in judgements] == ["GOOD"] * 9 and len(server.requests) == 9
         assert server.max_in_flight == 3
+
+
+def test_a_judge_let_go_leaves_no_thread_behind() -> None:
+    """Each judge's requests run on an event loop and a pool of threads of its own: both end with the judge (a run
+    that builds judges again and again, such as the test suite, must not pile them up)."""
+    def judge_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("served-judge")}
+
+    before = judge_threads()
+    with StubChatServer(lambda body, seen: "Verdict: GOOD") as server:
+        judge = judge_for(server, concurrency=3)
+        judge.judge_steps([item(f"<answer>{n}</answer>") for n in range(6)])
+        its_own = judge_threads() - before
+        assert len(its_own) >= 2  # the loop and its request threads
+        del judge
+        gc.collect()
+        deadline = time.monotonic() + 5
+        while any(t.is_alive() for t in its_own) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert not [t.name for t in its_own if t.is_alive()]
 
 
 def test_requests_per_minute_are_paced() -> None:
