@@ -304,8 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     if judge.name not in ("process", "served"):
         parser.error(f"--judge.name: expected process or served (measured against the reference judge), got {judge.name}")
     # Checked before any model loads or server starts (a served judge's base_url may come from the server started here).
-    check_judge_options(judge.name, {"base_url": "http://127.0.0.1:1/v1", "model": "M", **judge.options}
-                        if judge.name == "served" else judge.options)
+    served_here = judge.name == "served" and not judge.options.get("base_url")  # the URL and model come from it
+    try:
+        check_judge_options(judge.name, {"base_url": "http://127.0.0.1:1/v1", "model": "M", **judge.options}
+                            if served_here else judge.options)
+    except ValueError as error:
+        parser.error(str(error))  # usage, then the one line; exit 2
     args.out = args.out or str(HERE / "results" / ("judge_agreement_served.json" if judge.name == "served"
                                                    else "judge_agreement.json"))
     started = time.perf_counter()
