@@ -103,14 +103,24 @@ class SharedGroups:
     """The tools."""
 
 
+def _add_print_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--print-config", action="store_true", help="print the settings as JSON and exit")
+
+
+def _print_config_and_exit(args: argparse.Namespace, groups: Any = None) -> None:
+    """With ``--print-config``: the parsed settings (and the ``groups`` dataclass's) as JSON, then exit 0."""
+    if args.print_config:
+        settings = {k: v for k, v in vars(args).items() if k not in ("shared", "print_config")}
+        print(json.dumps({**settings, **(asdict(groups) if groups is not None else {})}, indent=2, default=str))
+        raise SystemExit(0)
+
+
 def parse_benchmark_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """A benchmark's flags, for one that takes none of the library's settings; ``--print-config`` prints them and
     exits, as it does for :func:`parse_with_shared_groups` (a test parses every result's stated command that way)."""
-    parser.add_argument("--print-config", action="store_true", help="print the settings as JSON and exit")
+    _add_print_config(parser)
     args = parser.parse_args(argv)
-    if args.print_config:
-        print(json.dumps({k: v for k, v in vars(args).items() if k != "print_config"}, indent=2, default=str))
-        raise SystemExit(0)
+    _print_config_and_exit(args)
     return args
 
 
@@ -135,15 +145,12 @@ def parse_with_shared_groups(parser: argparse.ArgumentParser, argv: list[str] | 
             parser.error(f"{old} is renamed {renamed[old]}")  # usage, then one line; exit 2
     parser.allow_abbrev = False  # --task.limit is no abbreviation of a flag of the benchmark's
     names = ", ".join(f"--{f.name}.*" for f in fields(groups))
-    parser.epilog = f"The library's settings are swirl's groups, spelled as `swirl generate --help` shows them: {names}."
-    parser.add_argument("--print-config", action="store_true", help="print the settings as JSON and exit")
+    parser.epilog = f"The library's settings are swirl's groups, spelled as the `swirl` commands take them: {names}."
+    _add_print_config(parser)
     own, rest = parser.parse_known_args(argv)
     given = parse_config(groups, rest, parser.prog)
     own.shared = parse_config(groups, ["--config", json.dumps(defaults(own, given)), *rest], parser.prog)
-    if own.print_config:
-        settings = {k: v for k, v in vars(own).items() if k not in ("shared", "print_config")}
-        print(json.dumps({**settings, **asdict(own.shared)}, indent=2, default=str))
-        raise SystemExit(0)
+    _print_config_and_exit(own, own.shared)
     return own
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,18 +25,28 @@ def stated_command(path: Path) -> tuple[str, list[str]]:
     return script.stem, words[2:]
 
 
-@pytest.mark.parametrize("result", RESULTS, ids=[p.name for p in RESULTS])
-def test_stated_command_parses(result, capsys, monkeypatch):
-    """The command parses (``--print-config``: parsed, printed, nothing run)."""
-    module_name, arguments = stated_command(result)
+def print_config(script: str, arguments: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """Benchmark ``script``'s ``main`` with ``arguments`` and ``--print-config`` (parsed, printed, nothing run):
+    its exit code, what it printed and what it said on stderr."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     monkeypatch.chdir(ROOT)
-    module = __import__(module_name)
+    module = __import__(script)
     with pytest.raises(SystemExit) as exit:
         module.main([*arguments, "--print-config"])
     printed = capsys.readouterr()
-    assert exit.value.code == 0, f"{result.name}: {printed.err.strip().splitlines()[-1:]}"
-    assert isinstance(json.loads(printed.out), dict)
+    return exit.value.code, printed.out, printed.err
+
+
+def assert_parses(where: str, script: str, arguments: list[str], capsys, monkeypatch) -> None:
+    code, out, err = print_config(script, arguments, capsys, monkeypatch)
+    assert code == 0, f"{where}: {err.strip().splitlines()[-1:]}"
+    assert isinstance(json.loads(out), dict)
+
+
+@pytest.mark.parametrize("result", RESULTS, ids=[p.name for p in RESULTS])
+def test_stated_command_parses(result, capsys, monkeypatch):
+    """The command a result states is one its benchmark takes."""
+    assert_parses(result.name, *stated_command(result), capsys, monkeypatch)
 
 
 def test_every_result_states_its_command():
@@ -48,12 +57,8 @@ def test_every_result_states_its_command():
 
 def test_a_renamed_flag_fails_the_parse(capsys, monkeypatch):
     """The check above bites: a benchmark refuses a flag it no longer takes, with the name that replaced it."""
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    module = __import__("judge_agreement_bench")
-    with pytest.raises(SystemExit) as exit:
-        module.main(["--judge", "served", "--print-config"])
-    assert exit.value.code == 2 and "--judge is renamed --judge.name" in capsys.readouterr().err
-    sys.modules.pop("judge_agreement_bench", None)
+    code, _, err = print_config("judge_agreement_bench", ["--judge", "served"], capsys, monkeypatch)
+    assert code == 2 and "--judge is renamed --judge.name" in err
 
 
 def documented_commands() -> list[tuple[str, str]]:
@@ -64,8 +69,9 @@ def documented_commands() -> list[tuple[str, str]]:
     for doc in [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         parts = doc.read_text().split("```")  # prose, a fenced code block, prose, ...
         code_line = re.compile(r"^ *(python benchmarks/\w+\.py.*)$", re.MULTILINE)  # fenced, or indented code
-        prose, code = code_line.sub("", "\n".join(parts[0::2])), "\n".join(parts[1::2] + code_line.findall(
-            "\n".join(parts[0::2])))
+        outside_fences = "\n".join(parts[0::2])
+        prose = code_line.sub("", outside_fences)  # indented code lines are code, not prose
+        code = "\n".join(parts[1::2] + code_line.findall(outside_fences))
         spans = [" ".join(m.group(1).split()) for m in re.finditer(r"`([^`]*python benchmarks/[^`]*)`", prose)]
         lines = [m.group(1).split("#")[0].strip().removesuffix("&").strip() for m in code_line.finditer(code)]
         for command in spans + lines:
@@ -82,10 +88,4 @@ DOCUMENTED = documented_commands()
 def test_documented_command_parses(doc, command, capsys, monkeypatch):
     """A benchmark command the docs show is one the benchmark takes."""
     words = shlex.split(command)
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    monkeypatch.chdir(ROOT)
-    module = __import__(Path(words[1]).stem)
-    with pytest.raises(SystemExit) as exit:
-        module.main([*words[2:], "--print-config"])
-    printed = capsys.readouterr()
-    assert exit.value.code == 0, f"{doc}: {command}: {printed.err.strip().splitlines()[-1:]}"
+    assert_parses(f"{doc}: {command}", Path(words[1]).stem, words[2:], capsys, monkeypatch)
