@@ -49,6 +49,22 @@ CHECKPOINTING = {"auto": "auto", "true": True, "false": False}
 """``--gradient-checkpointing`` as ``SwirlModule`` takes it (TRL's configs checkpoint by default)."""
 
 
+def add_micro_batch_argument(parser: argparse.ArgumentParser) -> None:
+    """``--micro-batch-tokens``: our side's ``model.micro_batch_tokens`` (``SwirlModule``'s default when not given)."""
+    parser.add_argument("--micro-batch-tokens", type=int, default=None,
+                        help="our side's model.micro_batch_tokens (default: SwirlModule's; 0: one pass per batch)")
+
+
+def micro_batch_arguments(args: argparse.Namespace) -> list[str]:
+    """``--micro-batch-tokens`` as given, passed on to a side's process."""
+    return [] if args.micro_batch_tokens is None else ["--micro-batch-tokens", str(args.micro_batch_tokens)]
+
+
+def micro_batch_option(args: argparse.Namespace) -> dict:
+    """``SwirlModule``'s ``micro_batch_tokens`` as ``--micro-batch-tokens`` asks (nothing: its default)."""
+    return {} if args.micro_batch_tokens is None else {"micro_batch_tokens": args.micro_batch_tokens}
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size (MB)."""
     import resource

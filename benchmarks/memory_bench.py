@@ -38,8 +38,11 @@ sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
     CHECKPOINTING,
+    add_micro_batch_argument,
     command_line,
     machine_info,
+    micro_batch_arguments,
+    micro_batch_option,
     parse_with_shared_groups,
     peak_rss_mb,
     run_side,
@@ -97,22 +100,26 @@ class ProfileLastStep:
         return _Profile()
 
 
-def fit(module, data, steps: int, max_epochs: int | None = None) -> dict:
+def fit(module, data, steps: int, max_epochs: int | None = None, profiled: bool = True) -> dict:
+    """Train ``steps`` steps; the last one profiled unless ``profiled`` is false (then every step counts in the
+    peak)."""
     import lightning.pytorch as L
 
-    profile = ProfileLastStep(max(steps - 1, 0))
+    profile = ProfileLastStep(max(steps - 1, 0)) if profiled else None
     trainer = L.Trainer(max_steps=steps if max_epochs is None else -1, max_epochs=max_epochs, accelerator="cpu",
                         devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                        default_root_dir=tempfile.mkdtemp(prefix="memory-bench-"), callbacks=[profile])
+                        default_root_dir=tempfile.mkdtemp(prefix="memory-bench-"), callbacks=[profile] if profile else [])
     data.setup("fit")
     module.configure_model()
     loaded = rss_mb()
     started = time.perf_counter()
     trainer.fit(module, datamodule=data)
-    return {"rss_after_load_mb": round(loaded, 1), "wall_seconds": round(time.perf_counter() - started, 1),
-            "peak_rss_mb": round(profile.peak_before, 1), "peak_rss_with_profiled_step_mb": round(peak_rss_mb(), 1),
-            "top_allocations_last_step": profile.top}
+    result = {"rss_after_load_mb": round(loaded, 1), "wall_seconds": round(time.perf_counter() - started, 1)}
+    if profile is None:
+        return {**result, "peak_rss_mb": round(peak_rss_mb(), 1), "profiled": False}
+    return {**result, "peak_rss_mb": round(profile.peak_before, 1),
+            "peak_rss_with_profiled_step_mb": round(peak_rss_mb(), 1), "top_allocations_last_step": profile.top}
 
 
 def checkpointing(args) -> dict:
@@ -137,10 +144,10 @@ def run_swirl(args) -> dict:
                               batch_size=args.states * args.group_size)
     module = SwirlModule(policy=PolicyConfig(name=args.model), task=task, sampling=sampling,
                          judge=JudgeConfig("reference"), objective="swirl", export=ExportConfig(enabled=False),
-                         **checkpointing(args),
+                         **checkpointing(args), **micro_batch_option(args),
                          swirl=SwirlConfig(group_size=args.group_size, kl_beta=0.0), optimizer=OptimizerConfig(lr=1e-5))
     return {"states_per_step": args.states, "group_size": args.group_size, "steps": args.steps,
-            **fit(module, data, args.steps)}
+            **fit(module, data, args.steps, profiled=args.profile)}
 
 
 def run_sft(args) -> dict:
@@ -155,9 +162,10 @@ def run_sft(args) -> dict:
                            validation=ValidationDataConfig(split="validation", questions=1))
     module = SwirlModule(policy=PolicyConfig(name=args.model), objective="sft", task=task,
                          export=ExportConfig(enabled=False), optimizer=OptimizerConfig(lr=1e-5, max_grad_norm=1.0),
-                         **checkpointing(args))
+                         **checkpointing(args), **micro_batch_option(args))
     steps = -(-args.sft_trajectories // 4)
-    return {"trajectories": args.sft_trajectories, "batch_size": 4, **fit(module, data, steps, max_epochs=1)}
+    return {"trajectories": args.sft_trajectories, "batch_size": 4,
+            **fit(module, data, steps, max_epochs=1, profiled=args.profile)}
 
 
 def _conversation_tokens(trajectory) -> int:
@@ -255,6 +263,7 @@ def run_one(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {"workload": args.workload, "heap": heap, "gradient_checkpointing": args.gradient_checkpointing,
+              "micro_batch_tokens": "default" if args.micro_batch_tokens is None else args.micro_batch_tokens,
               **{"swirl": run_swirl, "sft": run_sft, "validate": run_validate}[args.workload](args)}
     result.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
     Path(args.result).write_text(json.dumps(result))
@@ -295,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(conf/gsm8k_calculator.yaml's model.evaluation.sampling)")
     parser.add_argument("--gradient-checkpointing", choices=["default", "auto", "true", "false"], default="default",
                         help="the training workloads' model.gradient_checkpointing (default: SwirlModule's)")
+    add_micro_batch_argument(parser)
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                        help="profile the training workloads' last step (not counted in the peak); --no-profile: "
+                        "no profiler, every step counts (the profiler's records of a step can take gigabytes)")
     parser.add_argument("--glibc-default-heap", action="store_true", help="leave glibc's malloc as it is (swirl "
                         "returns freed blocks of 1 MiB or more to the OS: swirl_lightning.core.memory)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per workload (0: torch's default)")
@@ -331,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                      "--validation-questions", str(args.validation_questions),
                      "--validation-batch", str(args.validation_batch),
                      "--validation-max-new-tokens", str(args.validation_max_new_tokens), "--threads", str(args.threads),
-                     "--gradient-checkpointing", args.gradient_checkpointing,
+                     "--gradient-checkpointing", args.gradient_checkpointing, *micro_batch_arguments(args),
+                     "--profile" if args.profile else "--no-profile",
                      "--validation-progress", args.validation_progress, "--commit", result["commit"],
                      *(["--glibc-default-heap"] if args.glibc_default_heap else [])]
         run = run_side(__file__, arguments, workdir / f"{workload}.json", workload)

@@ -50,9 +50,12 @@ sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
     CHECKPOINTING,
+    add_micro_batch_argument,
     add_side_options,
     command_line,
     machine_info,
+    micro_batch_arguments,
+    micro_batch_option,
     parse_with_shared_groups,
     peak_memory_mb,
     run_side,
@@ -124,7 +127,7 @@ def run_ours(args) -> dict:
                          judge=JudgeConfig("reference"), objective="swirl", export=ExportConfig(enabled=False),
                          lora=lora, swirl=SwirlConfig(group_size=args.group_size, kl_beta=0.0),
                          optimizer=OptimizerConfig(lr=1e-5),
-                         gradient_checkpointing=CHECKPOINTING[args.gradient_checkpointing])
+                         gradient_checkpointing=CHECKPOINTING[args.gradient_checkpointing], **micro_batch_option(args))
     publish = Timer(weight_sync.AdapterSync.publish)  # the adapter syncs to the server (inside generation_seconds)
     weight_sync.AdapterSync.publish = lambda self, lm, version: publish(self, lm, version)
     # The objective's sampler and judging, timed where the objective calls them.
@@ -287,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per side (0: torch's default)")
     parser.add_argument("--gradient-checkpointing", choices=list(CHECKPOINTING), default="auto",
                         help="our sides' model.gradient_checkpointing (TRL's GRPOConfig default: on)")
+    add_micro_batch_argument(parser)
     parser.add_argument("--vllm-python", default=str(HERE.parent / ".venv-vllm" / "bin" / "python"),
                         help="the interpreter that starts the managed vLLM server of ours_vllm")
     parser.add_argument("--base-url", help="a running vLLM server for ours_vllm (float32, LoRA up to --lora-r)")
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                              "--data", str(data), "--policy.name", args.model, "--steps", str(args.steps),
                              "--states", str(args.states), "--sampling.max_new_tokens", str(args.max_new_tokens),
                              "--threads", str(args.threads), "--lora-r", str(args.lora_r),
-                             "--gradient-checkpointing", args.gradient_checkpointing]
+                             "--gradient-checkpointing", args.gradient_checkpointing, *micro_batch_arguments(args)]
                 arguments += ["--use-lora"] if lora else []
                 arguments += ["--engine-url", engine_url] if engine_url else []
                 run = run_side(__file__, arguments, workdir / f"{side}-{group_size}.json", f"{label} (G={group_size})")

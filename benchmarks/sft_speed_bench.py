@@ -26,8 +26,11 @@ sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
     CHECKPOINTING,
+    add_micro_batch_argument,
     add_side_options,
     machine_info,
+    micro_batch_arguments,
+    micro_batch_option,
     parse_with_shared_groups,
     peak_memory_mb,
     run_side,
@@ -74,7 +77,7 @@ def run_ours(args) -> dict:
                            validation=ValidationDataConfig(split="validation", questions=1))
     module = SwirlModule(policy=PolicyConfig(name=args.model), objective="sft", task=task,
                          export=ExportConfig(enabled=False), optimizer=OptimizerConfig(lr=1e-5, max_grad_norm=1.0),
-                         gradient_checkpointing=CHECKPOINTING[args.gradient_checkpointing])
+                         gradient_checkpointing=CHECKPOINTING[args.gradient_checkpointing], **micro_batch_option(args))
     losses: list[float] = []
 
     class Record(L.Callback):
@@ -92,7 +95,7 @@ def run_ours(args) -> dict:
     trainer.fit(module, datamodule=data)
     seconds = time.perf_counter() - started
     return {"side": "swirl-lightning", "rows": len(data.train_items), "real_tokens": real_tokens,
-            "epoch_seconds": seconds, "losses": losses}
+            "micro_batch_tokens": module.micro_batch_tokens, "epoch_seconds": seconds, "losses": losses}
 
 
 def run_trl(args) -> dict:
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sides", nargs="+", choices=["ours", "trl"], default=["ours", "trl"])
     parser.add_argument("--gradient-checkpointing", choices=list(CHECKPOINTING), default="auto",
                         help="our side's model.gradient_checkpointing (TRL's SFTConfig default: on)")
+    add_micro_batch_argument(parser)
     parser.add_argument("--out", default=str(HERE / "results" / "sft_speed.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 4 trajectories")
     add_side_options(parser)
@@ -197,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         side_result = run_side(__file__, ["--side", side, "--data", str(data), "--policy.name", args.model,
                                           "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
                                           "--threads", str(args.threads),
-                                          "--gradient-checkpointing", args.gradient_checkpointing],
+                                          "--gradient-checkpointing", args.gradient_checkpointing,
+                                          *micro_batch_arguments(args)],
                                  workdir / f"{side}.json", side)
         result["sides"].append(side_result)
         print(json.dumps({k: v for k, v in side_result.items() if k != "losses"}), flush=True)

@@ -3,7 +3,9 @@
 - Training: the objective named by ``objective`` (``sft``, ``offline``, ``swirl`` or one a plugin registers) turns each
   batch into a loss and its metrics, given :class:`~.objectives.ObjectiveParts` (the policy that scores and samples, the
   judge, the reference policy), never this module; the module owns the loop: one :meth:`~.objectives.Objective.prepare`
-  per batch, then a loss per update, the backward pass, the optimizer step and the logging.
+  per batch, split into micro-batches of at most ``micro_batch_tokens`` tokens (:mod:`.micro_batches`), then per update
+  a loss and a backward pass per micro-batch (each weighted by its share of the batch's action tokens), the optimizer
+  step and the logging.
 - Validation, test and predict roll the policy out live with tools on held-out questions; the
   :class:`~.callbacks.LiveEvaluation` callback (added by :meth:`configure_callbacks`) summarises and logs them.
 - Training figures are written at the optimizer step the batch started from (:mod:`.scalars` says why not through
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import time
 from functools import partial
 from pathlib import Path
@@ -63,6 +66,7 @@ class SwirlModule(L.LightningModule):
         objective: str = "sft",
         lora: LoraConfig = LoraConfig(),
         gradient_checkpointing: bool | Literal["auto"] = "auto",
+        micro_batch_tokens: int = 512,
         optimizer: OptimizerConfig = OptimizerConfig(),
         swirl: SwirlConfig = SwirlConfig(),
         evaluation: EvaluationConfig = EvaluationConfig(),
@@ -81,7 +85,11 @@ class SwirlModule(L.LightningModule):
                 step-level RL), or an objective a plugin registers (``register_objectives``).
             lora: Which weights train: LoRA (``lora.r > 0``, optionally on 4/8-bit weights) or all.
             gradient_checkpointing: Recompute each layer's activations in the backward pass: far less memory, about a
-                third more compute. ``auto``: for batches of more than 1,024 tokens (rows x length) only.
+                third more compute. ``auto``: for passes of more than 1,024 tokens (rows x length) only.
+            micro_batch_tokens: Tokens (rows x length) of one forward and backward pass: each batch is split into
+                passes of whole rows under this budget (a longer row is a pass of its own), whose gradients add up to
+                the batch's. Smaller passes keep fewer activations alive; on a GPU, larger ones use it better. 0: the
+                whole batch in one pass.
             optimizer: Optimizer and schedule.
             swirl: The ``swirl`` update: group size, baseline, KL, clipping.
             evaluation: Live rollouts of validation, test and predict.
@@ -101,6 +109,10 @@ class SwirlModule(L.LightningModule):
         self.policy, self.task, self.sampling, self.tools, self.judge = policy, task, sampling, tools, judge
         self.lora, self.gradient_checkpointing, self.optimizer_config = lora, gradient_checkpointing, optimizer
         self.swirl, self.evaluation, self.export_config = swirl, evaluation, export
+        if micro_batch_tokens < 0:
+            raise ValueError(f"model.micro_batch_tokens: expected 0 (one pass) or a positive integer, got "
+                             f"{micro_batch_tokens}")
+        self.micro_batch_tokens = micro_batch_tokens
         self.automatic_optimization = self.objective.automatic_optimization
         self.strict_loading = lora.r <= 0
         from swirl_lightning.core.models import check_adapter_dir, check_model_name, load_tokenizer
@@ -172,6 +184,15 @@ class SwirlModule(L.LightningModule):
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # Zeroed after the step, not (as Lightning does) after the training_step of the window's first batch: by then
+        # the earlier micro-batches of that batch have backpropagated (backward_passes).
+        optimizer.zero_grad()
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        """No-op: :meth:`optimizer_step` zeroes the gradients."""
+
     def configure_callbacks(self):
         self.live_evaluation = LiveEvaluation()
         return [self.live_evaluation]
@@ -181,19 +202,20 @@ class SwirlModule(L.LightningModule):
               f"{describe_parameters(self.scorer)}", flush=True)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
-        """Prepare the batch, then one loss per update; with manual optimization, this steps the optimizer itself."""
+        """Prepare the batch and split it into micro-batches, then per update a forward and backward pass over each;
+        with manual optimization, this steps the optimizer itself."""
         parts = self.objective_parts()
         prepared = self.objective.prepare(parts, batch)
         self.log_prepared(prepared)
+        passes = self.objective.micro_batches(prepared.data, self.micro_batch_tokens) if prepared.updates else []
         loss = torch.zeros((), device=self.device)  # no update: nothing to learn from
         metrics: dict[str, float | Tensor] = {}
         for _ in range(prepared.updates):
-            loss, metrics = self.objective.loss(parts, prepared)
-            check_finite(loss, self.global_step)
             if not self.automatic_optimization:
                 optimizer, scheduler = self.optimizers(), self.lr_schedulers()
                 optimizer.zero_grad()
-                self.manual_backward(loss)
+            loss, metrics = self.backward_passes(parts, prepared, passes)
+            if not self.automatic_optimization:
                 self.configure_gradient_clipping(optimizer)
                 optimizer.step()
                 scheduler.step()
@@ -202,6 +224,38 @@ class SwirlModule(L.LightningModule):
         if not self.automatic_optimization:
             return loss.detach()
         return loss if prepared.updates else None  # None: Lightning makes no update
+
+    def backward_passes(self, parts: ObjectiveParts, prepared: PreparedBatch,
+                        passes: list[tuple[Any, int]]) -> tuple[Tensor, dict[str, float | Tensor]]:
+        """The batch's loss and metrics, pass by pass, each pass weighted by its share of the batch's action tokens.
+
+        Every pass's backward runs here but, with automatic optimization, the last one's: Lightning runs it on the loss
+        returned, whose value is the whole batch's (the earlier passes' part of it is a constant).
+        """
+        total = sum(action_tokens for _, action_tokens in passes)
+        earlier = torch.zeros((), device=self.device)
+        metrics: dict[str, float | Tensor] = {}
+        for index, (data, action_tokens) in enumerate(passes):
+            share = action_tokens / total if total else 1 / len(passes)
+            loss, pass_metrics = self.objective.loss(parts, dataclasses.replace(prepared, data=data))
+            check_finite(loss, self.global_step)
+            for name, value in pass_metrics.items():
+                metrics[name] = metrics.get(name, 0.0) + share * (value.detach() if isinstance(value, Tensor) else value)
+            if self.automatic_optimization and index == len(passes) - 1:
+                return earlier + loss * share, metrics
+            self.backward_pass(loss * share)
+            earlier = earlier + loss.detach() * share
+        return earlier, metrics
+
+    def backward_pass(self, loss: Tensor) -> None:
+        """One pass's backward through the strategy (its precision, its hooks), scaled as Lightning scales the loss of
+        an automatic update under gradient accumulation; a plain one without a trainer."""
+        if self._trainer is None:
+            loss.backward()
+        elif self.automatic_optimization:
+            self.trainer.strategy.backward(loss / self.trainer.accumulate_grad_batches, None)
+        else:
+            self.manual_backward(loss)
 
     def log_scalars(self, values: dict[str, float | Tensor], batch_size: int, prog_bar: tuple[str, ...] = ()) -> None:
         """Figures of this batch: to the loggers at the batch's starting step (see :mod:`.scalars`), and to

@@ -22,7 +22,7 @@ from swirl_lightning.training.config import ExportConfig, LoraConfig
 from swirl_lightning.training.head import DEFAULT_CHUNK_TOKENS, head_logprobs
 
 AUTO_CHECKPOINT_ABOVE_TOKENS = 1024
-"""``gradient_checkpointing: auto`` checkpoints the batches of more tokens (rows x length) than this."""
+"""``gradient_checkpointing: auto`` checkpoints the passes (micro-batches) of more tokens (rows x length) than this."""
 
 
 class ActionScorer(nn.Module):
@@ -38,7 +38,7 @@ class ActionScorer(nn.Module):
         super().__init__()
         self.lm, self.chunk_tokens = lm, chunk_tokens
         self.checkpointing = checkpointing
-        """As the policy was loaded (``load_trainable_policy``); ``auto`` switches it on for the batches of more than
+        """As the policy was loaded (``load_trainable_policy``); ``auto`` switches it on for the passes of more than
         :data:`AUTO_CHECKPOINT_ABOVE_TOKENS` tokens (rows x length) and off for the others."""
 
     @property

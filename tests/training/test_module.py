@@ -1,5 +1,5 @@
-"""SwirlModule with a tiny random Llama: the objectives against hand computations, swirl sampling and
-judging, manual optimization, live validation, quantized loading."""
+"""SwirlModule with a tiny random Llama: the objectives against hand computations (in one pass and in micro-batches),
+swirl sampling and judging, manual optimization, live validation, quantized loading."""
 
 import dataclasses
 import re
@@ -310,3 +310,96 @@ def test_quantized_lora_with_8bit_adamw_trains_on_cpu():
 def test_quantization_without_lora_is_refused():
     with pytest.raises(ValueError, match="needs LoRA"):
         LoraConfig(quantize="4bit")
+
+
+# -- micro-batches: the same losses, metrics, gradients and updates as one pass per batch -------------------
+
+ONE_ROW_A_PASS = 1  # a budget under any row's length: every row is a pass of its own
+
+
+def trainable_gradients(module: SwirlModule) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in module.scorer.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("objective", ["sft", "offline"])
+def test_rows_objectives_give_the_same_loss_and_gradients_in_passes(objective):
+    data = make_data(objective, batch_size=4)
+    batch = next(iter(data.train_dataloader()))
+    results = {}
+    for budget in (0, ONE_ROW_A_PASS):
+        module = make_module(objective, micro_batch_tokens=budget)
+        module.scorer.train()
+        prepared = module.objective.prepare(module.objective_parts(), batch)
+        assert len(module.objective.micro_batches(prepared.data, budget)) == (1 if budget == 0 else 4)
+        loss = module.training_step(batch, 0)
+        loss.backward()  # the last pass's (the earlier ones ran in training_step)
+        results[budget] = loss.detach(), trainable_gradients(module)
+    torch.testing.assert_close(results[0][0], results[ONE_ROW_A_PASS][0], rtol=1e-5, atol=1e-6)
+    for whole, passes in zip(results[0][1], results[ONE_ROW_A_PASS][1]):
+        torch.testing.assert_close(whole, passes, rtol=1e-4, atol=1e-6)
+
+
+def test_swirl_gives_the_same_losses_metrics_and_gradients_in_passes_over_several_updates(hash_judge):
+    data = make_data("swirl")
+    states = data.train_items[:3]
+    results = {}
+    for budget in (0, ONE_ROW_A_PASS):
+        module = make_module("swirl", swirl=SwirlConfig(group_size=3, kl_beta=0.1, ppo_epochs=2),
+                             judge=JudgeConfig(hash_judge), sampling=SamplingConfig(max_new_tokens=6),
+                             micro_batch_tokens=budget)
+        module.scorer.train()
+        parts = module.objective_parts()
+        prepared = module.objective.prepare(parts, states)
+        passes = module.objective.micro_batches(prepared.data, budget)
+        assert len(passes) == (1 if budget == 0 else 3)
+        updates = []
+        for _ in range(2):  # the second update's ratios are against the first's log-probs, kept pass by pass
+            module.scorer.zero_grad(set_to_none=True)
+            loss, metrics = module.backward_passes(parts, prepared, passes)
+            updates.append((loss, metrics, trainable_gradients(module)))
+            with torch.no_grad():  # a fixed step, so that the second update's ratios differ from 1
+                for p in module.scorer.parameters():
+                    if p.requires_grad:
+                        p -= 0.5 * p.grad.sign()
+        results[budget] = prepared.data.samples, updates
+    assert results[0][0] == results[ONE_ROW_A_PASS][0]
+    for (loss, metrics, grads), (loss_p, metrics_p, grads_p) in zip(results[0][1], results[ONE_ROW_A_PASS][1]):
+        torch.testing.assert_close(loss, loss_p, rtol=1e-5, atol=1e-6)
+        assert metrics.keys() == metrics_p.keys()
+        for name in metrics:
+            torch.testing.assert_close(torch.as_tensor(metrics[name]).float(), torch.as_tensor(metrics_p[name]).float(),
+                                       rtol=1e-4, atol=1e-5, msg=name)
+        for whole, passes in zip(grads, grads_p):
+            torch.testing.assert_close(whole, passes, rtol=1e-4, atol=1e-6)
+    assert float(results[0][1][1][1]["train/ratio_mean"]) != pytest.approx(1.0)  # the second update was off-policy
+
+
+class GradientsBeforeTheStep(L.Callback):
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.gradients = trainable_gradients(pl_module)
+
+
+def test_a_fit_with_gradient_accumulation_accumulates_the_same_gradients_in_passes(tmp_path):
+    # Two batches accumulated into one update: Lightning scales the loss it backpropagates by 1/2, and the passes whose
+    # backward runs in training_step must be scaled alike.
+    data = make_data("sft", batch_size=3)
+    gradients, weights = {}, {}
+    for budget in (0, ONE_ROW_A_PASS):
+        module = make_module("sft", micro_batch_tokens=budget, optimizer=OptimizerConfig(lr=1e-2))
+        start = [p.detach().clone() for p in module.scorer.parameters() if p.requires_grad]
+        probe = GradientsBeforeTheStep()
+        trainer = L.Trainer(accelerator="cpu", max_steps=1, accumulate_grad_batches=2, limit_val_batches=0,
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[probe], default_root_dir=tmp_path / str(budget))
+        trainer.fit(module, data)
+        assert trainer.global_step == 1
+        gradients[budget] = probe.gradients
+        weights[budget] = [p.detach().clone() for p in module.scorer.parameters() if p.requires_grad]
+        assert any(not torch.equal(a, b) for a, b in zip(start, weights[budget]))
+    for whole, passes in zip(gradients[0] + weights[0], gradients[ONE_ROW_A_PASS] + weights[ONE_ROW_A_PASS]):
+        torch.testing.assert_close(whole, passes, rtol=1e-4, atol=1e-6)
+
+
+def test_a_negative_budget_is_refused():
+    with pytest.raises(ValueError, match="micro_batch_tokens"):
+        make_module("sft", micro_batch_tokens=-1)

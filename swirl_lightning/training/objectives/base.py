@@ -3,8 +3,9 @@
 An :class:`Objective` turns a batch into a loss and its metrics (as torchtune's losses do): it gets
 :class:`ObjectiveParts`, the narrow part of the trainer it may use (the policy that scores and samples, the step judge,
 the frozen reference policy), never the LightningModule. The module owns the loop: per batch it calls
-:meth:`Objective.prepare` once (``swirl`` samples and judges there), then :meth:`Objective.loss` once per update, and
-does the backward pass, the optimizer step and the logging itself.
+:meth:`Objective.prepare` once (``swirl`` samples and judges there) and :meth:`Objective.micro_batches` once, then
+:meth:`Objective.loss` once per update and micro-batch, and does the backward passes, the optimizer step and the
+logging itself.
 
 Objectives register through the ``register_objectives`` hook, the built-ins included (:mod:`.default_plugins` is
 their plugin, loaded by name), and configs pick one by name (``model.objective``).
@@ -143,8 +144,16 @@ class Objective:
         """Once per batch, before its updates (``swirl`` samples and judges here)."""
         raise NotImplementedError
 
+    def micro_batches(self, data: Any, max_tokens: int) -> list[tuple[Any, int]]:
+        """Once per batch: its ``data`` split into the passes of :meth:`loss` (each of at most ``max_tokens`` tokens,
+        rows x length, or a single row), each with its action tokens. The module weights each pass's loss and metrics
+        by its share of the batch's action tokens, so a loss that is a mean over action tokens is the same for any
+        split. The default is one pass of the whole batch."""
+        return [(data, 1)]
+
     def loss(self, parts: ObjectiveParts, prepared: PreparedBatch) -> tuple[Tensor, dict[str, float | Tensor]]:
-        """Once per update: the loss under the current weights and its metrics (logged under their names)."""
+        """Once per update and pass (``prepared.data`` is one of :meth:`micro_batches`): the loss under the current
+        weights and its metrics (logged under their names)."""
         raise NotImplementedError
 
 

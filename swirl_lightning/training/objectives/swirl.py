@@ -24,9 +24,10 @@ The algorithm choices in one place:
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass
-from typing import Literal, cast
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
@@ -34,6 +35,7 @@ from torch import Tensor
 from swirl_lightning.core.trajectory import State
 from swirl_lightning.training.action_rewards import good_verdicts, judge_usage, judged_rewards
 from swirl_lightning.training.loss import group_advantages, swirl_loss
+from swirl_lightning.training.micro_batches import plan_micro_batches, take_rows
 from swirl_lightning.training.objectives.base import Objective, ObjectiveParts, PreparedBatch, Rewards
 from swirl_lightning.training.packing import batch_groups, pack_group
 
@@ -95,7 +97,10 @@ class SwirlBatch:
     """Optimizer steps between the weights that sampled the actions and those being updated (vLLM syncs every
     ``engine.sync_every`` steps; 0 in process)."""
     old_logprobs: Tensor | None = None
-    """The sampling policy's log-probs, kept by the first update: the later ones' ratios are taken against them."""
+    """The sampling policy's log-probs, kept by the first update (in each micro-batch's own batch): the later ones'
+    ratios are taken against them."""
+    row_lengths: list[int] = field(default_factory=list)
+    """The real (non-padding) length of each packed row."""
 
 
 class SwirlObjective(Objective):
@@ -151,7 +156,8 @@ class SwirlObjective(Objective):
                           inputs, reference_logprobs, nothing_judged,
                           tokens=sum(len(group.input_ids) for group in groups),
                           sampled_tokens=sum(len(ids) for group in samples for ids, _ in group),
-                          sampling_seconds=sampling_seconds, policy_staleness=policy.version - sampled_version)
+                          sampling_seconds=sampling_seconds, policy_staleness=policy.version - sampled_version,
+                          row_lengths=[len(group.input_ids) for group in groups])
 
     def prepare(self, parts: ObjectiveParts, states: list[State]) -> PreparedBatch:
         batch = self.sample_batch(parts, states)
@@ -162,7 +168,8 @@ class SwirlObjective(Objective):
         if batch.inputs is None:  # the judge failed on every sample: nothing to learn from
             return PreparedBatch(batch, size=len(states), tokens=0, updates=0, metrics=metrics)
         metrics.update({"train/sampled_tokens_per_s": batch.sampled_tokens / max(batch.sampling_seconds, 1e-9),
-                        "train/policy_staleness": float(batch.policy_staleness)})
+                        "train/policy_staleness": float(batch.policy_staleness),
+                        "train/action_tokens": float((batch.inputs["segment_ids"] > 0).sum())})
         rewards = None
         if not batch.nothing_judged:
             judged = batch.valid[batch.valid.any(dim=1)].sum(dim=1, keepdim=True).to(batch.advantages.device)
@@ -172,6 +179,24 @@ class SwirlObjective(Objective):
             rewards = Rewards(batch.rewards[batch.valid], batch.step_index[batch.valid], batch.good[batch.valid])
         return PreparedBatch(batch, size=len(states), tokens=batch.tokens, updates=self.config.ppo_epochs,
                              metrics=metrics, rewards=rewards)
+
+    def micro_batches(self, data: SwirlBatch, max_tokens: int) -> list[tuple[Any, int]]:
+        """Whole packed groups per pass; each pass keeps its own sampling-policy log-probs across the updates."""
+        if data.inputs is None:
+            return [(data, 0)]
+        plan = plan_micro_batches(data.row_lengths, max_tokens)
+        if len(plan) == 1:
+            return [(data, int((data.inputs["segment_ids"] > 0).sum()))]
+        passes = []
+        for rows in plan:
+            length = max(data.row_lengths[r] for r in rows)
+            inputs = {name: take_rows(value, rows, length, (2, 3) if name == "attention_mask" else (1,))
+                      for name, value in data.inputs.items()}
+            reference = None if data.reference_logprobs is None else take_rows(data.reference_logprobs, rows, length)
+            part = dataclasses.replace(data, inputs=inputs, advantages=take_rows(data.advantages, rows),
+                                       reference_logprobs=reference, row_lengths=[data.row_lengths[r] for r in rows])
+            passes.append((part, int((inputs["segment_ids"] > 0).sum())))
+        return passes
 
     def loss(self, parts: ObjectiveParts, prepared: PreparedBatch) -> tuple[Tensor, dict[str, float | Tensor]]:
         """The loss of a prepared batch under the current weights: the first update keeps the sampling policy's
@@ -183,5 +208,5 @@ class SwirlObjective(Objective):
         if batch.old_logprobs is None:
             batch.old_logprobs = logprobs.detach()
         metrics = {f"train/{name}": stats[name] for name in ("policy_loss", "kl", "clip_fraction", "ratio_mean")}
-        metrics.update({"train/entropy": entropy, "train/action_tokens": float(stats["action_tokens"])})
+        metrics["train/entropy"] = entropy
         return loss * 0 if batch.nothing_judged else loss, metrics
