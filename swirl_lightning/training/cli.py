@@ -36,8 +36,8 @@ from swirl_lightning.core.config import SHARED_GROUPS, with_base_configs
 from swirl_lightning.core.safe_load import check_config_arguments
 from swirl_lightning.training.callbacks import EVALUATION_FIGURES
 from swirl_lightning.training.data import SwirlDataModule
+from swirl_lightning.training.export import check_export_folder
 from swirl_lightning.training.module import SwirlModule
-from swirl_lightning.training.policy import check_export_folder
 
 # Which shared group feeds which init argument of the module and the data module.
 LINKED_GROUPS = {"policy": ("model.policy",), "task": ("model.task", "data.task"), "sampling": ("model.sampling",),

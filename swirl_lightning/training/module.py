@@ -7,7 +7,8 @@
   a loss and a backward pass per micro-batch (each weighted by its share of the batch's action tokens), the optimizer
   step and the logging.
 - Validation, test and predict roll the policy out live with tools on held-out questions; the
-  :class:`~.callbacks.LiveEvaluation` callback (added by :meth:`configure_callbacks`) summarises and logs them.
+  :class:`~.callbacks.LiveEvaluation` callback (added by :meth:`configure_callbacks`) summarises and logs them. The
+  :class:`~.export.PolicyExport` callback (added alike) saves the policy at the end of ``fit``.
 - Training figures are written at the optimizer step the batch started from (:mod:`.scalars` says why not through
   Lightning's ``self.log``); the hyperparameters are logged by the CLI (the whole resolved config).
 - Every sampling (``swirl``'s actions, the reward probe, live evaluation) goes through :meth:`generation_backend`: the
@@ -37,15 +38,18 @@ from swirl_lightning.core.trajectory import Example, Trajectory
 from swirl_lightning.rollout.backend import GenerationBackend
 from swirl_lightning.training.callbacks import LiveEvaluation
 from swirl_lightning.training.config import EvaluationConfig, ExportConfig, LoraConfig, OptimizerConfig
+from swirl_lightning.training.export import PolicyExport
+from swirl_lightning.training.micro_batches import backward_in_passes, check_token_budget
 from swirl_lightning.training.objectives import ObjectiveParts, make_objective
 from swirl_lightning.training.objectives.base import PreparedBatch, check_finite
 from swirl_lightning.training.objectives.swirl import SwirlConfig
 from swirl_lightning.training.policy import (
     ActionScorer,
+    check_checkpoint_weights,
     describe_parameters,
-    export_policy,
     load_trainable_policy,
     shard_with_fsdp2,
+    trained_weights,
 )
 from swirl_lightning.training.scalars import BatchScalars, gradient_norm, reward_figures
 from swirl_lightning.training.trained_policy import TrainedPolicy, frozen_reference
@@ -109,10 +113,7 @@ class SwirlModule(L.LightningModule):
         self.policy, self.task, self.sampling, self.tools, self.judge = policy, task, sampling, tools, judge
         self.lora, self.gradient_checkpointing, self.optimizer_config = lora, gradient_checkpointing, optimizer
         self.swirl, self.evaluation, self.export_config = swirl, evaluation, export
-        if micro_batch_tokens < 0:
-            raise ValueError(f"model.micro_batch_tokens: expected 0 (one pass) or a positive integer, got "
-                             f"{micro_batch_tokens}")
-        self.micro_batch_tokens = micro_batch_tokens
+        self.micro_batch_tokens = check_token_budget(micro_batch_tokens, "model.micro_batch_tokens")
         self.automatic_optimization = self.objective.automatic_optimization
         self.strict_loading = lora.r <= 0
         from swirl_lightning.core.models import check_adapter_dir, check_model_name, load_tokenizer
@@ -187,7 +188,7 @@ class SwirlModule(L.LightningModule):
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # Zeroed after the step, not (as Lightning does) after the training_step of the window's first batch: by then
-        # the earlier micro-batches of that batch have backpropagated (backward_passes).
+        # the earlier micro-batches of that batch have backpropagated (backward_in_passes).
         optimizer.zero_grad()
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
@@ -195,7 +196,7 @@ class SwirlModule(L.LightningModule):
 
     def configure_callbacks(self):
         self.live_evaluation = LiveEvaluation()
-        return [self.live_evaluation]
+        return [self.live_evaluation, PolicyExport(self.export_config)]
 
     def on_fit_start(self) -> None:
         print(f"[rank {self.global_rank}/{self.trainer.world_size}] {type(self.trainer.strategy).__name__}: "
@@ -207,45 +208,21 @@ class SwirlModule(L.LightningModule):
         parts = self.objective_parts()
         prepared = self.objective.prepare(parts, batch)
         self.log_prepared(prepared)
-        passes = self.objective.micro_batches(prepared.data, self.micro_batch_tokens) if prepared.updates else []
-        loss = torch.zeros((), device=self.device)  # no update: nothing to learn from
-        metrics: dict[str, float | Tensor] = {}
+        if not prepared.updates:  # nothing to learn from: None makes Lightning skip the update
+            return None if self.automatic_optimization else torch.zeros((), device=self.device)
+        passes = self.objective.micro_batches(prepared.data, self.micro_batch_tokens)
         for _ in range(prepared.updates):
-            if not self.automatic_optimization:
-                optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-                optimizer.zero_grad()
-            loss, metrics = self.backward_passes(parts, prepared, passes)
-            if not self.automatic_optimization:
-                self.configure_gradient_clipping(optimizer)
-                optimizer.step()
-                scheduler.step()
-        if prepared.updates:
-            self.log_scalars({"train/loss": loss, **metrics}, prepared.size, prog_bar=("train/loss",))
-        if not self.automatic_optimization:
-            return loss.detach()
-        return loss if prepared.updates else None  # None: Lightning makes no update
-
-    def backward_passes(self, parts: ObjectiveParts, prepared: PreparedBatch,
-                        passes: list[tuple[Any, int]]) -> tuple[Tensor, dict[str, float | Tensor]]:
-        """The batch's loss and metrics, pass by pass, each pass weighted by its share of the batch's action tokens.
-
-        Every pass's backward runs here but, with automatic optimization, the last one's: Lightning runs it on the loss
-        returned, whose value is the whole batch's (the earlier passes' part of it is a constant).
-        """
-        total = sum(action_tokens for _, action_tokens in passes)
-        earlier = torch.zeros((), device=self.device)
-        metrics: dict[str, float | Tensor] = {}
-        for index, (data, action_tokens) in enumerate(passes):
-            share = action_tokens / total if total else 1 / len(passes)
-            loss, pass_metrics = self.objective.loss(parts, dataclasses.replace(prepared, data=data))
-            check_finite(loss, self.global_step)
-            for name, value in pass_metrics.items():
-                metrics[name] = metrics.get(name, 0.0) + share * (value.detach() if isinstance(value, Tensor) else value)
-            if self.automatic_optimization and index == len(passes) - 1:
-                return earlier + loss * share, metrics
-            self.backward_pass(loss * share)
-            earlier = earlier + loss.detach() * share
-        return earlier, metrics
+            loss, metrics = backward_in_passes(
+                passes, lambda data: self.objective.loss(parts, dataclasses.replace(prepared, data=data)),
+                self.backward_pass, leave_last=self.automatic_optimization)
+            check_finite(loss, self.global_step)  # before any step: a NaN in any pass makes the whole loss NaN
+            if not self.automatic_optimization:  # the next update samples and scores under the new weights
+                self.configure_gradient_clipping(self.optimizers())
+                self.optimizers().step()
+                self.optimizers().zero_grad()  # after the step, as optimizer_step does
+                self.lr_schedulers().step()
+        self.log_scalars({"train/loss": loss, **metrics}, prepared.size, prog_bar=("train/loss",))
+        return loss if self.automatic_optimization else loss.detach()
 
     def backward_pass(self, loss: Tensor) -> None:
         """One pass's backward through the strategy (its precision, its hooks), scaled as Lightning scales the loss of
@@ -317,36 +294,12 @@ class SwirlModule(L.LightningModule):
 
     validation_step = test_step = predict_step = evaluate_batch
 
-    # -- checkpoints and export -----------------------------------------------------------------
+    # -- checkpoints (the export at the end of fit is the PolicyExport callback's) --------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from torch.distributed.fsdp import FSDPModule
-
-        if self.lora.r > 0 and not isinstance(self.scorer, FSDPModule):
-            trained = {f"scorer.{n}" for n, p in self.scorer.named_parameters() if p.requires_grad}
-            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trained}
+        if self.lora.r > 0:
+            checkpoint["state_dict"] = trained_weights(self.scorer, checkpoint["state_dict"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.loaded_step, self.loaded_checkpoint = int(checkpoint.get("global_step", 0)), True
-        saved = checkpoint.get("state_dict")
-        unknown = set(saved) - set(self.state_dict()) if isinstance(saved, dict) else set()
-        if unknown:
-            raise ValueError(f"checkpoint holds {len(unknown)} weights this policy lacks, e.g. {sorted(unknown)[:3]}; "
-                             "was it trained with another policy or LoRA setting?")
-
-    def on_fit_end(self) -> None:
-        from torch.distributed.fsdp import FSDPModule
-
-        if not self.export_config.enabled:
-            return
-        if isinstance(self.scorer, FSDPModule):
-            print("export skipped under FSDP2: convert the sharded checkpoint instead", flush=True)
-        elif self.global_rank == 0:  # beside the logs, not in them (TensorBoard would scan the weights' folder)
-            self.export(self.export_config.dir or Path(self.trainer.default_root_dir) / "export")
-
-    def export(self, directory: str | Path) -> Path:
-        """Save the policy in Hugging Face format (see :func:`~.policy.export_policy`)."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        trained_on = [t.example_id for t in getattr(datamodule, "train_trajectories", [])]
-        return export_policy(self.scorer, self.tokenizer, directory, policy=self.policy, lora=self.lora,
-                             export=self.export_config, objective=self.objective.name, training_questions=trained_on)
+        check_checkpoint_weights(checkpoint.get("state_dict"), self.state_dict())

@@ -1,24 +1,22 @@
 """The trainable policy: loading (a merged warm-start adapter, LoRA, 4/8-bit), the :class:`ActionScorer` the losses
-call (log-probs of action tokens only), sampling fresh actions from it, FSDP2 sharding, and the export at the end.
+call (log-probs of action tokens only), sampling fresh actions from it, FSDP2 sharding, and what its checkpoints hold
+(the export at the end is :mod:`.export`'s).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import zlib
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
 from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from swirl_lightning.core.config import PolicyConfig, SamplingConfig
-from swirl_lightning.core.models import EXPORT_RECORD
 from swirl_lightning.core.trajectory import State
-from swirl_lightning.training.config import ExportConfig, LoraConfig
+from swirl_lightning.training.config import LoraConfig
 from swirl_lightning.training.head import DEFAULT_CHUNK_TOKENS, head_logprobs
 
 AUTO_CHECKPOINT_ABOVE_TOKENS = 1024
@@ -212,88 +210,21 @@ def shard_with_fsdp2(scorers: list[nn.Module | None], device_mesh) -> None:
         fully_shard(scorer, mesh=mesh)
 
 
-def export_policy(scorer: ActionScorer, tokenizer, directory: str | Path, *, policy: PolicyConfig, lora: LoraConfig,
-                  export: ExportConfig, objective: str, training_questions: Sequence[str] = ()) -> Path:
-    """Save the policy in Hugging Face format: the LoRA adapter, or the whole model; plus the tokenizer, a
-    ``swirl_export.json`` saying what it is, and ``training_questions.txt``, the ids of the questions it was trained
-    on (so that an evaluation can show it never saw its questions).
+def trained_weights(scorer: nn.Module, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The entries of a checkpoint's ``state_dict`` that train (a LoRA's): the frozen base is reloaded from its name.
+    Under FSDP2 the sharded checkpoint keeps every entry."""
+    from torch.distributed.fsdp import FSDPModule
 
-    A LoRA trained on a merged warm start is saved alone, small enough to ship, and ``swirl_export.json`` names the
-    warm start (``merged_adapter``): loading the export merges the warm start first, then this adapter
-    (:func:`~swirl_lightning.core.models.merge_adapter`), which is the policy that trained.
-
-    ``swirl_export.json`` lists the files the export wrote (``files``): a resumed run may replace those, and only
-    those (:func:`check_export_folder`)."""
-    directory = Path(directory)
-    before = _stats(directory)
-    ours_before = exported_files(directory)
-    lm = scorer.lm
-    adapter_only = lora.r > 0
-    lm.save_pretrained(directory)
-    if adapter_only and export.dtype:
-        cast_safetensors(directory / "adapter_model.safetensors", getattr(torch, export.dtype))
-    if adapter_only:
-        # The base as the user named it (an alias or a hub id), not this machine's cache folder.
-        config_path = directory / "adapter_config.json"
-        adapter_config = json.loads(config_path.read_text())
-        adapter_config["base_model_name_or_path"] = policy.name
-        config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
-    tokenizer.save_pretrained(directory)
-    if training_questions:
-        (directory / "training_questions.txt").write_text("\n".join(sorted(set(training_questions))) + "\n")
-    # Ours: what is new or rewritten now, and what an earlier export of this folder wrote; never a file of the user's.
-    after = _stats(directory)
-    written = {name for name, stat in after.items() if before.get(name) != stat or name in ours_before}
-    (directory / EXPORT_RECORD).write_text(json.dumps(
-        {"base_model": policy.name, "merged_adapter": policy.adapter, "adapter_only": adapter_only,
-         "objective": objective, "files": sorted(written | {EXPORT_RECORD})}, indent=2) + "\n")
-    print(f"exported the policy to {directory}", flush=True)
-    return directory
+    if isinstance(scorer, FSDPModule):
+        return state_dict
+    trained = {f"scorer.{name}" for name, p in scorer.named_parameters() if p.requires_grad}
+    return {key: value for key, value in state_dict.items() if key in trained}
 
 
-def _stats(directory: Path) -> dict[str, tuple[int, int]]:
-    """Size and modification time of each entry of ``directory`` (none when it does not exist)."""
-    if not directory.is_dir():
-        return {}
-    return {entry.name: (entry.stat().st_size, entry.stat().st_mtime_ns) for entry in directory.iterdir()}
-
-
-def exported_files(directory: str | Path) -> set[str]:
-    """The names of the files an export wrote into ``directory``, as its ``swirl_export.json`` lists them (none for no
-    export, or one from before the list was kept)."""
-    from swirl_lightning.core.safe_load import loads_json
-
-    record = Path(directory) / EXPORT_RECORD
-    try:  # bounded: a deep or huge record is no export's
-        data = loads_json(record.read_bytes()) if record.is_file() else None
-    except ValueError:  # not JSON, not text, or over a bound: nothing there is known to be an export's
-        return set()
-    files = data.get("files") if isinstance(data, dict) else None
-    return {name for name in files if isinstance(name, str)} if isinstance(files, list) else set()
-
-
-def check_export_folder(directory: str | Path, *, resuming: bool, overwrite: bool) -> None:
-    """Refuse, before training starts, an export folder whose files the export at the end would overwrite without
-    leave: for a new run, any file (an earlier run's export, or the user's); for a resumed one (its export may be there
-    already), any file no export wrote. ``overwrite`` gives that leave."""
-    directory = Path(directory)
-    present = sorted(entry.name for entry in directory.iterdir()) if directory.is_dir() else []
-    if overwrite or not present:
-        return
-    foreign = [name for name in present if name not in exported_files(directory)]
-    if foreign:
-        raise FileExistsError(f"export folder {directory} holds files no export wrote ({', '.join(foreign[:3])}"
-                              f"{', ...' if len(foreign) > 3 else ''}): the export at the end of fit would overwrite "
-                              "them; choose another --model.export.dir, or pass --overwrite true to replace them")
-    if not resuming:
-        raise FileExistsError(f"export folder {directory} holds the export of an earlier run: pass --overwrite true to "
-                              "start over (it is replaced), --ckpt_path last to resume that run, or choose another "
-                              "--model.export.dir")
-
-
-def cast_safetensors(path: Path, dtype: torch.dtype) -> None:
-    """Rewrite a safetensors file with its floating-point tensors cast to ``dtype``."""
-    from safetensors.torch import load_file, save_file
-
-    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(path).items()}
-    save_file(tensors, path, metadata={"format": "pt"})
+def check_checkpoint_weights(saved: object, expected: Iterable[str]) -> None:
+    """Refuse a checkpoint holding weights this policy lacks (loading is not strict under LoRA: a checkpoint holds the
+    trained weights only, so a missing one is expected, an unknown one is another policy's)."""
+    unknown = set(saved) - set(expected) if isinstance(saved, dict) else set()
+    if unknown:
+        raise ValueError(f"checkpoint holds {len(unknown)} weights this policy lacks, e.g. {sorted(unknown)[:3]}; "
+                         "was it trained with another policy or LoRA setting?")

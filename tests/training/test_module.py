@@ -28,6 +28,7 @@ from swirl_lightning.training.config import (
 )
 from swirl_lightning.training.data import SwirlDataModule
 from swirl_lightning.training.loss import token_logprobs
+from swirl_lightning.training.micro_batches import backward_in_passes
 from swirl_lightning.training.module import SwirlModule
 from swirl_lightning.training.objectives.swirl import SwirlConfig
 from swirl_lightning.training.packing import unpacked_trajectory_rows
@@ -339,6 +340,12 @@ def test_rows_objectives_give_the_same_loss_and_gradients_in_passes(objective):
         torch.testing.assert_close(whole, passes, rtol=1e-4, atol=1e-6)
 
 
+def update_in_passes(module: SwirlModule, parts, prepared, passes):
+    """One update of ``module``'s objective over ``passes``, every backward run (manual optimization's way)."""
+    return backward_in_passes(passes, lambda data: module.objective.loss(parts, dataclasses.replace(prepared, data=data)),
+                              module.backward_pass)
+
+
 def test_swirl_gives_the_same_losses_metrics_and_gradients_in_passes_over_several_updates(hash_judge):
     data = make_data("swirl")
     states = data.train_items[:3]
@@ -355,7 +362,7 @@ def test_swirl_gives_the_same_losses_metrics_and_gradients_in_passes_over_severa
         updates = []
         for _ in range(2):  # the second update's ratios are against the first's log-probs, kept pass by pass
             module.scorer.zero_grad(set_to_none=True)
-            loss, metrics = module.backward_passes(parts, prepared, passes)
+            loss, metrics = update_in_passes(module, parts, prepared, passes)
             updates.append((loss, metrics, trainable_gradients(module)))
             with torch.no_grad():  # a fixed step, so that the second update's ratios differ from 1
                 for p in module.scorer.parameters():
@@ -403,3 +410,20 @@ def test_a_fit_with_gradient_accumulation_accumulates_the_same_gradients_in_pass
 def test_a_negative_budget_is_refused():
     with pytest.raises(ValueError, match="micro_batch_tokens"):
         make_module("sft", micro_batch_tokens=-1)
+
+
+@pytest.mark.parametrize("budget", [0, ONE_ROW_A_PASS])
+def test_a_non_finite_loss_in_any_pass_stops_the_batch_before_an_update(budget, monkeypatch):
+    module = make_module("sft", micro_batch_tokens=budget)
+    batch = next(iter(make_data("sft", batch_size=3).train_dataloader()))
+    real_loss, calls = module.objective.loss, []
+
+    def loss_nan_in_the_first_pass(parts, prepared):
+        loss, metrics = real_loss(parts, prepared)
+        calls.append(loss)
+        return (loss * float("nan") if len(calls) == 1 else loss), metrics
+
+    monkeypatch.setattr(module.objective, "loss", loss_nan_in_the_first_pass)
+    with pytest.raises(ValueError, match="the training loss is nan at step 0"):
+        module.training_step(batch, 0)
+    assert len(calls) == (1 if budget == 0 else 3)  # every pass ran: the check is on the whole batch's loss

@@ -12,7 +12,8 @@ from swirl_lightning.core.config import PolicyConfig
 from swirl_lightning.core.models import load_model, load_tokenizer, merged_adapter_of
 from swirl_lightning.rollout.generate import load_policy
 from swirl_lightning.training.config import ExportConfig, LoraConfig
-from swirl_lightning.training.policy import ActionScorer, export_policy, load_trainable_policy
+from swirl_lightning.training.export import export_policy
+from swirl_lightning.training.policy import ActionScorer, load_trainable_policy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -94,7 +95,7 @@ def test_a_bad_export_record_is_a_one_line_error_naming_it(tmp_path, text, messa
 def test_an_unreadable_export_record_lists_no_files_as_the_exports(tmp_path, text):
     """Nothing in a folder whose record cannot be read counts as an export's: fit then refuses to overwrite it."""
     from swirl_lightning.core.models import EXPORT_RECORD
-    from swirl_lightning.training.policy import exported_files
+    from swirl_lightning.training.export import exported_files
 
     (tmp_path / EXPORT_RECORD).write_bytes(text.encode("latin-1"))
     assert exported_files(tmp_path) == set()
