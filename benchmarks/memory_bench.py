@@ -12,8 +12,9 @@ Each workload runs in its own subprocess (so its peak RSS is its own) on SmolLM2
 - ``sft``: one ``sft`` epoch of ``--sft-trajectories`` reference trajectories, batch 4, as ``sft_speed_bench.py``;
 - ``validate``: live rollouts of ``--validation-questions`` GSM8K validation questions (zero-shot prompt, calculator,
   actions of at most ``--validation-max-new-tokens`` tokens) at batch ``--validation-batch``, greedy, on the in-process
-  engine as ``swirl validate`` runs them; reports the KV cache's largest size too. A killed validation resumes where it
-  stopped (``--validation-progress``): its peak is the largest of its runs', each of which had all slots busy.
+  engine as ``swirl validate`` runs them; reports the KV cache's largest size and the accuracy too. A killed validation
+  resumes where it stopped (``--validation-progress``): its peak is the largest of its runs', each of which had all
+  slots busy. ``--sampling.kv_cache_dtype bfloat16`` stores its keys and values (and the swirl actions') in bfloat16.
 
 Reported per workload: peak RSS (``ru_maxrss``), the RSS once the model is loaded, wall seconds, and, for the training
 workloads, the ten operators that allocated the most memory during the last step (``torch.profiler`` with
@@ -141,7 +142,7 @@ def run_swirl(args) -> dict:
                            train=TrainDataConfig(path=args.data, batch_size=args.states, shuffle=False),
                            validation=ValidationDataConfig(split="validation", questions=1))
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=args.max_new_tokens,
-                              batch_size=args.states * args.group_size)
+                              batch_size=args.states * args.group_size, kv_cache_dtype=args.kv_cache_dtype)
     module = SwirlModule(policy=PolicyConfig(name=args.model), task=task, sampling=sampling,
                          judge=JudgeConfig("reference"), objective="swirl", export=ExportConfig(enabled=False),
                          **checkpointing(args), **micro_batch_option(args),
@@ -206,7 +207,8 @@ def run_validate(args) -> dict:
     # so far, and the next run rolls out only the questions it lacks (the peak reported is the largest of the runs').
     progress = Path(args.validation_progress)
     settings = {"model": args.model, "questions": args.validation_questions, "batch": args.validation_batch,
-                "max_new_tokens": args.validation_max_new_tokens, "glibc_default_heap": args.glibc_default_heap}
+                "max_new_tokens": args.validation_max_new_tokens, "glibc_default_heap": args.glibc_default_heap,
+                "kv_cache_dtype": args.kv_cache_dtype}
     done = _validation_progress(progress, settings)
     segment = 1 + max((record["segment"] for record in done), default=0)
     tokenizer = load_tokenizer(args.model)
@@ -215,7 +217,7 @@ def run_validate(args) -> dict:
     settings_for = RolloutSettings.for_task(TaskConfig("gsm8k", few_shot=False), ToolsConfig(names=["calculator"]),
                                             renderer=ChatRenderer(tokenizer), policy_name=args.model)
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=args.validation_max_new_tokens,
-                              batch_size=args.validation_batch)
+                              batch_size=args.validation_batch, kv_cache_dtype=args.kv_cache_dtype)
     examples = load_task("gsm8k", "validation", args.validation_questions)
     finished_ids = {record["question"] for record in done}
     remaining = [example for example in examples if example.id not in finished_ids]
@@ -227,7 +229,7 @@ def run_validate(args) -> dict:
 
         def record(conversation) -> None:
             trajectory = conversation.trajectory
-            done.append({"segment": segment, "question": trajectory.example_id,
+            done.append({"segment": segment, "question": trajectory.example_id, "outcome": trajectory.outcome,
                          "tokens": _conversation_tokens(trajectory), "peak_rss_mb": round(peak_rss_mb(), 1),
                          "largest_kv_cache_mb": round(largest["bytes"] / 2**20, 1),
                          "seconds": round(time.perf_counter() - started, 1), "rss_after_load_mb": round(loaded, 1)})
@@ -240,7 +242,10 @@ def run_validate(args) -> dict:
     lengths = sorted(entry["tokens"] for entry in done)
     commits = [json.loads(line).get("commit") for line in progress.read_text().splitlines() if '"settings"' in line]
     progress.unlink()  # finished: the result holds it all
-    return {"questions": len(examples), "batch_size": args.validation_batch, "rss_after_load_mb": round(loaded, 1),
+    outcomes = [entry["outcome"] for entry in done if entry.get("outcome") is not None]
+    return {"questions": len(examples), "batch_size": args.validation_batch, "kv_cache_dtype": args.kv_cache_dtype,
+            "accuracy": round(sum(outcomes) / len(outcomes), 4) if outcomes else None,
+            "rss_after_load_mb": round(loaded, 1),
             "wall_seconds": round(sum(entry["seconds"] for entry in segments.values()), 1),
             "largest_kv_cache_mb": max(entry["largest_kv_cache_mb"] for entry in segments.values()),
             "peak_rss_mb": max(entry["peak_rss_mb"] for entry in segments.values()),
@@ -322,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_with_shared_groups(parser, argv, shared_defaults)
     # The policy (--policy.name) and the swirl actions' length (--sampling.max_new_tokens) are the shared groups'.
     args.model, args.max_new_tokens = args.shared.policy.name, args.shared.sampling.max_new_tokens
+    args.kv_cache_dtype = args.shared.sampling.kv_cache_dtype  # the validation's (greedy) sampling takes it too
     if args.workload:
         return run_one(args)
     if args.smoke:
@@ -340,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     for workload in args.workloads:
         arguments = ["--workload", workload, "--data", str(data), "--policy.name", args.model, "--states", str(args.states),
                      "--group-size", str(args.group_size), "--steps", str(args.steps),
-                     "--sampling.max_new_tokens", str(args.max_new_tokens), "--sft-trajectories", str(args.sft_trajectories),
+                     "--sampling.max_new_tokens", str(args.max_new_tokens),
+                     "--sampling.kv_cache_dtype", args.kv_cache_dtype, "--sft-trajectories", str(args.sft_trajectories),
                      "--validation-questions", str(args.validation_questions),
                      "--validation-batch", str(args.validation_batch),
                      "--validation-max-new-tokens", str(args.validation_max_new_tokens), "--threads", str(args.threads),

@@ -84,6 +84,9 @@ class SamplingConfig:
     """Most (padded) tokens in one prefill forward pass; longer prefills are split."""
     min_shared_prefix: int = 16
     """Shortest prompt head worth computing once and copying into each slot (0 turns prefix sharing off)."""
+    kv_cache_dtype: Literal["auto", "bfloat16", "float16"] = "auto"
+    """What the in-process engine stores keys and values in: ``auto``, the model's dtype; ``bfloat16`` or ``float16``
+    halve a float32 model's cache, attention then runs in that dtype (greedy tokens may differ slightly)."""
 
     def __post_init__(self) -> None:
         _check(self.temperature >= 0, f"sampling.temperature: expected >= 0, got {self.temperature}")
@@ -91,6 +94,8 @@ class SamplingConfig:
         for name in ("max_new_tokens", "batch_size", "max_context_tokens", "prefill_batch_tokens"):
             _check(getattr(self, name) >= 1, f"sampling.{name}: expected a positive integer, got {getattr(self, name)}")
         _check(self.min_shared_prefix >= 0, f"sampling.min_shared_prefix: expected >= 0, got {self.min_shared_prefix}")
+        _check(self.kv_cache_dtype in ("auto", "bfloat16", "float16"),
+               f"sampling.kv_cache_dtype: expected auto, bfloat16 or float16, got {self.kv_cache_dtype!r}")
 
 
 @dataclass

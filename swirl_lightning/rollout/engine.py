@@ -162,6 +162,7 @@ class GenerationEngine:
         self._cache_argument = "cache" if "cache" in inspect.signature(self._decoder.forward).parameters \
             else "past_key_values"
         self._num_layers = model.config.get_text_config().num_hidden_layers
+        self._kv_cache_dtype = None if config.kv_cache_dtype == "auto" else getattr(torch, config.kv_cache_dtype)
 
     @torch.inference_mode()
     def run(self, conversations: Iterable[Conversation], on_finished: Callable[[Conversation], None]) -> None:
@@ -169,7 +170,8 @@ class GenerationEngine:
         started = time.perf_counter()
         waiting = iter(conversations)
         slots: list[_Slot | None] = [None] * self.config.batch_size
-        cache = SlotKVCache(self.config.batch_size, self._num_layers, max_capacity=self.config.max_context_tokens)
+        cache = SlotKVCache(self.config.batch_size, self._num_layers, max_capacity=self.config.max_context_tokens,
+                            dtype=self._kv_cache_dtype)
         # The first two conversations are taken up front to find the prompt head they share; the prefix is
         # then used for every conversation (the first included), so results do not depend on the batch size.
         ahead = [c for c in (next(waiting, None), next(waiting, None)) if c is not None]

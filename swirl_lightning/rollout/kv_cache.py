@@ -46,13 +46,15 @@ class SlotKVCache:
     is_compileable = False
 
     def __init__(self, num_slots: int, num_layers: int, block_tokens: int = DEFAULT_BLOCK_TOKENS,
-                 max_capacity: int | None = None):
+                 max_capacity: int | None = None, dtype: torch.dtype | None = None):
         if block_tokens < 1:
             raise ValueError(f"block_tokens: expected a positive integer, got {block_tokens}")
         self.num_slots = num_slots
         self.num_layers = num_layers
         self.block_tokens = block_tokens
         self.max_capacity = max_capacity
+        self.dtype = dtype
+        """What the rows store keys and values in (``None``: the model's); attention then runs in it."""
         self.lengths = torch.zeros(num_slots, dtype=torch.long)
         self.rows: list[torch.Tensor | None] = [None] * num_slots
         """Each slot's ``[layers, 2, kv heads, capacity, head dim]`` keys and values; ``None`` while it is empty."""
@@ -120,7 +122,8 @@ class SlotKVCache:
             capacity = max(needed, min(capacity, self.max_capacity))
         like = self._like
         assert like is not None, "a row is made after the first keys arrive"
-        grown = like.new_zeros((self.num_layers, 2, like.shape[1], capacity, like.shape[3]))
+        grown = like.new_zeros((self.num_layers, 2, like.shape[1], capacity, like.shape[3]),
+                               dtype=self.dtype or like.dtype)
         if row is not None:
             grown[:, :, :, :have] = row
         self.rows[slot] = grown
@@ -154,6 +157,9 @@ class SlotKVCache:
         (its cached positions and the new ones), under the rows of ``attention_mask``; ``[rows, new, heads, dim]``."""
         rows, heads, n, dim = query.shape
         out = query.new_empty(rows, n, heads, dim)
+        if self.dtype is not None:  # attention in the cache's dtype: its rows are not copied to the model's
+            query = query.to(self.dtype)
+            attention_mask = None if attention_mask is None else attention_mask.to(self.dtype)
         for k, slot in enumerate(self._selected):
             length = int(self.lengths[slot]) + n
             row = self._row(slot, length)

@@ -51,6 +51,32 @@ def test_slot_cache_matches_full_forward_with_ragged_rows_and_growth(tiny):
     assert cache.lengths.tolist() == [7, 30, 15]
 
 
+@torch.no_grad()
+def test_a_bfloat16_cache_holds_half_the_bytes_and_attends_close_to_the_full_forward(tiny):
+    model = tiny[0].float()  # a float32 model, as on a CPU
+    try:
+        torch.manual_seed(1)
+        sequences = [torch.randint(10, 5000, (n,)).tolist() for n in (7, 30)]
+        caches = {dtype: SlotKVCache(num_slots=2, num_layers=model.config.num_hidden_layers, block_tokens=4,
+                                     dtype=dtype) for dtype in (None, torch.bfloat16)}
+        last = {}
+        for dtype, cache in caches.items():
+            feed(model, cache, [0, 1], [s[:5] for s in sequences])  # a padded prefill, then ragged feeds
+            last[dtype] = feed(model, cache, [0, 1], [sequences[0][5:], sequences[1][5:]])
+        assert all(row.dtype == torch.bfloat16 for row in caches[torch.bfloat16].rows if row is not None)
+        assert caches[torch.bfloat16].nbytes() * 2 == caches[None].nbytes()
+        for k, sequence in enumerate(sequences):
+            expected = model(torch.tensor([sequence])).logits[0, -1]
+            torch.testing.assert_close(last[None][k], expected, atol=1e-4, rtol=1e-4)
+            assert last[torch.bfloat16][k].dtype == torch.float32
+            torch.testing.assert_close(last[torch.bfloat16][k], expected, atol=0.05, rtol=0.05)
+            assert last[torch.bfloat16][k].argmax() == expected.argmax()
+    finally:
+        model.double()
+    with pytest.raises(ValueError, match="sampling.kv_cache_dtype"):
+        SamplingConfig(kv_cache_dtype="int8")
+
+
 def test_each_slot_grows_in_blocks_with_its_own_conversation_and_is_freed_when_it_leaves():
     cache = SlotKVCache(num_slots=3, num_layers=2, block_tokens=4, max_capacity=30)
     assert cache.nbytes() == 0  # nothing before the first forward pass
