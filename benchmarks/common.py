@@ -82,14 +82,14 @@ def peak_memory_mb() -> float:
 
 
 def set_up_side_heap(side: str) -> str:
-    """The heap as each side's own command leaves it: ``swirl`` returns freed blocks to the OS
-    (``swirl_lightning.core.memory``), TRL leaves glibc's default. Returns what was done, for the record."""
+    """The heap as each side's own command leaves it: ``swirl`` returns freed blocks to the OS and backs large tensors
+    with huge pages (``swirl_lightning.core.memory``), TRL leaves glibc's and PyTorch's defaults. Returns what was
+    done, for the record. Call it before the side's first tensor."""
     if side != "ours":
         return "glibc default"
-    from swirl_lightning.core.memory import return_freed_memory_to_os
+    from swirl_lightning.core.memory import set_up_heap
 
-    return "freed blocks of 1 MiB or more returned (as swirl sets it)" if return_freed_memory_to_os() \
-        else "glibc default"
+    return f"{set_up_heap()} (as swirl sets it)"
 
 
 def add_side_options(parser: argparse.ArgumentParser) -> None:

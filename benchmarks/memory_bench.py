@@ -258,12 +258,12 @@ def run_one(args) -> int:
 
     heap = "glibc default"
     if not args.glibc_default_heap:
-        try:
-            from swirl_lightning.core.memory import return_freed_memory_to_os
-        except ImportError:  # code from before it existed
-            pass
-        else:
-            heap = "freed blocks of 1 MiB or more returned (as swirl sets it)" if return_freed_memory_to_os() else heap
+        from swirl_lightning.core import memory
+
+        if hasattr(memory, "set_up_heap"):
+            heap = f"{memory.set_up_heap()} (as swirl sets it)"
+        elif memory.return_freed_memory_to_os():  # code from before huge pages
+            heap = "freed blocks of 1 MiB or more returned (as swirl sets it)"
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -313,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                         help="profile the training workloads' last step (not counted in the peak); --no-profile: "
                         "no profiler, every step counts (the profiler's records of a step can take gigabytes)")
-    parser.add_argument("--glibc-default-heap", action="store_true", help="leave glibc's malloc as it is (swirl "
-                        "returns freed blocks of 1 MiB or more to the OS: swirl_lightning.core.memory)")
+    parser.add_argument("--glibc-default-heap", action="store_true", help="leave glibc's malloc and PyTorch's pages "
+                        "as they are (swirl returns freed blocks of 1 MiB or more to the OS and backs tensors of 2 MB "
+                        "or more with huge pages: swirl_lightning.core.memory)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per workload (0: torch's default)")
     parser.add_argument("--out", default=str(HERE / "results" / "memory.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny random model, small workloads")

@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 
-from swirl_lightning.core.memory import return_freed_memory_to_os
+from swirl_lightning.core.memory import set_up_heap
 from swirl_lightning.core.quiet import quiet_dependencies
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("SWIRL_DEBUG", "") not in ("", "0")
     if argv[:1] == ["--debug"]:
         argv, debug = argv[1:], True
+    set_up_heap()  # before any tensor: PyTorch reads its huge-pages switch at the first one
     quiet_dependencies()
-    return_freed_memory_to_os()
     found = find_command(argv)
     command = found[0] if found else (argv[0] if argv else "")
     try:

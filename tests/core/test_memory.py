@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,38 @@ def test_freed_tensors_are_returned_to_the_os_where_glibc_alone_keeps_them():
 def test_a_threshold_chosen_in_the_environment_is_respected(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert return_freed_memory_to_os() is False
+
+
+HUGE_PAGES_PROBE = textwrap.dedent("""
+    import sys
+
+    from swirl_lightning.core.memory import use_huge_pages
+
+    if sys.argv[1] == "set":
+        assert use_huge_pages()
+    import torch
+
+    tensor = torch.ones(16 * 2**20)  # 64 MB
+    print(sum(int(line.split()[1]) for line in open("/proc/self/smaps") if line.startswith("AnonHugePages:")))
+""")
+
+
+def huge_pages_kb(mode: str) -> int:
+    completed = subprocess.run([sys.executable, "-c", HUGE_PAGES_PROBE, mode], capture_output=True, text=True,
+                               env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}, check=True, timeout=120)
+    return int(completed.stdout.split()[-1])
+
+
+def test_large_tensors_are_backed_by_huge_pages_where_the_kernel_gives_them_on_request():
+    setting = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not setting.exists() or "[madvise]" not in setting.read_text():
+        pytest.skip("transparent huge pages are not given on request (madvise) on this kernel")
+    assert huge_pages_kb("set") >= 32 * 1024  # most of the 64 MB tensor
+    assert huge_pages_kb("default") == 0  # the control: PyTorch does not ask for them by itself
+
+
+def test_a_huge_pages_choice_in_the_environment_is_respected(monkeypatch):
+    from swirl_lightning.core.memory import HUGE_PAGES_VARIABLE, use_huge_pages
+
+    monkeypatch.setenv(HUGE_PAGES_VARIABLE, "0")
+    assert use_huge_pages() is False
