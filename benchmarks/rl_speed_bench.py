@@ -50,9 +50,11 @@ sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
     CHECKPOINTING,
+    add_heap_argument,
     add_micro_batch_argument,
     add_side_options,
     command_line,
+    heap_arguments,
     machine_info,
     micro_batch_arguments,
     micro_batch_option,
@@ -223,7 +225,7 @@ def run_trl(args) -> dict:
 def run_one_side(args) -> int:
     import torch
 
-    heap = set_up_side_heap(args.side)
+    heap = set_up_side_heap(args.side, args.mmap_threshold_mib)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {"side": args.side_label, **(run_ours(args) if args.side == "ours" else run_trl(args)), "heap": heap}
@@ -291,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradient-checkpointing", choices=list(CHECKPOINTING), default="auto",
                         help="our sides' model.gradient_checkpointing (TRL's GRPOConfig default: on)")
     add_micro_batch_argument(parser)
+    add_heap_argument(parser)
     parser.add_argument("--vllm-python", default=str(HERE.parent / ".venv-vllm" / "bin" / "python"),
                         help="the interpreter that starts the managed vLLM server of ours_vllm")
     parser.add_argument("--base-url", help="a running vLLM server for ours_vllm (float32, LoRA up to --lora-r)")
@@ -345,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                              "--data", str(data), "--policy.name", args.model, "--steps", str(args.steps),
                              "--states", str(args.states), "--sampling.max_new_tokens", str(args.max_new_tokens),
                              "--threads", str(args.threads), "--lora-r", str(args.lora_r),
-                             "--gradient-checkpointing", args.gradient_checkpointing, *micro_batch_arguments(args)]
+                             "--gradient-checkpointing", args.gradient_checkpointing, *micro_batch_arguments(args),
+                             *heap_arguments(args)]
                 arguments += ["--use-lora"] if lora else []
                 arguments += ["--engine-url", engine_url] if engine_url else []
                 run = run_side(__file__, arguments, workdir / f"{side}-{group_size}.json", f"{label} (G={group_size})")

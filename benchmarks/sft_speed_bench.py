@@ -26,8 +26,10 @@ sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
     CHECKPOINTING,
+    add_heap_argument,
     add_micro_batch_argument,
     add_side_options,
+    heap_arguments,
     machine_info,
     micro_batch_arguments,
     micro_batch_option,
@@ -134,7 +136,7 @@ def run_trl(args) -> dict:
 def run_one_side(args) -> int:
     import torch
 
-    heap = set_up_side_heap(args.side)
+    heap = set_up_side_heap(args.side, args.mmap_threshold_mib)
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run_ours(args) if args.side == "ours" else run_trl(args)
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradient-checkpointing", choices=list(CHECKPOINTING), default="auto",
                         help="our side's model.gradient_checkpointing (TRL's SFTConfig default: on)")
     add_micro_batch_argument(parser)
+    add_heap_argument(parser)
     parser.add_argument("--out", default=str(HERE / "results" / "sft_speed.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 4 trajectories")
     add_side_options(parser)
@@ -202,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
                                           "--threads", str(args.threads),
                                           "--gradient-checkpointing", args.gradient_checkpointing,
-                                          *micro_batch_arguments(args)],
+                                          *micro_batch_arguments(args), *heap_arguments(args)],
                                  workdir / f"{side}.json", side)
         result["sides"].append(side_result)
         print(json.dumps({k: v for k, v in side_result.items() if k != "losses"}), flush=True)

@@ -30,11 +30,12 @@ HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 """PyTorch's switch for huge pages under CPU tensors of 2 MB or more, read once, at the process's first CPU tensor."""
 
 
-def set_up_heap() -> str:
-    """:func:`return_freed_memory_to_os` and :func:`use_huge_pages`; what was set, in words (for a run's record)."""
+def set_up_heap(threshold_bytes: int = DEFAULT_MMAP_THRESHOLD_BYTES) -> str:
+    """:func:`return_freed_memory_to_os` (``threshold_bytes``) and :func:`use_huge_pages`; what was set, in words (for a
+    run's record)."""
     done = []
-    if return_freed_memory_to_os():
-        done.append(f"freed blocks of {DEFAULT_MMAP_THRESHOLD_BYTES >> 20} MiB or more returned")
+    if return_freed_memory_to_os(threshold_bytes):
+        done.append(f"freed blocks of {threshold_bytes / 2**20:g} MiB or more returned")
     if use_huge_pages():
         done.append("huge pages under tensors of 2 MB or more")
     return ", ".join(done) or "as the environment set it"

@@ -3,8 +3,9 @@
 A ``[tokens, vocabulary]`` float32 logits tensor of a whole batch is the largest tensor of a training step (49,152
 columns for SmolLM2) and autograd would keep it, and its gradient, through the backward pass. Here the head runs on
 ``chunk_tokens`` positions at a time under activation checkpointing: each chunk's logits exist only while that chunk
-is computed, in the forward pass and again in the backward pass, so the head costs one more matmul of the action
-positions and at most one chunk of logits lives at any time.
+is computed, in the forward pass and again in the backward pass, so at most one chunk of logits lives at any time.
+The last chunk is kept instead of recomputed (its backward is the first to run), so a pass whose action positions
+fit in one chunk costs no extra matmul.
 """
 
 from __future__ import annotations
@@ -49,7 +50,13 @@ def head_logprobs(hidden: Tensor, targets: Tensor, head: nn.Module, *, softcap: 
     pieces, entropy = [], hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, hidden.shape[0], chunk_tokens):
         chunk = (hidden[start : start + chunk_tokens], targets[start : start + chunk_tokens], head, softcap)
-        logprobs, chunk_entropy = checkpoint(_chunk, *chunk, use_reentrant=False) if recompute else _chunk(*chunk)
+        # The last chunk's backward runs first, right after the forward pass: its logits, kept, would be freed at the
+        # moment a recompute would make them again, so it is not recomputed (nor is a batch of one chunk).
+        last = start + chunk_tokens >= hidden.shape[0]
+        if recompute and not last:
+            logprobs, chunk_entropy = checkpoint(_chunk, *chunk, use_reentrant=False)
+        else:
+            logprobs, chunk_entropy = _chunk(*chunk)
         pieces.append(logprobs)
         entropy = entropy + chunk_entropy.detach()
     return torch.cat(pieces), entropy / hidden.shape[0]

@@ -19,7 +19,10 @@ def build_optimizer(config: OptimizerConfig, params: Iterable[torch.nn.Parameter
 
         optimizer = bnb.optim.AdamW8bit(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        # On a CPU the default loops over the tensors one by one; the fused kernel updates them all in a few passes.
+        fused = bool(params) and all(type(p) is torch.nn.Parameter and p.device.type == "cpu" for p in params)
+        optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
+                                      fused=fused or None)
     total = max(total_steps, 1)
 
     def factor(step: int) -> float:

@@ -84,12 +84,15 @@ def test_chunked_head_equals_the_full_logits_in_logprobs_entropy_loss_and_gradie
         assert_close(grads[name], expected_grads[name], **TOLERANCE, msg=lambda m, name=name: f"{name}: {m}")
 
 
-def saved_for_backward(run) -> list[torch.Size]:
-    """The shapes of every tensor autograd saves for the backward pass while ``run()`` builds its graph."""
+def saved_for_backward(run, model: torch.nn.Module | None = None) -> list[torch.Size]:
+    """The shapes of every tensor autograd saves for the backward pass while ``run()`` builds its graph (but
+    ``model``'s weights, which take no memory of their own)."""
     shapes = []
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()} if model is not None else set()
 
     def pack(tensor):
-        shapes.append(tensor.shape)
+        if tensor.untyped_storage().data_ptr() not in weights:
+            shapes.append(tensor.shape)
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
@@ -110,8 +113,8 @@ def test_no_full_vocabulary_logits_of_the_batch_are_kept_for_backward():
     def vocabulary_rows(shapes: list[torch.Size]) -> int:
         return max((shape[:-1].numel() for shape in shapes if len(shape) >= 1 and shape[-1] == VOCAB), default=0)
 
-    chunked = saved_for_backward(lambda: ActionScorer(model, chunk_tokens=16)(**inputs))
-    assert vocabulary_rows(chunked) == 0  # only the head's weight has the vocabulary size as its first dimension
+    chunked = saved_for_backward(lambda: ActionScorer(model, chunk_tokens=16)(**inputs), model)
+    assert vocabulary_rows(chunked) == 60 - 3 * 16  # the last chunk's logits only (kept: its backward runs first)
     assert max(shape.numel() for shape in chunked) < 60 * VOCAB
     # The check sees the tensor it guards against: the full-logits computation saves it.
     assert vocabulary_rows(saved_for_backward(lambda: full_logits_reference(model, inputs, None))) >= 60
@@ -133,3 +136,21 @@ def test_head_logprobs_rejects_mismatched_shapes():
         head_logprobs(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long), head)
     with pytest.raises(ValueError, match="chunk_tokens: expected a positive integer"):
         head_logprobs(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long), head, chunk_tokens=0)
+
+
+def test_only_the_chunks_before_the_last_are_recomputed_in_the_backward_pass():
+    model = tiny_llama()
+    head = model.get_output_embeddings()
+    g = torch.Generator().manual_seed(6)
+    hidden = torch.randn(40, head.in_features, generator=g, requires_grad=True)
+    targets = torch.randint(0, VOCAB, (40,), generator=g)
+    calls = []
+    hook = head.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    try:
+        for chunk_tokens, expected in ((64, [40]), (16, [16, 16, 8, 16, 16])):  # forward, then the recomputes
+            calls.clear()
+            logprobs, _ = head_logprobs(hidden, targets, head, chunk_tokens=chunk_tokens)
+            logprobs.sum().backward()
+            assert calls == expected
+    finally:
+        hook.remove()
