@@ -8,7 +8,7 @@ process then keeps the high-water mark of every step's layout, and its RSS grows
 at once.
 
 The price is speed: such a block is mapped afresh at each use and faulted in a page at a time. :func:`use_huge_pages`
-has PyTorch back CPU tensors of 2 MB or more with transparent huge pages, faulted in 2 MB at a time instead of 4 KB.
+has PyTorch back CPU tensors of 2 MiB or more with transparent huge pages, faulted in 2 MiB at a time instead of 4 KB.
 
 :func:`set_up_heap` does both. ``swirl`` calls it for every command; call it yourself, before the process's first
 tensor, when you drive the library from Python.
@@ -27,7 +27,7 @@ M_MMAP_THRESHOLD = -3
 DEFAULT_MMAP_THRESHOLD_BYTES = 1 << 20
 
 HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
-"""PyTorch's switch for huge pages under CPU tensors of 2 MB or more, read once, at the process's first CPU tensor."""
+"""PyTorch's switch for huge pages under CPU tensors of 2 MiB or more, read once, at the process's first CPU tensor."""
 
 
 def set_up_heap(threshold_bytes: int = DEFAULT_MMAP_THRESHOLD_BYTES) -> str:
@@ -37,12 +37,12 @@ def set_up_heap(threshold_bytes: int = DEFAULT_MMAP_THRESHOLD_BYTES) -> str:
     if return_freed_memory_to_os(threshold_bytes):
         done.append(f"freed blocks of {threshold_bytes / 2**20:g} MiB or more returned")
     if use_huge_pages():
-        done.append("huge pages under tensors of 2 MB or more")
+        done.append("huge pages under tensors of 2 MiB or more")
     return ", ".join(done) or "as the environment set it"
 
 
 def use_huge_pages() -> bool:
-    """Have PyTorch back CPU tensors of 2 MB or more with transparent huge pages (``THP_MEM_ALLOC_ENABLE``), where the
+    """Have PyTorch back CPU tensors of 2 MiB or more with transparent huge pages (``THP_MEM_ALLOC_ENABLE``), where the
     kernel gives them on request (``/sys/kernel/mm/transparent_hugepage/enabled`` is ``madvise`` or ``always``). It
     takes effect only if no CPU tensor was made yet in this process. True when set; False off Linux, or when the
     environment already chose (which this respects)."""
