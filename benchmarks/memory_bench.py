@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="profile the training workloads' last step (not counted in the peak); --no-profile: "
                         "no profiler, every step counts (the profiler's records of a step can take gigabytes)")
     parser.add_argument("--glibc-default-heap", action="store_true", help="leave glibc's malloc and PyTorch's pages "
-                        "as they are (swirl returns freed blocks of 1 MiB or more to the OS and backs tensors of 2 MB "
+                        "as they are (swirl returns freed blocks of 1 MiB or more to the OS and backs tensors of 2 MiB "
                         "or more with huge pages: swirl_lightning.core.memory)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per workload (0: torch's default)")
     parser.add_argument("--out", default=str(HERE / "results" / "memory.json"))

@@ -357,7 +357,8 @@ class GenerationEngine:
         cache.select(row_index, num_new)
         lengths = cache.lengths[row_index]
         position_ids = lengths.unsqueeze(1) + torch.arange(num_new).unsqueeze(0)
-        mask = attention_mask_for(lengths, num_real, num_new, self.model.dtype)
+        # In the dtype attention runs in (the cache's), made once per forward rather than cast by every layer.
+        mask = attention_mask_for(lengths, num_real, num_new, self._kv_cache_dtype or self.model.dtype)
         with slot_attention_for(self.model):
             hidden = self._decoder(
                 input_ids=input_ids.to(self.device),
