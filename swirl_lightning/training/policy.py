@@ -18,9 +18,11 @@ from swirl_lightning.core.config import PolicyConfig, SamplingConfig
 from swirl_lightning.core.trajectory import State
 from swirl_lightning.training.config import LoraConfig
 from swirl_lightning.training.head import DEFAULT_CHUNK_TOKENS, head_logprobs
+from swirl_lightning.training.prefix_sharing import branch_attention_for, pack_for
 
 AUTO_CHECKPOINT_ABOVE_TOKENS = 1024
-"""``gradient_checkpointing: auto`` checkpoints the passes (micro-batches) of more tokens (rows x length) than this."""
+"""``gradient_checkpointing: auto`` checkpoints the passes (micro-batches) of more tokens than this (rows x length, or
+the length of the rows packed behind their shared prefix)."""
 
 
 class ActionScorer(nn.Module):
@@ -28,16 +30,21 @@ class ActionScorer(nn.Module):
 
     The decoder runs on the whole rows; the vocabulary projection only on the positions that predict an
     action token (``segment_ids > 0``), ``chunk_tokens`` of them at a time (:func:`~.head.head_logprobs`).
-    ``logit_index`` gives those positions for packed groups, default the causal shift. Being the one module called
-    in training, it is the FSDP root.
+    ``logit_index`` gives those positions for packed groups, default the causal shift. Rows that begin alike (the
+    system prompt) compute that prefix once where the model allows (:mod:`.prefix_sharing`). Being the one module
+    called in training, it is the FSDP root.
     """
 
-    def __init__(self, lm: nn.Module, chunk_tokens: int = DEFAULT_CHUNK_TOKENS, checkpointing: bool | str = False):
+    def __init__(self, lm: nn.Module, chunk_tokens: int = DEFAULT_CHUNK_TOKENS, checkpointing: bool | str = False,
+                 share_prefix: bool = True):
         super().__init__()
         self.lm, self.chunk_tokens = lm, chunk_tokens
         self.checkpointing = checkpointing
         """As the policy was loaded (``load_trainable_policy``); ``auto`` switches it on for the passes of more than
-        :data:`AUTO_CHECKPOINT_ABOVE_TOKENS` tokens (rows x length) and off for the others."""
+        :data:`AUTO_CHECKPOINT_ABOVE_TOKENS` tokens (rows x length, or the packed row's) and off for the others."""
+        self.share_prefix = share_prefix
+        """Compute the prefix that all rows of a pass share once (:mod:`.prefix_sharing`), where the model allows and
+        the pass is not checkpointed."""
 
     @property
     def causal_lm(self) -> nn.Module:
@@ -48,13 +55,22 @@ class ActionScorer(nn.Module):
                 position_ids: Tensor | None = None, logit_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Log-probs ``[B, T]`` (fp32, 0 off actions) and the mean entropy at the action tokens (detached)."""
         lm = self.causal_lm
+        packed = (pack_for(lm, input_ids, attention_mask, segment_ids)
+                  if self.share_prefix and position_ids is None and logit_index is None else None)
+        checkpointed_layers = [m for m in lm.modules() if hasattr(m, "_gradient_checkpointing_func")]
         if self.checkpointing == "auto":
-            checkpointed = input_ids.numel() > AUTO_CHECKPOINT_ABOVE_TOKENS
-            for layer in lm.modules():  # the layers transformers checkpoints, each with its own switch
-                if hasattr(layer, "_gradient_checkpointing_func"):
-                    layer.gradient_checkpointing = checkpointed
-        hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                               use_cache=False).last_hidden_state
+            tokens = input_ids.numel() if packed is None else packed.input_ids.numel()
+            for layer in checkpointed_layers:  # the layers transformers checkpoints, each with its own switch
+                layer.gradient_checkpointing = tokens > AUTO_CHECKPOINT_ABOVE_TOKENS
+        if any(layer.gradient_checkpointing for layer in checkpointed_layers):
+            packed = None  # a layer's recomputation runs in the backward pass, outside the branch attention below
+        if packed is None:
+            hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                   use_cache=False).last_hidden_state
+        else:
+            with branch_attention_for(lm):
+                hidden = lm.base_model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False,
+                                       branch_layout=packed.layout).last_hidden_state[0][packed.index]
         if logit_index is None:
             logit_index = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids) - 1
         rows, columns = (segment_ids > 0).nonzero(as_tuple=True)
