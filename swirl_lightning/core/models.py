@@ -182,6 +182,19 @@ def load_model(name: str, *, dtype: str = "float32", device: str = "cpu", **kwar
     return model.to(device).eval()
 
 
+@contextlib.contextmanager
+def attention_implementation(model: Any, name: str) -> Iterator[None]:
+    """Run ``model``'s attention layers through the function registered under ``name`` in transformers'
+    ``AttentionInterface`` inside the block, and through the model's own implementation again after it."""
+    config = model.config
+    before = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+
+
 def check_adapter_dir(path: str) -> str:
     """``path`` if it is a PEFT adapter folder (``adapter_config.json`` inside), else a clear ``FileNotFoundError``
     (rather than a hub lookup that fails offline)."""

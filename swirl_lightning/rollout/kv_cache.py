@@ -15,13 +15,14 @@ overhead and saves the padding. A forward pass runs it under :func:`slot_attenti
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from swirl_lightning.core.models import attention_implementation
 
 DEFAULT_BLOCK_TOKENS = 128
 """Positions added to a slot's row at a time: few reallocations (each copies that slot's row), at most a block of
@@ -203,16 +204,9 @@ def slot_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
 AttentionInterface.register(SLOT_ATTENTION, slot_attention)
 
 
-@contextlib.contextmanager
-def slot_attention_for(model: torch.nn.Module) -> Iterator[None]:
+def slot_attention_for(model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
     """Run ``model``'s attention layers through :func:`slot_attention` inside the block."""
-    config = model.config
-    before = config._attn_implementation
-    config._attn_implementation = SLOT_ATTENTION
-    try:
-        yield
-    finally:
-        config._attn_implementation = before
+    return attention_implementation(model, SLOT_ATTENTION)
 
 
 def attention_mask_for(lengths: torch.Tensor, num_real: torch.Tensor, num_new: int, dtype: torch.dtype) -> torch.Tensor:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from swirl_lightning.core.models import attention_implementation
 
 BRANCH_ATTENTION = "swirl_branch_attention"
 """The name :func:`branch_attention` is registered under in transformers' ``AttentionInterface``."""
@@ -110,13 +111,6 @@ def pack_for(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, segmen
     return pack_shared_prefix(input_ids, attention_mask, prefix) if prefix >= MIN_SHARED_TOKENS else None
 
 
-@contextlib.contextmanager
-def branch_attention_for(model: nn.Module) -> Iterator[None]:
+def branch_attention_for(model: nn.Module) -> contextlib.AbstractContextManager[None]:
     """Run ``model``'s attention layers through :func:`branch_attention` inside the block."""
-    config = model.config
-    before = config._attn_implementation
-    config._attn_implementation = BRANCH_ATTENTION
-    try:
-        yield
-    finally:
-        config._attn_implementation = before
+    return attention_implementation(model, BRANCH_ATTENTION)
